@@ -1,0 +1,85 @@
+"""The usage event: one metered model call, as stored in the ledger and exported.
+
+Every stage of the collector speaks this one record: extraction builds it from a
+span, the ledger stores it, meters and limits read it, the Parquet exporter
+writes it. Field names are the Parquet column names (docs/parquet.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+__all__ = ["USAGE_SOURCES", "UsageEvent", "UsageSource"]
+
+UsageSource = Literal["provider", "estimate", "reservation"]
+"""Where the counts come from: the provider's report, a tokenizer estimate made by
+the instrumentation, or an expired reservation charged at its estimate."""
+
+USAGE_SOURCES: tuple[UsageSource, ...] = ("provider", "estimate", "reservation")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One metered model call.
+
+    ``event_id`` is derived from the dedupe key, so the same call reported twice
+    yields the same id. ``sequence`` is assigned by the ledger on commit (0 before).
+    ``event_time_ns`` is the span's start time in nanoseconds since the Unix epoch.
+    Token fields follow ``tollmeter.semconv.Usage``: ``input_tokens`` includes cache
+    reads and writes, ``output_tokens`` includes reasoning.
+    """
+
+    event_id: str
+    event_time_ns: int
+    provider: str
+    operation: str
+    tenant_id: str
+    input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    total_tokens: int = 0
+    usage_source: UsageSource = "provider"
+    project_id: str | None = None
+    user_id: str | None = None
+    api_key_id: str | None = None
+    feature: str | None = None
+    environment: str | None = None
+    service_name: str | None = None
+    request_id: str | None = None
+    workflow_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    cost: Decimal | None = None
+    currency: str | None = None
+    price_source: str | None = None
+    duration_s: float | None = None
+    status: str = "ok"
+    error_type: str | None = None
+    attempt: int | None = None
+    reservation_id: str | None = None
+    collector_id: str | None = None
+    sequence: int = 0
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return self.input_tokens - self.cache_read_input_tokens - self.cache_write_input_tokens
+
+    @property
+    def non_reasoning_output_tokens(self) -> int:
+        return self.output_tokens - self.reasoning_output_tokens
+
+    @property
+    def model(self) -> str:
+        """The model to meter under: the response model when known, else the requested one."""
+        return self.response_model or self.request_model or ""
+
+    def with_sequence(self, sequence: int) -> UsageEvent:
+        return dataclasses.replace(self, sequence=sequence)

@@ -1,0 +1,19 @@
+"""The ``tollmeter`` command line.
+
+Only this module turns errors into exit codes; each subcommand lives in the
+module of the part it drives and is registered here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from tollmeter.semconv.version import __version__
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOLLMETER"})
+@click.version_option(__version__, prog_name="tollmeter")
+def main() -> None:
+    """Meter LLM token usage per tenant with OpenTelemetry."""
