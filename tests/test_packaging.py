@@ -1,0 +1,83 @@
+"""The distribution builds into one wheel holding all three namespace portions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTIONS = ("semconv", "instrumentation", "collector")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("tollmeter-*.whl")
+    return built
+
+
+def test_wheel_holds_every_portion_and_marker(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for portion in PORTIONS:
+        assert f"tollmeter/{portion}/__init__.py" in names
+        assert f"tollmeter/{portion}/py.typed" in names
+    assert "tollmeter/semconv/registry.yaml" in names
+
+
+def test_wheel_leaks_no_tests_or_data(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    leaked = [
+        name
+        for name in names
+        if name.startswith(("tests/", "benchmarks/", "examples/", "docs/"))
+        or name.endswith((".db", ".db-wal", ".parquet", ".pyc"))
+        or "__pycache__" in name
+    ]
+    assert leaked == []
+
+
+def test_wheel_declares_console_script_and_instrumentors(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    (entry_points,) = [n for n in archive.namelist() if n.endswith("entry_points.txt")]
+    text = archive.read(entry_points).decode()
+    assert "tollmeter = tollmeter.collector.cli:main" in text
+    assert "tollmeter_openai = tollmeter.instrumentation.openai:OpenAIInstrumentor" in text
+    assert "tollmeter_anthropic = tollmeter.instrumentation.anthropic:AnthropicInstrumentor" in text
+
+
+def test_unpacked_wheel_imports_all_portions(wheel: Path, tmp_path: Path) -> None:
+    zipfile.ZipFile(wheel).extractall(tmp_path)
+    # Drop the editable install's source folders so only the unpacked wheel can answer.
+    probe = (
+        "import sys\n"
+        f"root = {str(ROOT)!r}\n"
+        f"sys.path[:] = [{str(tmp_path)!r}] + [p for p in sys.path if not p.startswith(root)]\n"
+        "import tollmeter.semconv, tollmeter.instrumentation, tollmeter.collector\n"
+        "mods = (tollmeter.semconv, tollmeter.instrumentation, tollmeter.collector)\n"
+        f"assert all(m.__file__.startswith({str(tmp_path)!r}) for m in mods), mods\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", probe], check=True, env=env, timeout=60, cwd=tmp_path)
+
+
+def test_editable_install_imports_all_portions_from_the_source_tree() -> None:
+    import tollmeter.collector
+    import tollmeter.instrumentation
+    import tollmeter.semconv
+
+    for portion, module in zip(
+        PORTIONS, (tollmeter.semconv, tollmeter.instrumentation, tollmeter.collector), strict=True
+    ):
+        assert module.__file__ is not None
+        assert Path(module.__file__).is_relative_to(ROOT / portion)
