@@ -1,0 +1,78 @@
+"""The ledger contract every storage backend fulfils."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage._query import UsageQuery, UsageRow
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["AppendResult", "Ledger", "StorageError"]
+
+
+class StorageError(TollmeterError):
+    """The storage backend failed (disk full, corrupt file, lock timeout...).
+
+    The driver's own exception is kept as ``__cause__``.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one ``append`` stored.
+
+    ``committed`` holds the new events with their sequences, in sequence order;
+    ``duplicates`` counts the events dropped because their ``event_id`` was already
+    in the ledger or earlier in the same batch.
+    """
+
+    committed: list[UsageEvent] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class Ledger(abc.ABC):
+    """Append-only, exactly-once store of usage events.
+
+    Methods are thread-safe and blocking; those that can wait give up with a
+    ``StorageError`` after the backend's timeout.
+    """
+
+    @abc.abstractmethod
+    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
+        """Store the events not seen within the dedupe window, in one durable transaction.
+
+        Within a batch the first event with a given ``event_id`` wins.
+        """
+
+    @abc.abstractmethod
+    def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
+        """Up to ``limit`` events with a sequence above ``after_sequence``, ascending."""
+
+    @abc.abstractmethod
+    def last_sequence(self) -> int:
+        """The highest committed sequence, 0 for an empty ledger."""
+
+    @abc.abstractmethod
+    def query_usage(self, query: UsageQuery) -> list[UsageRow]:
+        """Usage totals matching ``query``, ordered by window then grouped dimensions."""
+
+    @abc.abstractmethod
+    def get_state(self, key: str) -> str | None:
+        """A value stored with ``set_state``, or ``None``."""
+
+    @abc.abstractmethod
+    def set_state(self, key: str, value: str) -> None:
+        """Durably store a small value (an export cursor, hook state...)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection. Idempotent; other calls fail afterwards."""
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""What the ledger answers: usage totals filtered, grouped and bucketed by window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Literal, get_args
+
+from tollmeter.collector.storage._windows import WINDOWS, Window
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["DIMENSIONS", "Dimension", "InvalidQuery", "UsageQuery", "UsageRow"]
+
+Dimension = Literal["tenant", "project", "model", "feature", "api_key", "usage_source"]
+DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
+
+MAX_ROWS = 100_000
+
+
+class InvalidQuery(TollmeterError, ValueError):
+    """A usage query names an unknown dimension or window, or an impossible range."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageQuery:
+    """Usage in ``[start, end)`` (UTC), filtered by exact dimension values.
+
+    ``group_by`` splits the totals by dimensions; ``window`` further splits them by
+    calendar bucket. Without either, one row holds the totals of everything that matches.
+    """
+
+    tenant: str | None = None
+    project: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    api_key: str | None = None
+    usage_source: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    group_by: tuple[Dimension, ...] = ()
+    window: Window | None = None
+    limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidQuery(f"{name} must carry a time zone")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise InvalidQuery("start must be before end")
+        unknown = [name for name in self.group_by if name not in DIMENSIONS]
+        if unknown:
+            raise InvalidQuery(
+                f"cannot group by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}"
+            )
+        if len(set(self.group_by)) != len(self.group_by):
+            raise InvalidQuery("group_by repeats a dimension")
+        if self.window is not None and self.window not in WINDOWS:
+            raise InvalidQuery(f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
+        if not 1 <= self.limit <= MAX_ROWS:
+            raise InvalidQuery(f"limit must be between 1 and {MAX_ROWS}")
+
+    def filters(self) -> dict[Dimension, str]:
+        """The dimensions this query pins to one value."""
+        return {name: value for name in DIMENSIONS if (value := getattr(self, name)) is not None}
+
+    def start_ns(self) -> int | None:
+        return None if self.start is None else epoch_ns(self.start)
+
+    def end_ns(self) -> int | None:
+        return None if self.end is None else epoch_ns(self.end)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_ns(moment: datetime) -> int:
+    """Exact nanoseconds since the Unix epoch (``timestamp()`` would round through a float)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRow:
+    """Totals of one group. Dimensions not grouped by are ``None``.
+
+    ``cost`` sums the costs of the events that carry one (``None`` when none does);
+    token counts follow ``UsageEvent``: input includes cache, output includes reasoning.
+    """
+
+    window_start: datetime | None = None
+    tenant: str | None = None
+    project: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    api_key: str | None = None
+    usage_source: str | None = None
+    input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+    cost: Decimal | None = None
+    currency: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping: times as ISO 8601, the cost as a decimal string."""
+        return {
+            "window_start": None if self.window_start is None else self.window_start.isoformat(),
+            "tenant": self.tenant,
+            "project": self.project,
+            "model": self.model,
+            "feature": self.feature,
+            "api_key": self.api_key,
+            "usage_source": self.usage_source,
+            "input_tokens": self.input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_write_input_tokens": self.cache_write_input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_output_tokens": self.reasoning_output_tokens,
+            "total_tokens": self.total_tokens,
+            "requests": self.requests,
+            "cost": None if self.cost is None else str(self.cost),
+            "currency": self.currency,
+        }
+
+
+def utc_from_epoch(epoch_s: int) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc)

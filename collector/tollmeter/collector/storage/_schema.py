@@ -1,0 +1,136 @@
+"""SQLite schema of the ledger, applied as numbered migrations.
+
+``usage_events`` is append-only: ``sequence`` (the rowid) only grows, so readers page
+through it with ``sequence > cursor``. ``rollups`` holds per-bucket sums for every
+window and dimension combination, updated in the same transaction as the events, so
+that usage queries and meter rebuilds read thousands of rows instead of millions.
+Costs are TEXT decimals summed exactly by the ``tm_decimal_add``/``tm_decimal_sum``
+functions registered on every connection (SQLite's own arithmetic would go through
+binary floating point). Dimensions absent from an event are stored as ``''`` in
+``rollups`` so that the primary key treats them as one value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from decimal import Decimal
+from typing import Any
+
+from tollmeter.collector._records import UsageEvent
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "MIGRATIONS",
+    "ROLLUP_COUNTERS",
+    "ROLLUP_DIMENSIONS",
+    "SCHEMA_VERSION",
+    "migrate",
+    "register_functions",
+]
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(UsageEvent) if f.name != "sequence"
+)
+ROLLUP_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key", "usage_source")
+ROLLUP_COUNTERS = (
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_output_tokens",
+    "total_tokens",
+    "requests",
+)
+
+_EVENT_TYPES = {
+    "event_time_ns": "INTEGER NOT NULL",
+    "event_id": "TEXT NOT NULL UNIQUE",
+    "provider": "TEXT NOT NULL",
+    "operation": "TEXT NOT NULL",
+    "tenant_id": "TEXT NOT NULL",
+    "usage_source": "TEXT NOT NULL",
+    "status": "TEXT NOT NULL",
+    "cost": "TEXT",
+    "duration_s": "REAL",
+}
+
+
+def _event_column(name: str) -> str:
+    if name in _EVENT_TYPES:
+        return f"{name} {_EVENT_TYPES[name]}"
+    if name.endswith("_tokens"):
+        return f"{name} INTEGER NOT NULL"
+    return f"{name} INTEGER" if name == "attempt" else f"{name} TEXT"
+
+
+_V1 = (
+    "CREATE TABLE usage_events (sequence INTEGER PRIMARY KEY, "
+    + ", ".join(_event_column(name) for name in EVENT_COLUMNS)
+    + ")",
+    "CREATE INDEX usage_events_time ON usage_events (event_time_ns)",
+    "CREATE INDEX usage_events_tenant_time ON usage_events (tenant_id, event_time_ns)",
+    "CREATE TABLE dedupe_keys (event_id TEXT PRIMARY KEY, seen_ns INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX dedupe_keys_seen ON dedupe_keys (seen_ns)",
+    "CREATE TABLE rollups (granularity TEXT NOT NULL, bucket INTEGER NOT NULL, "
+    + ", ".join(f"{name} TEXT NOT NULL" for name in ROLLUP_DIMENSIONS)
+    + ", "
+    + ", ".join(f"{name} INTEGER NOT NULL" for name in ROLLUP_COUNTERS)
+    + ", cost TEXT, currency TEXT, PRIMARY KEY (granularity, bucket, "
+    + ", ".join(ROLLUP_DIMENSIONS)
+    + ")) WITHOUT ROWID",
+    "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in one transaction; return the schema version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"ledger schema version {version} is newer than this tollmeter ({SCHEMA_VERSION})"
+            )
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def _decimal_add(left: str | None, right: str | None) -> str | None:
+    if left is None:
+        return right
+    if right is None:
+        return left
+    return str(Decimal(left) + Decimal(right))
+
+
+class _DecimalSum:
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            self.total = Decimal(value) if self.total is None else self.total + Decimal(value)
+
+    def finalize(self) -> Any:  # a decimal string or None; typeshed says int
+        return None if self.total is None else str(self.total)
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("tm_decimal_add", 2, _decimal_add, deterministic=True)
+    conn.create_aggregate("tm_decimal_sum", 1, _DecimalSum)

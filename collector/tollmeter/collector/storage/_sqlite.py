@@ -1,0 +1,278 @@
+"""The SQLite ledger: WAL, durable group-committed appends, rollups in the same transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Literal
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._query import UsageQuery, UsageRow
+from tollmeter.collector.storage._rollups import rollup_rows, select_usage
+from tollmeter.collector.storage._schema import (
+    EVENT_COLUMNS,
+    ROLLUP_COUNTERS,
+    ROLLUP_DIMENSIONS,
+    migrate,
+    register_functions,
+)
+from tollmeter.semconv.errors import ConfigurationError
+
+__all__ = ["SQLiteLedger"]
+
+logger = logging.getLogger(__name__)
+
+Synchronous = Literal["off", "normal", "full", "extra"]
+_SYNCHRONOUS: tuple[Synchronous, ...] = ("off", "normal", "full", "extra")
+# SQLite's default cap on bound variables is 32766; stay well below it.
+_CHUNK = 500
+_COST = EVENT_COLUMNS.index("cost")
+_EVENT_ID = EVENT_COLUMNS.index("event_id")
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
+)
+_KEY = ", ".join(("granularity", "bucket", *ROLLUP_DIMENSIONS))
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollups ({_KEY}, {', '.join(ROLLUP_COUNTERS)}, cost, currency) "
+    f"VALUES ({', '.join('?' * (len(ROLLUP_DIMENSIONS) + len(ROLLUP_COUNTERS) + 4))}) "
+    f"ON CONFLICT ({_KEY}) DO UPDATE SET "
+    + ", ".join(f"{name} = {name} + excluded.{name}" for name in ROLLUP_COUNTERS)
+    + ", cost = tm_decimal_add(cost, excluded.cost)"
+    + ", currency = COALESCE(currency, excluded.currency)"
+)
+
+
+class SQLiteLedger(Ledger):
+    """A ledger in one SQLite file (or in memory when ``path`` is ``None``).
+
+    One writer connection serialises appends; each reading thread gets its own
+    connection, so queries never wait for a commit (WAL). ``synchronous="full"``
+    fsyncs every commit: an acknowledged append survives power loss.
+    ``dedupe_window_s`` bounds how long the seen-key table remembers an event id;
+    the unique ``event_id`` of ``usage_events`` still refuses a late duplicate of an
+    event that is in the ledger.
+    """
+
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        synchronous: Synchronous = "full",
+        dedupe_window_s: float | str = 7 * 86400.0,
+        timeout_s: float | str = 30.0,
+        prune_interval_s: float | str = 60.0,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
+            )
+        self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
+        self._timeout_s = _positive("timeout_s", timeout_s)
+        self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
+        self._synchronous = synchronous
+        self._memory = path is None
+        self._target = f"file:tollmeter-{uuid.uuid4().hex}?mode=memory" if path is None else path
+        self._write_lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._closed = False
+        with _wrapped("open ledger"):
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            migrate(self._writer)
+            row = self._writer.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
+        self._last_sequence = int(row[0] or 0)
+        self._last_prune_ns = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._target,
+            timeout=self._timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self._memory,
+        )
+        register_functions(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        if not self._write_lock.acquire(timeout=self._timeout_s):
+            raise StorageError(f"ledger writer busy for more than {self._timeout_s}s")
+        try:
+            if self._closed:
+                raise StorageError("ledger is closed")
+            yield self._writer
+        finally:
+            self._write_lock.release()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._memory:
+            # An in-memory database has a single connection; reads share the writer's.
+            with self._writing() as conn:
+                yield conn
+            return
+        if self._closed:
+            raise StorageError("ledger is closed")
+        reader: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if reader is None:
+            with _wrapped("open ledger reader"):
+                reader = self._connect()
+                reader.execute("PRAGMA query_only=ON")
+            with self._readers_lock:
+                self._readers.append(reader)
+            self._local.conn = reader
+        yield reader
+
+    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
+        if not events:
+            return AppendResult()
+        fresh: dict[str, UsageEvent] = {}
+        for event in events:
+            fresh.setdefault(event.event_id, event)
+        with self._writing() as conn, _wrapped("append to ledger"):
+            now_ns = time.time_ns()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                committed = self._append_locked(conn, fresh, now_ns)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if committed:
+                self._last_sequence = committed[-1].sequence
+        return AppendResult(committed=committed, duplicates=len(events) - len(committed))
+
+    def _append_locked(
+        self, conn: sqlite3.Connection, fresh: dict[str, UsageEvent], now_ns: int
+    ) -> list[UsageEvent]:
+        ids = list(fresh)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for (seen,) in conn.execute(
+                f"SELECT event_id FROM dedupe_keys WHERE event_id IN ({marks})", chunk
+            ):
+                del fresh[seen]
+        if not fresh:
+            return []
+        sequence = self._last_sequence
+        rows = []
+        for event in fresh.values():
+            sequence += 1
+            row = [sequence, *(getattr(event, name) for name in EVENT_COLUMNS)]
+            if event.cost is not None:
+                row[_COST + 1] = str(event.cost)
+            rows.append(row)
+        cursor = conn.executemany(_INSERT_EVENT, rows)
+        if cursor.rowcount != len(rows):
+            # A late duplicate, older than the dedupe window but still in the ledger.
+            stored = {
+                event_id
+                for (event_id,) in conn.execute(
+                    "SELECT event_id FROM usage_events WHERE sequence > ?", (self._last_sequence,)
+                )
+            }
+            rows = [row for row in rows if row[_EVENT_ID + 1] in stored]
+        committed = [fresh[row[_EVENT_ID + 1]].with_sequence(row[0]) for row in rows]
+        conn.executemany(
+            "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
+            [(event.event_id, now_ns) for event in fresh.values()],
+        )
+        conn.executemany(_UPSERT_ROLLUP, rollup_rows(committed))
+        if now_ns - self._last_prune_ns >= self._prune_interval_ns:
+            conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < ?", (now_ns - self._window_ns,))
+            self._last_prune_ns = now_ns
+        return committed
+
+    def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        with self._reading() as conn, _wrapped("read ledger"):
+            rows = conn.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)}, sequence FROM usage_events "
+                "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after_sequence, limit),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def last_sequence(self) -> int:
+        with self._reading() as conn, _wrapped("read ledger"):
+            row = conn.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
+        return int(row[0] or 0)
+
+    def query_usage(self, query: UsageQuery) -> list[UsageRow]:
+        with self._reading() as conn, _wrapped("query usage"):
+            return select_usage(conn, query)
+
+    def get_state(self, key: str) -> str | None:
+        with self._reading() as conn, _wrapped("read ledger state"):
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._writing() as conn, _wrapped("write ledger state"):
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        acquired = self._write_lock.acquire(timeout=self._timeout_s)
+        if not acquired:
+            logger.warning("closing the ledger while a write is still running")
+        try:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for conn in [*readers, self._writer]:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        finally:
+            if acquired:
+                self._write_lock.release()
+
+    @property
+    def synchronous(self) -> Synchronous:
+        return self._synchronous
+
+
+def _event(row: Sequence[object]) -> UsageEvent:
+    values = list(row)
+    if values[_COST] is not None:
+        values[_COST] = Decimal(str(values[_COST]))
+    return UsageEvent(*values)  # type: ignore[arg-type]
+
+
+def _positive(name: str, value: float | str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {value!r}") from None
+    if not number > 0:
+        raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    return number
+
+
+@contextlib.contextmanager
+def _wrapped(action: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"could not {action}: {exc}") from exc
