@@ -1,5 +1,41 @@
-"""Auto-instrumentation of LLM SDKs with token usage and tenant attribution."""
+"""Auto-instrumentation of LLM SDKs with token usage and tenant attribution.
+
+- ``attribute(tenant=..., project=..., ...)``: attribute model calls in a block
+  or function (context manager and decorator, propagated as W3C baggage);
+  ``current_attribution()`` returns what is in effect.
+- ``AttributionSpanProcessor``: copies the attribution onto GenAI spans made by
+  any instrumentation.
+- ``OpenAIInstrumentor`` (``tollmeter.instrumentation.openai``): spans and
+  metrics for every call of the ``openai`` SDK.
+- ``count_text_tokens``, ``estimate_chat_input_tokens``,
+  ``estimate_prompt_tokens``, ``encoding_name_for_model``: the token estimates
+  used when a provider reports no usage.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from tollmeter.instrumentation._attribution import (
+    MAX_VALUE_LENGTH,
+    AttributionSpanProcessor,
+    attribute,
+    current_attribution,
+)
+from tollmeter.instrumentation._estimate import (
+    count_text_tokens,
+    encoding_name_for_model,
+    estimate_chat_input_tokens,
+    estimate_prompt_tokens,
+    set_load_timeout,
+)
+
+__all__ = [
+    "MAX_VALUE_LENGTH",
+    "AttributionSpanProcessor",
+    "attribute",
+    "count_text_tokens",
+    "current_attribution",
+    "encoding_name_for_model",
+    "estimate_chat_input_tokens",
+    "estimate_prompt_tokens",
+    "set_load_timeout",
+]

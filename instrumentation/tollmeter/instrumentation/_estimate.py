@@ -1,0 +1,233 @@
+"""Token estimates for calls whose provider reported no usage.
+
+Used only when a response carries no usage (a stream without
+``include_usage``, a cancelled or failed call, a provider that omits it); the
+result is flagged ``tollmeter.usage.source=estimate`` on the span.
+
+Encodings (tiktoken) are chosen per model family by ``encoding_name_for_model``
+and loaded lazily, once per encoding name, on a background thread with a
+deadline (``set_load_timeout``, ``DEFAULT_LOAD_TIMEOUT`` seconds by default):
+tiktoken downloads missing encodings without a timeout of its own, and a
+metered application must never hang on it. When an encoding cannot be loaded
+(no network, no ``TIKTOKEN_CACHE_DIR`` cache, timeout) one warning names the
+encoding and the cache variable, and counts use the character heuristic
+``ceil(len(text) / 4)`` (at least 1 for non-empty text) until a late load
+completes.
+
+Public helpers:
+
+- ``count_text_tokens(text, model)``: tokens of a plain string.
+- ``estimate_chat_input_tokens(messages, model, tools=None)``: a chat request,
+  with OpenAI's documented per-message overhead (3 tokens per message, 1 per
+  ``name``, 3 to prime the reply), text content parts, tool calls, a flat
+  ``IMAGE_PART_TOKENS`` per non-text part, and tool definitions counted as
+  their compact JSON. Messages may be mappings or SDK objects. This is an
+  approximation: providers render tools and images differently.
+- ``estimate_prompt_tokens(prompt, model)``: a completion or embedding input:
+  a string, a list of strings, a list of token ids or a list of such lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Protocol
+
+import tiktoken
+
+__all__ = [
+    "DEFAULT_LOAD_TIMEOUT",
+    "IMAGE_PART_TOKENS",
+    "count_text_tokens",
+    "encoding_name_for_model",
+    "estimate_chat_input_tokens",
+    "estimate_prompt_tokens",
+    "set_load_timeout",
+]
+
+_logger = logging.getLogger("tollmeter.instrumentation")
+
+DEFAULT_LOAD_TIMEOUT: Final = 5.0
+"""Seconds a caller waits for an encoding to load before using the heuristic."""
+
+IMAGE_PART_TOKENS: Final = 85
+"""Flat estimate for an image or other non-text content part (OpenAI's low-detail cost)."""
+
+_PER_MESSAGE: Final = 3
+_PER_NAME: Final = 1
+_REPLY_PRIMING: Final = 3
+_PER_TOOL: Final = 8
+
+# First match wins; prefixes are compared to the lower-cased model name.
+_FAMILIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
+    (("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4"), "o200k_base"),
+    (("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-"), "cl100k_base"),
+    (("text-davinci", "davinci", "curie", "babbage", "ada", "code-"), "p50k_base"),
+    (("claude",), "cl100k_base"),
+)
+_DEFAULT_ENCODING: Final = "o200k_base"
+
+
+class _Encoding(Protocol):
+    def encode(self, text: str, *, disallowed_special: Any = ...) -> list[int]: ...
+
+
+class _Loader:
+    """Loads one encoding on a daemon thread; callers wait for it up to the deadline."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.encoding: _Encoding | None = None
+        self.done = threading.Event()
+        self.warned = False
+        threading.Thread(target=self._load, name=f"tollmeter-tiktoken-{name}", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.encoding = tiktoken.get_encoding(self.name)
+        except Exception as exc:
+            _logger.debug("loading tiktoken encoding %s failed", self.name, exc_info=exc)
+        finally:
+            self.done.set()
+
+
+_loaders: dict[str, _Loader] = {}
+_loaders_lock = threading.Lock()
+_load_timeout = DEFAULT_LOAD_TIMEOUT
+
+
+def set_load_timeout(seconds: float) -> None:
+    """Set how long a count may wait for an encoding to load (seconds, > 0)."""
+    global _load_timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"load timeout must be a positive number of seconds, got {seconds!r}")
+    _load_timeout = float(seconds)
+
+
+def encoding_name_for_model(model: str | None) -> str:
+    """The tiktoken encoding used to estimate ``model``'s tokens (``o200k_base`` if unknown)."""
+    if model:
+        lowered = model.lower().rsplit("/", 1)[-1]
+        for prefixes, name in _FAMILIES:
+            if lowered.startswith(prefixes):
+                return name
+    return _DEFAULT_ENCODING
+
+
+def _encoding(name: str) -> _Encoding | None:
+    loader = _loaders.get(name)
+    if loader is None:
+        with _loaders_lock:
+            loader = _loaders.get(name)
+            if loader is None:
+                loader = _loaders[name] = _Loader(name)
+    if not loader.done.is_set():
+        loader.done.wait(_load_timeout)
+    if loader.encoding is None and not loader.warned:
+        loader.warned = True
+        _logger.warning(
+            "tiktoken encoding %s could not be loaded (no network and no copy in "
+            "TIKTOKEN_CACHE_DIR=%s); token estimates use about 4 characters per token",
+            name,
+            os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>"),
+        )
+    return loader.encoding
+
+
+def _heuristic(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def count_text_tokens(text: str, model: str | None) -> int:
+    """Tokens in ``text`` for ``model``'s encoding (0 for empty text)."""
+    if not text:
+        return 0
+    encoding = _encoding(encoding_name_for_model(model))
+    if encoding is None:
+        return _heuristic(text)
+    return len(encoding.encode(text, disallowed_special=()))
+
+
+def _field(item: object, name: str) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name)
+    return getattr(item, name, None)
+
+
+def _content_tokens(content: object, model: str | None) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count_text_tokens(content, model)
+    total = 0
+    if isinstance(content, Iterable):
+        for part in content:
+            if isinstance(part, str):
+                total += count_text_tokens(part, model)
+                continue
+            text = _field(part, "text")
+            if isinstance(text, str):
+                total += count_text_tokens(text, model)
+            else:
+                total += IMAGE_PART_TOKENS
+    return total
+
+
+def _tool_call_tokens(tool_calls: object, model: str | None) -> int:
+    if not isinstance(tool_calls, Iterable) or isinstance(tool_calls, (str, bytes)):
+        return 0
+    total = 0
+    for call in tool_calls:
+        function = _field(call, "function")
+        if function is None:
+            continue
+        for key in ("name", "arguments"):
+            value = _field(function, key)
+            if isinstance(value, str):
+                total += count_text_tokens(value, model)
+    return total
+
+
+def _as_json(value: object) -> str:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(exclude_none=True)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def estimate_chat_input_tokens(
+    messages: Iterable[object], model: str | None, tools: Iterable[object] | None = None
+) -> int:
+    """Estimated input tokens of a chat request (see the module docstring for the formula)."""
+    total = _REPLY_PRIMING
+    for message in messages:
+        total += _PER_MESSAGE
+        if isinstance(message, str):
+            total += count_text_tokens(message, model)
+            continue
+        role = _field(message, "role")
+        if isinstance(role, str):
+            total += count_text_tokens(role, model)
+        total += _content_tokens(_field(message, "content"), model)
+        if isinstance(_field(message, "name"), str):
+            total += _PER_NAME + count_text_tokens(_field(message, "name"), model)
+        total += _tool_call_tokens(_field(message, "tool_calls"), model)
+    for tool in tools or ():
+        total += _PER_TOOL + count_text_tokens(_as_json(tool), model)
+    return total
+
+
+def estimate_prompt_tokens(prompt: object, model: str | None) -> int:
+    """Estimated tokens of a completion prompt or embedding input."""
+    if prompt is None:
+        return 0
+    if isinstance(prompt, str):
+        return count_text_tokens(prompt, model)
+    if isinstance(prompt, int):
+        return 1
+    if isinstance(prompt, Iterable):
+        return sum(estimate_prompt_tokens(item, model) for item in prompt)
+    return 0

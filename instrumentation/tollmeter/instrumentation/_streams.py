@@ -1,0 +1,251 @@
+"""Proxies that meter a streamed response, whatever way the caller leaves it.
+
+``SyncStreamProxy`` and ``AsyncStreamProxy`` wrap an SDK stream (``wrapt``
+object proxies: everything not overridden reaches the stream unchanged) and
+finish the call's span exactly once, on the first of:
+
+- exhaustion (``StopIteration``/``StopAsyncIteration``);
+- an exception raised by the stream: recorded as ``error.type``, then re-raised
+  unchanged (same object);
+- ``close()``/``aclose()`` and context-manager exit;
+- garbage collection of a stream the caller dropped (``break`` out of a loop
+  and forget it): the span gets ``tollmeter.usage.abandoned=true``.
+
+Each chunk is handed to a per-SDK ``StreamHandler``, which keeps the latest
+provider usage (usage is cumulative, so the last report is assigned, never
+summed), the response model/id, finish reasons and the output text received so
+far (for the estimate used when no usage arrives). The first chunk's arrival is
+recorded as time to first chunk. The span is never made current while the
+caller iterates.
+
+Finalization from the garbage collector does no OpenTelemetry work in the
+finalizer itself, which could run while the same thread holds a span
+processor's lock: it hands the stream's state to ``queue.SimpleQueue`` (whose
+``put`` is documented as safe in ``__del__``) and a daemon thread finishes the
+span.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+import wrapt
+
+from tollmeter.instrumentation._safety import contained, report_failure
+from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
+
+__all__ = ["AsyncStreamProxy", "StreamHandler", "StreamOutcome", "SyncStreamProxy"]
+
+
+@dataclass
+class StreamOutcome:
+    """What a stream delivered; ``usage`` is ``None`` when the provider reported none."""
+
+    usage: Usage | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reasons: Sequence[str] = ()
+    output_text: str = ""
+    source: UsageSource = "provider"
+    """``estimate`` when ``usage`` is partly estimated (a stream cut before its final counts)."""
+
+
+class StreamHandler(Protocol):
+    """Per-SDK accumulator fed with every chunk of one stream."""
+
+    def on_chunk(self, chunk: Any) -> None: ...
+
+    def outcome(self) -> StreamOutcome: ...
+
+
+@dataclass
+class _StreamState:
+    """Everything needed to finish a stream's call, shared by its proxy and the reaper."""
+
+    telemetry: Telemetry
+    call: Call
+    handler: StreamHandler
+    failed_handler: bool = field(default=False)
+
+    def on_chunk(self, chunk: Any) -> None:
+        call = self.call
+        if call.first_chunk_at is None:
+            self.telemetry.first_chunk(call)
+        if self.failed_handler:
+            return
+        try:
+            self.handler.on_chunk(chunk)
+        except Exception as exc:
+            # One bad chunk must not stop the caller's stream; stop accumulating instead.
+            self.failed_handler = True
+            report_failure("stream.on_chunk", exc)
+
+    def finish(self, error: BaseException | None = None, *, abandoned: bool = False) -> None:
+        if self.call.finished:
+            return
+        outcome = StreamOutcome()
+        with contained("stream.outcome"):
+            outcome = self.handler.outcome()
+        self.telemetry.finish(
+            self.call,
+            usage=outcome.usage,
+            output_text=outcome.output_text,
+            source=outcome.source,
+            response_model=outcome.response_model,
+            response_id=outcome.response_id,
+            finish_reasons=outcome.finish_reasons,
+            error=error,
+            abandoned=abandoned,
+        )
+
+
+class _Reaper:
+    """Finishes streams dropped by the caller, off the garbage collector's path."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_StreamState] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tollmeter-stream-reaper", daemon=True
+                )
+                self._thread.start()
+
+    def submit(self, state: _StreamState) -> None:
+        self._queue.put(state)
+
+    def _run(self) -> None:
+        while True:
+            state = self._queue.get()
+            with contained("stream.reaper"):
+                state.finish(abandoned=True)
+
+    def after_fork(self) -> None:
+        # The child has a copy of the queue but not the thread; start afresh on next use.
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+
+_reaper = _Reaper()
+os.register_at_fork(after_in_child=_reaper.after_fork)
+
+
+class _ProxyBase(wrapt.ObjectProxy[Any]):
+    def __init__(
+        self, wrapped: Any, telemetry: Telemetry, call: Call, handler: StreamHandler
+    ) -> None:
+        super().__init__(wrapped)
+        self._self_state = _StreamState(telemetry, call, handler)
+        _reaper.ensure_running()
+
+    def __del__(self) -> None:
+        state = self._self_state
+        if not state.call.finished:
+            _reaper.submit(state)
+
+
+class SyncStreamProxy(_ProxyBase):
+    """Meters a synchronous stream; see the module docstring."""
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = next(self.__wrapped__)
+        except StopIteration:
+            self._self_state.finish()
+            raise
+        except BaseException as exc:
+            self._self_state.finish(exc)
+            raise
+        self._self_state.on_chunk(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_state.finish()
+
+    def __enter__(self) -> SyncStreamProxy:
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            exit_ = getattr(self.__wrapped__, "__exit__", None)
+            return None if exit_ is None else exit_(exc_type, exc, tb)
+        finally:
+            self._self_state.finish()
+
+
+class AsyncStreamProxy(_ProxyBase):
+    """Meters an asynchronous stream; see the module docstring."""
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_state.finish()
+            raise
+        except BaseException as exc:
+            self._self_state.finish(exc)
+            raise
+        self._self_state.on_chunk(chunk)
+        return chunk
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_state.finish()
+
+    async def aclose(self) -> None:
+        wrapped = self.__wrapped__
+        try:
+            closer = getattr(wrapped, "aclose", None) or wrapped.close
+            await closer()
+        finally:
+            self._self_state.finish()
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        enter = getattr(self.__wrapped__, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            exit_ = getattr(self.__wrapped__, "__aexit__", None)
+            return None if exit_ is None else await exit_(exc_type, exc, tb)
+        finally:
+            self._self_state.finish()

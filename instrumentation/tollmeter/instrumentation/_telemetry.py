@@ -1,0 +1,367 @@
+"""Spans and metrics of one instrumented model call.
+
+One ``Telemetry`` object per instrumentor holds a tracer and the three GenAI
+client histograms (``gen_ai.client.token.usage`` per token type,
+``gen_ai.client.operation.duration`` and
+``gen_ai.client.operation.time_to_first_chunk``, with the semconv bucket
+boundaries as advice).
+
+Life of a call::
+
+    call = telemetry.start(operation="chat", provider="openai", request_model="gpt-4o",
+                           attributes={...}, input_estimate=lambda: 42)
+    ...                                  # make the request (optionally with call.activate())
+    telemetry.first_chunk(call)          # streams only, on the first chunk
+    telemetry.finish(call, usage=Usage(...), source="provider", response_model=...)
+
+- ``start`` opens a CLIENT span named ``"{operation} {model}"`` carrying the
+  request attributes and the attribution in effect (``current_attribution()``,
+  read once, at request start). It does not make the span current:
+  ``call.activate()`` does that for the duration of a ``with`` block, so that a
+  stream's span is never current across the user's iteration.
+- ``finish`` runs at most once per call (later calls are ignored). It sets the
+  usage attributes (input includes cache read and write, output includes
+  reasoning; the parts get their own attributes), ``tollmeter.usage.source``,
+  ``tollmeter.usage.abandoned`` when the caller dropped a stream, ``error.type``
+  and an error status when ``error`` is given, records the metrics and ends the
+  span. With ``usage=None`` the counts are estimated: input from the
+  ``input_estimate`` callable given to ``start``, output from ``output_text``.
+- ``adopt`` wraps a span someone else started (an SDK's native span) so that
+  ``finish`` enriches it without ending it.
+
+Metric attributes are a fixed allowlist: operation, provider, request and
+response model, token type, ``error.type``, and the tenant only when
+``metric_tenant_attribute`` is on. Request ids and other per-call values never
+become metric attributes.
+
+Every method contains its own failures (see ``_safety``); none raises into the
+application.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider, get_meter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from tollmeter.instrumentation._attribution import current_attribution
+from tollmeter.instrumentation._estimate import count_text_tokens
+from tollmeter.instrumentation._safety import contained
+from tollmeter.semconv import attributes as attrs
+from tollmeter.semconv import metrics
+from tollmeter.semconv.version import __version__
+
+__all__ = ["Call", "Telemetry", "Usage", "UsageSource"]
+
+UsageSource = Literal["provider", "estimate"]
+
+_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, in OpenTelemetry's convention.
+
+    ``input_tokens`` includes cache reads and writes; ``output_tokens`` includes
+    reasoning. The parts are ``None`` when the provider did not report them.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int | None = None
+    cache_write_input_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+
+class Call:
+    """State of one model call between ``Telemetry.start`` and ``Telemetry.finish``."""
+
+    __slots__ = (
+        "_done",
+        "first_chunk_at",
+        "input_estimate",
+        "metric_attributes",
+        "owns_span",
+        "request_model",
+        "span",
+        "started_at",
+    )
+
+    def __init__(
+        self,
+        span: Span,
+        *,
+        request_model: str | None,
+        metric_attributes: dict[str, AttributeValue],
+        input_estimate: Callable[[], int] | None,
+        owns_span: bool,
+    ) -> None:
+        self.span = span
+        self.request_model = request_model
+        self.metric_attributes = metric_attributes
+        self.input_estimate = input_estimate
+        self.owns_span = owns_span
+        self.started_at = time.perf_counter()
+        self.first_chunk_at: float | None = None
+        # A non-blocking acquire is the "finish once" flag: safe from any thread and never waits.
+        self._done = threading.Lock()
+
+    def claim_finish(self) -> bool:
+        """True for exactly one caller: the one that finishes the call."""
+        return self._done.acquire(blocking=False)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.locked()
+
+    @contextmanager
+    def activate(self) -> Iterator[Span]:
+        """Make the span current inside the block (for the request itself, never a user loop)."""
+        token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            yield self.span
+        finally:
+            otel_context.detach(token)
+
+
+class Telemetry:
+    """Tracer and histograms of one instrumentor; see the module docstring."""
+
+    def __init__(
+        self,
+        instrumenting_module: str,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        metric_tenant_attribute: bool = False,
+    ) -> None:
+        self.tracer = trace.get_tracer(
+            instrumenting_module, __version__, tracer_provider, schema_url=_SCHEMA_URL
+        )
+        meter = get_meter(instrumenting_module, __version__, meter_provider, schema_url=_SCHEMA_URL)
+        self.token_usage = meter.create_histogram(
+            metrics.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit=metrics.GEN_AI_CLIENT_TOKEN_USAGE_UNIT,
+            description=metrics.GEN_AI_CLIENT_TOKEN_USAGE_DESCRIPTION,
+            explicit_bucket_boundaries_advisory=list(metrics.GEN_AI_CLIENT_TOKEN_USAGE_BUCKETS),
+        )
+        self.duration = meter.create_histogram(
+            metrics.GEN_AI_CLIENT_OPERATION_DURATION,
+            unit=metrics.GEN_AI_CLIENT_OPERATION_DURATION_UNIT,
+            description=metrics.GEN_AI_CLIENT_OPERATION_DURATION_DESCRIPTION,
+            explicit_bucket_boundaries_advisory=list(
+                metrics.GEN_AI_CLIENT_OPERATION_DURATION_BUCKETS
+            ),
+        )
+        self.time_to_first_chunk = meter.create_histogram(
+            metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit=metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK_UNIT,
+            description=metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK_DESCRIPTION,
+            explicit_bucket_boundaries_advisory=list(
+                metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK_BUCKETS
+            ),
+        )
+        self.metric_tenant_attribute = metric_tenant_attribute
+
+    def _metric_attributes(
+        self,
+        operation: str,
+        provider: str,
+        request_model: str | None,
+        attribution: Mapping[str, str],
+    ) -> dict[str, AttributeValue]:
+        values: dict[str, AttributeValue] = {
+            attrs.GEN_AI_OPERATION_NAME: operation,
+            attrs.GEN_AI_PROVIDER_NAME: provider,
+        }
+        if request_model:
+            values[attrs.GEN_AI_REQUEST_MODEL] = request_model
+        if self.metric_tenant_attribute:
+            tenant = attribution.get(attrs.TOLLMETER_TENANT_ID)
+            if tenant is not None:
+                values[attrs.TOLLMETER_TENANT_ID] = tenant
+        return values
+
+    def start(
+        self,
+        *,
+        operation: str,
+        provider: str,
+        request_model: str | None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        input_estimate: Callable[[], int] | None = None,
+    ) -> Call:
+        """Open the CLIENT span of a call (not made current) and read the attribution."""
+        attribution = current_attribution()
+        span_attributes: dict[str, AttributeValue] = {
+            attrs.GEN_AI_OPERATION_NAME: operation,
+            attrs.GEN_AI_PROVIDER_NAME: provider,
+        }
+        if request_model:
+            span_attributes[attrs.GEN_AI_REQUEST_MODEL] = request_model
+        if attributes:
+            span_attributes.update(attributes)
+        span_attributes.update(attribution)
+        name = f"{operation} {request_model}" if request_model else operation
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
+        return Call(
+            span,
+            request_model=request_model,
+            metric_attributes=self._metric_attributes(
+                operation, provider, request_model, attribution
+            ),
+            input_estimate=input_estimate,
+            owns_span=True,
+        )
+
+    def adopt(
+        self,
+        span: Span,
+        *,
+        operation: str,
+        provider: str,
+        request_model: str | None,
+        input_estimate: Callable[[], int] | None = None,
+    ) -> Call:
+        """Track a span started elsewhere: add the attribution now, enrich it on ``finish``."""
+        attribution = current_attribution()
+        with contained("telemetry.adopt"):
+            if span.is_recording() and attribution:
+                span.set_attributes(attribution)
+        return Call(
+            span,
+            request_model=request_model,
+            metric_attributes=self._metric_attributes(
+                operation, provider, request_model, attribution
+            ),
+            input_estimate=input_estimate,
+            owns_span=False,
+        )
+
+    def first_chunk(self, call: Call) -> None:
+        """Note the arrival of a stream's first chunk (later calls are ignored)."""
+        if call.first_chunk_at is None:
+            call.first_chunk_at = time.perf_counter()
+
+    def finish(
+        self,
+        call: Call,
+        *,
+        usage: Usage | None,
+        source: UsageSource = "provider",
+        output_text: str = "",
+        response_model: str | None = None,
+        response_id: str | None = None,
+        finish_reasons: Sequence[str] = (),
+        error: BaseException | None = None,
+        abandoned: bool = False,
+    ) -> None:
+        """Record the outcome of ``call`` and end its span; only the first call has effect."""
+        if not call.claim_finish():
+            return
+        ended_at = time.perf_counter()
+        with contained("telemetry.finish"):
+            try:
+                self._record(
+                    call,
+                    ended_at,
+                    usage=usage,
+                    source=source,
+                    output_text=output_text,
+                    response_model=response_model,
+                    response_id=response_id,
+                    finish_reasons=finish_reasons,
+                    error=error,
+                    abandoned=abandoned,
+                )
+            finally:
+                if call.owns_span:
+                    call.span.end()
+
+    def _estimate(self, call: Call, output_text: str) -> Usage:
+        input_tokens = 0
+        if call.input_estimate is not None:
+            with contained("telemetry.estimate_input"):
+                input_tokens = call.input_estimate()
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=count_text_tokens(output_text, call.request_model),
+        )
+
+    def _record(
+        self,
+        call: Call,
+        ended_at: float,
+        *,
+        usage: Usage | None,
+        source: UsageSource,
+        output_text: str,
+        response_model: str | None,
+        response_id: str | None,
+        finish_reasons: Sequence[str],
+        error: BaseException | None,
+        abandoned: bool,
+    ) -> None:
+        span_attributes: dict[str, AttributeValue] = {}
+        if usage is None and not (error is not None and call.first_chunk_at is None):
+            usage = self._estimate(call, output_text)
+            source = "estimate"
+        if usage is not None:
+            span_attributes.update(_usage_attributes(usage, source))
+        if response_model:
+            span_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model
+        if response_id:
+            span_attributes[attrs.GEN_AI_RESPONSE_ID] = response_id
+        if finish_reasons:
+            span_attributes[attrs.GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
+        if abandoned:
+            span_attributes[attrs.TOLLMETER_USAGE_ABANDONED] = True
+        metric_attributes = dict(call.metric_attributes)
+        if response_model:
+            metric_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model
+        if error is not None:
+            error_type = type(error).__qualname__
+            span_attributes[attrs.ERROR_TYPE] = error_type
+            metric_attributes[attrs.ERROR_TYPE] = error_type
+        span = call.span
+        if span.is_recording():
+            span.set_attributes(span_attributes)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)[:256] or None))
+        self.duration.record(ended_at - call.started_at, metric_attributes)
+        if call.first_chunk_at is not None:
+            self.time_to_first_chunk.record(
+                call.first_chunk_at - call.started_at, metric_attributes
+            )
+        if usage is not None:
+            self.token_usage.record(
+                usage.input_tokens, {**metric_attributes, attrs.GEN_AI_TOKEN_TYPE: "input"}
+            )
+            self.token_usage.record(
+                usage.output_tokens, {**metric_attributes, attrs.GEN_AI_TOKEN_TYPE: "output"}
+            )
+
+
+def _usage_attributes(usage: Usage, source: UsageSource) -> dict[str, AttributeValue]:
+    values: dict[str, AttributeValue] = {
+        attrs.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+        attrs.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        attrs.TOLLMETER_USAGE_SOURCE: source,
+    }
+    if usage.cache_read_input_tokens is not None:
+        values[attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_input_tokens
+    if usage.cache_write_input_tokens is not None:
+        values[attrs.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_input_tokens
+    if usage.reasoning_output_tokens is not None:
+        values[attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_output_tokens
+    return values
