@@ -1,0 +1,42 @@
+"""``POST /api/v1/export``: run an export now and report what it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from tollmeter.collector.export._exporter import Exporter, ExportStatus
+
+__all__ = ["export_routes"]
+
+_STATUS_CODES = {ExportStatus.SUCCESS: 200, ExportStatus.BUSY: 409, ExportStatus.FAILURE: 500}
+_MAX_TIMEOUT_S = 3600.0
+
+
+def export_routes(exporter: Exporter) -> list[BaseRoute]:
+    """Routes to mount under the management API's admin authentication.
+
+    The optional query parameter ``timeout`` (seconds) bounds the run; an export
+    cut short by it still commits what it wrote and reports ``caught_up: false``.
+    """
+
+    async def run_export(request: Request) -> JSONResponse:
+        raw = request.query_params.get("timeout")
+        timeout: float | None = None
+        if raw is not None:
+            try:
+                timeout = float(raw)
+            except ValueError:
+                timeout = -1.0
+            if not 0 < timeout <= _MAX_TIMEOUT_S:
+                return JSONResponse(
+                    {"error": f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT_S:g}]"},
+                    status_code=400,
+                )
+        result = await asyncio.to_thread(exporter.export, timeout=timeout)
+        return JSONResponse(result.to_json(), status_code=_STATUS_CODES[result.status])
+
+    return [Route("/api/v1/export", run_export, methods=["POST"])]

@@ -1,0 +1,285 @@
+"""The exporter: ledger events after the cursor, written once to date-partitioned Parquet.
+
+One export run, under the directory lock:
+
+1. check the export directory's identity against the cursor's (start over when
+   the directory is new or was wiped) and, once per process, remove this
+   collector's files beyond the cursor and any temporary files, which only an
+   interrupted run or a restored ledger can leave behind;
+2. per batch: take the pending intent, or read up to ``batch_size`` events after
+   the cursor and record ``pending = (first, last)`` durably;
+3. write one file per date partition of the batch (temp, fsync, rename, fsync dir);
+4. advance the cursor to ``last`` and clear the intent, in one state write.
+
+A crash anywhere leaves either the old cursor with the same intent (so the same
+batch is rewritten under the same names) or the new cursor (so nothing is redone).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.export._config import ExportConfig
+from tollmeter.collector.export._cursor import (
+    Cursor,
+    DirectoryLock,
+    ExportBusy,
+    ExportSource,
+    directory_identity,
+    load_cursor,
+    save_cursor,
+)
+from tollmeter.collector.export._schema import events_to_table
+from tollmeter.collector.export._writer import (
+    FileFormat,
+    file_name,
+    list_export_files,
+    remove_temporary_files,
+    safe_collector_name,
+    split_by_date,
+    write_atomically,
+)
+from tollmeter.collector.pricing import Pricer
+
+__all__ = ["ExportResult", "ExportStatus", "Exporter"]
+
+logger = logging.getLogger(__name__)
+
+
+class ExportStatus(enum.Enum):
+    SUCCESS = "success"
+    BUSY = "busy"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """The outcome of one export run; failures are values, never exceptions.
+
+    ``files`` are relative to the export directory. ``caught_up`` is false when the
+    run stopped at its deadline with events still to export.
+    """
+
+    status: ExportStatus
+    events: int = 0
+    files: tuple[str, ...] = ()
+    cursor: int = 0
+    caught_up: bool = True
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "status": self.status.value,
+            "events": self.events,
+            "files": list(self.files),
+            "cursor": self.cursor,
+            "caught_up": self.caught_up,
+            "error": self.error,
+        }
+
+
+def _no_checkpoint(name: str) -> None:
+    del name
+
+
+class Exporter:
+    """Exports ledger events to ``directory`` exactly once. Thread-safe.
+
+    ``checkpoint`` is called with the name of each step as it completes
+    (``intent_recorded``, ``temp_written``, ``renamed``, ``between_partitions``,
+    ``cursor_advanced``); crash tests stop the process there.
+    """
+
+    def __init__(
+        self,
+        source: ExportSource,
+        directory: Path,
+        *,
+        collector_id: str | None = None,
+        timezone: str = "UTC",
+        batch_size: int = 100_000,
+        file_format: FileFormat | None = None,
+        pricer: Pricer | None = None,
+        timeout_s: float = 300.0,
+        checkpoint: Callable[[str], None] = _no_checkpoint,
+    ) -> None:
+        self.directory = directory
+        self._source = source
+        self._collector_id = collector_id
+        self._collector = safe_collector_name(collector_id)
+        self._timezone = timezone
+        self._batch_size = batch_size
+        self._format = file_format or FileFormat()
+        self._pricer = pricer
+        self._timeout_s = timeout_s
+        self._checkpoint = checkpoint
+        self._lock = threading.Lock()
+        self._reconciled = False
+
+    @classmethod
+    def from_config(
+        cls,
+        source: ExportSource,
+        config: ExportConfig,
+        *,
+        data_dir: Path,
+        collector_id: str | None,
+        pricer: Pricer | None = None,
+    ) -> Exporter:
+        return cls(
+            source,
+            config.resolve_directory(data_dir),
+            collector_id=collector_id,
+            timezone=config.timezone,
+            batch_size=config.batch_size,
+            file_format=FileFormat(config.row_group_size, config.compression_level),
+            pricer=pricer,
+            timeout_s=config.timeout_s,
+        )
+
+    def export(self, *, timeout: float | None = None) -> ExportResult:
+        """Export every committed event not exported yet, until caught up or ``timeout``."""
+        deadline = time.monotonic() + (self._timeout_s if timeout is None else timeout)
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return ExportResult(ExportStatus.BUSY, error="an export is already running")
+        try:
+            with DirectoryLock(self.directory, timeout_s=max(0.0, deadline - time.monotonic())):
+                return self._export(deadline)
+        except ExportBusy as exc:
+            return ExportResult(ExportStatus.BUSY, error=str(exc))
+        except Exception as exc:
+            self._reconciled = False
+            logger.exception("Parquet export into %s failed", self.directory)
+            return ExportResult(ExportStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._lock.release()
+
+    def reset(self) -> None:
+        """Forget the cursor: the next export rewrites every event still in the ledger."""
+        with self._lock, DirectoryLock(self.directory, timeout_s=self._timeout_s):
+            save_cursor(self._source, Cursor())
+            self._reconciled = False
+
+    def _export(self, deadline: float) -> ExportResult:
+        cursor = self._open()
+        exported = 0
+        files: list[str] = []
+        while True:
+            if cursor.pending is None:
+                if time.monotonic() >= deadline:
+                    return ExportResult(
+                        ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence, False
+                    )
+                events = self._source.read_events(cursor.sequence, self._batch_size)
+                if not events:
+                    return ExportResult(
+                        ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence
+                    )
+                cursor = Cursor(
+                    cursor.sequence, (events[0].sequence, events[-1].sequence), cursor.directory_id
+                )
+                save_cursor(self._source, cursor)
+                self._checkpoint("intent_recorded")
+            else:
+                first, last = cursor.pending
+                events = [
+                    event
+                    for event in self._source.read_events(first - 1, self._batch_size)
+                    if event.sequence <= last
+                ]
+            if events:
+                files.extend(self._write_batch(events))
+                exported += len(events)
+            # Without events the intent pointed past a restored ledger: it is dropped.
+            cursor = Cursor(
+                cursor.pending[1] if events and cursor.pending else cursor.sequence,
+                None,
+                cursor.directory_id,
+            )
+            save_cursor(self._source, cursor)
+            self._checkpoint("cursor_advanced")
+
+    def _open(self) -> Cursor:
+        cursor = load_cursor(self._source)
+        identity = directory_identity(self.directory)
+        if cursor.directory_id != identity:
+            if cursor.directory_id is not None:
+                logger.warning(
+                    "export directory %s is new or was emptied: exporting every event again",
+                    self.directory,
+                )
+            cursor = Cursor(directory_id=identity)
+            save_cursor(self._source, cursor)
+            self._reconciled = False
+        if not self._reconciled:
+            cursor = self._reconcile(cursor)
+            self._reconciled = True
+        return cursor
+
+    def _reconcile(self, cursor: Cursor) -> Cursor:
+        """Remove this collector's files holding events beyond the cursor.
+
+        Only an interrupted batch (rewritten next under the same names) or a
+        restored ledger (whose cursor is older than the files) leaves such files.
+        A file that straddles the cursor moves it back to just before the file,
+        so that every event is in exactly one file afterwards.
+        """
+        removed = remove_temporary_files(self.directory)
+        files = list_export_files(self.directory, self._collector)
+        sequence = cursor.sequence
+        moved = True
+        while moved:
+            moved = False
+            for file in files:
+                if file.first_sequence <= sequence < file.last_sequence:
+                    sequence, moved = file.first_sequence - 1, True
+        if sequence != cursor.sequence:
+            logger.warning(
+                "export files in %s go past the ledger's cursor %d: exporting again from %d",
+                self.directory,
+                cursor.sequence,
+                sequence,
+            )
+            cursor = Cursor(sequence, None, cursor.directory_id)
+            save_cursor(self._source, cursor)
+        for file in files:
+            if file.last_sequence > sequence:
+                file.path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            logger.info("removed %d unfinished export files from %s", removed, self.directory)
+        return cursor
+
+    def _write_batch(self, events: Sequence[UsageEvent]) -> list[str]:
+        if self._pricer is not None:
+            pricer = self._pricer
+            events = [pricer.price(e) if e.price_source is None else e for e in events]
+        table = events_to_table(events, collector_id=self._collector_id)
+        written: list[str] = []
+        for index, (day, part) in enumerate(split_by_date(table, self._timezone)):
+            if index:
+                self._checkpoint("between_partitions")
+            sequences = part.column("sequence")
+            first, last = sequences[0].as_py(), sequences[-1].as_py()
+            relative = f"date={day}/{file_name(self._collector, first, last)}"
+            write_atomically(
+                part,
+                self.directory / relative,
+                file_format=self._format,
+                metadata={
+                    "tollmeter.collector_id": self._collector,
+                    "tollmeter.first_sequence": str(first),
+                    "tollmeter.last_sequence": str(last),
+                },
+                checkpoint=self._checkpoint,
+            )
+            written.append(relative)
+        logger.debug("exported %d events into %s", len(events), ", ".join(written))
+        return written
