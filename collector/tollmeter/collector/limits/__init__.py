@@ -1,0 +1,32 @@
+"""Limits: atomic reservations against usage quotas, reconciliation, expiry and hooks."""
+
+from __future__ import annotations
+
+from tollmeter.collector.limits._config import (
+    HookConfig,
+    HooksConfig,
+    LimitConfig,
+    LimitsConfig,
+)
+from tollmeter.collector.limits._engine import LimitEngine
+from tollmeter.collector.limits._hooks import HookStats, sign, verify_signature
+from tollmeter.collector.limits._model import CheckRequest, CheckResult, LimitStatus, Notice
+from tollmeter.collector.limits._service import LimitsService
+from tollmeter.collector.limits._state import LimitStateError
+
+__all__ = [
+    "CheckRequest",
+    "CheckResult",
+    "HookConfig",
+    "HookStats",
+    "HooksConfig",
+    "LimitConfig",
+    "LimitEngine",
+    "LimitStateError",
+    "LimitStatus",
+    "LimitsConfig",
+    "LimitsService",
+    "Notice",
+    "sign",
+    "verify_signature",
+]

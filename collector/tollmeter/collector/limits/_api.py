@@ -1,0 +1,270 @@
+"""HTTP routes of the limits service, mounted on the management API.
+
+``POST /api/v1/check`` reserves, ``POST /api/v1/reconcile`` reports actual usage (or
+cancels) for gateways that emit no spans, ``GET /api/v1/tenants/{id}/status`` says
+what is blocked and until when, ``GET/PUT /api/v1/limits`` read and replace the rules
+at run time (a PUT lasts until the next restart or SIGHUP, which reload the file).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tollmeter.collector.limits._config import (
+    CalendarWindowConfig,
+    LimitConfig,
+    LimitsConfig,
+)
+from tollmeter.collector.limits._model import CheckRequest
+from tollmeter.collector.limits._service import LimitsService
+from tollmeter.semconv.errors import ConfigurationError, TollmeterError
+
+__all__ = ["limits_routes", "limits_to_mapping"]
+
+MAX_BODY_BYTES = 64 * 1024
+_MAX_TEXT = 256
+_MAX_TOKENS = 100_000_000
+_TEXT_FIELDS = ("project", "model", "api_key_id", "feature", "request_id")
+_USAGE_INTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_output_tokens",
+)
+_USAGE_TEXT = ("provider", "operation", "response_model", "response_id", "status")
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _BadRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _BadRequest("body must be a JSON object")
+    return data
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else _required(data, key)
+
+
+def _required(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        raise _BadRequest(f"{key}: required")
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
+        raise _BadRequest(f"{key}: expected a string of 1 to {_MAX_TEXT} characters")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
+        raise _BadRequest(f"{key}: expected an integer from 0 to {_MAX_TOKENS}")
+    return value
+
+
+def check_request_from_json(data: dict[str, Any]) -> CheckRequest:
+    unknown = set(data) - {
+        "tenant",
+        "estimated_input_tokens",
+        "max_output_tokens",
+        "dry_run",
+        *_TEXT_FIELDS,
+    }
+    if unknown:
+        raise _BadRequest(f"{sorted(unknown)[0]}: unknown field")
+    return CheckRequest(
+        tenant=_required(data, "tenant"),
+        estimated_input_tokens=_count(data, "estimated_input_tokens"),
+        max_output_tokens=_count(data, "max_output_tokens"),
+        **{k: _text(data, k) for k in _TEXT_FIELDS},
+    )
+
+
+def limits_to_mapping(config: LimitsConfig) -> dict[str, Any]:
+    """The ``limits:`` section as plain data, accepted back by ``LimitsConfig.from_mapping``."""
+    return {
+        "timezone": config.timezone,
+        "reservation_ttl": config.reservation_ttl_s,
+        "expired_reservations": config.expired_reservations,
+        "state_flush_interval": config.state_flush_interval_s,
+        "rules": [_rule_to_mapping(r) for r in config.rules],
+    }
+
+
+def _rule_to_mapping(rule: LimitConfig) -> dict[str, Any]:
+    window: dict[str, Any]
+    if isinstance(rule.window, CalendarWindowConfig):
+        window = {
+            "type": "calendar",
+            "period": rule.window.period,
+            "timezone": rule.window.timezone,
+        }
+    else:
+        window = {"type": "rolling", "per": rule.window.per_s}
+        if rule.window.burst is not None:
+            window["burst"] = rule.window.burst
+    out: dict[str, Any] = {
+        "name": rule.name,
+        "match": {k: list(v) for k, v in rule.match.items()},
+        "group_by": list(rule.group_by),
+        "measure": rule.measure,
+        "window": window,
+        "limit": rule.limit,
+        "action": rule.action,
+        "alert_at": list(rule.alert_at),
+    }
+    if rule.weights:
+        out["weights"] = dict(rule.weights)
+    if rule.downgrade_model is not None:
+        out["downgrade_model"] = rule.downgrade_model
+    if rule.currency is not None:
+        out["currency"] = rule.currency
+    return out
+
+
+def limits_routes(service: LimitsService) -> list[Route]:
+    """The limits API bound to ``service``."""
+
+    async def check(request: Request) -> Response:
+        """Reserve a request's estimate against every matching limit, all or nothing.
+
+        Idempotent by ``request_id``. ``dry_run: true`` evaluates without reserving.
+        ---
+        responses:
+          "200": {description: the decision; allowed false carries retry_after_s}
+          "400": {description: malformed request}
+        """
+        try:
+            data = await _json_body(request)
+            dry_run = data.get("dry_run", False)
+            if not isinstance(dry_run, bool):
+                raise _BadRequest("dry_run: expected a boolean")
+            check_request = check_request_from_json(data)
+        except _BadRequest as exc:
+            return _error(400, "bad_request", str(exc))
+        result = service.check(check_request, dry_run=dry_run)
+        headers = {}
+        if not result.allowed and result.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(result.retry_after_s + 0.5)))
+        return JSONResponse(result.to_json(), headers=headers)
+
+    async def reconcile(request: Request) -> Response:
+        """Report the actual usage of a reserved call, or cancel the reservation.
+
+        For gateways that emit no spans: the collector writes the usage event itself.
+        ---
+        responses:
+          "200": {description: usage recorded or reservation released}
+          "400": {description: malformed request}
+          "404": {description: unknown, already reconciled or expired reservation}
+        """
+        try:
+            data = await _json_body(request)
+            rid = _required(data, "reservation_id")
+            cancelled = data.get("cancelled", False)
+            if not isinstance(cancelled, bool):
+                raise _BadRequest("cancelled: expected a boolean")
+            unknown = set(data) - {
+                "reservation_id",
+                "cancelled",
+                "duration_s",
+                *_USAGE_INTS,
+                *_USAGE_TEXT,
+            }
+            if unknown:
+                raise _BadRequest(f"{sorted(unknown)[0]}: unknown field")
+            usage: dict[str, Any] = {k: _count(data, k) for k in _USAGE_INTS if k in data}
+            usage.update({k: _text(data, k) for k in _USAGE_TEXT if k in data})
+            duration = data.get("duration_s")
+            if duration is not None:
+                if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+                    raise _BadRequest("duration_s: expected a number")
+                usage["duration_s"] = float(duration)
+        except _BadRequest as exc:
+            return _error(400, "bad_request", str(exc))
+        if cancelled:
+            if not service.release(rid):
+                return _error(404, "not_found", f"no open reservation {rid}")
+            return JSONResponse({"reservation_id": rid, "released": True})
+        try:
+            event = await run_in_threadpool(service.reconcile, rid, usage)
+        except TollmeterError as exc:
+            return _error(503, "unavailable", str(exc))
+        if event is None:
+            return _error(404, "not_found", f"no open reservation {rid}")
+        return JSONResponse(
+            {"reservation_id": rid, "event_id": event.event_id, "sequence": event.sequence}
+        )
+
+    async def tenant_status(request: Request) -> Response:
+        """What is blocked for a tenant and until when, with every limit's remainder."""
+        tenant = request.path_params["tenant"]
+        if len(tenant) > _MAX_TEXT:
+            return _error(400, "bad_request", "tenant id too long")
+        return JSONResponse(service.status(tenant))
+
+    async def get_limits(request: Request) -> Response:
+        """The limits in force and the delivery counters of every hook."""
+        stats = {
+            name: {
+                "delivered": s.delivered,
+                "failed": s.failed,
+                "dropped": s.dropped,
+                "retries": s.retries,
+            }
+            for name, s in service.hook_stats().items()
+        }
+        return JSONResponse({"limits": limits_to_mapping(service.engine.config), "hooks": stats})
+
+    async def put_limits(request: Request) -> Response:
+        """Replace the limits at run time, keeping the state of unchanged limits.
+        ---
+        responses:
+          "200": {description: the limits now in force}
+          "400": {description: invalid limits; nothing changed}
+        """
+        try:
+            data = await _json_body(request)
+            config = LimitsConfig.from_mapping(data, "limits")
+        except (_BadRequest, ConfigurationError) as exc:
+            return _error(400, "invalid_limits", str(exc))
+        service.reload(config)
+        return JSONResponse({"limits": limits_to_mapping(config)})
+
+    return [
+        Route("/api/v1/check", check, methods=["POST"], name="limits_check"),
+        Route("/api/v1/reconcile", reconcile, methods=["POST"], name="limits_reconcile"),
+        Route(
+            "/api/v1/tenants/{tenant}/status",
+            tenant_status,
+            methods=["GET"],
+            name="tenant_status",
+        ),
+        Route("/api/v1/limits", get_limits, methods=["GET"], name="get_limits"),
+        Route("/api/v1/limits", put_limits, methods=["PUT"], name="put_limits"),
+    ]

@@ -1,0 +1,452 @@
+"""Typed ``limits:`` and ``hooks:`` configuration sections.
+
+Both are parsed from plain mappings (YAML already loaded) by ``from_mapping(mapping,
+path)``; every error is a ``ConfigurationError`` naming the key path and the reason,
+so ``tollmeter validate-config`` can point at the offending line of a config file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tollmeter.semconv.errors import ConfigurationError
+
+__all__ = [
+    "ACTIONS",
+    "DIMENSIONS",
+    "HOOK_EVENTS",
+    "MEASURES",
+    "WEIGHT_BUCKETS",
+    "Action",
+    "CalendarWindowConfig",
+    "HookConfig",
+    "HooksConfig",
+    "LimitConfig",
+    "LimitsConfig",
+    "Measure",
+    "RollingWindowConfig",
+    "parse_duration",
+]
+
+Action = Literal["block", "throttle", "alert", "downgrade"]
+Measure = Literal["input", "output", "total", "cache_read", "weighted", "cost", "requests"]
+Period = Literal["day", "week", "month"]
+HookEvent = Literal["threshold_crossed", "limit_exceeded", "request_denied", "reservation_expired"]
+
+ACTIONS: tuple[Action, ...] = ("block", "throttle", "alert", "downgrade")
+MEASURES: tuple[Measure, ...] = (
+    "input",
+    "output",
+    "total",
+    "cache_read",
+    "weighted",
+    "cost",
+    "requests",
+)
+DIMENSIONS: tuple[str, ...] = ("tenant", "project", "model", "api_key", "feature")
+"""Request attributes a limit can match on and keep separate counters by."""
+WEIGHT_BUCKETS: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
+"""The five exclusive token buckets a ``weighted`` measure can weigh."""
+HOOK_EVENTS: tuple[HookEvent, ...] = (
+    "threshold_crossed",
+    "limit_exceeded",
+    "request_denied",
+    "reservation_expired",
+)
+_PERIODS: tuple[Period, ...] = ("day", "week", "month")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object, path: str) -> float:
+    """Seconds from ``30s``, ``1m``, ``1h``, ``7d``, ``500ms`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{path}: expected a duration such as '1m', got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ConfigurationError(f"{path}: expected a duration such as '1m', got {value!r}")
+    if seconds <= 0:
+        raise ConfigurationError(f"{path}: a duration must be positive, got {value!r}")
+    return seconds
+
+
+def _mapping(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{path}: expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigurationError(f"{path}: keys must be strings, got {key!r}")
+    return cast("Mapping[str, Any]", value)
+
+
+def _no_unknown(mapping: Mapping[str, Any], allowed: Sequence[str], path: str) -> None:
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise ConfigurationError(
+            f"{path}.{unknown[0]}: unknown key (expected one of {', '.join(allowed)})"
+        )
+
+
+def _choice(value: object, choices: Sequence[str], path: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigurationError(f"{path}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _number(value: object, path: str, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{path}: expected a number, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigurationError(f"{path}: must be positive, got {value!r}")
+    if not positive and value < 0:
+        raise ConfigurationError(f"{path}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _text(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{path}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _timezone(value: object, path: str) -> str:
+    name = _text(value, path)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: unknown time zone {name!r}") from exc
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class RollingWindowConfig:
+    """A token bucket: ``limit`` units refill every ``per_s`` seconds, holding at most ``burst``."""
+
+    per_s: float
+    burst: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarWindowConfig:
+    """A calendar period (weeks start on Monday) in a time zone; resets at its boundary."""
+
+    period: Period
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    name: str
+    limit: float
+    window: RollingWindowConfig | CalendarWindowConfig
+    measure: Measure = "total"
+    match: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ("tenant",)
+    weights: Mapping[str, float] = field(default_factory=dict)
+    action: Action = "block"
+    alert_at: tuple[float, ...] = ()
+    downgrade_model: str | None = None
+    currency: str | None = None
+
+    @classmethod
+    def from_mapping(
+        cls, mapping: object, path: str, *, default_timezone: str = "UTC"
+    ) -> LimitConfig:
+        m = _mapping(mapping, path)
+        _no_unknown(
+            m,
+            (
+                "name",
+                "match",
+                "measure",
+                "weights",
+                "window",
+                "limit",
+                "action",
+                "alert_at",
+                "downgrade_model",
+                "group_by",
+                "currency",
+            ),
+            path,
+        )
+        for required in ("name", "limit", "window"):
+            if required not in m:
+                raise ConfigurationError(f"{path}.{required}: required")
+        name = _text(m["name"], f"{path}.name")
+        if not _NAME.match(name):
+            raise ConfigurationError(
+                f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})"
+            )
+        measure = cast("Measure", _choice(m.get("measure", "total"), MEASURES, f"{path}.measure"))
+        weights = _weights(m.get("weights"), measure, f"{path}.weights")
+        action = cast("Action", _choice(m.get("action", "block"), ACTIONS, f"{path}.action"))
+        downgrade = m.get("downgrade_model")
+        if action == "downgrade":
+            downgrade = _text(downgrade, f"{path}.downgrade_model")
+        elif downgrade is not None:
+            raise ConfigurationError(f"{path}.downgrade_model: only valid with action: downgrade")
+        currency = m.get("currency")
+        if currency is not None:
+            currency = _text(currency, f"{path}.currency")
+            if measure != "cost":
+                raise ConfigurationError(f"{path}.currency: only valid with measure: cost")
+        return cls(
+            name=name,
+            limit=_number(m["limit"], f"{path}.limit"),
+            window=_window(m["window"], f"{path}.window", default_timezone),
+            measure=measure,
+            match=_match(m.get("match", {}), f"{path}.match"),
+            group_by=_group_by(m.get("group_by", ["tenant"]), f"{path}.group_by"),
+            weights=weights,
+            action=action,
+            alert_at=_alert_at(m.get("alert_at", []), f"{path}.alert_at"),
+            downgrade_model=downgrade,
+            currency=currency,
+        )
+
+
+def _weights(value: object, measure: str, path: str) -> Mapping[str, float]:
+    if value is None:
+        if measure == "weighted":
+            raise ConfigurationError(f"{path}: required with measure: weighted")
+        return {}
+    if measure != "weighted":
+        raise ConfigurationError(f"{path}: only valid with measure: weighted")
+    m = _mapping(value, path)
+    _no_unknown(m, WEIGHT_BUCKETS, path)
+    weights = {k: _number(v, f"{path}.{k}", positive=False) for k, v in m.items()}
+    # Unlisted buckets count once: "output: 4" alone must not make input free.
+    return {bucket: weights.get(bucket, 1.0) for bucket in WEIGHT_BUCKETS}
+
+
+def _window(
+    value: object, path: str, default_timezone: str
+) -> RollingWindowConfig | CalendarWindowConfig:
+    if isinstance(value, str) and value in _PERIODS:
+        return CalendarWindowConfig(period=value, timezone=default_timezone)
+    if isinstance(value, (str, int, float)):
+        return RollingWindowConfig(per_s=parse_duration(value, path))
+    m = _mapping(value, path)
+    kind = _choice(m.get("type", "rolling" if "per" in m else "calendar"), _KINDS, f"{path}.type")
+    if kind == "rolling":
+        _no_unknown(m, ("type", "per", "burst"), path)
+        if "per" not in m:
+            raise ConfigurationError(f"{path}.per: required for a rolling window")
+        burst = m.get("burst")
+        return RollingWindowConfig(
+            per_s=parse_duration(m["per"], f"{path}.per"),
+            burst=None if burst is None else _number(burst, f"{path}.burst"),
+        )
+    _no_unknown(m, ("type", "period", "timezone"), path)
+    return CalendarWindowConfig(
+        period=cast("Period", _choice(m.get("period"), _PERIODS, f"{path}.period")),
+        timezone=_timezone(m.get("timezone", default_timezone), f"{path}.timezone"),
+    )
+
+
+_KINDS = ("rolling", "calendar")
+
+
+def _match(value: object, path: str) -> Mapping[str, tuple[str, ...]]:
+    m = _mapping(value, path)
+    _no_unknown(m, DIMENSIONS, path)
+    result: dict[str, tuple[str, ...]] = {}
+    for key, patterns in m.items():
+        items = [patterns] if isinstance(patterns, str) else patterns
+        if not isinstance(items, list) or not items:
+            raise ConfigurationError(f"{path}.{key}: expected a pattern or a list of patterns")
+        result[key] = tuple(_text(p, f"{path}.{key}") for p in items)
+    return result
+
+
+def _group_by(value: object, path: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigurationError(f"{path}: expected a list of {', '.join(DIMENSIONS)}")
+    dims = tuple(_choice(v, DIMENSIONS, f"{path}[{i}]") for i, v in enumerate(items))
+    if len(set(dims)) != len(dims):
+        raise ConfigurationError(f"{path}: duplicate dimension")
+    return dims
+
+
+def _alert_at(value: object, path: str) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise ConfigurationError(f"{path}: expected a list of fractions such as [0.8, 1.0]")
+    fractions = [_number(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    for i, f in enumerate(fractions):
+        if f > 10:
+            raise ConfigurationError(f"{path}[{i}]: a fraction of the limit, got {f!r}")
+    return tuple(sorted(set(fractions)))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """The ``limits:`` section: rules plus how reservations behave."""
+
+    rules: tuple[LimitConfig, ...] = ()
+    timezone: str = "UTC"
+    reservation_ttl_s: float = 300.0
+    expired_reservations: Literal["charge", "release"] = "charge"
+    state_flush_interval_s: float = 0.05
+
+    @classmethod
+    def from_mapping(cls, mapping: object, path: str = "limits") -> LimitsConfig:
+        if mapping is None:
+            return cls()
+        if isinstance(mapping, list):
+            mapping = {"rules": mapping}
+        m = _mapping(mapping, path)
+        _no_unknown(
+            m,
+            (
+                "rules",
+                "timezone",
+                "reservation_ttl",
+                "expired_reservations",
+                "state_flush_interval",
+            ),
+            path,
+        )
+        tz = _timezone(m.get("timezone", "UTC"), f"{path}.timezone")
+        raw_rules = m.get("rules", [])
+        if not isinstance(raw_rules, list):
+            raise ConfigurationError(f"{path}.rules: expected a list of limits")
+        rules = tuple(
+            LimitConfig.from_mapping(r, f"{path}.rules[{i}]", default_timezone=tz)
+            for i, r in enumerate(raw_rules)
+        )
+        seen: set[str] = set()
+        for i, rule in enumerate(rules):
+            if rule.name in seen:
+                raise ConfigurationError(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
+            seen.add(rule.name)
+        expired = _choice(
+            m.get("expired_reservations", "charge"),
+            ("charge", "release"),
+            f"{path}.expired_reservations",
+        )
+        return cls(
+            rules=rules,
+            timezone=tz,
+            reservation_ttl_s=parse_duration(
+                m.get("reservation_ttl", 300), f"{path}.reservation_ttl"
+            ),
+            expired_reservations=cast("Literal['charge', 'release']", expired),
+            state_flush_interval_s=parse_duration(
+                m.get("state_flush_interval", 0.05), f"{path}.state_flush_interval"
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """One hook: where to send which limit events."""
+
+    name: str
+    type: Literal["log", "webhook", "python"]
+    events: tuple[HookEvent, ...] = HOOK_EVENTS
+    url: str | None = None
+    secret: str | None = None
+    target: str | None = None
+    timeout_s: float = 5.0
+    max_retries: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    queue_size: int = 1000
+
+    @classmethod
+    def from_mapping(cls, mapping: object, path: str) -> HookConfig:
+        m = _mapping(mapping, path)
+        _no_unknown(
+            m,
+            (
+                "name",
+                "type",
+                "events",
+                "url",
+                "secret",
+                "target",
+                "timeout",
+                "max_retries",
+                "backoff",
+                "max_backoff",
+                "queue_size",
+            ),
+            path,
+        )
+        kind = _choice(m.get("type"), ("log", "webhook", "python"), f"{path}.type")
+        raw_events = m.get("events", list(HOOK_EVENTS))
+        if not isinstance(raw_events, list) or not raw_events:
+            raise ConfigurationError(f"{path}.events: expected a non-empty list of events")
+        events = tuple(
+            cast("HookEvent", _choice(e, HOOK_EVENTS, f"{path}.events[{i}]"))
+            for i, e in enumerate(raw_events)
+        )
+        url = m.get("url")
+        target = m.get("target")
+        if kind == "webhook":
+            url = _text(url, f"{path}.url")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigurationError(f"{path}.url: expected an http(s) URL, got {url!r}")
+        elif url is not None:
+            raise ConfigurationError(f"{path}.url: only valid for a webhook hook")
+        if kind == "python":
+            target = _text(target, f"{path}.target")
+            module, _, func = target.partition(":")
+            if not module or not func:
+                raise ConfigurationError(
+                    f"{path}.target: expected 'module:function', got {target!r}"
+                )
+        elif target is not None:
+            raise ConfigurationError(f"{path}.target: only valid for a python hook")
+        secret = m.get("secret")
+        if secret is not None:
+            secret = _text(secret, f"{path}.secret")
+        retries = m.get("max_retries", 5)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"{path}.max_retries: expected an integer >= 0")
+        queue_size = m.get("queue_size", 1000)
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigurationError(f"{path}.queue_size: expected an integer >= 1")
+        return cls(
+            name=_text(m.get("name", f"{kind}-{path}"), f"{path}.name"),
+            type=cast("Literal['log', 'webhook', 'python']", kind),
+            events=events,
+            url=url,
+            secret=secret,
+            target=target,
+            timeout_s=parse_duration(m.get("timeout", 5), f"{path}.timeout"),
+            max_retries=retries,
+            backoff_s=parse_duration(m.get("backoff", 0.5), f"{path}.backoff"),
+            max_backoff_s=parse_duration(m.get("max_backoff", 30), f"{path}.max_backoff"),
+            queue_size=queue_size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """The ``hooks:`` section: a list of hooks."""
+
+    hooks: tuple[HookConfig, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, mapping: object, path: str = "hooks") -> HooksConfig:
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, list):
+            raise ConfigurationError(f"{path}: expected a list of hooks")
+        hooks = tuple(HookConfig.from_mapping(h, f"{path}[{i}]") for i, h in enumerate(mapping))
+        names = [h.name for h in hooks]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ConfigurationError(f"{path}[{i}].name: duplicate name {name!r}")
+        return cls(hooks=hooks)

@@ -1,0 +1,499 @@
+"""The limit engine: atomic reservations against every matching limit, reconciliation, expiry.
+
+One lock guards all counters. A check looks at every matching limit and either
+charges all of them or none, inside that lock, so N concurrent checks against a limit
+that admits N requests admit exactly N (no check-then-add race). Notices for hooks are
+returned to the caller, which dispatches them outside the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.limits._config import LimitsConfig
+from tollmeter.collector.limits._model import (
+    Charge,
+    CheckRequest,
+    CheckResult,
+    Decision,
+    LimitStatus,
+    Notice,
+    NoticeKind,
+    Reservation,
+    iso_time,
+)
+from tollmeter.collector.limits._rules import (
+    Attributes,
+    CostEstimator,
+    Counter,
+    Estimate,
+    Rule,
+    attributes_of_event,
+)
+
+__all__ = ["Changes", "LimitEngine"]
+
+_EPSILON = 1e-9
+CounterKey = tuple[str, tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class Changes:
+    """State written since the last ``drain_changes`` (for write-behind persistence)."""
+
+    counters: dict[CounterKey, tuple[float, float, str]] = field(default_factory=dict)
+    dropped_counters: set[CounterKey] = field(default_factory=set)
+    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped_reservations: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.counters or self.dropped_counters or self.reservations or self.dropped_reservations
+        )
+
+
+def _fingerprint(rule: Rule) -> str:
+    return repr((rule.config.window, rule.config.limit, rule.config.measure))
+
+
+class LimitEngine:
+    """In-memory limit state. Thread-safe; every method takes the one lock briefly."""
+
+    def __init__(
+        self,
+        config: LimitsConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        cost_estimator: CostEstimator | None = None,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._cost_estimator = cost_estimator
+        self._new_id = new_id
+        self._config = config
+        self._rules: tuple[Rule, ...] = tuple(Rule(c) for c in config.rules)
+        self._by_name = {r.name: r for r in self._rules}
+        self._counters: dict[CounterKey, Counter] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._expired: dict[str, Reservation] = {}
+        self._decisions: dict[str, tuple[CheckResult, float]] = {}
+        self._marks: dict[str, tuple[str, float]] = {}
+        self._dirty_counters: set[CounterKey] = set()
+        self._dirty_reservations: set[str] = set()
+        self._dropped_counters: set[CounterKey] = set()
+
+    @property
+    def config(self) -> LimitsConfig:
+        return self._config
+
+    # -- checks -------------------------------------------------------------------------
+
+    def check(
+        self, request: CheckRequest, *, dry_run: bool = False
+    ) -> tuple[CheckResult, list[Notice]]:
+        """Reserve the request's estimate against every matching limit, all or nothing."""
+        with self._lock:
+            now = self._clock()
+            rid = request.request_id
+            if rid is not None and not dry_run:
+                cached = self._decisions.get(rid)
+                if cached is not None and cached[1] > now:
+                    return cached[0], []
+            result, notices = self._check_locked(request, now, dry_run)
+            if rid is not None and not dry_run:
+                ttl = self._config.reservation_ttl_s
+                if not result.allowed and result.retry_after_s is not None:
+                    ttl = min(ttl, result.retry_after_s)
+                self._decisions[rid] = (result, now + ttl)
+            return result, notices
+
+    def _check_locked(
+        self, request: CheckRequest, now: float, dry_run: bool
+    ) -> tuple[CheckResult, list[Notice]]:
+        attrs = request.attributes()
+        cost = None
+        if self._cost_estimator is not None and request.model:
+            cost = self._cost_estimator(
+                request.model, request.estimated_input_tokens, request.max_output_tokens
+            )
+        estimate = Estimate(request.estimated_input_tokens, request.max_output_tokens, cost)
+        plan: list[tuple[Rule, tuple[str, ...], Counter, float, bool]] = []
+        denied_by: Rule | None = None
+        waits: list[float | None] = []
+        downgrade: str | None = None
+        over_alert = False
+        for rule in self._rules:
+            if not rule.matches(attrs):
+                continue
+            key = rule.key(attrs)
+            counter = self._counter(rule, key, now)
+            amount = rule.estimate_amount(estimate)
+            fits = amount <= rule.window.available(counter) + _EPSILON
+            plan.append((rule, key, counter, amount, fits))
+            if fits:
+                continue
+            action = rule.config.action
+            if action == "throttle":
+                waits.append(rule.window.wait_for(counter, amount, now))
+            elif action == "block":
+                fit = rule.window.wait_for(counter, amount, now)
+                waits.append(None if fit is None else rule.window.reset_at(counter, now) - now)
+            elif action == "downgrade":
+                downgrade = downgrade or rule.config.downgrade_model
+                continue
+            else:
+                over_alert = True
+                continue
+            denied_by = denied_by or rule
+        if denied_by is not None:
+            retry = (
+                None if any(w is None for w in waits) else max(w for w in waits if w is not None)
+            )
+            statuses = tuple(
+                self._status(r, k, c, now, allowed=ok or r.config.action in ("alert", "downgrade"))
+                for r, k, c, _, ok in plan
+            )
+            notice = Notice(
+                kind="request_denied",
+                time=now,
+                limit=denied_by.name,
+                key=self._key_map(denied_by, attrs),
+                tenant=request.tenant,
+                request_id=request.request_id,
+            )
+            result = CheckResult(
+                allowed=False,
+                action="throttle" if denied_by.config.action == "throttle" else "block",
+                retry_after_s=None if retry is None else round(retry, 3),
+                denied_by=denied_by.name,
+                limits=statuses,
+            )
+            return result, [notice]
+        notices: list[Notice] = []
+        reservation_id = None
+        charges: list[Charge] = []
+        if not dry_run and plan:
+            for rule, key, counter, amount, _ in plan:
+                rule.window.charge(counter, amount)
+                self._dirty_counters.add((rule.name, key))
+                charges.append(Charge(rule.name, key, amount, rule.window.period_of(now)))
+                self._thresholds(rule, key, counter, now, notices)
+            reservation_id = self._new_id()
+        statuses = tuple(self._status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan)
+        decision: Decision = "downgrade" if downgrade else ("alert" if over_alert else "allow")
+        result = CheckResult(
+            allowed=True,
+            action=decision,
+            reservation_id=reservation_id,
+            downgrade_model=downgrade,
+            limits=statuses,
+        )
+        if reservation_id is not None:
+            self._reservations[reservation_id] = Reservation(
+                id=reservation_id,
+                request=request,
+                estimate=estimate,
+                created_at=now,
+                expires_at=now + self._config.reservation_ttl_s,
+                charges=charges,
+                result=result,
+            )
+            self._dirty_reservations.add(reservation_id)
+        return result, notices
+
+    def _counter(self, rule: Rule, key: tuple[str, ...], now: float) -> Counter:
+        ck = (rule.name, key)
+        counter = self._counters.get(ck)
+        if counter is None:
+            counter = self._counters[ck] = rule.window.new_counter(now)
+            self._dirty_counters.add(ck)
+        else:
+            rule.window.advance(counter, now)
+        return counter
+
+    def _status(
+        self, rule: Rule, key: tuple[str, ...], counter: Counter, now: float, *, allowed: bool
+    ) -> LimitStatus:
+        return LimitStatus(
+            name=rule.name,
+            key=dict(zip(rule.config.group_by, key, strict=True)),
+            measure=rule.config.measure,
+            action=rule.config.action,
+            limit=rule.config.limit,
+            remaining=rule.window.available(counter),
+            reset_at=rule.window.reset_at(counter, now),
+            allowed=allowed,
+        )
+
+    @staticmethod
+    def _key_map(rule: Rule, attrs: Attributes) -> dict[str, str]:
+        return dict(zip(rule.config.group_by, rule.key(attrs), strict=True))
+
+    def _thresholds(
+        self, rule: Rule, key: tuple[str, ...], counter: Counter, now: float, out: list[Notice]
+    ) -> None:
+        fraction = rule.window.used_fraction(counter)
+        window = rule.window.window_id(counter, now)
+        keymap = dict(zip(rule.config.group_by, key, strict=True))
+        used = rule.config.limit * fraction
+        checks: list[tuple[NoticeKind, float | None]] = [
+            ("threshold_crossed", t) for t in rule.config.alert_at if fraction + _EPSILON >= t
+        ]
+        if fraction > 1.0 + _EPSILON:
+            checks.append(("limit_exceeded", None))
+        for kind, threshold in checks:
+            mark = "\x1f".join((rule.name, *key, window, kind, repr(threshold)))
+            if mark in self._marks:
+                continue
+            self._marks[mark] = (rule.name, now)
+            out.append(
+                Notice(
+                    kind=kind,
+                    time=now,
+                    limit=rule.name,
+                    key=keymap,
+                    tenant=keymap.get("tenant"),
+                    threshold=threshold,
+                    used=round(used, 6),
+                    limit_value=rule.config.limit,
+                    window=window,
+                    mark=mark,
+                )
+            )
+
+    # -- usage --------------------------------------------------------------------------
+
+    def record_usage(self, events: Iterable[UsageEvent]) -> list[Notice]:
+        """Count committed usage: replace reservations by actual usage, charge the rest."""
+        notices: list[Notice] = []
+        with self._lock:
+            now = self._clock()
+            for event in events:
+                if event.usage_source == "reservation":
+                    continue  # the engine charged it when the reservation expired
+                charges: list[Charge] = []
+                rid = event.reservation_id
+                if rid is not None:
+                    reservation = self._reservations.pop(rid, None) or self._expired.pop(rid, None)
+                    if reservation is not None:
+                        self._dirty_reservations.add(rid)
+                        charges = reservation.charges
+                self._charge_event(event, charges, now, notices)
+        return notices
+
+    def _charge_event(
+        self, event: UsageEvent, reserved: Sequence[Charge], now: float, notices: list[Notice]
+    ) -> None:
+        attrs = attributes_of_event(event)
+        event_time = event.event_time_ns / 1e9
+        targets: dict[CounterKey, Charge | None] = {}
+        for candidate in self._rules:
+            if candidate.matches(attrs):
+                targets[(candidate.name, candidate.key(attrs))] = None
+        for c in reserved:
+            targets[(c.limit, c.key)] = c
+        for (name, key), charge in targets.items():
+            rule = self._by_name.get(name)
+            if rule is None:
+                continue
+            counter = self._counter(rule, key, now)
+            amount = rule.actual_amount(event)
+            if rule.window.period_of(now) is None:
+                amount -= charge.amount if charge is not None else 0.0
+            elif charge is not None and charge.period == counter.stamp:
+                amount -= charge.amount
+            elif rule.window.period_of(event_time) != counter.stamp:
+                continue  # usage of a calendar period that has already closed
+            if amount == 0:
+                continue
+            rule.window.charge(counter, amount)
+            self._dirty_counters.add((name, key))
+            self._thresholds(rule, key, counter, now, notices)
+
+    def release(self, reservation_id: str) -> bool:
+        """Give a reservation's estimate back (the call never happened)."""
+        with self._lock:
+            reservation = self._reservations.pop(reservation_id, None)
+            if reservation is None:
+                return False
+            self._dirty_reservations.add(reservation_id)
+            self._refund(reservation, self._clock())
+            return True
+
+    def _refund(self, reservation: Reservation, now: float) -> None:
+        for c in reservation.charges:
+            rule = self._by_name.get(c.limit)
+            if rule is None:
+                continue
+            counter = self._counter(rule, c.key, now)
+            if c.period is None or c.period == counter.stamp:
+                rule.window.charge(counter, -c.amount)
+                self._dirty_counters.add((c.limit, c.key))
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        with self._lock:
+            return self._reservations.get(reservation_id)
+
+    # -- expiry -------------------------------------------------------------------------
+
+    def expire_due(self) -> tuple[list[Reservation], list[Notice]]:
+        """Take reservations past their TTL.
+
+        With ``charge`` the estimate stays on the counters and the caller appends a
+        ``reservation`` usage event for each; a span that still arrives later corrects
+        the counters (the reservation is kept aside for another TTL for that).
+        """
+        with self._lock:
+            now = self._clock()
+            due = [r for r in self._reservations.values() if r.expires_at <= now]
+            notices: list[Notice] = []
+            for r in due:
+                del self._reservations[r.id]
+                self._dirty_reservations.add(r.id)
+                if self._config.expired_reservations == "release":
+                    self._refund(r, now)
+                else:
+                    self._expired[r.id] = r
+                notices.append(
+                    Notice(
+                        kind="reservation_expired",
+                        time=now,
+                        tenant=r.request.tenant,
+                        request_id=r.request.request_id,
+                        reservation_id=r.id,
+                    )
+                )
+            ttl = self._config.reservation_ttl_s
+            for rid in [i for i, r in self._expired.items() if r.expires_at + ttl <= now]:
+                del self._expired[rid]
+            for rid in [i for i, (_, until) in self._decisions.items() if until <= now]:
+                del self._decisions[rid]
+            for mark in [m for m, (name, at) in self._marks.items() if self._stale(name, at, now)]:
+                del self._marks[mark]
+            return due, notices
+
+    def _stale(self, rule_name: str, marked_at: float, now: float) -> bool:
+        rule = self._by_name.get(rule_name)
+        return rule is None or marked_at + rule.window.retention_s <= now
+
+    # -- configuration and status -------------------------------------------------------
+
+    def set_config(self, config: LimitsConfig) -> None:
+        """Swap the rules, keeping the state of every limit that still has a compatible window."""
+        with self._lock:
+            old = self._by_name
+            self._config = config
+            self._rules = tuple(Rule(c) for c in config.rules)
+            self._by_name = {r.name: r for r in self._rules}
+            now = self._clock()
+            for ck, counter in list(self._counters.items()):
+                rule, before = self._by_name.get(ck[0]), old.get(ck[0])
+                if (
+                    rule is not None
+                    and before is not None
+                    and _fingerprint(rule) == _fingerprint(before)
+                ):
+                    continue
+                if rule is None or before is None or type(rule.window) is not type(before.window):
+                    del self._counters[ck]
+                    self._dropped_counters.add(ck)
+                    continue
+                period = rule.window.period_of(now)
+                if period is None:
+                    # A smaller bucket cannot hold more than its new burst.
+                    rule.window.advance(counter, now)
+                    counter.level = min(counter.level, rule.window.capacity)
+                elif period != counter.stamp:
+                    del self._counters[ck]
+                    self._dropped_counters.add(ck)
+                    continue
+                self._dirty_counters.add(ck)
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        """Every limit counter of ``tenant``: remaining, and what is blocked until when."""
+        with self._lock:
+            now = self._clock()
+            limits: list[dict[str, Any]] = []
+            blocked_until: float | None = None
+            for (name, key), counter in sorted(self._counters.items()):
+                rule = self._by_name.get(name)
+                if rule is None or "tenant" not in rule.config.group_by:
+                    continue
+                if key[rule.config.group_by.index("tenant")] != tenant:
+                    continue
+                rule.window.advance(counter, now)
+                status = self._status(rule, key, counter, now, allowed=True).to_json()
+                blocking = rule.config.action in ("block", "throttle")
+                exhausted = rule.window.available(counter) < 1.0 - _EPSILON
+                status["blocked"] = blocking and exhausted
+                status["used_fraction"] = round(rule.window.used_fraction(counter), 6)
+                del status["allowed"]
+                if status["blocked"]:
+                    wait = rule.window.wait_for(counter, 1.0, now)
+                    until = now + (wait if wait is not None else 0.0)
+                    status["blocked_until"] = iso_time(until)
+                    blocked_until = max(blocked_until or until, until)
+                limits.append(status)
+            active = sum(1 for r in self._reservations.values() if r.request.tenant == tenant)
+            return {
+                "tenant": tenant,
+                "blocked": blocked_until is not None,
+                "limits": limits,
+                "active_reservations": active,
+            }
+
+    # -- persistence --------------------------------------------------------------------
+
+    def drain_changes(self) -> Changes:
+        with self._lock:
+            changes = Changes()
+            for ck in self._dirty_counters:
+                counter = self._counters.get(ck)
+                rule = self._by_name.get(ck[0])
+                if counter is not None and rule is not None:
+                    changes.counters[ck] = (counter.level, counter.stamp, _fingerprint(rule))
+            for rid in self._dirty_reservations:
+                r = self._reservations.get(rid) or self._expired.get(rid)
+                if r is None:
+                    changes.dropped_reservations.add(rid)
+                else:
+                    data = r.to_json()
+                    data["expired"] = rid in self._expired
+                    changes.reservations[rid] = data
+            changes.dropped_counters = self._dropped_counters
+            self._dirty_counters = set()
+            self._dirty_reservations = set()
+            self._dropped_counters = set()
+            return changes
+
+    def restore(
+        self,
+        counters: Iterable[tuple[CounterKey, float, float, str]],
+        reservations: Iterable[dict[str, Any]],
+        marks: Iterable[str],
+    ) -> None:
+        """Load persisted state; counters of limits whose window changed start afresh."""
+        with self._lock:
+            for (name, key), level, stamp, fingerprint in counters:
+                rule = self._by_name.get(name)
+                if rule is not None and _fingerprint(rule) == fingerprint:
+                    self._counters[(name, key)] = Counter(level, stamp)
+            for data in reservations:
+                r = Reservation.from_json(data)
+                if r.result is not None:
+                    r.result = replace(r.result, limits=())
+                if data.get("expired"):
+                    self._expired[r.id] = r
+                    continue
+                self._reservations[r.id] = r
+                if r.request.request_id is not None and r.result is not None:
+                    self._decisions[r.request.request_id] = (r.result, r.expires_at)
+            now = self._clock()
+            self._marks.update((m, (m.split("\x1f", 1)[0], now)) for m in marks)

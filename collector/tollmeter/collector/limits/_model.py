@@ -1,0 +1,202 @@
+"""Values exchanged with the limit engine: check requests and answers, reservations, notices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from tollmeter.collector.limits._rules import Estimate
+
+__all__ = [
+    "Charge",
+    "CheckRequest",
+    "CheckResult",
+    "Decision",
+    "LimitStatus",
+    "Notice",
+    "NoticeKind",
+    "Reservation",
+    "iso_time",
+]
+
+Decision = Literal["allow", "block", "throttle", "alert", "downgrade"]
+NoticeKind = Literal["threshold_crossed", "limit_exceeded", "request_denied", "reservation_expired"]
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """A model call about to happen, as described by the app or gateway."""
+
+    tenant: str
+    project: str | None = None
+    model: str | None = None
+    api_key_id: str | None = None
+    feature: str | None = None
+    estimated_input_tokens: int = 0
+    max_output_tokens: int = 0
+    request_id: str | None = None
+
+    def attributes(self) -> dict[str, str | None]:
+        return {
+            "tenant": self.tenant,
+            "project": self.project,
+            "model": self.model,
+            "api_key": self.api_key_id,
+            "feature": self.feature,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """Where one matching limit stands for the request's key."""
+
+    name: str
+    key: Mapping[str, str]
+    measure: str
+    action: str
+    limit: float
+    remaining: float
+    reset_at: float
+    allowed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "key": dict(self.key),
+            "measure": self.measure,
+            "action": self.action,
+            "limit": self.limit,
+            "remaining": max(0.0, self.remaining),
+            "reset_at": iso_time(self.reset_at),
+            "allowed": self.allowed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    allowed: bool
+    action: Decision
+    reservation_id: str | None = None
+    retry_after_s: float | None = None
+    downgrade_model: str | None = None
+    denied_by: str | None = None
+    limits: tuple[LimitStatus, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "action": self.action,
+            "reservation_id": self.reservation_id,
+            "retry_after_s": self.retry_after_s,
+            "downgrade_model": self.downgrade_model,
+            "denied_by": self.denied_by,
+            "limits": [s.to_json() for s in self.limits],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The amount a reservation put on one counter (``period`` for calendar windows)."""
+
+    limit: str
+    key: tuple[str, ...]
+    amount: float
+    period: float | None
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: str
+    request: CheckRequest
+    estimate: Estimate
+    created_at: float
+    expires_at: float
+    charges: list[Charge] = field(default_factory=list)
+    result: CheckResult | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request": {
+                "tenant": self.request.tenant,
+                "project": self.request.project,
+                "model": self.request.model,
+                "api_key_id": self.request.api_key_id,
+                "feature": self.request.feature,
+                "estimated_input_tokens": self.request.estimated_input_tokens,
+                "max_output_tokens": self.request.max_output_tokens,
+                "request_id": self.request.request_id,
+            },
+            "estimate": [
+                self.estimate.input_tokens,
+                self.estimate.output_tokens,
+                self.estimate.cost,
+            ],
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "charges": [[c.limit, list(c.key), c.amount, c.period] for c in self.charges],
+            "result": None if self.result is None else self.result.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reservation:
+        est = data["estimate"]
+        raw = data.get("result")
+        result = None
+        if raw is not None:
+            result = CheckResult(
+                allowed=raw["allowed"],
+                action=raw["action"],
+                reservation_id=raw["reservation_id"],
+                retry_after_s=raw["retry_after_s"],
+                downgrade_model=raw["downgrade_model"],
+                denied_by=raw["denied_by"],
+            )
+        return cls(
+            id=data["id"],
+            request=CheckRequest(**data["request"]),
+            estimate=Estimate(int(est[0]), int(est[1]), est[2]),
+            created_at=float(data["created_at"]),
+            expires_at=float(data["expires_at"]),
+            charges=[Charge(c[0], tuple(c[1]), float(c[2]), c[3]) for c in data["charges"]],
+            result=result,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something hooks are told about. ``mark`` (when set) must fire only once, ever."""
+
+    kind: NoticeKind
+    time: float
+    limit: str | None = None
+    key: Mapping[str, str] = field(default_factory=dict)
+    tenant: str | None = None
+    threshold: float | None = None
+    used: float | None = None
+    limit_value: float | None = None
+    window: str | None = None
+    request_id: str | None = None
+    reservation_id: str | None = None
+    mark: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.kind,
+            "time": iso_time(self.time),
+            "limit": self.limit,
+            "key": dict(self.key),
+            "tenant": self.tenant,
+            "threshold": self.threshold,
+            "used": self.used,
+            "limit_value": self.limit_value,
+            "window": self.window,
+            "request_id": self.request_id,
+            "reservation_id": self.reservation_id,
+        }

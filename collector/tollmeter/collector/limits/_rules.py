@@ -1,0 +1,276 @@
+"""Compiled limit rules: what a limit matches, what it measures and how its window moves.
+
+Pure functions of their inputs and an explicit ``now`` (Unix seconds): no clock, no
+lock, no I/O, so the engine can call them under its lock and tests can drive time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.limits._config import (
+    CalendarWindowConfig,
+    LimitConfig,
+    RollingWindowConfig,
+)
+
+__all__ = [
+    "Attributes",
+    "CalendarWindow",
+    "CostEstimator",
+    "Counter",
+    "Estimate",
+    "Rule",
+    "TokenBucket",
+    "Window",
+    "attributes_of_event",
+]
+
+Attributes = Mapping[str, "str | None"]
+"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, api_key, feature)."""
+
+CostEstimator = Callable[[str, int, int], "float | None"]
+"""(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""
+
+
+def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
+    return {
+        "tenant": event.tenant_id,
+        "project": event.project_id,
+        "model": event.model or None,
+        "api_key": event.api_key_id,
+        "feature": event.feature,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a check expects a call to use, before it happens."""
+
+    input_tokens: int
+    output_tokens: int
+    cost: float | None = None
+
+
+class Counter:
+    """Mutable state of one limit for one key.
+
+    Token bucket: ``level`` = tokens available, ``stamp`` = when last refilled.
+    Calendar: ``level`` = amount used, ``stamp`` = start of the current period.
+    """
+
+    __slots__ = ("level", "stamp")
+
+    def __init__(self, level: float, stamp: float) -> None:
+        self.level = level
+        self.stamp = stamp
+
+
+class Window(Protocol):
+    capacity: float
+    retention_s: float
+
+    def new_counter(self, now: float) -> Counter: ...
+    def advance(self, counter: Counter, now: float) -> None: ...
+    def available(self, counter: Counter) -> float: ...
+    def charge(self, counter: Counter, amount: float) -> None: ...
+    def used_fraction(self, counter: Counter) -> float: ...
+    def wait_for(self, counter: Counter, amount: float, now: float) -> float | None: ...
+    def reset_at(self, counter: Counter, now: float) -> float: ...
+    def window_id(self, counter: Counter, now: float) -> str: ...
+    def period_of(self, when: float) -> float | None: ...
+
+
+class TokenBucket:
+    """Refills ``limit`` units every ``per_s`` seconds, holding at most ``burst`` units.
+
+    Charges may drive the level below zero (actual usage above the estimate): that
+    debt is paid back by refill before the next request fits.
+    """
+
+    __slots__ = ("capacity", "per_s", "rate", "retention_s")
+
+    def __init__(self, limit: float, config: RollingWindowConfig) -> None:
+        self.capacity = config.burst if config.burst is not None else limit
+        self.per_s = config.per_s
+        self.rate = limit / config.per_s
+        self.retention_s = 2 * config.per_s
+
+    def new_counter(self, now: float) -> Counter:
+        return Counter(self.capacity, now)
+
+    def advance(self, counter: Counter, now: float) -> None:
+        if now > counter.stamp:
+            counter.level = min(self.capacity, counter.level + (now - counter.stamp) * self.rate)
+            counter.stamp = now
+
+    def available(self, counter: Counter) -> float:
+        return counter.level
+
+    def charge(self, counter: Counter, amount: float) -> None:
+        counter.level = min(self.capacity, counter.level - amount)
+
+    def used_fraction(self, counter: Counter) -> float:
+        return (self.capacity - counter.level) / self.capacity
+
+    def wait_for(self, counter: Counter, amount: float, now: float) -> float | None:
+        if amount > self.capacity:
+            return None
+        return max(0.0, (amount - counter.level) / self.rate)
+
+    def reset_at(self, counter: Counter, now: float) -> float:
+        return now + max(0.0, (self.capacity - counter.level) / self.rate)
+
+    def window_id(self, counter: Counter, now: float) -> str:
+        return str(math.floor(now / self.per_s))
+
+    def period_of(self, when: float) -> float | None:
+        return None
+
+
+class CalendarWindow:
+    """A day, ISO week or month in a time zone, reset at the period boundary."""
+
+    __slots__ = ("capacity", "period", "retention_s", "tz")
+
+    def __init__(self, limit: float, config: CalendarWindowConfig) -> None:
+        self.capacity = limit
+        self.period = config.period
+        self.tz = ZoneInfo(config.timezone)
+        self.retention_s = 32 * 86400.0
+
+    def _start(self, when: float) -> datetime:
+        local = datetime.fromtimestamp(when, self.tz)
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+        if self.period == "week":
+            day -= timedelta(days=day.weekday())
+        elif self.period == "month":
+            day = day.replace(day=1)
+        return day
+
+    def _end(self, start: datetime) -> datetime:
+        # Aware arithmetic with a ZoneInfo is wall-clock arithmetic: a day that crosses a
+        # DST change still ends at local midnight.
+        if self.period == "day":
+            return start + timedelta(days=1)
+        if self.period == "week":
+            return start + timedelta(days=7)
+        if start.month == 12:
+            return start.replace(year=start.year + 1, month=1)
+        return start.replace(month=start.month + 1)
+
+    def period_of(self, when: float) -> float:
+        return self._start(when).timestamp()
+
+    def new_counter(self, now: float) -> Counter:
+        return Counter(0.0, self.period_of(now))
+
+    def advance(self, counter: Counter, now: float) -> None:
+        start = self.period_of(now)
+        if start > counter.stamp:
+            counter.level = 0.0
+            counter.stamp = start
+
+    def available(self, counter: Counter) -> float:
+        return self.capacity - counter.level
+
+    def charge(self, counter: Counter, amount: float) -> None:
+        counter.level = max(0.0, counter.level + amount)
+
+    def used_fraction(self, counter: Counter) -> float:
+        return counter.level / self.capacity
+
+    def wait_for(self, counter: Counter, amount: float, now: float) -> float | None:
+        if amount > self.capacity:
+            return None
+        if amount <= self.available(counter):
+            return 0.0
+        return self.reset_at(counter, now) - now
+
+    def reset_at(self, counter: Counter, now: float) -> float:
+        return self._end(datetime.fromtimestamp(counter.stamp, self.tz)).timestamp()
+
+    def window_id(self, counter: Counter, now: float) -> str:
+        return datetime.fromtimestamp(counter.stamp, self.tz).date().isoformat()
+
+
+class Rule:
+    """One compiled limit."""
+
+    __slots__ = ("_patterns", "config", "name", "window")
+
+    def __init__(self, config: LimitConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.window: Window = (
+            TokenBucket(config.limit, config.window)
+            if isinstance(config.window, RollingWindowConfig)
+            else CalendarWindow(config.limit, config.window)
+        )
+        self._patterns = {
+            dim: re.compile("|".join(fnmatch.translate(p) for p in patterns))
+            for dim, patterns in config.match.items()
+        }
+
+    def matches(self, attrs: Attributes) -> bool:
+        for dim, pattern in self._patterns.items():
+            value = attrs.get(dim)
+            if value is None or not pattern.match(value):
+                return False
+        return True
+
+    def key(self, attrs: Attributes) -> tuple[str, ...]:
+        return tuple(attrs.get(dim) or "" for dim in self.config.group_by)
+
+    def estimate_amount(self, estimate: Estimate) -> float:
+        measure = self.config.measure
+        if measure == "requests":
+            return 1.0
+        if measure == "input":
+            return float(estimate.input_tokens)
+        if measure == "output":
+            return float(estimate.output_tokens)
+        if measure == "total":
+            return float(estimate.input_tokens + estimate.output_tokens)
+        if measure == "cache_read":
+            # Cache hits are unknown before the call; the actual usage settles it.
+            return 0.0
+        if measure == "cost":
+            return estimate.cost or 0.0
+        w = self.config.weights
+        return w["input"] * estimate.input_tokens + w["output"] * estimate.output_tokens
+
+    def actual_amount(self, event: UsageEvent) -> float:
+        measure = self.config.measure
+        if measure == "requests":
+            return 1.0
+        if measure == "input":
+            return float(event.input_tokens)
+        if measure == "output":
+            return float(event.output_tokens)
+        if measure == "total":
+            return float(event.total_tokens or event.input_tokens + event.output_tokens)
+        if measure == "cache_read":
+            return float(event.cache_read_input_tokens)
+        if measure == "cost":
+            if event.cost is None or (
+                self.config.currency and event.currency not in (None, self.config.currency)
+            ):
+                return 0.0
+            return float(event.cost)
+        w = self.config.weights
+        return (
+            w["input"] * event.uncached_input_tokens
+            + w["cache_read"] * event.cache_read_input_tokens
+            + w["cache_write"] * event.cache_write_input_tokens
+            + w["output"] * event.non_reasoning_output_tokens
+            + w["reasoning"] * event.reasoning_output_tokens
+        )

@@ -1,0 +1,245 @@
+"""The limits service: engine + durable state + hooks + ledger, with one background thread.
+
+The thread writes changed state behind (every ``state_flush_interval``) and expires
+reservations past their TTL, charging them to the ledger as ``reservation`` usage so a
+client that never reports cannot dodge a quota.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
+from tollmeter.collector.limits._engine import LimitEngine
+from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
+from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
+from tollmeter.collector.limits._rules import CostEstimator
+from tollmeter.collector.limits._state import LimitStateError, LimitStateStore
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["LimitsService", "reservation_event_id"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Appended(Protocol):
+    @property
+    def committed(self) -> list[UsageEvent]: ...
+
+
+class _Ledger(Protocol):
+    def append(self, events: Sequence[UsageEvent]) -> _Appended: ...
+
+
+def reservation_event_id(reservation_id: str, kind: str) -> str:
+    """Event id of usage the limits service writes itself: the same reservation always
+    yields the same id, so a retry after a crash is dropped by the ledger's dedupe."""
+    return hashlib.sha256(f"tollmeter.reservation:{kind}:{reservation_id}".encode()).hexdigest()[
+        :32
+    ]
+
+
+class LimitsService:
+    """Everything the check API, the pipeline subscription and the CLI need."""
+
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        hooks: HooksConfig | None = None,
+        *,
+        ledger: _Ledger | None = None,
+        state_path: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
+        cost_estimator: CostEstimator | None = None,
+        collector_id: str | None = None,
+        expiry_interval_s: float = 1.0,
+    ) -> None:
+        self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
+        self.hooks = HookDispatcher(hooks or HooksConfig())
+        self._ledger = ledger
+        self._store = LimitStateStore(state_path)
+        self._collector_id = collector_id
+        self._expiry_interval_s = expiry_interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unbilled: list[UsageEvent] = []
+        self._closed = False
+        counters, reservations, marks = self._store.load()
+        self.engine.restore(counters, reservations, marks)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.hooks.start()
+        self._thread = threading.Thread(target=self._run, name="tollmeter-limits", daemon=True)
+        self._thread.start()
+
+    def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
+        result, notices = self.engine.check(request, dry_run=dry_run)
+        self._notify(notices)
+        return result
+
+    def on_committed(self, events: Sequence[UsageEvent]) -> None:
+        """Pipeline subscriber: count committed usage. Never raises into the pipeline."""
+        try:
+            self._notify(self.engine.record_usage(events))
+        except Exception:
+            logger.exception("limits could not count %d usage events", len(events))
+
+    def reconcile(self, reservation_id: str, usage: dict[str, Any]) -> UsageEvent | None:
+        """Record the actual usage of a reserved call reported by a gateway.
+
+        Returns the usage event written to the ledger, or ``None`` when the reservation
+        is unknown (already reconciled, released, or never made).
+        """
+        reservation = self.engine.reservation(reservation_id)
+        if reservation is None:
+            return None
+        event = _usage_event(
+            reservation,
+            event_id=reservation_event_id(reservation_id, "reconcile"),
+            source="provider",
+            collector_id=self._collector_id,
+            **usage,
+        )
+        if self._ledger is not None:
+            committed = self._ledger.append([event]).committed
+            if not committed:
+                return None
+            event = committed[0]
+        self.on_committed([event])
+        return event
+
+    def release(self, reservation_id: str) -> bool:
+        return self.engine.release(reservation_id)
+
+    def reload(self, limits: LimitsConfig) -> None:
+        self.engine.set_config(limits)
+        logger.info("limits reloaded: %d rules", len(limits.rules))
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        return self.engine.status(tenant)
+
+    def hook_stats(self) -> dict[str, HookStats]:
+        return self.hooks.stats()
+
+    def flush(self) -> None:
+        """Write changed state now (also done behind, every ``state_flush_interval``)."""
+        try:
+            self._store.save(self.engine.drain_changes())
+        except LimitStateError:
+            logger.exception("limit state not saved; retrying")
+
+    def expire(self) -> int:
+        """Expire due reservations now; returns how many expired."""
+        due, notices = self.engine.expire_due()
+        if self.engine.config.expired_reservations == "charge":
+            self._unbilled.extend(
+                _usage_event(
+                    r,
+                    event_id=reservation_event_id(r.id, "expired"),
+                    source="reservation",
+                    collector_id=self._collector_id,
+                )
+                for r in due
+            )
+        if self._unbilled and self._ledger is not None:
+            try:
+                self._ledger.append(self._unbilled)
+            except TollmeterError:
+                logger.exception("expired reservations not billed yet; retrying")
+            else:
+                self._unbilled = []
+        self._notify(notices)
+        return len(due)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.flush()
+        self.hooks.close(max(0.0, deadline - time.monotonic()))
+        self._store.close()
+
+    def _notify(self, notices: list[Notice]) -> None:
+        if not notices:
+            return
+        marks = [n.mark for n in notices if n.mark is not None]
+        if marks:
+            try:
+                self._store.add_marks(marks)
+            except LimitStateError:
+                logger.exception("threshold marks not saved; they may fire again after a restart")
+        for notice in notices:
+            self.hooks.emit(notice)
+
+    def _run(self) -> None:
+        interval = self.engine.config.state_flush_interval_s
+        next_expiry = time.monotonic()
+        while not self._stop.wait(interval):
+            self.flush()
+            if time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + self._expiry_interval_s
+                try:
+                    self.expire()
+                except Exception:
+                    logger.exception("reservation expiry failed")
+
+
+def _usage_event(
+    reservation: Reservation,
+    *,
+    event_id: str,
+    source: str,
+    collector_id: str | None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cache_read_input_tokens: int = 0,
+    cache_write_input_tokens: int = 0,
+    reasoning_output_tokens: int = 0,
+    provider: str | None = None,
+    operation: str = "chat",
+    response_model: str | None = None,
+    response_id: str | None = None,
+    duration_s: float | None = None,
+    status: str = "ok",
+) -> UsageEvent:
+    req = reservation.request
+    inp = reservation.estimate.input_tokens if input_tokens is None else input_tokens
+    out = reservation.estimate.output_tokens if output_tokens is None else output_tokens
+    return UsageEvent(
+        event_id=event_id,
+        event_time_ns=int(reservation.created_at * 1e9),
+        provider=provider or "unknown",
+        operation=operation,
+        tenant_id=req.tenant,
+        input_tokens=inp,
+        cache_read_input_tokens=cache_read_input_tokens,
+        cache_write_input_tokens=cache_write_input_tokens,
+        output_tokens=out,
+        reasoning_output_tokens=reasoning_output_tokens,
+        total_tokens=inp + out,
+        usage_source="reservation" if source == "reservation" else "provider",
+        project_id=req.project,
+        api_key_id=req.api_key_id,
+        feature=req.feature,
+        request_id=req.request_id,
+        request_model=req.model,
+        response_model=response_model,
+        response_id=response_id,
+        duration_s=duration_s,
+        status=status,
+        reservation_id=reservation.id,
+        collector_id=collector_id,
+    )
