@@ -9,6 +9,7 @@ from decimal import Decimal
 import genai_prices
 import pytest
 
+from tollmeter.collector._config_values import InvalidSetting
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.pricing import COST_SCALE, Pricer, PricingConfig
 from tollmeter.semconv.errors import ConfigurationError
@@ -155,37 +156,65 @@ def test_override_prices_a_model_the_package_does_not_know() -> None:
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "key", "message"),
     [
-        ({"model": "m", "input_per_mtok": 1.5, "output_per_mtok": "1"}, "decimal string"),
-        ({"model": "m", "input_per_mtok": "-1", "output_per_mtok": "1"}, "non-negative"),
-        ({"model": "m", "input_per_mtok": "NaN", "output_per_mtok": "1"}, "finite"),
-        ({"model": "m", "input_per_mtok": "abc", "output_per_mtok": "1"}, "not a decimal"),
-        ({"model": "m", "output_per_mtok": "1"}, "is required"),
-        ({"model": "", "input_per_mtok": "1", "output_per_mtok": "1"}, "'model'"),
-        ({"model": "m", "input_per_mtok": "1", "output_per_mtok": "1", "x": 1}, "unknown keys"),
+        (
+            {"model": "m", "input_per_mtok": 1.5, "output_per_mtok": "1"},
+            "input_per_mtok",
+            "decimal",
+        ),
+        (
+            {"model": "m", "input_per_mtok": "-1", "output_per_mtok": "1"},
+            "input_per_mtok",
+            "non-neg",
+        ),
+        (
+            {"model": "m", "input_per_mtok": "NaN", "output_per_mtok": "1"},
+            "input_per_mtok",
+            "finite",
+        ),
+        (
+            {"model": "m", "input_per_mtok": "abc", "output_per_mtok": "1"},
+            "input_per_mtok",
+            "decimal",
+        ),
+        (
+            {"model": "m", "input_per_mtok": True, "output_per_mtok": "1"},
+            "input_per_mtok",
+            "decimal",
+        ),
+        ({"model": "m", "output_per_mtok": "1"}, "input_per_mtok", "is required"),
+        ({"input_per_mtok": "1", "output_per_mtok": "1"}, "model", "is required"),
+        ({"model": "", "input_per_mtok": "1", "output_per_mtok": "1"}, "model", "non-empty"),
+        ({"model": "m", "input_per_mtok": "1", "output_per_mtok": "1", "x": 1}, "x", "unknown key"),
         (
             {"model": "m", "input_per_mtok": "1", "output_per_mtok": "1", "effective_from": "soon"},
             "effective_from",
+            "date",
         ),
         (
-            {"model": "m", "input_per_mtok": "1", "output_per_mtok": "1", "currency": "€"},
+            {"model": "m", "input_per_mtok": "1", "output_per_mtok": "1", "currency": "€UR"},
             "currency",
+            "three-letter",
         ),
-        ("gpt-4o", "must be a mapping"),
     ],
 )
-def test_bad_overrides_are_configuration_errors(override: object, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+def test_bad_overrides_name_the_key(override: object, key: str, message: str) -> None:
+    with pytest.raises(InvalidSetting, match=message) as caught:
         PricingConfig.from_mapping({"overrides": [override]})
+    assert caught.value.key == f"pricing.overrides[0].{key}"
 
 
 def test_pricing_section_shape_is_checked() -> None:
     assert PricingConfig.from_mapping(None).overrides == ()
-    with pytest.raises(ConfigurationError, match="unknown keys"):
+    with pytest.raises(InvalidSetting, match="unknown key"):
         PricingConfig.from_mapping({"override": []})
-    with pytest.raises(ConfigurationError, match="must be a list"):
+    with pytest.raises(InvalidSetting, match="list"):
         PricingConfig.from_mapping({"overrides": "gpt-4o"})
+    with pytest.raises(InvalidSetting, match="mapping") as caught:
+        PricingConfig.from_mapping({"overrides": ["gpt-4o"]})
+    assert caught.value.key == "pricing.overrides[0]"
+    assert isinstance(caught.value, ConfigurationError)
 
 
 def test_pricing_never_touches_the_network() -> None:

@@ -6,7 +6,7 @@ See docs/parquet.md for the file layout and the columns.
 from __future__ import annotations
 
 from tollmeter.collector.export._api import export_routes
-from tollmeter.collector.export._config import ExportConfig, parse_duration
+from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import CURSOR_KEY, ExportBusy, ExportSource
 from tollmeter.collector.export._exporter import Exporter, ExportResult, ExportStatus
 from tollmeter.collector.export._schema import SCHEMA, SCHEMA_VERSION, events_to_table
@@ -28,5 +28,4 @@ __all__ = [
     "events_to_table",
     "export_routes",
     "install_export",
-    "parse_duration",
 ]

@@ -5,58 +5,32 @@ Example::
     export:
       enabled: true
       directory: ./tollmeter-data/export   # default: <data_dir>/export
-      interval: 5m                         # seconds, or a number with s/m/h
+      interval: 5m                         # how often the collector exports
       timezone: UTC                        # of the date=YYYY-MM-DD partitions
       batch_size: 100000                   # events per read; bounds memory
       row_group_size: 100000
-      compression_level: 3                 # zstd
-      timeout: 5m                          # longest wait for a running export
+      compression_level: 3                 # zstd, 1..22
+      timeout: 5m                          # longest run (and wait for a running one)
 """
 
 from __future__ import annotations
 
-import re
 import zoneinfo
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tollmeter.semconv.errors import ConfigurationError
+from tollmeter.collector._config_values import InvalidSetting, Section
 
-__all__ = ["ExportConfig", "parse_duration"]
+__all__ = ["ExportConfig"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_KEYS = frozenset(
-    {
-        "enabled",
-        "directory",
-        "interval",
-        "timezone",
-        "batch_size",
-        "row_group_size",
-        "compression_level",
-        "timeout",
-    }
-)
+_LIMITS = {
+    "batch_size": (1, 10_000_000),
+    "row_group_size": (1, 10_000_000),
+    "compression_level": (1, 22),
+}
 
 
-def parse_duration(value: object, *, where: str) -> float:
-    """Seconds from a number or a string such as ``"90s"``, ``"5m"``, ``"1.5h"``."""
-    if isinstance(value, bool):
-        raise ConfigurationError(f"{where}: expected a duration, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ConfigurationError(f"{where}: expected a duration such as 30s or 5m, got {value!r}")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigurationError(f"{where}: must be a positive duration")
-    return seconds
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ExportConfig:
     """Typed ``export:`` section. ``directory`` ``None`` means ``<data_dir>/export``."""
 
@@ -73,52 +47,41 @@ class ExportConfig:
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigurationError(
-                f"export.timezone: unknown time zone {self.timezone!r}"
+            raise InvalidSetting(
+                "export.timezone", f"unknown time zone {self.timezone!r}"
             ) from None
-        for name, low, high in (
-            ("batch_size", 1, 10_000_000),
-            ("row_group_size", 1, 10_000_000),
-            ("compression_level", 1, 22),
-        ):
+        for name, (low, high) in _LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigurationError(f"export.{name}: must be an integer in [{low}, {high}]")
+                raise InvalidSetting(f"export.{name}", f"expected an integer in [{low}, {high}]")
         for name in ("interval_s", "timeout_s"):
             if not getattr(self, name) > 0:
-                raise ConfigurationError(f"export.{name}: must be positive")
+                raise InvalidSetting(f"export.{name.removesuffix('_s')}", "must be positive")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object] | None) -> ExportConfig:
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigurationError("export: must be a mapping")
-        unknown = set(data) - _KEYS
-        if unknown:
-            raise ConfigurationError(f"export: unknown keys {sorted(unknown)}")
-        kwargs: dict[str, object] = {}
-        if "enabled" in data:
-            if not isinstance(data["enabled"], bool):
-                raise ConfigurationError("export.enabled: must be true or false")
-            kwargs["enabled"] = data["enabled"]
-        if data.get("directory") is not None:
-            directory = data["directory"]
-            if not isinstance(directory, (str, Path)) or not str(directory):
-                raise ConfigurationError("export.directory: must be a path")
-            kwargs["directory"] = Path(directory)
-        if "interval" in data:
-            kwargs["interval_s"] = parse_duration(data["interval"], where="export.interval")
-        if "timeout" in data:
-            kwargs["timeout_s"] = parse_duration(data["timeout"], where="export.timeout")
-        if "timezone" in data:
-            if not isinstance(data["timezone"], str):
-                raise ConfigurationError("export.timezone: must be a time zone name")
-            kwargs["timezone"] = data["timezone"]
-        for name in ("batch_size", "row_group_size", "compression_level"):
-            if name in data:
-                kwargs[name] = data[name]
-        return cls(**kwargs)  # type: ignore[arg-type]
+    def from_mapping(cls, mapping: object, path: str = "export") -> ExportConfig:
+        section = Section(mapping, path)
+        directory = section.optional_string("directory")
+        timezone = section.string("timezone", cls.timezone)
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise section.error("timezone", f"unknown time zone {timezone!r}") from None
+        numbers = {}
+        for name, (low, high) in _LIMITS.items():
+            numbers[name] = section.integer(name, getattr(cls, name), minimum=low)
+            if numbers[name] > high:
+                raise section.error(name, f"expected at most {high}, got {numbers[name]}")
+        config = cls(
+            enabled=section.boolean("enabled", cls.enabled),
+            directory=Path(directory) if directory is not None else None,
+            interval_s=section.duration("interval", cls.interval_s, positive=True),
+            timezone=timezone,
+            timeout_s=section.duration("timeout", cls.timeout_s, positive=True),
+            **numbers,
+        )
+        section.finish()
+        return config
 
     def resolve_directory(self, data_dir: Path) -> Path:
         return self.directory if self.directory is not None else data_dir / "export"

@@ -22,28 +22,15 @@ because they cannot state a negotiated price exactly.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from tollmeter.semconv.errors import ConfigurationError
+from tollmeter.collector._config_values import Section
 
 __all__ = ["PriceOverride", "PricingConfig"]
 
-_OVERRIDE_KEYS = frozenset(
-    {
-        "model",
-        "tenant",
-        "provider",
-        "effective_from",
-        "currency",
-        "input_per_mtok",
-        "cache_read_per_mtok",
-        "cache_write_per_mtok",
-        "output_per_mtok",
-        "reasoning_per_mtok",
-    }
-)
+_EPOCH_DAY = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +43,7 @@ class PriceOverride:
     model: str
     input_per_mtok: Decimal
     output_per_mtok: Decimal
-    effective_from: dt.date = dt.date(1970, 1, 1)
+    effective_from: dt.date = _EPOCH_DAY
     tenant: str | None = None
     provider: str | None = None
     currency: str = "USD"
@@ -65,25 +52,24 @@ class PriceOverride:
     reasoning_per_mtok: Decimal | None = None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], *, where: str = "override") -> PriceOverride:
-        unknown = set(data) - _OVERRIDE_KEYS
-        if unknown:
-            raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
-        model = data.get("model")
-        if not isinstance(model, str) or not model:
-            raise ConfigurationError(f"{where}: 'model' must be a non-empty string")
-        return cls(
-            model=model,
-            tenant=_optional_str(data, "tenant", where),
-            provider=_optional_str(data, "provider", where),
-            effective_from=_date(data.get("effective_from", dt.date(1970, 1, 1)), where),
-            currency=_currency(data.get("currency", "USD"), where),
-            input_per_mtok=_required_price(data, "input_per_mtok", where),
-            output_per_mtok=_required_price(data, "output_per_mtok", where),
-            cache_read_per_mtok=_price(data, "cache_read_per_mtok", where),
-            cache_write_per_mtok=_price(data, "cache_write_per_mtok", where),
-            reasoning_per_mtok=_price(data, "reasoning_per_mtok", where),
+    def from_mapping(cls, mapping: object, path: str) -> PriceOverride:
+        section = Section(mapping, path)
+        override = cls(
+            model=section.string("model", ""),
+            tenant=section.optional_string("tenant"),
+            provider=section.optional_string("provider"),
+            effective_from=_date(section, "effective_from"),
+            currency=_currency(section),
+            input_per_mtok=_required_price(section, "input_per_mtok"),
+            output_per_mtok=_required_price(section, "output_per_mtok"),
+            cache_read_per_mtok=_price(section, "cache_read_per_mtok"),
+            cache_write_per_mtok=_price(section, "cache_write_per_mtok"),
+            reasoning_per_mtok=_price(section, "reasoning_per_mtok"),
         )
+        if not override.model:
+            raise section.error("model", "is required")
+        section.finish()
+        return override
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,72 +79,62 @@ class PricingConfig:
     overrides: tuple[PriceOverride, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object] | None) -> PricingConfig:
-        if data is None:
+    def from_mapping(cls, mapping: object, path: str = "pricing") -> PricingConfig:
+        section = Section(mapping, path)
+        raw = section.raw("overrides")
+        section.finish()
+        if raw is None:
             return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigurationError("pricing: must be a mapping")
-        unknown = set(data) - {"overrides"}
-        if unknown:
-            raise ConfigurationError(f"pricing: unknown keys {sorted(unknown)}")
-        raw = data.get("overrides") or []
-        if not isinstance(raw, Sequence) or isinstance(raw, str):
-            raise ConfigurationError("pricing.overrides: must be a list")
-        overrides = []
-        for index, item in enumerate(raw):
-            where = f"pricing.overrides[{index}]"
-            if not isinstance(item, Mapping):
-                raise ConfigurationError(f"{where}: must be a mapping")
-            overrides.append(PriceOverride.from_mapping(item, where=where))
-        return cls(overrides=tuple(overrides))
+        if isinstance(raw, str) or not isinstance(raw, Sequence):
+            raise section.error("overrides", "expected a list of overrides")
+        key = section.key("overrides")
+        return cls(
+            overrides=tuple(
+                PriceOverride.from_mapping(item, f"{key}[{index}]")
+                for index, item in enumerate(raw)
+            )
+        )
 
 
-def _optional_str(data: Mapping[str, object], key: str, where: str) -> str | None:
-    value = data.get(key)
+def _date(section: Section, name: str) -> dt.date:
+    value = section.raw(name)
     if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{where}: '{key}' must be a non-empty string")
-    return value
-
-
-def _date(value: object, where: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        raise ConfigurationError(f"{where}: 'effective_from' must be a date, not a timestamp")
-    if isinstance(value, dt.date):
+        return _EPOCH_DAY
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value)
+            return dt.date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise ConfigurationError(f"{where}: 'effective_from' must be a date like 2026-01-31")
+    raise section.error(name, f"expected a date like 2026-01-31, got {value!r}")
 
 
-def _currency(value: object, where: str) -> str:
-    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
-        raise ConfigurationError(f"{where}: 'currency' must be a three-letter code")
+def _currency(section: Section) -> str:
+    value = section.string("currency", "USD")
+    if len(value) != 3 or not value.isascii() or not value.isalpha():
+        raise section.error("currency", f"expected a three-letter code, got {value!r}")
     return value.upper()
 
 
-def _required_price(data: Mapping[str, object], key: str, where: str) -> Decimal:
-    price = _price(data, key, where)
+def _required_price(section: Section, name: str) -> Decimal:
+    price = _price(section, name)
     if price is None:
-        raise ConfigurationError(f"{where}: '{key}' is required")
+        raise section.error(name, "is required")
     return price
 
 
-def _price(data: Mapping[str, object], key: str, where: str) -> Decimal | None:
-    value = data.get(key)
+def _price(section: Section, name: str) -> Decimal | None:
+    value = section.raw(name)
     if value is None:
         return None
     # bool is an int subclass; a float would carry binary rounding into every invoice.
     if isinstance(value, (bool, float)) or not isinstance(value, (str, int, Decimal)):
-        raise ConfigurationError(f"{where}: '{key}' must be a decimal string such as \"2.50\"")
+        raise section.error(name, f'expected a decimal string such as "2.50", got {value!r}')
     try:
         price = Decimal(value)
     except InvalidOperation:
-        raise ConfigurationError(f"{where}: '{key}' is not a decimal: {value!r}") from None
+        raise section.error(name, f"expected a decimal, got {value!r}") from None
     if not price.is_finite() or price < 0:
-        raise ConfigurationError(f"{where}: '{key}' must be a finite, non-negative price")
+        raise section.error(name, f"expected a finite, non-negative price, got {value!r}")
     return price
