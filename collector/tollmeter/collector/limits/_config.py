@@ -1,7 +1,8 @@
 """Typed ``limits:`` and ``hooks:`` configuration sections.
 
 Both are parsed from plain mappings (YAML already loaded) by ``from_mapping(mapping,
-path)``; every error is a ``ConfigurationError`` naming the key path and the reason,
+path)``; every error is an ``InvalidSetting`` (a ``ConfigurationError``) naming the key
+path and the reason,
 so ``tollmeter validate-config`` can point at the offending line of a config file.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tollmeter.semconv.errors import ConfigurationError
+from tollmeter.collector._config_values import InvalidSetting
 
 __all__ = [
     "ACTIONS",
@@ -63,57 +64,61 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+def _error(message: str) -> InvalidSetting:
+    """``"<key path>: <reason>"`` as the collector config's error type."""
+    key, _, reason = message.partition(": ")
+    return InvalidSetting(key, reason)
+
+
 def parse_duration(value: object, path: str) -> float:
     """Seconds from ``30s``, ``1m``, ``1h``, ``7d``, ``500ms`` or a bare number of seconds."""
     if isinstance(value, bool):
-        raise ConfigurationError(f"{path}: expected a duration such as '1m', got {value!r}")
+        raise _error(f"{path}: expected a duration such as '1m', got {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     else:
-        raise ConfigurationError(f"{path}: expected a duration such as '1m', got {value!r}")
+        raise _error(f"{path}: expected a duration such as '1m', got {value!r}")
     if seconds <= 0:
-        raise ConfigurationError(f"{path}: a duration must be positive, got {value!r}")
+        raise _error(f"{path}: a duration must be positive, got {value!r}")
     return seconds
 
 
 def _mapping(value: object, path: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{path}: expected a mapping, got {type(value).__name__}")
+        raise _error(f"{path}: expected a mapping, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise ConfigurationError(f"{path}: keys must be strings, got {key!r}")
+            raise _error(f"{path}: keys must be strings, got {key!r}")
     return cast("Mapping[str, Any]", value)
 
 
 def _no_unknown(mapping: Mapping[str, Any], allowed: Sequence[str], path: str) -> None:
     unknown = sorted(set(mapping) - set(allowed))
     if unknown:
-        raise ConfigurationError(
-            f"{path}.{unknown[0]}: unknown key (expected one of {', '.join(allowed)})"
-        )
+        raise _error(f"{path}.{unknown[0]}: unknown key (expected one of {', '.join(allowed)})")
 
 
 def _choice(value: object, choices: Sequence[str], path: str) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise ConfigurationError(f"{path}: expected one of {', '.join(choices)}, got {value!r}")
+        raise _error(f"{path}: expected one of {', '.join(choices)}, got {value!r}")
     return value
 
 
 def _number(value: object, path: str, *, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{path}: expected a number, got {value!r}")
+        raise _error(f"{path}: expected a number, got {value!r}")
     if positive and value <= 0:
-        raise ConfigurationError(f"{path}: must be positive, got {value!r}")
+        raise _error(f"{path}: must be positive, got {value!r}")
     if not positive and value < 0:
-        raise ConfigurationError(f"{path}: must not be negative, got {value!r}")
+        raise _error(f"{path}: must not be negative, got {value!r}")
     return float(value)
 
 
 def _text(value: object, path: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{path}: expected a non-empty string, got {value!r}")
+        raise _error(f"{path}: expected a non-empty string, got {value!r}")
     return value
 
 
@@ -122,7 +127,7 @@ def _timezone(value: object, path: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigurationError(f"{path}: unknown time zone {name!r}") from exc
+        raise _error(f"{path}: unknown time zone {name!r}") from exc
     return name
 
 
@@ -180,12 +185,10 @@ class LimitConfig:
         )
         for required in ("name", "limit", "window"):
             if required not in m:
-                raise ConfigurationError(f"{path}.{required}: required")
+                raise _error(f"{path}.{required}: required")
         name = _text(m["name"], f"{path}.name")
         if not _NAME.match(name):
-            raise ConfigurationError(
-                f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})"
-            )
+            raise _error(f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})")
         measure = cast("Measure", _choice(m.get("measure", "total"), MEASURES, f"{path}.measure"))
         weights = _weights(m.get("weights"), measure, f"{path}.weights")
         action = cast("Action", _choice(m.get("action", "block"), ACTIONS, f"{path}.action"))
@@ -193,12 +196,12 @@ class LimitConfig:
         if action == "downgrade":
             downgrade = _text(downgrade, f"{path}.downgrade_model")
         elif downgrade is not None:
-            raise ConfigurationError(f"{path}.downgrade_model: only valid with action: downgrade")
+            raise _error(f"{path}.downgrade_model: only valid with action: downgrade")
         currency = m.get("currency")
         if currency is not None:
             currency = _text(currency, f"{path}.currency")
             if measure != "cost":
-                raise ConfigurationError(f"{path}.currency: only valid with measure: cost")
+                raise _error(f"{path}.currency: only valid with measure: cost")
         return cls(
             name=name,
             limit=_number(m["limit"], f"{path}.limit"),
@@ -217,10 +220,10 @@ class LimitConfig:
 def _weights(value: object, measure: str, path: str) -> Mapping[str, float]:
     if value is None:
         if measure == "weighted":
-            raise ConfigurationError(f"{path}: required with measure: weighted")
+            raise _error(f"{path}: required with measure: weighted")
         return {}
     if measure != "weighted":
-        raise ConfigurationError(f"{path}: only valid with measure: weighted")
+        raise _error(f"{path}: only valid with measure: weighted")
     m = _mapping(value, path)
     _no_unknown(m, WEIGHT_BUCKETS, path)
     weights = {k: _number(v, f"{path}.{k}", positive=False) for k, v in m.items()}
@@ -240,7 +243,7 @@ def _window(
     if kind == "rolling":
         _no_unknown(m, ("type", "per", "burst"), path)
         if "per" not in m:
-            raise ConfigurationError(f"{path}.per: required for a rolling window")
+            raise _error(f"{path}.per: required for a rolling window")
         burst = m.get("burst")
         return RollingWindowConfig(
             per_s=parse_duration(m["per"], f"{path}.per"),
@@ -263,7 +266,7 @@ def _match(value: object, path: str) -> Mapping[str, tuple[str, ...]]:
     for key, patterns in m.items():
         items = [patterns] if isinstance(patterns, str) else patterns
         if not isinstance(items, list) or not items:
-            raise ConfigurationError(f"{path}.{key}: expected a pattern or a list of patterns")
+            raise _error(f"{path}.{key}: expected a pattern or a list of patterns")
         result[key] = tuple(_text(p, f"{path}.{key}") for p in items)
     return result
 
@@ -271,20 +274,20 @@ def _match(value: object, path: str) -> Mapping[str, tuple[str, ...]]:
 def _group_by(value: object, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise ConfigurationError(f"{path}: expected a list of {', '.join(DIMENSIONS)}")
+        raise _error(f"{path}: expected a list of {', '.join(DIMENSIONS)}")
     dims = tuple(_choice(v, DIMENSIONS, f"{path}[{i}]") for i, v in enumerate(items))
     if len(set(dims)) != len(dims):
-        raise ConfigurationError(f"{path}: duplicate dimension")
+        raise _error(f"{path}: duplicate dimension")
     return dims
 
 
 def _alert_at(value: object, path: str) -> tuple[float, ...]:
     if not isinstance(value, list):
-        raise ConfigurationError(f"{path}: expected a list of fractions such as [0.8, 1.0]")
+        raise _error(f"{path}: expected a list of fractions such as [0.8, 1.0]")
     fractions = [_number(v, f"{path}[{i}]") for i, v in enumerate(value)]
     for i, f in enumerate(fractions):
         if f > 10:
-            raise ConfigurationError(f"{path}[{i}]: a fraction of the limit, got {f!r}")
+            raise _error(f"{path}[{i}]: a fraction of the limit, got {f!r}")
     return tuple(sorted(set(fractions)))
 
 
@@ -319,7 +322,7 @@ class LimitsConfig:
         tz = _timezone(m.get("timezone", "UTC"), f"{path}.timezone")
         raw_rules = m.get("rules", [])
         if not isinstance(raw_rules, list):
-            raise ConfigurationError(f"{path}.rules: expected a list of limits")
+            raise _error(f"{path}.rules: expected a list of limits")
         rules = tuple(
             LimitConfig.from_mapping(r, f"{path}.rules[{i}]", default_timezone=tz)
             for i, r in enumerate(raw_rules)
@@ -327,7 +330,7 @@ class LimitsConfig:
         seen: set[str] = set()
         for i, rule in enumerate(rules):
             if rule.name in seen:
-                raise ConfigurationError(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
+                raise _error(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
             seen.add(rule.name)
         expired = _choice(
             m.get("expired_reservations", "charge"),
@@ -386,7 +389,7 @@ class HookConfig:
         kind = _choice(m.get("type"), ("log", "webhook", "python"), f"{path}.type")
         raw_events = m.get("events", list(HOOK_EVENTS))
         if not isinstance(raw_events, list) or not raw_events:
-            raise ConfigurationError(f"{path}.events: expected a non-empty list of events")
+            raise _error(f"{path}.events: expected a non-empty list of events")
         events = tuple(
             cast("HookEvent", _choice(e, HOOK_EVENTS, f"{path}.events[{i}]"))
             for i, e in enumerate(raw_events)
@@ -396,27 +399,25 @@ class HookConfig:
         if kind == "webhook":
             url = _text(url, f"{path}.url")
             if not url.startswith(("http://", "https://")):
-                raise ConfigurationError(f"{path}.url: expected an http(s) URL, got {url!r}")
+                raise _error(f"{path}.url: expected an http(s) URL, got {url!r}")
         elif url is not None:
-            raise ConfigurationError(f"{path}.url: only valid for a webhook hook")
+            raise _error(f"{path}.url: only valid for a webhook hook")
         if kind == "python":
             target = _text(target, f"{path}.target")
             module, _, func = target.partition(":")
             if not module or not func:
-                raise ConfigurationError(
-                    f"{path}.target: expected 'module:function', got {target!r}"
-                )
+                raise _error(f"{path}.target: expected 'module:function', got {target!r}")
         elif target is not None:
-            raise ConfigurationError(f"{path}.target: only valid for a python hook")
+            raise _error(f"{path}.target: only valid for a python hook")
         secret = m.get("secret")
         if secret is not None:
             secret = _text(secret, f"{path}.secret")
         retries = m.get("max_retries", 5)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"{path}.max_retries: expected an integer >= 0")
+            raise _error(f"{path}.max_retries: expected an integer >= 0")
         queue_size = m.get("queue_size", 1000)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigurationError(f"{path}.queue_size: expected an integer >= 1")
+            raise _error(f"{path}.queue_size: expected an integer >= 1")
         return cls(
             name=_text(m.get("name", f"{kind}-{path}"), f"{path}.name"),
             type=cast("Literal['log', 'webhook', 'python']", kind),
@@ -443,10 +444,10 @@ class HooksConfig:
         if mapping is None:
             return cls()
         if not isinstance(mapping, list):
-            raise ConfigurationError(f"{path}: expected a list of hooks")
+            raise _error(f"{path}: expected a list of hooks")
         hooks = tuple(HookConfig.from_mapping(h, f"{path}[{i}]") for i, h in enumerate(mapping))
         names = [h.name for h in hooks]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise ConfigurationError(f"{path}[{i}].name: duplicate name {name!r}")
+                raise _error(f"{path}[{i}].name: duplicate name {name!r}")
         return cls(hooks=hooks)
