@@ -8,3 +8,19 @@ from pathlib import Path
 _SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_TIKTOKEN)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fake_llm():
+    """The offline OpenAI/Anthropic server: ``.url``; OpenAI clients use ``f"{url}/v1"``.
+
+    ``.requests()`` / ``.find(response_id)`` / ``.last()`` give the usage it reported.
+    Shared by the whole session: the prompt cache remembers earlier tests' prompts.
+    """
+    from tollmeter.collector.fakellm import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        yield server

@@ -13,7 +13,14 @@ from tollmeter.semconv.version import __version__
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOLLMETER"})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOLLMETER"}
+)
 @click.version_option(__version__, prog_name="tollmeter")
 def main() -> None:
     """Meter LLM token usage per tenant with OpenTelemetry."""
+
+
+from tollmeter.collector.fakellm import fake_llm  # noqa: E402
+
+main.add_command(fake_llm)

@@ -1,0 +1,31 @@
+"""An offline OpenAI- and Anthropic-compatible LLM server with exact, deterministic usage.
+
+Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/completions``, ``/v1/embeddings``
+and ``/v1/messages`` (streamed or not), counts tokens with tiktoken, reports prompt-cache and
+reasoning tokens where the real APIs do, and injects faults on request. Every answer carries
+the usage it reported in an ``x-fake-usage`` header, and ``GET /_fake/requests`` lists them.
+See ``docs/fake-llm.md``.
+
+::
+
+    with FakeLLMServer() as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+"""
+
+from __future__ import annotations
+
+from tollmeter.collector.fakellm._app import MAX_BODY_BYTES, FakeLLMState, create_app
+from tollmeter.collector.fakellm._cli import fake_llm
+from tollmeter.collector.fakellm._journal import Exchange, Usage
+from tollmeter.collector.fakellm._server import FakeLLMError, FakeLLMServer
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "Exchange",
+    "FakeLLMError",
+    "FakeLLMServer",
+    "FakeLLMState",
+    "Usage",
+    "create_app",
+    "fake_llm",
+]

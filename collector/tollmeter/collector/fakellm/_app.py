@@ -1,0 +1,234 @@
+"""The Starlette application: request parsing, faults, and the ``/_fake`` inspection routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tollmeter.collector.fakellm._anthropic import messages
+from tollmeter.collector.fakellm._cache import PrefixCache
+from tollmeter.collector.fakellm._errors import Provider, error_body, retry_headers
+from tollmeter.collector.fakellm._faults import (
+    Directives,
+    FaultError,
+    parse_directives,
+    split_model,
+)
+from tollmeter.collector.fakellm._journal import Exchange, Journal
+from tollmeter.collector.fakellm._models import list_models
+from tollmeter.collector.fakellm._openai_chat import chat_completions
+from tollmeter.collector.fakellm._openai_other import completions, embeddings
+from tollmeter.collector.fakellm._openai_responses import responses
+from tollmeter.collector.fakellm._reply import BadRequest, Call, Prepared, new_id
+from tollmeter.collector.fakellm._sse import PlayedResponse, install_log_filter, json_bytes
+
+__all__ = ["MAX_BODY_BYTES", "FakeLLMState", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_SSE = "text/event-stream; charset=utf-8"
+_JSON = "application/json"
+
+Handler = Callable[[Call], Prepared]
+_ENDPOINTS: dict[str, tuple[Provider, Handler]] = {
+    "/v1/chat/completions": ("openai", chat_completions),
+    "/v1/completions": ("openai", completions),
+    "/v1/embeddings": ("openai", embeddings),
+    "/v1/responses": ("openai", responses),
+    "/v1/messages": ("anthropic", messages),
+}
+
+
+class FakeLLMState:
+    """The server's memory: the prompt cache and the journal of recent exchanges."""
+
+    def __init__(self) -> None:
+        self.cache = PrefixCache()
+        self.journal = Journal()
+
+    def reset(self) -> None:
+        self.cache.clear()
+        self.journal.clear()
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _Problem(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _Problem(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _Problem(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _Problem(400, "request body must be a JSON object")
+    return body
+
+
+def _attempt(request: Request) -> int:
+    raw = request.headers.get("x-stainless-retry-count", "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+class _Endpoint:
+    def __init__(self, state: FakeLLMState, path: str) -> None:
+        self.state = state
+        self.path = path
+        self.provider, self.handler = _ENDPOINTS[path]
+
+    def _headers(self, request_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"x-request-id": request_id}
+        if self.provider == "anthropic":
+            headers["request-id"] = request_id
+        headers.update(extra or {})
+        return headers
+
+    def _error(
+        self,
+        exchange: Exchange,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        self.state.journal.add(exchange)
+        body = error_body(
+            self.provider, status, message, param=param, request_id=exchange.request_id
+        )
+        all_headers = self._headers(exchange.request_id, headers)
+        all_headers["x-fake-usage"] = "null"
+        return Response(json_bytes(body), status, all_headers, media_type=_JSON)
+
+    async def handle(self, request: Request) -> Response | PlayedResponse:
+        request_id = new_id("req_")
+        attempt = _attempt(request)
+        base = Exchange(request_id, self.provider, self.path, 400, attempt=attempt)
+        try:
+            body = await _read_json(request)
+            model = body.get("model")
+            if not isinstance(model, str) or not model.strip():
+                raise _Problem(400, "model is required", "model")
+            model, suffix = split_model(model)
+            directives = parse_directives(request.headers, suffix)
+        except _Problem as problem:
+            exchange = _replace(base, status=problem.status)
+            return self._error(exchange, problem.status, problem.message, param=problem.param)
+        except FaultError as err:
+            return self._error(base, 400, str(err))
+        base = _replace(
+            base, model=model, stream=body.get("stream") is True, faults=directives.as_list()
+        )
+        status = directives.error_status(attempt)
+        if status is not None:
+            extra = retry_headers(directives.retry_after) if status == 429 else None
+            message = (
+                "Rate limit reached (injected)" if status == 429 else "Server error (injected)"
+            )
+            return self._error(_replace(base, status=status), status, message, headers=extra)
+        try:
+            prepared = self.handler(Call(body, model, directives, self.state.cache))
+        except BadRequest as err:
+            return self._error(base, 400, err.message, param=err.param)
+        except Exception:
+            # A bug here must answer like a provider outage, not crash the connection.
+            logger.exception("fake LLM handler failed for %s", self.path)
+            return self._error(_replace(base, status=500), 500, "internal error")
+        return self._play(base, prepared, directives)
+
+    def _play(self, base: Exchange, prepared: Prepared, directives: Directives) -> PlayedResponse:
+        streaming = prepared.events is not None
+        chunks = prepared.events if prepared.events is not None else [json_bytes(prepared.body)]
+        cut = directives.cut_after
+        if cut is not None and not streaming:
+            whole = chunks[0]
+            chunks, cut = [whole[: len(whole) // 2], whole[len(whole) // 2 :]], 1
+        reported = prepared.provider_usage is not None and (cut is None or cut >= len(chunks))
+        exchange = _replace(
+            base,
+            status=200,
+            response_id=prepared.response_id,
+            usage=prepared.usage,
+            reported=reported,
+            provider_usage=prepared.provider_usage,
+        )
+        self.state.journal.add(exchange)
+        header = json.dumps({**prepared.usage.as_dict(), "reported": reported})
+        return PlayedResponse(
+            status=200,
+            headers=self._headers(base.request_id, {"x-fake-usage": header}),
+            chunks=chunks,
+            media_type=_SSE if streaming else _JSON,
+            streaming=streaming,
+            first_delay=directives.first_token_delay,
+            cut_after=cut,
+        )
+
+
+def _replace(exchange: Exchange, **changes: Any) -> Exchange:
+    return Exchange(**{**exchange.__dict__, **changes})
+
+
+def _inspection_routes(state: FakeLLMState) -> list[Route]:
+    async def list_requests(request: Request) -> Response:
+        items = [exchange.as_dict() for exchange in state.journal.snapshot()]
+        limit = request.query_params.get("limit", "")
+        if limit.isdigit():
+            items = items[-int(limit) :] if int(limit) else []
+        return JSONResponse({"requests": items})
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return Response(status_code=204)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return [
+        Route("/_fake/requests", list_requests, methods=["GET"]),
+        Route("/_fake/reset", reset, methods=["POST"]),
+        Route("/_fake/health", health, methods=["GET"]),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    provider: Provider = "anthropic" if "anthropic-version" in request.headers else "openai"
+    message = (
+        "unknown route" if status == 404 else "method not allowed" if status == 405 else "error"
+    )
+    body = error_body(provider, status, message, request_id=new_id("req_"))
+    return Response(json_bytes(body), status, media_type=_JSON)
+
+
+def create_app(state: FakeLLMState | None = None) -> Starlette:
+    """The ASGI application; pass ``state`` to inspect or reset it from the same process."""
+    install_log_filter()
+    state = state or FakeLLMState()
+    routes = [Route(path, _Endpoint(state, path).handle, methods=["POST"]) for path in _ENDPOINTS]
+    routes.append(Route("/v1/models", list_models, methods=["GET"]))
+    routes.extend(_inspection_routes(state))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.fake_llm = state
+    return app

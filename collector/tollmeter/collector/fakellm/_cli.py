@@ -1,0 +1,46 @@
+"""``tollmeter fake-llm``: serve the fake LLM in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from tollmeter.collector.fakellm._app import create_app
+from tollmeter.collector.fakellm._server import bind_socket, uvicorn_config
+from tollmeter.collector.fakellm._tokens import preload
+
+__all__ = ["STARTUP_FAILURE", "fake_llm"]
+
+STARTUP_FAILURE = 3
+
+
+@click.command("fake-llm")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0: any free port.",
+)
+@click.pass_context
+def fake_llm(ctx: click.Context, host: str, port: int) -> None:
+    """Serve an offline OpenAI- and Anthropic-compatible API with exact, deterministic usage.
+
+    Prints one line with the base URL once it accepts connections. OpenAI clients use
+    ``<url>/v1``, Anthropic clients ``<url>``. See docs/fake-llm.md for faults and cache rules.
+    """
+    try:
+        preload()
+        sock = bind_socket(host, port)
+    except Exception as exc:
+        click.echo(f"fake-llm: cannot start: {exc}", err=True)
+        ctx.exit(STARTUP_FAILURE)
+    # Listening before the loop starts: clients that read the line can connect at once.
+    sock.listen(2048)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"fake-llm listening on http://{shown}:{sock.getsockname()[1]}")
+    try:
+        uvicorn.Server(uvicorn_config(create_app())).run(sockets=[sock])
+    finally:
+        sock.close()
