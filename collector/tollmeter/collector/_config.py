@@ -34,6 +34,8 @@ from tollmeter.collector._config_values import (
     Section,
 )
 from tollmeter.collector._settings import environment_overrides
+from tollmeter.collector.export._config import ExportConfig
+from tollmeter.collector.pricing._config import PricingConfig
 
 __all__ = [
     "Config",
@@ -195,6 +197,8 @@ class Config:
     receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     management: ManagementConfig = field(default_factory=ManagementConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
     @property
     def storage_url(self) -> str:
