@@ -50,6 +50,7 @@ __all__ = [
     "TOLLMETER_TENANT_ID",
     "TOLLMETER_USAGE_ABANDONED",
     "TOLLMETER_USAGE_SOURCE",
+    "TOLLMETER_USAGE_TOTAL_TOKENS",
     "TOLLMETER_WORKFLOW_ID",
     "USER_ID",
     "ErrorTypeValues",
@@ -61,7 +62,7 @@ __all__ = [
 
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 """The name of the GenAI operation being performed. Type ``string``; origin otel; also read from
-``llm.request.type``, ``openinference.span.kind``.
+``llm.request.type``, ``openinference.span.kind``, ``traceloop.span.kind``.
 """
 
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
@@ -71,12 +72,13 @@ otel; also read from ``gen_ai.system``, ``llm.provider``, ``llm.system``.
 
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 """The name of the GenAI model a request is being made to. Type ``string``; origin otel; also read
-from ``llm.request.model``, ``llm.model_name``.
+from ``llm.request.model``, ``llm.request.model_name``.
 """
 
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 """The name of the model that generated the response. Type ``string``; origin otel; also read from
-``llm.response.model``.
+``llm.response.model``, ``llm.response.model_name``, ``llm.model_name``,
+``embedding.model_name``.
 """
 
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
@@ -131,6 +133,12 @@ GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tok
 """The number of output tokens spent on reasoning. Type ``int``; unit ``{token}``; origin otel; also
 read from ``gen_ai.usage.reasoning_tokens``, ``llm.usage.reasoning_tokens``,
 ``llm.token_count.completion_details.reasoning``.
+"""
+
+TOLLMETER_USAGE_TOTAL_TOKENS: Final = "tollmeter.usage.total_tokens"
+"""The total token count, emitted only when part of it cannot be split into input and output. Type
+``int``; unit ``{token}``; origin tollmeter; also read from ``gen_ai.usage.total_tokens``,
+``llm.usage.total_tokens``, ``llm.token_count.total``.
 """
 
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
@@ -230,6 +238,9 @@ class GenAiOperationNameValues:
     WORKFLOW: Final = "workflow"
     """A workflow or chain of GenAI operations (OpenInference CHAIN spans)."""
 
+    RERANK: Final = "rerank"
+    """Reranking of documents by relevance (OpenLLMetry and OpenInference only)."""
+
 
 class GenAiProviderNameValues:
     """Well-known values of ``gen_ai.provider.name``."""
@@ -315,6 +326,7 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         GEN_AI_OPERATION_NAME: (
             "llm.request.type",
             "openinference.span.kind",
+            "traceloop.span.kind",
         ),
         GEN_AI_PROVIDER_NAME: (
             "gen_ai.system",
@@ -323,9 +335,14 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         ),
         GEN_AI_REQUEST_MODEL: (
             "llm.request.model",
-            "llm.model_name",
+            "llm.request.model_name",
         ),
-        GEN_AI_RESPONSE_MODEL: ("llm.response.model",),
+        GEN_AI_RESPONSE_MODEL: (
+            "llm.response.model",
+            "llm.response.model_name",
+            "llm.model_name",
+            "embedding.model_name",
+        ),
         GEN_AI_REQUEST_STREAM: ("llm.is_streaming",),
         GEN_AI_CONVERSATION_ID: ("session.id",),
         GEN_AI_USAGE_INPUT_TOKENS: (
@@ -353,6 +370,11 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "gen_ai.usage.reasoning_tokens",
             "llm.usage.reasoning_tokens",
             "llm.token_count.completion_details.reasoning",
+        ),
+        TOLLMETER_USAGE_TOTAL_TOKENS: (
+            "gen_ai.usage.total_tokens",
+            "llm.usage.total_tokens",
+            "llm.token_count.total",
         ),
     }
 )

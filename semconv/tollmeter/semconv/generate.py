@@ -6,6 +6,8 @@ Usage::
     python -m tollmeter.semconv.generate --check    # exit 1 when any of them is stale
 
 ``--root`` names the source checkout to write into (default: the checkout this module lives in).
+Importing this module imports ``tollmeter.semconv``, which uses the generated constants: after
+adding a name to the registry, regenerate before code refers to the new constant.
 """
 
 from __future__ import annotations
