@@ -37,7 +37,7 @@ __all__ = [
 
 _FILE = re.compile(r"^(?P<collector>.+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
 _PARTITION = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEMP_SUFFIX = ".tmp"
 
 

@@ -1,0 +1,107 @@
+"""``tollmeter export``: write the Parquet billing export now, from a data directory.
+
+Safe to run while a collector uses the same ledger and export directory: the
+two take turns on the directory lock and share the cursor kept in the ledger.
+
+Exit codes: 0 exported (or nothing to do); 1 the export failed or there is no
+ledger; 2 invalid configuration; 75 another export held the directory too long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tollmeter.collector._config import Config
+from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.export import ExportBusy, Exporter, ExportStatus
+from tollmeter.collector.pricing import Pricer
+from tollmeter.collector.storage import open_ledger
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["export_command"]
+
+EXIT_FAILURE = 1
+EXIT_INVALID_CONFIG = 2
+EXIT_BUSY = 75
+
+# Option name -> configuration key it overrides.
+_FLAG_KEYS = {
+    "data_dir": "data_dir",
+    "storage_url": "storage.url",
+    "collector_id": "collector_id",
+    "directory": "export.directory",
+    "timeout": "export.timeout",
+}
+
+
+@click.command("export")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TOLLMETER_CONFIG",
+    show_envvar=True,
+    help="YAML configuration file to load.",
+)
+@click.option("--data-dir", help="Data directory holding ledger.db (default: ./tollmeter-data).")
+@click.option("--storage-url", help="Ledger URL, e.g. sqlite:///tollmeter-data/ledger.db.")
+@click.option("--directory", help="Export directory (default: <data-dir>/export).")
+@click.option("--collector-id", help="Collector id named in the file names.")
+@click.option("--timeout", help="Longest run, e.g. 90s or 10m (default: export.timeout).")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Forget the cursor and rewrite every event still in the ledger.",
+)
+@click.pass_context
+def export_command(
+    ctx: click.Context, /, config_file: Path | None, rebuild: bool, **options: str | None
+) -> None:
+    """Export committed usage events not exported yet to Parquet, then print a JSON summary."""
+    flags: dict[str, object] = {}
+    for name, value in options.items():
+        if (
+            value is not None
+            and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ):
+            flags[_FLAG_KEYS[name]] = value
+    try:
+        config = Config.load(config_file, environ=os.environ, overrides=flags)
+    except InvalidConfig as exc:
+        click.echo("invalid configuration:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_INVALID_CONFIG)
+    if config.storage.url is None and not (config.data_dir / "ledger.db").is_file():
+        click.echo(f"tollmeter export: no ledger in {config.data_dir}", err=True)
+        sys.exit(EXIT_FAILURE)
+    try:
+        ledger = open_ledger(config.storage_url)
+    except TollmeterError as exc:
+        click.echo(f"tollmeter export: cannot open the ledger: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    with ledger:
+        exporter = Exporter.from_config(
+            ledger,
+            config.export,
+            data_dir=config.data_dir,
+            collector_id=config.collector_id,
+            pricer=Pricer(config.pricing),
+        )
+        try:
+            if rebuild:
+                exporter.reset()
+        except ExportBusy as exc:
+            click.echo(f"tollmeter export: {exc}", err=True)
+            sys.exit(EXIT_BUSY)
+        result = exporter.export()
+    click.echo(json.dumps({"directory": str(exporter.directory), **result.to_json()}))
+    if result.status is ExportStatus.BUSY:
+        sys.exit(EXIT_BUSY)
+    if result.status is ExportStatus.FAILURE:
+        sys.exit(EXIT_FAILURE)
