@@ -15,7 +15,7 @@ __all__ = ["DIMENSIONS", "Dimension", "InvalidQuery", "UsageQuery", "UsageRow"]
 Dimension = Literal["tenant", "project", "model", "feature", "api_key", "usage_source"]
 DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 
-MAX_ROWS = 100_000
+MAX_ROWS = 10_000_000
 
 
 class InvalidQuery(TollmeterError, ValueError):

@@ -1,0 +1,259 @@
+"""From OTLP spans to usage events: one event per metered model call.
+
+A span is metered when its operation (read by ``tollmeter.semconv``) is a model call
+and it reports usage; agent, workflow and tool spans are skipped, since their usage
+repeats that of the calls beneath them. A span whose usage cannot be trusted is
+rejected alone, with a message naming the span and the attribute; the rest of the
+request is metered.
+
+Hostile input is bounded: spans with more than ``MAX_ATTRIBUTES`` attributes are
+rejected, nested values are read to ``MAX_DEPTH`` levels (and ``_MAX_ITEMS`` items),
+labels are cut to ``MAX_LABEL`` characters when stored (ids are hashed from their
+full value first, so cutting never merges two calls), and a tenant id longer than
+``MAX_LABEL`` is refused rather than cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.semconv import (
+    InvalidUsage,
+    is_metered_operation,
+    model_of,
+    operation_of,
+    provider_of,
+    usage_from_attributes,
+)
+from tollmeter.semconv import attributes as attrs
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_DEPTH",
+    "MAX_LABEL",
+    "ExtractResult",
+    "Extractor",
+    "event_id",
+]
+
+MAX_ATTRIBUTES = 1024
+MAX_DEPTH = 4
+MAX_LABEL = 256
+_MAX_ITEMS = 256
+# Before 2000 or more than a day ahead of this clock, a timestamp is a bug, not a call.
+_MIN_TIME_NS = 946_684_800 * 1_000_000_000
+_MAX_AHEAD_NS = 86_400 * 1_000_000_000
+
+_Attributes = dict[str, object]
+
+
+def _convert(value: AnyValue, depth: int = 0) -> object:
+    kind = value.WhichOneof("value")
+    if kind in ("string_value", "int_value", "bool_value", "double_value"):
+        return getattr(value, kind)
+    if depth >= MAX_DEPTH:
+        return None
+    if kind == "array_value":
+        return [_convert(item, depth + 1) for item in value.array_value.values[:_MAX_ITEMS]]
+    if kind == "kvlist_value":
+        return {
+            kv.key: _convert(kv.value, depth + 1) for kv in value.kvlist_value.values[:_MAX_ITEMS]
+        }
+    return None  # bytes and empty values carry nothing tollmeter reads
+
+
+def _attributes(pairs: Sequence[KeyValue]) -> _Attributes:
+    return {kv.key: _convert(kv.value) for kv in pairs}
+
+
+def _text(value: object) -> str | None:
+    """A label as stored: strings and ints only, cut to ``MAX_LABEL``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        return None
+    return value if len(value) <= MAX_LABEL else value[:MAX_LABEL]
+
+
+def event_id(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
+    """The stable id of a call: a hash of (provider, response id), else of (trace, span)."""
+    key = f"r\x00{provider}\x00{response_id}" if response_id else f"s\x00{trace_id}\x00{span_id}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractResult:
+    """Usage events found in one OTLP request, and the spans refused with their reasons."""
+
+    events: list[UsageEvent] = field(default_factory=list)
+    accepted_spans: int = 0
+    rejected_spans: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Rejected(Exception):
+    """A span is refused; the message says why."""
+
+
+class Extractor:
+    """Builds usage events from OTLP trace requests.
+
+    ``tenant_attributes`` are the fallbacks read (on the span, then on its resource)
+    when neither carries ``tollmeter.tenant.id``; ``default_tenant`` is the last resort.
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_attributes: Sequence[str] = (),
+        default_tenant: str = "unknown",
+        collector_id: str | None = None,
+    ) -> None:
+        if not default_tenant:
+            raise ValueError("default_tenant must not be empty")
+        self._fallbacks = tuple(tenant_attributes)
+        self._default_tenant = default_tenant
+        self._collector_id = collector_id
+
+    def extract(
+        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+    ) -> ExtractResult:
+        """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant."""
+        events: list[UsageEvent] = []
+        errors: list[str] = []
+        total = 0
+        now_ns = time.time_ns()
+        for resource_spans in request.resource_spans:
+            resource: _Attributes | None = None
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    total += 1
+                    if resource is None:
+                        resource = self._resource(resource_spans.resource.attributes)
+                    try:
+                        event = self._event(span, resource, bound_tenant, now_ns)
+                    except (_Rejected, InvalidUsage) as exc:
+                        errors.append(f"span {span.span_id.hex() or '?'} ({_name(span)}): {exc}")
+                        continue
+                    if event is not None:
+                        events.append(event)
+        return ExtractResult(
+            events=events,
+            accepted_spans=total - len(errors),
+            rejected_spans=len(errors),
+            errors=errors,
+        )
+
+    @staticmethod
+    def _resource(pairs: Sequence[KeyValue]) -> _Attributes:
+        if len(pairs) > MAX_ATTRIBUTES:
+            # Too many to be genuine; keep the spans, ignore the resource.
+            return {}
+        return _attributes(pairs)
+
+    def _event(
+        self, span: Span, resource: Mapping[str, object], bound: str | None, now_ns: int
+    ) -> UsageEvent | None:
+        if len(span.attributes) > MAX_ATTRIBUTES:
+            raise _Rejected(f"{len(span.attributes)} attributes, more than {MAX_ATTRIBUTES}")
+        span_attrs = _attributes(span.attributes)
+        operation = operation_of(span_attrs)
+        if not is_metered_operation(operation):
+            return None
+        usage = usage_from_attributes(span_attrs)
+        if usage is None:
+            return None
+        tenant = self._tenant(span_attrs, resource, bound)
+        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+        provider = provider_of(span_attrs) or provider_of(resource) or "unknown"
+        raw_response_id = span_attrs.get(attrs.GEN_AI_RESPONSE_ID)
+        response_id = (
+            raw_response_id if isinstance(raw_response_id, str) and raw_response_id else None
+        )
+        if response_id is None and (len(span.trace_id) != 16 or len(span.span_id) != 8):
+            raise _Rejected("no gen_ai.response.id and no valid trace and span ids to dedupe by")
+        start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
+            raise _Rejected(f"start time {start} ns is not a plausible time")
+        request_model, response_model = model_of(span_attrs)
+        failed = span.status.code == Status.STATUS_CODE_ERROR
+
+        def label(name: str) -> str | None:
+            found = _text(span_attrs.get(name))
+            return found if found is not None else _text(resource.get(name))
+
+        attempt = span_attrs.get(attrs.TOLLMETER_ATTEMPT)
+        source = span_attrs.get(attrs.TOLLMETER_USAGE_SOURCE)
+        return UsageEvent(
+            event_id=event_id(provider, response_id, trace_id, span_id),
+            event_time_ns=start,
+            provider=_text(provider) or "unknown",
+            operation=_text(operation) or "",
+            tenant_id=tenant,
+            input_tokens=usage.input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            cache_write_input_tokens=usage.cache_write_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_output_tokens=usage.reasoning_output_tokens,
+            total_tokens=usage.total_tokens,
+            usage_source="estimate" if source == "estimate" else "provider",
+            project_id=label(attrs.TOLLMETER_PROJECT_ID),
+            user_id=label(attrs.USER_ID),
+            api_key_id=label(attrs.TOLLMETER_API_KEY_ID),
+            feature=label(attrs.TOLLMETER_FEATURE),
+            environment=label(attrs.TOLLMETER_ENVIRONMENT),
+            service_name=_text(resource.get(attrs.SERVICE_NAME)),
+            request_id=label(attrs.TOLLMETER_REQUEST_ID),
+            workflow_id=label(attrs.TOLLMETER_WORKFLOW_ID),
+            trace_id=trace_id or None,
+            span_id=span_id or None,
+            request_model=_text(request_model),
+            response_model=_text(response_model),
+            response_id=_text(response_id),
+            duration_s=(end - start) / 1e9 if end >= start else None,
+            status="error" if failed else "ok",
+            error_type=(_text(span_attrs.get(attrs.ERROR_TYPE)) or "_OTHER") if failed else None,
+            attempt=attempt if isinstance(attempt, int) and 0 <= attempt < 2**31 else None,
+            reservation_id=label(attrs.TOLLMETER_RESERVATION_ID),
+            collector_id=self._collector_id,
+        )
+
+    def _tenant(
+        self, span_attrs: Mapping[str, object], resource: Mapping[str, object], bound: str | None
+    ) -> str:
+        claimed = _tenant_value(span_attrs.get(attrs.TOLLMETER_TENANT_ID))
+        if claimed is None:
+            claimed = _tenant_value(resource.get(attrs.TOLLMETER_TENANT_ID))
+        if bound is not None:
+            if claimed is not None and claimed != bound:
+                raise _Rejected(f"tenant {claimed!r} does not match the ingest key's tenant")
+            return bound
+        if claimed is not None:
+            return claimed
+        for name in self._fallbacks:
+            for source in (span_attrs, resource):
+                found = _tenant_value(source.get(name))
+                if found is not None:
+                    return found
+        return self._default_tenant
+
+
+def _tenant_value(value: object) -> str | None:
+    if isinstance(value, str) and len(value) > MAX_LABEL:
+        raise _Rejected(f"tenant id longer than {MAX_LABEL} characters")
+    return _text(value)
+
+
+def _name(span: Span) -> str:
+    name = span.name
+    return name if len(name) <= 64 else name[:64] + "..."

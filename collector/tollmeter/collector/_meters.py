@@ -1,0 +1,270 @@
+"""In-memory usage meters: recent per-window totals per tenant, project, model, feature, key.
+
+Meters answer "how much has tenant X used this hour?" without touching the ledger.
+They are rebuilt from the ledger's rollups at start and updated after every commit.
+Memory stays bounded: each window keeps only its recent buckets (by default three
+hours of minutes, three days of hours, 62 days of days and 25 months of months).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage import (
+    DIMENSIONS,
+    WINDOWS,
+    Ledger,
+    UsageQuery,
+    UsageRow,
+    Window,
+    bucket_start,
+)
+
+__all__ = ["DEFAULT_RETENTION_S", "METER_DIMENSIONS", "MeterTotals", "Meters"]
+
+METER_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key")
+DEFAULT_RETENTION_S: Mapping[Window, int] = {
+    "minute": 3 * 3600,
+    "hour": 3 * 86400,
+    "day": 62 * 86400,
+    "month": 25 * 31 * 86400,
+}
+_NS = 1_000_000_000
+_EVICT_EVERY_S = 10.0
+
+_Key = tuple[str, str, str, str, str, str]
+"""tenant, project, model, feature, api key, usage source (absent values as "")."""
+
+
+@dataclass(slots=True)
+class MeterTotals:
+    """Token buckets, requests and cost of one meter cell or sum of cells.
+
+    ``estimated_*`` repeat the part of the totals that was not reported by the
+    provider (tokenizer estimates, expired reservations).
+    """
+
+    input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+    estimated_total_tokens: int = 0
+    estimated_requests: int = 0
+    cost: Decimal = Decimal(0)
+
+    def add(self, other: MeterTotals) -> None:
+        for name in _TOTAL_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {name: getattr(self, name) for name in _TOTAL_FIELDS}
+        out["cost"] = str(self.cost)
+        return out
+
+
+_TOTAL_FIELDS = tuple(f.name for f in fields(MeterTotals))
+
+
+def _from_event(event: UsageEvent) -> MeterTotals:
+    estimated = event.usage_source != "provider"
+    return MeterTotals(
+        input_tokens=event.input_tokens,
+        cache_read_input_tokens=event.cache_read_input_tokens,
+        cache_write_input_tokens=event.cache_write_input_tokens,
+        output_tokens=event.output_tokens,
+        reasoning_output_tokens=event.reasoning_output_tokens,
+        total_tokens=event.total_tokens,
+        requests=1,
+        estimated_total_tokens=event.total_tokens if estimated else 0,
+        estimated_requests=1 if estimated else 0,
+        cost=event.cost or Decimal(0),
+    )
+
+
+def _from_row(row: UsageRow) -> MeterTotals:
+    estimated = row.usage_source != "provider"
+    return MeterTotals(
+        input_tokens=row.input_tokens,
+        cache_read_input_tokens=row.cache_read_input_tokens,
+        cache_write_input_tokens=row.cache_write_input_tokens,
+        output_tokens=row.output_tokens,
+        reasoning_output_tokens=row.reasoning_output_tokens,
+        total_tokens=row.total_tokens,
+        requests=row.requests,
+        estimated_total_tokens=row.total_tokens if estimated else 0,
+        estimated_requests=row.requests if estimated else 0,
+        cost=row.cost or Decimal(0),
+    )
+
+
+class _Bucket:
+    """The cells of one window bucket, with per-dimension sums for O(1) lookups."""
+
+    __slots__ = ("by_dimension", "cells", "total")
+
+    def __init__(self) -> None:
+        self.cells: dict[_Key, MeterTotals] = {}
+        self.by_dimension: list[dict[str, MeterTotals]] = [{} for _ in METER_DIMENSIONS]
+        self.total = MeterTotals()
+
+    def add(self, key: _Key, amount: MeterTotals) -> None:
+        cell = self.cells.get(key)
+        if cell is None:
+            self.cells[key] = cell = MeterTotals()
+        cell.add(amount)
+        self.total.add(amount)
+        for index, sums in enumerate(self.by_dimension):
+            entry = sums.get(key[index])
+            if entry is None:
+                sums[key[index]] = entry = MeterTotals()
+            entry.add(amount)
+
+
+class Meters:
+    """Thread-safe per-window usage totals over recent buckets."""
+
+    def __init__(self, *, retention_s: Mapping[Window, int] | None = None) -> None:
+        self._retention_s = dict(DEFAULT_RETENTION_S if retention_s is None else retention_s)
+        missing = set(WINDOWS) - set(self._retention_s)
+        if missing:
+            raise ValueError(f"retention_s lacks {', '.join(sorted(missing))}")
+        self._buckets: dict[Window, dict[int, _Bucket]] = {window: {} for window in WINDOWS}
+        self._lock = threading.Lock()
+        self._last_evict = 0.0
+
+    def apply(self, events: Sequence[UsageEvent]) -> None:
+        """Count newly committed events (a pipeline subscriber)."""
+        now = time.time()
+        with self._lock:
+            horizons = self._horizons(now)
+            for event in events:
+                seconds = event.event_time_ns // _NS
+                key: _Key = (
+                    event.tenant_id,
+                    event.project_id or "",
+                    event.model,
+                    event.feature or "",
+                    event.api_key_id or "",
+                    event.usage_source,
+                )
+                amount = _from_event(event)
+                for window in WINDOWS:
+                    bucket = bucket_start(window, seconds)
+                    if bucket >= horizons[window]:
+                        self._bucket(window, bucket).add(key, amount)
+            if now - self._last_evict >= _EVICT_EVERY_S:
+                self._evict(horizons)
+                self._last_evict = now
+
+    def rebuild(self, ledger: Ledger) -> None:
+        """Replace every meter with the ledger's rollups over the retained buckets."""
+        now = time.time()
+        fresh: dict[Window, dict[int, _Bucket]] = {window: {} for window in WINDOWS}
+        for window, horizon in self._horizons(now).items():
+            query = UsageQuery(
+                group_by=DIMENSIONS,
+                window=window,
+                start=datetime.fromtimestamp(horizon, tz=timezone.utc),
+                limit=10_000_000,
+            )
+            for row in ledger.query_usage(query):
+                if row.window_start is None:  # never: the query is bucketed by window
+                    continue
+                key: _Key = (
+                    row.tenant or "",
+                    row.project or "",
+                    row.model or "",
+                    row.feature or "",
+                    row.api_key or "",
+                    row.usage_source or "",
+                )
+                bucket = int(row.window_start.timestamp())
+                target = fresh[window].setdefault(bucket, _Bucket())
+                target.add(key, _from_row(row))
+        with self._lock:
+            self._buckets = fresh
+
+    def totals(
+        self,
+        window: Window,
+        *,
+        at: datetime | None = None,
+        tenant: str | None = None,
+        project: str | None = None,
+        model: str | None = None,
+        feature: str | None = None,
+        api_key: str | None = None,
+    ) -> MeterTotals:
+        """Totals of the ``window`` bucket holding ``at`` (default: now) matching the filters."""
+        moment = time.time() if at is None else at.timestamp()
+        bucket_key = bucket_start(window, int(moment))
+        filters = [
+            (index, value)
+            for index, value in enumerate((tenant, project, model, feature, api_key))
+            if value is not None
+        ]
+        result = MeterTotals()
+        with self._lock:
+            bucket = self._buckets[window].get(bucket_key)
+            if bucket is None:
+                return result
+            if not filters:
+                result.add(bucket.total)
+            elif len(filters) == 1:
+                index, value = filters[0]
+                cell = bucket.by_dimension[index].get(value)
+                if cell is not None:
+                    result.add(cell)
+            else:
+                for key, cell in bucket.cells.items():
+                    if all(key[index] == value for index, value in filters):
+                        result.add(cell)
+        return result
+
+    def breakdown(
+        self, window: Window, dimension: str, *, at: datetime | None = None
+    ) -> dict[str, MeterTotals]:
+        """Totals of the current (or ``at``) bucket per value of one meter dimension."""
+        if dimension not in METER_DIMENSIONS:
+            raise ValueError(f"unknown meter dimension {dimension!r}")
+        moment = time.time() if at is None else at.timestamp()
+        index = METER_DIMENSIONS.index(dimension)
+        with self._lock:
+            bucket = self._buckets[window].get(bucket_start(window, int(moment)))
+            if bucket is None:
+                return {}
+            out: dict[str, MeterTotals] = {}
+            for value, cell in bucket.by_dimension[index].items():
+                out[value] = copy = MeterTotals()
+                copy.add(cell)
+        return out
+
+    def bucket_count(self) -> int:
+        """How many window buckets are held (memory is proportional to their cells)."""
+        with self._lock:
+            return sum(len(buckets) for buckets in self._buckets.values())
+
+    def _horizons(self, now: float) -> dict[Window, int]:
+        return {
+            window: bucket_start(window, int(now) - self._retention_s[window]) for window in WINDOWS
+        }
+
+    def _bucket(self, window: Window, bucket: int) -> _Bucket:
+        found = self._buckets[window].get(bucket)
+        if found is None:
+            self._buckets[window][bucket] = found = _Bucket()
+        return found
+
+    def _evict(self, horizons: Mapping[Window, int]) -> None:
+        for window, buckets in self._buckets.items():
+            for bucket in [b for b in buckets if b < horizons[window]]:
+                del buckets[bucket]

@@ -1,0 +1,350 @@
+"""The ingest pipeline: extract usage from OTLP spans, group-commit it, then acknowledge.
+
+Many concurrent ``ingest_traces`` calls share one ledger transaction: callers extract
+their spans on the event loop and queue the events; a single writer thread takes
+whatever is queued (waiting up to ``commit_interval_s`` for more, at most
+``max_batch_events``), appends it in one durable transaction, updates the meters and
+subscribers, and only then completes each caller's future. A full queue is refused at
+once with ``PipelineFull`` so that OTLP exporters back off and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tollmeter.collector._extract import Extractor, ExtractResult
+from tollmeter.collector._meters import Meters
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage import AppendResult, Ledger
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = [
+    "EventPricer",
+    "IngestResult",
+    "Pipeline",
+    "PipelineFull",
+    "PipelineStats",
+    "SpanExtractor",
+    "Subscriber",
+]
+
+logger = logging.getLogger(__name__)
+
+Subscriber = Callable[[Sequence[UsageEvent]], None]
+"""Called on the writer thread with each commit's new events; must be quick and not raise."""
+
+
+class PipelineFull(TollmeterError):
+    """The pipeline cannot take more spans now (or is stopping); retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SpanExtractor(Protocol):
+    def extract(
+        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+    ) -> ExtractResult: ...
+
+
+class EventPricer(Protocol):
+    def price_all(self, events: Iterable[UsageEvent]) -> list[UsageEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of one OTLP request, returned once its events are committed.
+
+    ``events`` counts the newly committed usage events; ``duplicates`` those already
+    in the ledger (or repeated in the same commit).
+    """
+
+    accepted_spans: int
+    rejected_spans: int
+    error_message: str
+    events: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Running totals since start, for metrics endpoints."""
+
+    spans_accepted: int = 0
+    spans_rejected: int = 0
+    events_committed: int = 0
+    duplicates: int = 0
+    commits: int = 0
+    refused_full: int = 0
+    commit_failures: int = 0
+    pending_spans: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    events: Sequence[UsageEvent]
+    weight: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[AppendResult]
+
+
+_MAX_REPORTED_ERRORS = 20
+
+
+class Pipeline:
+    """Group-committing ingest from OTLP requests (or ready events) into a ledger.
+
+    Without an ``extractor``, an ``Extractor`` is built from ``tenant_attributes``,
+    ``default_tenant`` and ``collector_id``. A ``pricer`` sets each event's cost before
+    it is stored, so that rollups and meters carry costs too.
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        extractor: SpanExtractor | None = None,
+        meters: Meters | None = None,
+        pricer: EventPricer | None = None,
+        max_pending_spans: int = 100_000,
+        commit_interval_s: float = 0.002,
+        max_batch_events: int = 20_000,
+        retry_after_s: float = 1.0,
+        tenant_attributes: Sequence[str] = (),
+        default_tenant: str = "unknown",
+        collector_id: str | None = None,
+    ) -> None:
+        if max_pending_spans < 1 or max_batch_events < 1:
+            raise ValueError("max_pending_spans and max_batch_events must be positive")
+        if commit_interval_s < 0:
+            raise ValueError("commit_interval_s must not be negative")
+        self._ledger = ledger
+        self._extractor = extractor or Extractor(
+            tenant_attributes=tenant_attributes,
+            default_tenant=default_tenant,
+            collector_id=collector_id,
+        )
+        self._pricer = pricer
+        self._meters = Meters() if meters is None else meters
+        self._max_pending = max_pending_spans
+        self._interval_s = commit_interval_s
+        self._max_batch = max_batch_events
+        self._retry_after_s = retry_after_s
+        # ``None`` asks the writer to stop once everything before it is committed.
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stats = PipelineStats()
+        self._subscribers: list[Subscriber] = [self._meters.apply]
+        self._writer: threading.Thread | None = None
+        self._accepting = False
+        self._stopped = False
+
+    @property
+    def meters(self) -> Meters:
+        return self._meters
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting
+
+    def stats(self) -> PipelineStats:
+        with self._lock:
+            return PipelineStats(**{name: getattr(self._stats, name) for name in _STAT_FIELDS})
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback`` after every commit with the newly committed events."""
+        self._subscribers.append(callback)
+
+    async def start(self) -> None:
+        """Rebuild the meters from the ledger, then start the writer thread."""
+        if self._writer is not None:
+            raise RuntimeError("pipeline already started")
+        await asyncio.to_thread(self._meters.rebuild, self._ledger)
+        self._writer = threading.Thread(
+            target=self._run, name="tollmeter-ledger-writer", daemon=True
+        )
+        self._writer.start()
+        self._accepting = True
+
+    async def stop(self, timeout: float) -> None:
+        """Refuse new work, commit everything queued within ``timeout`` seconds, stop."""
+        self._accepting = False
+        writer = self._writer
+        if writer is None or self._stopped:
+            return
+        self._stopped = True
+        self._queue.put(None)
+        await asyncio.to_thread(writer.join, timeout)
+        if writer.is_alive():
+            logger.error("ledger writer still busy after %.1fs; pending requests may fail", timeout)
+
+    async def ingest_traces(
+        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+    ) -> IngestResult:
+        """Meter ``request``; returns once its usage events are committed.
+
+        Raises ``PipelineFull`` at once when too many spans are pending, and the
+        ledger's ``StorageError`` when the commit failed (nothing was acknowledged).
+        """
+        weight = sum(
+            len(scope.spans)
+            for rs in request.resource_spans
+            for rs_scope in [rs]
+            for scope in rs_scope.scope_spans
+        )
+        self._reserve(weight)
+        try:
+            extracted = self._extractor.extract(request, bound_tenant=bound_tenant)
+        except BaseException:
+            self._release(weight)
+            raise
+        with self._lock:
+            self._stats.spans_accepted += extracted.accepted_spans
+            self._stats.spans_rejected += extracted.rejected_spans
+        events = extracted.events
+        if events and self._pricer is not None:
+            events = self._pricer.price_all(events)
+        result = await self._submit(events, weight) if events else None
+        if result is None:
+            self._release(weight)
+        return IngestResult(
+            accepted_spans=extracted.accepted_spans,
+            rejected_spans=extracted.rejected_spans,
+            error_message=_summarize(extracted.errors),
+            events=0 if result is None else len(result.committed),
+            duplicates=0 if result is None else result.duplicates,
+        )
+
+    async def append_events(self, events: Sequence[UsageEvent]) -> AppendResult:
+        """Commit ready-made events (reservations charged at expiry...) like ingested ones."""
+        if not events:
+            return AppendResult()
+        self._reserve(len(events))
+        return await self._submit(events, len(events))
+
+    def _reserve(self, weight: int) -> None:
+        with self._lock:
+            if not self._accepting:
+                raise PipelineFull(
+                    "collector is not accepting data", retry_after_s=self._retry_after_s
+                )
+            pending = self._stats.pending_spans
+            if pending and pending + weight > self._max_pending:
+                self._stats.refused_full += 1
+                raise PipelineFull(
+                    f"{pending} spans pending, limit {self._max_pending}",
+                    retry_after_s=self._retry_after_s,
+                )
+            self._stats.pending_spans += weight
+
+    def _release(self, weight: int) -> None:
+        with self._lock:
+            self._stats.pending_spans -= weight
+
+    async def _submit(self, events: Sequence[UsageEvent], weight: int) -> AppendResult:
+        loop = asyncio.get_running_loop()
+        job = _Job(events, weight, loop, loop.create_future())
+        self._queue.put(job)
+        return await asyncio.shield(job.future)
+
+    # -- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs, stopping = self._gather(first)
+            self._commit(jobs)
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs = [first]
+        size = len(first.events)
+        deadline = time.monotonic() + self._interval_s
+        while size < self._max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is None:
+                return jobs, True
+            jobs.append(item)
+            size += len(item.events)
+        return jobs, False
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        events = [event for job in jobs for event in job.events]
+        try:
+            result = self._ledger.append(events)
+        except Exception as exc:
+            logger.exception("ledger commit of %d events failed", len(events))
+            with self._lock:
+                self._stats.commit_failures += 1
+                self._stats.pending_spans -= sum(job.weight for job in jobs)
+            for job in jobs:
+                _resolve(job, exc)
+            return
+        if result.committed:
+            for subscriber in self._subscribers:
+                try:
+                    subscriber(result.committed)
+                except Exception:
+                    logger.exception("usage subscriber %r failed; ingest continues", subscriber)
+        with self._lock:
+            self._stats.commits += 1
+            self._stats.events_committed += len(result.committed)
+            self._stats.duplicates += result.duplicates
+            self._stats.pending_spans -= sum(job.weight for job in jobs)
+        for job, share in zip(jobs, _split(jobs, result), strict=True):
+            _resolve(job, share)
+
+
+_STAT_FIELDS = tuple(PipelineStats.__dataclass_fields__)
+
+
+def _split(jobs: list[_Job], result: AppendResult) -> list[AppendResult]:
+    """Each job's part of a shared commit: the first report of an event owns it."""
+    unclaimed = {event.event_id: event for event in result.committed}
+    shares = []
+    for job in jobs:
+        mine = [unclaimed.pop(e.event_id) for e in job.events if e.event_id in unclaimed]
+        shares.append(AppendResult(committed=mine, duplicates=len(job.events) - len(mine)))
+    return shares
+
+
+def _resolve(job: _Job, outcome: AppendResult | BaseException) -> None:
+    def settle() -> None:
+        if job.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+    try:
+        job.loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        logger.warning("caller's event loop closed before its commit was acknowledged")
+
+
+def _summarize(errors: list[str]) -> str:
+    if len(errors) <= _MAX_REPORTED_ERRORS:
+        return "; ".join(errors)
+    shown = "; ".join(errors[:_MAX_REPORTED_ERRORS])
+    return f"{shown}; and {len(errors) - _MAX_REPORTED_ERRORS} more"

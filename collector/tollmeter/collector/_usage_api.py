@@ -1,0 +1,180 @@
+"""HTTP routes of the usage API: totals, raw events and live meters, as JSON.
+
+``GET /api/v1/usage`` filters (``tenant``, ``project``, ``model``, ``feature``,
+``api_key``, ``usage_source``), bounds (``start``, ``end``: ISO 8601, UTC when no offset
+is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
+(``window=minute|hour|day|month``) usage from the ledger. ``GET /api/v1/events`` pages
+through raw usage events by sequence (``after``, ``limit``; ``next`` is the cursor of
+the following page). ``GET /api/v1/meters`` reads the in-memory meters of the current
+window bucket. Bad parameters get a 400 with the reason; authentication is the job of
+the application that mounts these routes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tollmeter.collector._meters import METER_DIMENSIONS, Meters
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage import (
+    DIMENSIONS,
+    WINDOWS,
+    InvalidQuery,
+    Ledger,
+    StorageError,
+    UsageQuery,
+)
+
+__all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "event_to_json", "usage_routes"]
+
+MAX_USAGE_ROWS = 10_000
+MAX_EVENTS_PAGE = 1_000
+_USAGE_PARAMS = frozenset({*DIMENSIONS, "start", "end", "group_by", "window", "limit"})
+_EVENTS_PARAMS = frozenset({"after", "limit"})
+_METERS_PARAMS = frozenset({"window", "group_by"})
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise _BadRequest(
+            f"unknown parameter {', '.join(unknown)}; expected {', '.join(sorted(allowed))}"
+        )
+
+
+def _time(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _BadRequest(f"{name} must be an ISO 8601 time, not {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _integer(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise _BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _usage_query(params: Mapping[str, str]) -> UsageQuery:
+    _check_names(params, _USAGE_PARAMS)
+    group_by = tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
+    window = params.get("window") or None
+    if window is not None and window not in WINDOWS:
+        raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    try:
+        return UsageQuery(
+            **{name: params[name] for name in DIMENSIONS if params.get(name)},
+            start=_time("start", params.get("start")),
+            end=_time("end", params.get("end")),
+            group_by=group_by,  # type: ignore[arg-type]  # validated by UsageQuery
+            window=window,
+            limit=_integer("limit", params.get("limit"), MAX_USAGE_ROWS, 1, MAX_USAGE_ROWS),
+        )
+    except InvalidQuery as exc:
+        raise _BadRequest(str(exc)) from None
+
+
+def event_to_json(event: UsageEvent) -> dict[str, Any]:
+    """A usage event as JSON: every Parquet column, the cost as a decimal string."""
+    out = dataclasses.asdict(event)
+    if event.cost is not None:
+        out["cost"] = str(event.cost)
+    return out
+
+
+def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
+    """The usage API routes over ``ledger`` and ``meters``."""
+
+    async def usage(request: Request) -> JSONResponse:
+        query = _usage_query(request.query_params)
+        rows = await run_in_threadpool(ledger.query_usage, query)
+        return JSONResponse(
+            {
+                "group_by": list(query.group_by),
+                "window": query.window,
+                "start": None if query.start is None else query.start.isoformat(),
+                "end": None if query.end is None else query.end.isoformat(),
+                "rows": [row.to_json() for row in rows],
+                "truncated": len(rows) == query.limit,
+            }
+        )
+
+    async def events(request: Request) -> JSONResponse:
+        params = request.query_params
+        _check_names(params, _EVENTS_PARAMS)
+        after = _integer("after", params.get("after"), 0, 0, 2**63 - 1)
+        limit = _integer("limit", params.get("limit"), 100, 1, MAX_EVENTS_PAGE)
+        page = await run_in_threadpool(ledger.read_events, after, limit)
+        return JSONResponse(
+            {
+                "events": [event_to_json(event) for event in page],
+                "next": page[-1].sequence if page else after,
+            }
+        )
+
+    async def current_meters(request: Request) -> JSONResponse:
+        params = request.query_params
+        _check_names(params, _METERS_PARAMS)
+        window = params.get("window", "day")
+        if window not in WINDOWS:
+            raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        dimension = params.get("group_by", "tenant")
+        if dimension not in METER_DIMENSIONS:
+            raise _BadRequest(
+                f"group_by must be one of {', '.join(METER_DIMENSIONS)}, not {dimension!r}"
+            )
+        cells = meters.breakdown(window, dimension)
+        return JSONResponse(
+            {
+                "window": window,
+                "group_by": dimension,
+                "meters": {value: totals.to_json() for value, totals in sorted(cells.items())},
+            }
+        )
+
+    return [
+        Route("/api/v1/usage", _guarded(usage), methods=["GET"]),
+        Route("/api/v1/events", _guarded(events), methods=["GET"]),
+        Route("/api/v1/meters", _guarded(current_meters), methods=["GET"]),
+    ]
+
+
+def _guarded(
+    endpoint: Callable[[Request], Any],
+) -> Callable[[Request], Any]:
+    async def handle(request: Request) -> JSONResponse:
+        try:
+            response: JSONResponse = await endpoint(request)
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        except StorageError as exc:
+            return _error(503, f"ledger unavailable: {exc}")
+        return response
+
+    handle.__name__ = getattr(endpoint, "__name__", "handle")
+    return handle
