@@ -1,0 +1,82 @@
+"""Instrumentation of the Anthropic Python SDK: one metered span per ``messages`` call.
+
+Usage::
+
+    from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
+
+    AnthropicInstrumentor().instrument(tracer_provider=..., meter_provider=...)
+
+Instrumented: ``Messages.create`` (plain and ``stream=True``) and ``Messages.stream``, on
+``Anthropic`` and ``AsyncAnthropic`` clients, including ``with_raw_response``.
+
+Spans: when the SDK emits its own span for the call (its default when a recording tracer
+provider is installed), that span is enriched instead of adding a second one; otherwise
+tollmeter starts a CLIENT span ``"chat {model}"``. Either way the span carries
+``gen_ai.usage.input_tokens`` *including* cache reads and writes (Anthropic's own
+``input_tokens`` excludes them), ``gen_ai.usage.output_tokens``, the cache read/write parts,
+``gen_ai.response.finish_reasons`` (Anthropic's ``stop_reason``), the response id and model,
+``tollmeter.usage.source`` and the attribution in effect when the call started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from tollmeter.instrumentation._telemetry import Telemetry
+from tollmeter.instrumentation.anthropic.package import _instruments
+from tollmeter.instrumentation.anthropic.patch import AnthropicPatch
+
+__all__ = ["AnthropicInstrumentor"]
+
+_log = logging.getLogger(__name__)
+
+_MESSAGES = "anthropic.resources.messages.messages"
+_BASE_CLIENT = "anthropic._base_client"
+_SPAN_FACTORY = "start_api_call_span"
+
+
+class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Meters every ``messages.create``/``messages.stream`` call of the Anthropic SDK."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import anthropic._base_client as base_client
+
+        telemetry = Telemetry(
+            __name__,
+            tracer_provider=kwargs.get("tracer_provider"),
+            meter_provider=kwargs.get("meter_provider"),
+        )
+        # SDK versions without native spans have no span factory: tollmeter then always
+        # starts its own span.
+        native_hook = callable(getattr(base_client, _SPAN_FACTORY, None))
+        patch = AnthropicPatch(telemetry, native_hook=native_hook)
+        if native_hook:
+            wrap_function_wrapper(_BASE_CLIENT, _SPAN_FACTORY, patch.start_api_call_span)
+        wrap_function_wrapper(_MESSAGES, "Messages.create", patch.create)
+        wrap_function_wrapper(_MESSAGES, "AsyncMessages.create", patch.acreate)
+        wrap_function_wrapper(_MESSAGES, "Messages.stream", patch.stream)
+        wrap_function_wrapper(_MESSAGES, "AsyncMessages.stream", patch.astream)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import anthropic._base_client as base_client
+        import anthropic.resources.messages.messages as messages
+
+        for owner, name in (
+            (messages.Messages, "create"),
+            (messages.AsyncMessages, "create"),
+            (messages.Messages, "stream"),
+            (messages.AsyncMessages, "stream"),
+            (base_client, _SPAN_FACTORY),
+        ):
+            unwrap(owner, name)

@@ -1,0 +1,309 @@
+"""Wrapper factories for ``Messages.create`` and ``Messages.stream`` (sync and async).
+
+One span per call, whichever of two sources it comes from:
+
+- The Anthropic SDK starts its own CLIENT span (``anthropic.messages.create``) for every API
+  call when its tracing is on (the default; ``ANTHROPIC_OPEN_TELEMETRY=false`` or the client
+  option ``open_telemetry=False`` turn it off) and the tracer provider records. tollmeter then
+  starts no span of its own: a wrapper around the SDK's ``start_api_call_span`` adopts the native
+  span, adds the attribution at once and, when the call is over, ``tollmeter.usage.source``,
+  the finish reasons and the usage in OpenTelemetry's convention. The SDK ends its span before
+  ``create`` returns (or when a stream's body ends), which is earlier than tollmeter has seen the
+  response, so the SDK gets a stand-in span whose ``end()`` only records the end time; the real
+  span ends, with that time, once both the SDK and tollmeter are done with it.
+- Otherwise (SDK tracing off, or no recording span) tollmeter starts its own span, named
+  ``"chat {model}"``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, cast
+
+import wrapt
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from tollmeter.instrumentation._safety import contained, guarded, report_failure
+from tollmeter.instrumentation._telemetry import Call, Telemetry
+from tollmeter.instrumentation.anthropic import extract
+from tollmeter.instrumentation.anthropic.wrappers import (
+    AsyncMessageStreamManagerProxy,
+    AsyncRawStreamProxy,
+    MessageStreamManagerProxy,
+    RawStreamProxy,
+    finish_message,
+)
+from tollmeter.semconv import attributes as attrs
+
+__all__ = ["AnthropicPatch"]
+
+_MESSAGES_SPAN = "anthropic.messages.create"
+
+
+class _SpanGate:
+    """Ends a native span once both the SDK and tollmeter have ended their stand-ins."""
+
+    __slots__ = ("_end_time", "_lock", "_ours", "_sdk", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self._lock = threading.Lock()
+        self._sdk = False
+        self._ours = False
+        self._end_time: int | None = None
+
+    def sdk_ended(self, end_time: int | None) -> None:
+        with self._lock:
+            if self._sdk:
+                return
+            self._sdk = True
+            self._end_time = end_time if end_time is not None else time.time_ns()
+            ready = self._ours
+        if ready:
+            self.span.end(self._end_time)
+
+    def ours_ended(self) -> None:
+        with self._lock:
+            if self._ours:
+                return
+            self._ours = True
+            ready = self._sdk
+        if ready:
+            self.span.end(self._end_time)
+
+    def sdk_done(self) -> bool:
+        return self._sdk
+
+
+class _SdkSideSpan(wrapt.ObjectProxy[Span]):
+    """What the SDK holds: ending it only tells the gate."""
+
+    def __init__(self, gate: _SpanGate) -> None:
+        super().__init__(gate.span)
+        self._self_gate = gate
+
+    def end(self, end_time: int | None = None) -> None:
+        self._self_gate.sdk_ended(end_time)
+
+    def is_recording(self) -> bool:
+        return not self._self_gate.sdk_done() and bool(self.__wrapped__.is_recording())
+
+
+class _OurSideSpan(wrapt.ObjectProxy[Span]):
+    """What tollmeter's call holds: ending it only tells the gate."""
+
+    def __init__(self, gate: _SpanGate) -> None:
+        super().__init__(gate.span)
+        self._self_gate = gate
+
+    def end(self, end_time: int | None = None) -> None:
+        self._self_gate.ours_ended()
+
+
+class _Pending:
+    """One call being made: how to start its span, and the span once there is one."""
+
+    __slots__ = ("attributes", "call", "estimate", "model", "native_seen", "telemetry")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        model: str | None,
+        attributes: dict[str, AttributeValue],
+        estimate: Callable[[], int],
+    ) -> None:
+        self.telemetry = telemetry
+        self.model = model
+        self.attributes = attributes
+        self.estimate = estimate
+        self.call: Call | None = None
+        self.native_seen = False
+        """Set when the SDK made a recording span, so that no second span is started."""
+
+    def start_own(self) -> Call:
+        return self.telemetry.start(
+            operation=extract.OPERATION,
+            provider=extract.PROVIDER,
+            request_model=self.model,
+            attributes=self.attributes,
+            input_estimate=self.estimate,
+        )
+
+    def adopt(self, native: Span) -> Span:
+        """Adopt the SDK's span; returns the stand-in the SDK must use instead."""
+        gate = _SpanGate(native)
+        call = self.telemetry.adopt(
+            cast(Span, _OurSideSpan(gate)),
+            operation=extract.OPERATION,
+            provider=extract.PROVIDER,
+            request_model=self.model,
+            input_estimate=self.estimate,
+        )
+        native.set_attributes(self.attributes)
+        # ``finish`` ends only spans the call owns; ending the stand-in releases the gate.
+        call.owns_span = True
+        self.call = call
+        return cast(Span, _SdkSideSpan(gate))
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("tollmeter_anthropic_pending", default=None)
+
+
+class AnthropicPatch:
+    """The wrappers installed by ``AnthropicInstrumentor``, bound to one ``Telemetry``."""
+
+    def __init__(self, telemetry: Telemetry, *, native_hook: bool) -> None:
+        self.telemetry = telemetry
+        self.native_hook = native_hook
+
+    # -- shared steps ---------------------------------------------------------------------
+
+    @guarded("anthropic.prepare")
+    def _prepare(self, instance: Any, kwargs: Mapping[str, Any], *, stream: bool) -> _Pending:
+        client = getattr(instance, "_client", None)
+        return _Pending(
+            self.telemetry,
+            extract.request_model(kwargs),
+            extract.request_attributes(kwargs, client, stream=stream),
+            extract.input_estimator(dict(kwargs)),
+        )
+
+    def _native_possible(self, instance: Any) -> bool:
+        if not self.native_hook:
+            return False
+        try:
+            return getattr(getattr(instance, "_client", None), "_tracer", None) is not None
+        except Exception:
+            return False
+
+    @contextmanager
+    def running(self, pending: _Pending, instance: Any) -> Iterator[None]:
+        """Around the SDK call: let the hook adopt a native span, or run under our own."""
+        if self._native_possible(instance):
+            token = _PENDING.set(pending)
+            try:
+                yield
+            finally:
+                _PENDING.reset(token)
+                if pending.call is None and not pending.native_seen:
+                    with contained("anthropic.start"):
+                        pending.call = pending.start_own()
+            return
+        with contained("anthropic.start"):
+            pending.call = pending.start_own()
+        if pending.call is None:
+            yield
+            return
+        with pending.call.activate():
+            yield
+
+    def failed(self, pending: _Pending, error: BaseException) -> None:
+        if pending.call is not None:
+            self.telemetry.finish(pending.call, usage=None, error=error)
+
+    @guarded("anthropic.result")
+    def _wrap_result(self, pending: _Pending, result: Any, *, is_async: bool) -> Any:
+        call = pending.call
+        if call is None:
+            return result
+        if _is_raw_event_stream(result):
+            proxy = AsyncRawStreamProxy if is_async else RawStreamProxy
+            return proxy(result, self.telemetry, call, pending.model)
+        if pending.attributes.get(attrs.GEN_AI_REQUEST_STREAM):
+            # A raw response to a streaming request: the events are parsed by the caller, later.
+            finish_message(self.telemetry, call, None)
+        else:
+            finish_message(self.telemetry, call, _message_of(result))
+        return result
+
+    # -- wrappers ---------------------------------------------------------------------------
+
+    def create(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
+        pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
+        if pending is None:
+            return wrapped(*args, **kwargs)
+        try:
+            with self.running(pending, instance):
+                result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.failed(pending, exc)
+            raise
+        wrapped_result = self._wrap_result(pending, result, is_async=False)
+        return result if wrapped_result is None else wrapped_result
+
+    async def acreate(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        if not is_instrumentation_enabled():
+            return await wrapped(*args, **kwargs)
+        pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
+        if pending is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            with self.running(pending, instance):
+                result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self.failed(pending, exc)
+            raise
+        wrapped_result = self._wrap_result(pending, result, is_async=True)
+        return result if wrapped_result is None else wrapped_result
+
+    def stream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        manager = wrapped(*args, **kwargs)
+        if not is_instrumentation_enabled():
+            return manager
+        pending = self._prepare(instance, kwargs, stream=True)
+        if pending is None:
+            return manager
+        return MessageStreamManagerProxy(manager, self, pending, instance)
+
+    def astream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        manager = wrapped(*args, **kwargs)
+        if not is_instrumentation_enabled():
+            return manager
+        pending = self._prepare(instance, kwargs, stream=True)
+        if pending is None:
+            return manager
+        return AsyncMessageStreamManagerProxy(manager, self, pending, instance)
+
+    def start_api_call_span(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """Wraps the SDK's span creation so the span of an instrumented call is adopted."""
+        span = wrapped(*args, **kwargs)
+        pending = _PENDING.get()
+        if pending is None or pending.call is not None:
+            return span
+        options = args[2] if len(args) > 2 else kwargs.get("options")
+        if getattr(options, "span_name", None) != _MESSAGES_SPAN:
+            return span
+        try:
+            if span is not None and span.is_recording():
+                pending.native_seen = True
+                return pending.adopt(span)
+            pending.call = pending.start_own()
+        except Exception as exc:
+            report_failure("anthropic.adopt", exc)
+        return span
+
+
+def _is_raw_event_stream(result: object) -> bool:
+    from anthropic import AsyncStream, Stream
+
+    return isinstance(result, (Stream, AsyncStream))
+
+
+def _message_of(result: object) -> object:
+    """The ``Message`` behind ``result``; a raw response is parsed (the SDK caches the parse)."""
+    parse = getattr(result, "parse", None)
+    if callable(parse) and getattr(result, "http_response", None) is not None:
+        return parse()
+    return result
