@@ -248,9 +248,11 @@ class Meters:
                 copy.add(cell)
         return out
 
-    def bucket_count(self) -> int:
-        """How many window buckets are held (memory is proportional to their cells)."""
+    def bucket_count(self, window: Window | None = None) -> int:
+        """How many buckets (of one window, or all) are held; memory follows their cells."""
         with self._lock:
+            if window is not None:
+                return len(self._buckets[window])
             return sum(len(buckets) for buckets in self._buckets.values())
 
     def _horizons(self, now: float) -> dict[Window, int]:
