@@ -446,3 +446,34 @@ def test_contradicting_counts_raise(attributes: Mapping[str, object], attribute:
     with pytest.raises(InvalidUsage, match="smaller than") as caught:
         usage_from_attributes(attributes)
     assert caught.value.attribute == attribute
+
+
+@pytest.mark.parametrize(
+    ("attributes", "attribute"),
+    [
+        (
+            {
+                "gen_ai.usage.prompt_tokens": 5,
+                "gen_ai.usage.cache_read_input_tokens": 2**40 - 1,
+            },
+            "gen_ai.usage.prompt_tokens",
+        ),
+        (
+            {
+                "gen_ai.usage.output_tokens": 2**40 - 1,
+                "anthropic.usage.compaction.output_tokens": 5,
+            },
+            "gen_ai.usage.output_tokens",
+        ),
+        (
+            {"anthropic.usage.compaction.input_tokens": 2**40 - 1, "gen_ai.usage.input_tokens": 1},
+            "gen_ai.usage.input_tokens",
+        ),
+    ],
+)
+def test_sums_past_the_limit_raise_naming_a_present_attribute(
+    attributes: Mapping[str, object], attribute: str
+) -> None:
+    with pytest.raises(InvalidUsage, match="2\\*\\*40") as caught:
+        usage_from_attributes(attributes)
+    assert caught.value.attribute == attribute

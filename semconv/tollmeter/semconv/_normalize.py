@@ -85,14 +85,26 @@ def usage_from_attributes(
                 f"total {total.value} is smaller than input + output "
                 f"({input_tokens} + {output_tokens})",
             )
-    return Usage(
-        input_tokens=input_tokens + _value(compaction_in),
-        output_tokens=output_tokens + _value(compaction_out),
-        cache_read_input_tokens=_value(cache_read),
-        cache_write_input_tokens=_value(cache_write),
-        reasoning_output_tokens=reasoned,
-        unsplit_tokens=unsplit,
-    )
+    try:
+        return Usage(
+            input_tokens=input_tokens + _value(compaction_in),
+            output_tokens=output_tokens + _value(compaction_out),
+            cache_read_input_tokens=_value(cache_read),
+            cache_write_input_tokens=_value(cache_write),
+            reasoning_output_tokens=reasoned,
+            unsplit_tokens=unsplit,
+        )
+    except InvalidUsage as exc:
+        # Sums of valid counts can still pass 2**40; name an attribute the span really has.
+        sources = {
+            "input_tokens": input_ or cache_read or cache_write or compaction_in,
+            "output_tokens": output or reasoning or compaction_out,
+            "unsplit_tokens": total,
+        }
+        culprit = sources.get(exc.attribute)
+        if culprit is None:
+            raise
+        raise InvalidUsage(culprit.attribute, f"{exc.attribute}: {exc.reason}") from exc
 
 
 def _fill_from_total(
