@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -35,3 +37,41 @@ def _limits(*rules: dict[str, Any], **options: Any) -> LimitsConfig:
 def make_limits() -> Any:
     """``make_limits(rule, ..., **options)`` -> a parsed ``LimitsConfig``."""
     return _limits
+
+
+class AppServer:
+    """A Starlette app served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])), daemon=True
+        )
+
+    def __enter__(self) -> AppServer:
+        self._thread.start()
+        ready = threading.Event()
+        for _ in range(1000):
+            if self._server.started:
+                break
+            ready.wait(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+
+@pytest.fixture
+def serve_app() -> Any:
+    """``with serve_app(app) as server: server.url``: a real HTTP server for an ASGI app."""
+    return AppServer

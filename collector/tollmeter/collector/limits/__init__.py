@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tollmeter.collector.limits._api import limits_routes, limits_to_mapping
 from tollmeter.collector.limits._config import (
     HookConfig,
     HooksConfig,
@@ -27,6 +28,8 @@ __all__ = [
     "LimitsConfig",
     "LimitsService",
     "Notice",
+    "limits_routes",
+    "limits_to_mapping",
     "sign",
     "verify_signature",
 ]

@@ -1,0 +1,191 @@
+"""The limits HTTP API over real HTTP: check, reconcile, status, admin reload, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from tollmeter.collector.limits import LimitsService, limits_routes
+from tollmeter.collector.storage import open_ledger
+
+DAILY = {"name": "daily", "limit": 10_000, "window": "day", "action": "block"}
+TPM = {"name": "tpm", "limit": 600, "window": {"per": "1m"}, "action": "throttle"}
+
+
+@pytest.fixture
+def api(make_limits, serve_app):
+    ledger = open_ledger("memory://")
+    service = LimitsService(make_limits(DAILY, TPM), ledger=ledger)
+    service.start()
+    with (
+        serve_app(Starlette(routes=limits_routes(service))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        yield client, service, ledger
+    service.close()
+    ledger.close()
+
+
+def _check(client, **body):
+    return client.post("/api/v1/check", json={"tenant": "acme", **body})
+
+
+def test_check_reserves_and_denies_with_retry_after(api):
+    client, _, _ = api
+    allowed = _check(client, estimated_input_tokens=500, max_output_tokens=100)
+    assert allowed.status_code == 200
+    body = allowed.json()
+    assert body["allowed"] is True
+    assert body["action"] == "allow"
+    assert body["reservation_id"]
+    assert {s["name"]: s["remaining"] for s in body["limits"]} == {"daily": 9400, "tpm": 0}
+    denied = _check(client, estimated_input_tokens=60)
+    assert denied.status_code == 200
+    body = denied.json()
+    assert (body["allowed"], body["action"], body["denied_by"]) == (False, "throttle", "tpm")
+    assert body["retry_after_s"] == pytest.approx(6.0, abs=0.1)
+    assert denied.headers["Retry-After"] in {"6", "7"}
+    assert body["reservation_id"] is None
+
+
+def test_same_request_id_is_answered_once(api):
+    client, _, _ = api
+    first = _check(client, estimated_input_tokens=100, request_id="req-1").json()
+    second = _check(client, estimated_input_tokens=100, request_id="req-1").json()
+    assert second["reservation_id"] == first["reservation_id"]
+    status = client.get("/api/v1/tenants/acme/status").json()
+    assert status["active_reservations"] == 1
+
+
+def test_concurrent_http_checks_admit_exactly_the_quota(api):
+    client, _, _ = api
+    client.put(
+        "/api/v1/limits",
+        json={"rules": [{"name": "quota", "limit": 10_000, "window": "day"}]},
+    ).raise_for_status()
+    barrier = threading.Barrier(64)
+    answers = []
+    lock = threading.Lock()
+
+    pool = httpx.Client(
+        base_url=str(client.base_url), timeout=30, limits=httpx.Limits(max_connections=64)
+    )
+
+    def worker():
+        barrier.wait(timeout=30)
+        answer = _check(pool, estimated_input_tokens=900, max_output_tokens=100).json()
+        with lock:
+            answers.append(answer["allowed"])
+
+    threads = [threading.Thread(target=worker) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    pool.close()
+    assert answers.count(True) == 10
+    assert len(answers) == 64
+
+
+def test_reconcile_records_usage_once_and_cancel_releases(api):
+    client, _, ledger = api
+    rid = _check(client, estimated_input_tokens=400).json()["reservation_id"]
+    answer = client.post(
+        "/api/v1/reconcile",
+        json={
+            "reservation_id": rid,
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "provider": "openai",
+        },
+    )
+    assert answer.status_code == 200
+    assert answer.json()["sequence"] == 1
+    again = client.post("/api/v1/reconcile", json={"reservation_id": rid, "input_tokens": 1})
+    assert again.status_code == 404
+    [event] = ledger.read_events(0, 10)
+    assert (event.tenant_id, event.total_tokens, event.reservation_id) == ("acme", 150, rid)
+
+    other = _check(client, estimated_input_tokens=300).json()["reservation_id"]
+    cancel = client.post("/api/v1/reconcile", json={"reservation_id": other, "cancelled": True})
+    assert cancel.json() == {"reservation_id": other, "released": True}
+    limits = client.get("/api/v1/tenants/acme/status").json()["limits"]
+    assert {s["name"]: s["remaining"] for s in limits}["daily"] == 10_000 - 150
+
+
+def test_status_says_what_is_blocked_until_when(api):
+    client, _, _ = api
+    _check(client, estimated_input_tokens=600)
+    status = client.get("/api/v1/tenants/acme/status").json()
+    assert status["blocked"] is True
+    tpm = next(s for s in status["limits"] if s["name"] == "tpm")
+    assert tpm["blocked"] is True
+    assert tpm["blocked_until"].endswith("Z")
+    assert client.get("/api/v1/tenants/nobody/status").json()["limits"] == []
+
+
+def test_admin_reload_keeps_state_and_rejects_invalid_limits(api):
+    client, _, _ = api
+    _check(client, estimated_input_tokens=400)
+    current = client.get("/api/v1/limits").json()
+    assert [r["name"] for r in current["limits"]["rules"]] == ["daily", "tpm"]
+    rules = current["limits"]["rules"]
+    rules[0]["limit"] = 20_000
+    assert client.put("/api/v1/limits", json={"rules": rules}).status_code == 200
+    remaining = {s["name"]: s["remaining"] for s in _check(client).json()["limits"]}
+    # The bucket refills in real time between the two checks (10 tokens a second).
+    assert remaining["daily"] == 19_600
+    assert 200 <= remaining["tpm"] < 300
+    bad = client.put(
+        "/api/v1/limits", json={"rules": [{"name": "x", "limit": -5, "window": "day"}]}
+    )
+    assert bad.status_code == 400
+    assert "limits.rules[0].limit" in bad.json()["detail"]
+    assert [r["name"] for r in client.get("/api/v1/limits").json()["limits"]["rules"]] == [
+        "daily",
+        "tpm",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"estimated_input_tokens": 5}', "tenant: required"),
+        (b'{"tenant": "a", "estimated_input_tokens": -1}', "estimated_input_tokens"),
+        (b'{"tenant": "a", "estimated_input_tokens": 1e3}', "estimated_input_tokens"),
+        (b'{"tenant": "a", "max_output_tokens": true}', "max_output_tokens"),
+        (b'{"tenant": "", "model": "x"}', "tenant"),
+        (b'{"tenant": "a", "surprise": 1}', "surprise: unknown field"),
+        (b'{"tenant": "a", "dry_run": "yes"}', "dry_run"),
+        (b'{"tenant": "' + b"x" * 300 + b'"}', "tenant"),
+        (b'{"tenant": "a", "pad": "' + b"x" * 70_000 + b'"}', "larger than"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_malformed_checks_are_rejected(api, body, detail):
+    client, _, _ = api
+    answer = client.post("/api/v1/check", content=body)
+    assert answer.status_code == 400
+    assert detail in answer.json()["detail"]
+
+
+def test_malformed_reconciles_are_rejected(api):
+    client, _, _ = api
+    assert client.post("/api/v1/reconcile", json={}).status_code == 400
+    bad = client.post("/api/v1/reconcile", json={"reservation_id": "r", "input_tokens": -3})
+    assert bad.status_code == 400
+    unknown = client.post("/api/v1/reconcile", json={"reservation_id": "nope"})
+    assert unknown.status_code == 404
+
+
+def test_dry_run_reserves_nothing(api):
+    client, _, _ = api
+    answer = _check(client, estimated_input_tokens=600, dry_run=True).json()
+    assert answer["allowed"] is True
+    assert answer["reservation_id"] is None
+    assert _check(client, estimated_input_tokens=600).json()["allowed"] is True
