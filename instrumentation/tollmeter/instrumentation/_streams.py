@@ -40,7 +40,14 @@ import wrapt
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
 
-__all__ = ["AsyncStreamProxy", "StreamHandler", "StreamOutcome", "SyncStreamProxy"]
+__all__ = [
+    "AsyncStreamProxy",
+    "MeteredProxy",
+    "StreamHandler",
+    "StreamOutcome",
+    "SyncStreamProxy",
+    "finish_stream",
+]
 
 
 @dataclass
@@ -143,21 +150,31 @@ _reaper = _Reaper()
 os.register_at_fork(after_in_child=_reaper.after_fork)
 
 
-class _ProxyBase(wrapt.ObjectProxy[Any]):
+class MeteredProxy(wrapt.ObjectProxy[Any]):
+    """Base of the proxies: owns the call's state and hands it to the reaper when dropped.
+
+    Subclasses that pass the call on to another proxy call ``_self_detach()`` so that
+    only the new owner finishes it.
+    """
+
     def __init__(
         self, wrapped: Any, telemetry: Telemetry, call: Call, handler: StreamHandler
     ) -> None:
         super().__init__(wrapped)
         self._self_state = _StreamState(telemetry, call, handler)
+        self._self_owner = True
         _reaper.ensure_running()
+
+    def _self_detach(self) -> None:
+        self._self_owner = False
 
     def __del__(self) -> None:
         state = self._self_state
-        if not state.call.finished:
+        if self._self_owner and not state.call.finished:
             _reaper.submit(state)
 
 
-class SyncStreamProxy(_ProxyBase):
+class SyncStreamProxy(MeteredProxy):
     """Meters a synchronous stream; see the module docstring."""
 
     def __iter__(self) -> SyncStreamProxy:
@@ -200,7 +217,7 @@ class SyncStreamProxy(_ProxyBase):
             self._self_state.finish()
 
 
-class AsyncStreamProxy(_ProxyBase):
+class AsyncStreamProxy(MeteredProxy):
     """Meters an asynchronous stream; see the module docstring."""
 
     def __aiter__(self) -> AsyncStreamProxy:
@@ -249,3 +266,13 @@ class AsyncStreamProxy(_ProxyBase):
             return None if exit_ is None else await exit_(exc_type, exc, tb)
         finally:
             self._self_state.finish()
+
+
+def finish_stream(stream: object) -> None:
+    """Finish the call of ``stream`` now if it is one of these proxies (else do nothing).
+
+    For wrappers that learn a stream is closed without the proxy seeing it, such as an
+    SDK helper closing the HTTP response underneath.
+    """
+    if isinstance(stream, MeteredProxy):
+        stream._self_state.finish()

@@ -1,0 +1,299 @@
+"""Pure functions from OpenAI SDK requests and responses to telemetry values.
+
+Nothing here performs I/O or keeps state. Requests are the keyword arguments
+given to the SDK method; responses are SDK objects (pydantic models), read
+defensively with ``getattr`` so that fields missing from older or newer SDK
+versions yield ``None`` instead of an error.
+
+Usage mapping (OpenAI already counts cached tokens inside the input and
+reasoning tokens inside the output, as OpenTelemetry does):
+
+==========================================  ======================================
+OpenTelemetry                               Chat / Completions      Responses
+==========================================  ======================================
+``gen_ai.usage.input_tokens``               ``prompt_tokens``       ``input_tokens``
+``gen_ai.usage.output_tokens``              ``completion_tokens``   ``output_tokens``
+``gen_ai.usage.cache_read.input_tokens``    ``prompt_tokens_details.cached_tokens`` /
+                                            ``input_tokens_details.cached_tokens``
+``gen_ai.usage.cache_write.input_tokens``   ``..._details.cache_write_tokens``
+``gen_ai.usage.reasoning.output_tokens``    ``completion_tokens_details.reasoning_tokens`` /
+                                            ``output_tokens_details.reasoning_tokens``
+==========================================  ======================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+from tollmeter.instrumentation._estimate import (
+    estimate_chat_input_tokens,
+    estimate_prompt_tokens,
+)
+from tollmeter.instrumentation._streams import StreamOutcome
+from tollmeter.instrumentation._telemetry import Usage
+from tollmeter.semconv import attributes as attrs
+
+__all__ = [
+    "PROVIDER",
+    "chat_input_estimate",
+    "chat_outcome",
+    "completion_outcome",
+    "completion_text",
+    "embedding_outcome",
+    "given",
+    "prompt_input_estimate",
+    "request_attributes",
+    "response_text",
+    "responses_input_estimate",
+    "responses_outcome",
+    "responses_usage",
+    "server_attributes",
+    "usage_from_completion",
+]
+
+PROVIDER = "openai"
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def given(value: Any) -> Any:
+    """``value``, or ``None`` for the SDK's "not given"/"omit" sentinels (which are falsy)."""
+    if value is None or (not value and type(value).__name__ in ("NotGiven", "Omit")):
+        return None
+    return value
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def server_attributes(resource: Any) -> dict[str, AttributeValue]:
+    """``server.address``/``server.port`` from the client's ``base_url``."""
+    url = getattr(getattr(resource, "_client", None), "base_url", None)
+    host = getattr(url, "host", None)
+    if not isinstance(host, str) or not host:
+        return {}
+    values: dict[str, AttributeValue] = {attrs.SERVER_ADDRESS: host}
+    port = _int(getattr(url, "port", None)) or _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
+    if port is not None:
+        values[attrs.SERVER_PORT] = port
+    return values
+
+
+def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """Request attributes beyond operation/provider/model: stream flag and token limit."""
+    values: dict[str, AttributeValue] = {}
+    if given(kwargs.get("stream")) is True:
+        values[attrs.GEN_AI_REQUEST_STREAM] = True
+    for key in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
+        limit = _int(given(kwargs.get(key)))
+        if limit is not None:
+            values[attrs.GEN_AI_REQUEST_MAX_TOKENS] = limit
+            break
+    conversation = given(kwargs.get("conversation"))
+    conversation_id = conversation if isinstance(conversation, str) else None
+    if conversation_id is None and isinstance(conversation, Mapping):
+        conversation_id = conversation.get("id")
+    if isinstance(conversation_id, str):
+        values[attrs.GEN_AI_CONVERSATION_ID] = conversation_id
+    return values
+
+
+def _detail(usage: Any, details: str, field: str) -> int | None:
+    return _int(getattr(getattr(usage, details, None), field, None))
+
+
+def usage_from_completion(usage: Any) -> Usage | None:
+    """Usage of a chat completion, legacy completion or embedding (``CompletionUsage``-like)."""
+    prompt = _int(getattr(usage, "prompt_tokens", None))
+    if prompt is None:
+        return None
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=_int(getattr(usage, "completion_tokens", None)) or 0,
+        cache_read_input_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        cache_write_input_tokens=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
+        reasoning_output_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def responses_usage(usage: Any) -> Usage | None:
+    """Usage of a Responses API response (``ResponseUsage``-like)."""
+    input_tokens = _int(getattr(usage, "input_tokens", None))
+    if input_tokens is None:
+        return None
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=_int(getattr(usage, "output_tokens", None)) or 0,
+        cache_read_input_tokens=_detail(usage, "input_tokens_details", "cached_tokens"),
+        cache_write_input_tokens=_detail(usage, "input_tokens_details", "cache_write_tokens"),
+        reasoning_output_tokens=_detail(usage, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _finish_reasons(choices: Any) -> tuple[str, ...]:
+    if not isinstance(choices, Sequence):
+        return ()
+    reasons = (getattr(choice, "finish_reason", None) for choice in choices)
+    return tuple(reason for reason in reasons if isinstance(reason, str) and reason)
+
+
+def _message_text(message: Any) -> str:
+    parts: list[str] = []
+    content = getattr(message, "content", None)
+    if isinstance(content, str):
+        parts.append(content)
+    refusal = getattr(message, "refusal", None)
+    if isinstance(refusal, str):
+        parts.append(refusal)
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        for value in (getattr(function, "name", None), getattr(function, "arguments", None)):
+            if isinstance(value, str):
+                parts.append(value)
+    return "".join(parts)
+
+
+def chat_outcome(completion: Any) -> StreamOutcome:
+    """Outcome of a (parsed) ``ChatCompletion``."""
+    choices = getattr(completion, "choices", None) or ()
+    return StreamOutcome(
+        usage=usage_from_completion(getattr(completion, "usage", None)),
+        response_model=_str(getattr(completion, "model", None)),
+        response_id=_str(getattr(completion, "id", None)),
+        finish_reasons=_finish_reasons(choices),
+        output_text="".join(_message_text(getattr(c, "message", None)) for c in choices),
+    )
+
+
+def completion_text(choices: Any) -> str:
+    """Text of legacy completion choices."""
+    texts = (getattr(choice, "text", None) for choice in choices or ())
+    return "".join(text for text in texts if isinstance(text, str))
+
+
+def completion_outcome(completion: Any) -> StreamOutcome:
+    """Outcome of a legacy ``Completion``."""
+    choices = getattr(completion, "choices", None) or ()
+    return StreamOutcome(
+        usage=usage_from_completion(getattr(completion, "usage", None)),
+        response_model=_str(getattr(completion, "model", None)),
+        response_id=_str(getattr(completion, "id", None)),
+        finish_reasons=_finish_reasons(choices),
+        output_text=completion_text(choices),
+    )
+
+
+def embedding_outcome(response: Any) -> StreamOutcome:
+    """Outcome of a ``CreateEmbeddingResponse`` (no output tokens)."""
+    usage = getattr(response, "usage", None)
+    prompt = _int(getattr(usage, "prompt_tokens", None))
+    return StreamOutcome(
+        usage=None if prompt is None else Usage(input_tokens=prompt),
+        response_model=_str(getattr(response, "model", None)),
+    )
+
+
+def response_text(response: Any) -> str:
+    """Output text of a Responses API response, including function call arguments."""
+    parts: list[str] = []
+    for item in getattr(response, "output", None) or ():
+        for content in getattr(item, "content", None) or ():
+            for key in ("text", "refusal"):
+                value = getattr(content, key, None)
+                if isinstance(value, str):
+                    parts.append(value)
+        arguments = getattr(item, "arguments", None)
+        if isinstance(arguments, str):
+            parts.append(arguments)
+    return "".join(parts)
+
+
+def _responses_finish_reasons(response: Any) -> tuple[str, ...]:
+    reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
+    if isinstance(reason, str) and reason:
+        return (reason,)
+    status = getattr(response, "status", None)
+    return (status,) if isinstance(status, str) and status else ()
+
+
+def responses_outcome(response: Any) -> StreamOutcome:
+    """Outcome of a (parsed) Responses API ``Response``."""
+    return StreamOutcome(
+        usage=responses_usage(getattr(response, "usage", None)),
+        response_model=_str(getattr(response, "model", None)),
+        response_id=_str(getattr(response, "id", None)),
+        finish_reasons=_responses_finish_reasons(response),
+        output_text=response_text(response),
+    )
+
+
+def _listed(value: Any) -> list[Any] | None:
+    """A list copy of a request collection, or ``None`` when absent or not re-iterable."""
+    value = given(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def chat_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:
+    """A callable estimating a chat request's input tokens, evaluated only if needed."""
+    messages = _listed(kwargs.get("messages")) or []
+    tools = _listed(kwargs.get("tools"))
+    return lambda: estimate_chat_input_tokens(messages, model, tools)
+
+
+def prompt_input_estimate(value: Any, model: str | None) -> Callable[[], int]:
+    """A callable estimating a completion prompt or embedding input."""
+    value = given(value)
+    if not isinstance(value, (str, list, tuple)):
+        value = None
+    return lambda: estimate_prompt_tokens(value, model)
+
+
+def _responses_messages(items: Iterable[Any]) -> list[Any]:
+    messages: list[Any] = []
+    for item in items:
+        content = _get(item, "content")
+        if content is None:
+            # Tool outputs and other non-message items: count their text payloads.
+            payload = "".join(
+                value
+                for value in (_get(item, "output"), _get(item, "arguments"), _get(item, "name"))
+                if isinstance(value, str)
+            )
+            messages.append({"content": payload})
+        else:
+            messages.append({"role": _get(item, "role"), "content": content})
+    return messages
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+
+
+def responses_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:
+    """A callable estimating a Responses API request's input tokens."""
+    raw_input = given(kwargs.get("input"))
+    instructions = given(kwargs.get("instructions"))
+    tools = _listed(kwargs.get("tools"))
+    items = _listed(raw_input)
+
+    def estimate() -> int:
+        messages: list[Any] = []
+        if isinstance(instructions, str):
+            messages.append({"role": "system", "content": instructions})
+        if isinstance(raw_input, str):
+            messages.append({"role": "user", "content": raw_input})
+        elif items is not None:
+            messages.extend(_responses_messages(items))
+        return estimate_chat_input_tokens(messages, model, tools)
+
+    return estimate

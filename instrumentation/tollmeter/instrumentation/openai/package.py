@@ -1,0 +1,5 @@
+"""The OpenAI SDK versions the instrumentor supports."""
+
+from __future__ import annotations
+
+_instruments = ("openai >= 1.40",)

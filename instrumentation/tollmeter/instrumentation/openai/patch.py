@@ -1,0 +1,324 @@
+"""Wrapper factories for the OpenAI SDK's resource methods.
+
+``ENDPOINTS`` lists every metered method: the class is found through the
+package that re-exports it in every supported SDK layout, and a method missing
+from the installed SDK is skipped. ``STREAM_HELPERS`` lists the ``.stream()``
+helpers, which are not metered themselves (they call ``create(stream=True)``)
+but get their managers wrapped (see ``wrappers``).
+
+Each metered wrapper:
+
+1. calls straight through when instrumentation is suppressed;
+2. opens the call (``Telemetry.start``) with the request attributes and an
+   input estimate evaluated only if the provider reports no usage;
+3. makes the span current for the request itself, records an SDK exception
+   and re-raises it unchanged;
+4. finishes at once for a complete response, or hands the call to a stream
+   proxy / raw-response proxy that finishes it later.
+
+Any failure in steps 2 and 4 is contained: the application gets the SDK's
+result as if tollmeter were absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from tollmeter.instrumentation._safety import contained, report_failure
+from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome
+from tollmeter.instrumentation._telemetry import Call, Telemetry
+from tollmeter.instrumentation.openai import extract
+from tollmeter.instrumentation.openai.wrappers import (
+    AsyncStreamManagerProxy,
+    ChatStreamHandler,
+    CompletionStreamHandler,
+    RawResponseProxy,
+    ResponsesStreamHandler,
+    SyncStreamManagerProxy,
+    wrap_stream,
+)
+
+__all__ = [
+    "ENDPOINTS",
+    "STREAM_HELPERS",
+    "Endpoint",
+    "async_wrapper",
+    "stream_helper_wrapper",
+    "sync_wrapper",
+]
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+InputEstimate = Callable[[Mapping[str, Any], "str | None"], Callable[[], int]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One metered SDK method."""
+
+    module: str
+    method: str  # "Class.method"
+    is_async: bool
+    operation: str
+    input_estimate: InputEstimate
+    outcome: Callable[[Any], StreamOutcome]
+    handler: Callable[[], StreamHandler]
+    injects_usage: bool = False
+
+
+def _prompt(key: str) -> InputEstimate:
+    return lambda kwargs, model: extract.prompt_input_estimate(kwargs.get(key), model)
+
+
+def _endpoints() -> tuple[Endpoint, ...]:
+    chat = "openai.resources.chat.completions"
+    responses = "openai.resources.responses"
+    endpoints: list[Endpoint] = []
+    for cls, is_async in (("Completions", False), ("AsyncCompletions", True)):
+        for method in ("create", "parse"):
+            endpoints.append(
+                Endpoint(
+                    chat,
+                    f"{cls}.{method}",
+                    is_async,
+                    "chat",
+                    extract.chat_input_estimate,
+                    extract.chat_outcome,
+                    ChatStreamHandler,
+                    injects_usage=method == "create",
+                )
+            )
+        endpoints.append(
+            Endpoint(
+                "openai.resources.completions",
+                f"{cls}.create",
+                is_async,
+                "text_completion",
+                _prompt("prompt"),
+                extract.completion_outcome,
+                CompletionStreamHandler,
+                injects_usage=True,
+            )
+        )
+    for cls, is_async in (("Responses", False), ("AsyncResponses", True)):
+        for method in ("create", "parse"):
+            endpoints.append(
+                Endpoint(
+                    responses,
+                    f"{cls}.{method}",
+                    is_async,
+                    "chat",
+                    extract.responses_input_estimate,
+                    extract.responses_outcome,
+                    ResponsesStreamHandler,
+                )
+            )
+    for cls, is_async in (("Embeddings", False), ("AsyncEmbeddings", True)):
+        endpoints.append(
+            Endpoint(
+                "openai.resources.embeddings",
+                f"{cls}.create",
+                is_async,
+                "embeddings",
+                _prompt("input"),
+                extract.embedding_outcome,
+                _EmptyHandler,
+            )
+        )
+    return tuple(endpoints)
+
+
+class _EmptyHandler:
+    """Embeddings never stream; this only satisfies the ``Endpoint`` shape."""
+
+    __slots__ = ()
+
+    def on_chunk(self, chunk: Any) -> None:
+        return None
+
+    def outcome(self) -> StreamOutcome:
+        return StreamOutcome()
+
+
+ENDPOINTS = _endpoints()
+
+# Set while a metered method runs, so that an SDK method implemented on top of another
+# metered one (in some SDK versions) yields one span, not two.
+_in_call: ContextVar[bool] = ContextVar("tollmeter_openai_in_call", default=False)
+
+STREAM_HELPERS: tuple[tuple[str, str, bool], ...] = (
+    ("openai.resources.chat.completions", "Completions.stream", False),
+    ("openai.resources.chat.completions", "AsyncCompletions.stream", True),
+    ("openai.resources.responses", "Responses.stream", False),
+    ("openai.resources.responses", "AsyncResponses.stream", True),
+)
+"""(module, "Class.method", returns an async manager)."""
+
+
+def _with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` asking for a final usage chunk on a streamed request (opt-in)."""
+    if extract.given(kwargs.get("stream")) is not True:
+        return kwargs
+    options = extract.given(kwargs.get("stream_options"))
+    if options is None:
+        return {**kwargs, "stream_options": {"include_usage": True}}
+    if isinstance(options, Mapping) and "include_usage" not in options:
+        return {**kwargs, "stream_options": {**options, "include_usage": True}}
+    return kwargs
+
+
+def _start(telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
+    model = extract.given(kwargs.get("model"))
+    model = model if isinstance(model, str) else None
+    attributes = extract.server_attributes(instance)
+    attributes.update(extract.request_attributes(kwargs))
+    return telemetry.start(
+        operation=endpoint.operation,
+        provider=extract.PROVIDER,
+        request_model=model,
+        attributes=attributes,
+        input_estimate=endpoint.input_estimate(kwargs, model),
+    )
+
+
+def _observe(
+    telemetry: Telemetry,
+    endpoint: Endpoint,
+    call: Call,
+    result: Any,
+    streamed: bool,
+) -> Any:
+    """The result to hand back: ``result`` itself, or a metering proxy around it."""
+    try:
+        stream = wrap_stream(result, telemetry, call, endpoint.handler)
+        if stream is not None:
+            return stream
+        if _is_raw(result):
+            if streamed or not _is_legacy(result):
+                return RawResponseProxy(
+                    result, telemetry, call, handler=endpoint.handler, outcome=endpoint.outcome
+                )
+            # ``with_raw_response`` already read the body: parsing is cheap and cached,
+            # so the caller's own ``parse()`` returns the very same object.
+            result_object = result.parse()
+        else:
+            result_object = result
+        outcome = endpoint.outcome(result_object)
+        telemetry.finish(
+            call,
+            usage=outcome.usage,
+            output_text=outcome.output_text,
+            response_model=outcome.response_model,
+            response_id=outcome.response_id,
+            finish_reasons=outcome.finish_reasons,
+        )
+    except Exception as exc:
+        report_failure("openai.observe", exc)
+        telemetry.finish(call, usage=None)
+    return result
+
+
+def _is_raw(result: Any) -> bool:
+    from openai import _legacy_response, _response
+
+    return isinstance(result, (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse))
+
+
+def _is_legacy(result: Any) -> bool:
+    from openai import _legacy_response
+
+    return isinstance(result, _legacy_response.LegacyAPIResponse)
+
+
+def _prepare(
+    telemetry: Telemetry,
+    endpoint: Endpoint,
+    inject_stream_usage: bool,
+    instance: Any,
+    kwargs: dict[str, Any],
+) -> tuple[Call | None, dict[str, Any]]:
+    call: Call | None = None
+    with contained("openai.start"):
+        request = kwargs
+        if inject_stream_usage and endpoint.injects_usage:
+            request = _with_stream_usage(kwargs)
+        call = _start(telemetry, endpoint, instance, request)
+        kwargs = request
+    return call, kwargs
+
+
+def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usage: bool) -> Wrapper:
+    """The ``wrapt`` wrapper metering a synchronous SDK method."""
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if _in_call.get() or not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
+        call, kwargs = _prepare(telemetry, endpoint, inject_stream_usage, instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _in_call.set(True)
+        try:
+            with call.activate():
+                result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(call, usage=None, error=exc)
+            raise
+        finally:
+            _in_call.reset(token)
+        return _observe(telemetry, endpoint, call, result, kwargs.get("stream") is True)
+
+    return wrapper
+
+
+def async_wrapper(
+    telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usage: bool
+) -> Wrapper:
+    """The ``wrapt`` wrapper metering an ``async`` SDK method."""
+
+    async def wrapper(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if _in_call.get() or not is_instrumentation_enabled():
+            return await wrapped(*args, **kwargs)
+        call, kwargs = _prepare(telemetry, endpoint, inject_stream_usage, instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _in_call.set(True)
+        try:
+            with call.activate():
+                result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(call, usage=None, error=exc)
+            raise
+        finally:
+            _in_call.reset(token)
+        return _observe(telemetry, endpoint, call, result, kwargs.get("stream") is True)
+
+    return wrapper
+
+
+def stream_helper_wrapper(returns_async: bool) -> Wrapper:
+    """The ``wrapt`` wrapper giving a ``.stream()`` helper's manager a finishing proxy."""
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        manager = wrapped(*args, **kwargs)
+        try:
+            if returns_async:
+                return AsyncStreamManagerProxy(manager)
+            return SyncStreamManagerProxy(manager)
+        except Exception as exc:
+            report_failure("openai.stream_helper", exc)
+            return manager
+
+    return wrapper
