@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tollmeter.collector._meters import MeterTotals, Meters
+from tollmeter.collector._meters import Meters, MeterTotals
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import open_ledger
 
