@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 import uvicorn
 
@@ -12,6 +15,11 @@ from tollmeter.collector.fakellm._tokens import preload
 __all__ = ["STARTUP_FAILURE", "fake_llm"]
 
 STARTUP_FAILURE = 3
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _already_handled(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal after its shutdown; by then it has been handled."""
 
 
 @click.command("fake-llm")
@@ -40,7 +48,10 @@ def fake_llm(ctx: click.Context, host: str, port: int) -> None:
     sock.listen(2048)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"fake-llm listening on http://{shown}:{sock.getsockname()[1]}")
+    previous = {sig: signal.signal(sig, _already_handled) for sig in _STOP_SIGNALS}
     try:
         uvicorn.Server(uvicorn_config(create_app())).run(sockets=[sock])
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sock.close()
