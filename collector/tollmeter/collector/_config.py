@@ -35,6 +35,7 @@ from tollmeter.collector._config_values import (
 )
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.export._config import ExportConfig
+from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.pricing._config import PricingConfig
 
 __all__ = [
@@ -199,6 +200,8 @@ class Config:
     management: ManagementConfig = field(default_factory=ManagementConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     @property
     def storage_url(self) -> str:

@@ -367,7 +367,7 @@ class HookConfig:
     queue_size: int = 1000
 
     @classmethod
-    def from_mapping(cls, mapping: object, path: str) -> HookConfig:
+    def from_mapping(cls, mapping: object, path: str, *, index: int = 0) -> HookConfig:
         m = _mapping(mapping, path)
         _no_unknown(
             m,
@@ -419,7 +419,7 @@ class HookConfig:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise _error(f"{path}.queue_size: expected an integer >= 1")
         return cls(
-            name=_text(m.get("name", f"{kind}-{path}"), f"{path}.name"),
+            name=_text(m.get("name", f"{kind}-{index}"), f"{path}.name"),
             type=cast("Literal['log', 'webhook', 'python']", kind),
             events=events,
             url=url,
@@ -445,7 +445,9 @@ class HooksConfig:
             return cls()
         if not isinstance(mapping, list):
             raise _error(f"{path}: expected a list of hooks")
-        hooks = tuple(HookConfig.from_mapping(h, f"{path}[{i}]") for i, h in enumerate(mapping))
+        hooks = tuple(
+            HookConfig.from_mapping(h, f"{path}[{i}]", index=i) for i, h in enumerate(mapping)
+        )
         names = [h.name for h in hooks]
         for i, name in enumerate(names):
             if name in names[:i]:
