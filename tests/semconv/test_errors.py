@@ -1,0 +1,80 @@
+"""One exception hierarchy, tollmeter-named loggers and no print() in library code."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+from tollmeter.semconv import ConfigurationError, InvalidUsage, TollmeterError
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("semconv", "instrumentation", "collector")
+LIBRARY_FILES = sorted(
+    path for portion in PACKAGES for path in (ROOT / portion / "tollmeter").rglob("*.py")
+)
+
+
+def test_semconv_errors_share_one_root() -> None:
+    assert issubclass(ConfigurationError, TollmeterError)
+    assert issubclass(InvalidUsage, TollmeterError)
+    # Both are bad values, so code that catches ValueError keeps working.
+    assert issubclass(ConfigurationError, ValueError)
+    assert issubclass(InvalidUsage, ValueError)
+    error = InvalidUsage("gen_ai.usage.input_tokens", "negative count -1")
+    assert (error.attribute, error.reason) == ("gen_ai.usage.input_tokens", "negative count -1")
+    assert str(error) == "gen_ai.usage.input_tokens: negative count -1"
+
+
+@pytest.mark.parametrize("package", [f"tollmeter.{name}" for name in PACKAGES])
+def test_public_exceptions_derive_from_tollmeter_error(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if inspect.isclass(value) and issubclass(value, BaseException):
+            assert issubclass(value, TollmeterError), f"{package}.{name}"
+
+
+def _parsed() -> list[tuple[Path, ast.Module]]:
+    return [(path, ast.parse(path.read_text(encoding="utf-8"))) for path in LIBRARY_FILES]
+
+
+def test_library_code_never_prints() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path, tree in _parsed()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
+    ]
+    assert offenders == []
+
+
+def test_module_loggers_are_named_after_tollmeter() -> None:
+    offenders = []
+    for path, tree in _parsed():
+        # Module-level loggers only: a function may look up a library's logger to tune it.
+        for statement in tree.body:
+            if not isinstance(statement, (ast.Assign, ast.AnnAssign)):
+                continue
+            call = statement.value
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "getLogger"
+            ):
+                continue
+            argument = call.args[0] if len(call.args) == 1 else None
+            named_by_module = isinstance(argument, ast.Name) and argument.id == "__name__"
+            named_literally = (
+                isinstance(argument, ast.Constant)
+                and isinstance(argument.value, str)
+                and argument.value.startswith("tollmeter.")
+            )
+            if not (named_by_module or named_literally):
+                offenders.append(f"{path.relative_to(ROOT)}:{statement.lineno}")
+    assert offenders == []
