@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import keyword
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,7 +143,10 @@ def _attribute(entry: Mapping[str, object]) -> Attribute:
     value_pairs = tuple(
         (_text(v, f"{where}: value"), _text(b, f"{where}: {v}")) for v, b in values.items()
     )
-    _check_unique([constant_name(value).strip("_") for value, _ in value_pairs], f"{where} value")
+    constants = [constant_name(value).strip("_") for value, _ in value_pairs]
+    if bad := [c for c in constants if not c.isidentifier() or keyword.iskeyword(c)]:
+        raise ConfigurationError(f"{where}: values make invalid constant names {bad}")
+    _check_unique(constants, f"{where} value")
     return Attribute(
         name=name,
         type=kind,
