@@ -80,9 +80,7 @@ def test_expired_reservation_lands_in_the_ledger_once(tmp_path, make_limits, clo
             "p",
         )
         # Billing the same expiry again (a retry after a crash) is dropped by the ledger.
-        service._unbilled = [event]
-        service.expire()
-        assert ledger.last_sequence() == 1
+        assert ledger.append([event]).duplicates == 1
         # Committed reservation usage coming back from the pipeline is not counted twice.
         service.on_committed(events)
         assert service.status("acme")["limits"][0]["remaining"] == 300
@@ -139,3 +137,20 @@ def _usage(*, reservation_id=None, inp=0, out=0):
         total_tokens=inp + out,
         reservation_id=reservation_id,
     )
+
+
+def test_failed_billing_puts_expired_reservations_back(tmp_path, make_limits, clock):
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    service = LimitsService(make_limits(DAILY, reservation_ttl="1m"), ledger=ledger, clock=clock)
+    try:
+        service.check(_req(inp=700))
+        clock.advance(61)
+        ledger.close()  # every append now fails with StorageError
+        assert service.expire() == 0
+        assert service.status("acme")["active_reservations"] == 1
+        service._ledger = reopened = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        assert service.expire() == 1
+        assert [e.usage_source for e in reopened.read_events(0, 10)] == ["reservation"]
+    finally:
+        service.close()
+        reopened.close()

@@ -383,6 +383,14 @@ class LimitEngine:
         rule = self._by_name.get(rule_name)
         return rule is None or marked_at + rule.window.retention_s <= now
 
+    def requeue(self, reservations: Iterable[Reservation]) -> None:
+        """Put expired reservations back (their billing failed); they expire again later."""
+        with self._lock:
+            for r in reservations:
+                if self._expired.pop(r.id, None) is not None:
+                    self._reservations[r.id] = r
+                    self._dirty_reservations.add(r.id)
+
     # -- configuration and status -------------------------------------------------------
 
     def set_config(self, config: LimitsConfig) -> None:

@@ -47,7 +47,13 @@ def reservation_event_id(reservation_id: str, kind: str) -> str:
 
 
 class LimitsService:
-    """Everything the check API, the pipeline subscription and the CLI need."""
+    """Everything the check API, the pipeline subscription and the CLI need.
+
+    ``ledger`` receives the usage the service writes itself (expired reservations,
+    gateway reconciles): a ``Ledger``, or an adapter that commits through the ingest
+    pipeline (then ``ledger_notifies=True``: the pipeline reports the commit back
+    through ``on_committed``).
+    """
 
     def __init__(
         self,
@@ -60,16 +66,18 @@ class LimitsService:
         cost_estimator: CostEstimator | None = None,
         collector_id: str | None = None,
         expiry_interval_s: float = 1.0,
+        ledger_notifies: bool = False,
     ) -> None:
         self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
         self.hooks = HookDispatcher(hooks or HooksConfig())
         self._ledger = ledger
+        # A pipeline calls ``on_committed`` itself for what it commits; a bare ledger does not.
+        self._ledger_notifies = ledger_notifies
         self._store = LimitStateStore(state_path)
         self._collector_id = collector_id
         self._expiry_interval_s = expiry_interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._unbilled: list[UsageEvent] = []
         self._closed = False
         counters, reservations, marks = self._store.load()
         self.engine.restore(counters, reservations, marks)
@@ -114,6 +122,8 @@ class LimitsService:
             if not committed:
                 return None
             event = committed[0]
+            if self._ledger_notifies:
+                return event
         self.on_committed([event])
         return event
 
@@ -138,10 +148,15 @@ class LimitsService:
             logger.exception("limit state not saved; retrying")
 
     def expire(self) -> int:
-        """Expire due reservations now; returns how many expired."""
+        """Expire due reservations now; returns how many expired.
+
+        With ``expired_reservations: charge`` each becomes a ``reservation`` usage event
+        in the ledger; when that write fails the reservations are put back and expire
+        (and are billed) on a later round.
+        """
         due, notices = self.engine.expire_due()
-        if self.engine.config.expired_reservations == "charge":
-            self._unbilled.extend(
+        if due and self._ledger is not None and self.engine.config.expired_reservations == "charge":
+            events = [
                 _usage_event(
                     r,
                     event_id=reservation_event_id(r.id, "expired"),
@@ -149,14 +164,13 @@ class LimitsService:
                     collector_id=self._collector_id,
                 )
                 for r in due
-            )
-        if self._unbilled and self._ledger is not None:
+            ]
             try:
-                self._ledger.append(self._unbilled)
+                self._ledger.append(events)
             except TollmeterError:
                 logger.exception("expired reservations not billed yet; retrying")
-            else:
-                self._unbilled = []
+                self.engine.requeue(due)
+                return 0
         self._notify(notices)
         return len(due)
 
