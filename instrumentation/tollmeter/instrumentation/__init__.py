@@ -3,6 +3,9 @@
 - ``attribute(tenant=..., project=..., ...)``: attribute model calls in a block
   or function (context manager and decorator, propagated as W3C baggage);
   ``current_attribution()`` returns what is in effect.
+- ``configure(service_name=..., endpoint=...)``: OTLP export of traces and
+  metrics plus every installed instrumentor, in one idempotent call; returns a
+  ``TelemetryHandle`` with ``force_flush()`` and ``shutdown()``.
 - ``AttributionSpanProcessor``: copies the attribution onto GenAI spans made by
   any instrumentation.
 - ``OpenAIInstrumentor`` (``tollmeter.instrumentation.openai``): spans and
@@ -20,6 +23,7 @@ from tollmeter.instrumentation._attribution import (
     attribute,
     current_attribution,
 )
+from tollmeter.instrumentation._configure import TelemetryHandle, configure
 from tollmeter.instrumentation._estimate import (
     count_text_tokens,
     encoding_name_for_model,
@@ -31,7 +35,9 @@ from tollmeter.instrumentation._estimate import (
 __all__ = [
     "MAX_VALUE_LENGTH",
     "AttributionSpanProcessor",
+    "TelemetryHandle",
     "attribute",
+    "configure",
     "count_text_tokens",
     "current_attribution",
     "encoding_name_for_model",

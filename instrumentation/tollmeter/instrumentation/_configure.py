@@ -1,0 +1,333 @@
+"""``configure()``: one call that exports traces and metrics over OTLP and instruments the LLM SDKs.
+
+Precedence for every setting is argument, then the standard ``OTEL_*`` variable, then the
+default. ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_METRIC_EXPORT_INTERVAL`` and the per-signal variants are read
+by the OpenTelemetry SDK itself; only the protocol is resolved here, because the exporter class
+depends on it.
+
+Providers the application already installed are never replaced: OpenTelemetry allows one global
+tracer provider and one global meter provider per process, and the application's choice wins.
+Such a provider keeps its own exporters (``endpoint``, ``headers`` and ``protocol`` do not apply to
+it, and a warning says so); tollmeter still adds its attribution span processor to it when it is
+an SDK provider, and the instrumentors report through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from tollmeter.instrumentation._attribution import AttributionSpanProcessor
+from tollmeter.semconv.errors import ConfigurationError
+
+__all__ = ["Protocol", "TelemetryHandle", "configure"]
+
+_log = logging.getLogger(__name__)
+
+Protocol = Literal["grpc", "http/protobuf"]
+_PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
+
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""Protocol of both signals when no argument and no per-signal variable says otherwise."""
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+DEFAULT_PROTOCOL: Protocol = "grpc"
+"""The Python OTLP exporters' own default."""
+
+_INSTRUMENTORS: Mapping[str, tuple[str, str, str]] = {
+    "openai": ("openai", "tollmeter.instrumentation.openai", "OpenAIInstrumentor"),
+    "anthropic": ("anthropic", "tollmeter.instrumentation.anthropic", "AnthropicInstrumentor"),
+}
+"""Instrumentor name -> (client library it needs, module, class)."""
+
+
+@dataclass(frozen=True)
+class _Settings:
+    service_name: str | None
+    endpoint: str | None
+    headers: tuple[tuple[str, str], ...]
+    protocol: Protocol | None
+    resource_attributes: tuple[tuple[str, Any], ...]
+    instrument: tuple[str, ...]
+    guard_url: str | None
+
+
+@dataclass
+class TelemetryHandle:
+    """What ``configure()`` set up. ``shutdown()`` flushes and stops only what it created."""
+
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    instrumented: tuple[str, ...]
+    """Instrumentor names that are active, in the order they were enabled."""
+    guard_url: str | None
+    """Collector address for pre-flight checks, kept for the guard."""
+    _owned_tracer_provider: TracerProvider | None = field(default=None, repr=False)
+    _owned_meter_provider: MeterProvider | None = field(default=None, repr=False)
+    _instrumentors: tuple[BaseInstrumentor, ...] = field(default=(), repr=False)
+    _settings: _Settings | None = field(default=None, repr=False)
+    _shut_down: bool = field(default=False, repr=False)
+
+    def force_flush(self, timeout: float = 30.0) -> bool:
+        """Export everything buffered; ``False`` when ``timeout`` (seconds) ran out first."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        if self._owned_tracer_provider is not None:
+            ok = self._owned_tracer_provider.force_flush(_remaining_ms(deadline)) and ok
+        if self._owned_meter_provider is not None:
+            ok = self._owned_meter_provider.force_flush(_remaining_ms(deadline)) and ok
+        return ok
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Uninstrument, then flush and shut down what ``configure()`` created. Idempotent."""
+        global _HANDLE
+        with _LOCK:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            if _HANDLE is self:
+                _HANDLE = None
+        deadline = time.monotonic() + timeout
+        for instrumentor in self._instrumentors:
+            try:
+                instrumentor.uninstrument()
+            except Exception:
+                _log.exception("could not uninstrument %s", type(instrumentor).__name__)
+        if self._owned_tracer_provider is not None:
+            self._owned_tracer_provider.force_flush(_remaining_ms(deadline))
+            self._owned_tracer_provider.shutdown()
+        if self._owned_meter_provider is not None:
+            self._owned_meter_provider.shutdown(_remaining_ms(deadline))
+
+
+_LOCK = threading.Lock()
+_HANDLE: TelemetryHandle | None = None
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    endpoint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    protocol: Protocol | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    instrument: Iterable[str] = ("openai", "anthropic"),
+    guard_url: str | None = None,
+) -> TelemetryHandle:
+    """Export traces and metrics over OTLP and instrument every installed LLM client library.
+
+    ``endpoint`` is the collector's base address (``http://host:4317`` for gRPC,
+    ``http://host:4318`` for HTTP; the signal paths are added for HTTP). ``instrument`` names the
+    instrumentors to enable; a name whose client library is not installed is skipped.
+
+    Idempotent: a second call returns the first handle, with a warning when its arguments differ.
+    """
+    global _HANDLE
+    settings = _Settings(
+        service_name=service_name,
+        endpoint=endpoint,
+        headers=tuple(sorted((headers or {}).items())),
+        protocol=_checked_protocol(protocol),
+        resource_attributes=tuple(sorted((resource_attributes or {}).items())),
+        instrument=_checked_names(instrument),
+        guard_url=guard_url,
+    )
+    with _LOCK:
+        if _HANDLE is not None:
+            if _HANDLE._settings != settings:
+                warnings.warn(
+                    "tollmeter.configure() was already called with other arguments; "
+                    "keeping the first configuration",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return _HANDLE
+        _HANDLE = _configure(settings)
+        return _HANDLE
+
+
+def _configure(settings: _Settings) -> TelemetryHandle:
+    resource = _resource(settings)
+    owned_tracer: TracerProvider | None = None
+    tracer_provider = trace.get_tracer_provider()
+    if _is_placeholder(tracer_provider):
+        owned_tracer = TracerProvider(resource=resource)
+        owned_tracer.add_span_processor(
+            BatchSpanProcessor(_span_exporter(settings, _protocol(settings, "TRACES")))
+        )
+        trace.set_tracer_provider(owned_tracer)
+        tracer_provider = trace.get_tracer_provider()
+    else:
+        _warn_kept("tracer", tracer_provider, settings)
+    if isinstance(tracer_provider, TracerProvider):
+        tracer_provider.add_span_processor(AttributionSpanProcessor())
+
+    owned_meter: MeterProvider | None = None
+    meter_provider = metrics.get_meter_provider()
+    if _is_placeholder(meter_provider):
+        reader = PeriodicExportingMetricReader(
+            _metric_exporter(settings, _protocol(settings, "METRICS"))
+        )
+        owned_meter = MeterProvider(resource=resource, metric_readers=[reader])
+        metrics.set_meter_provider(owned_meter)
+        meter_provider = metrics.get_meter_provider()
+    else:
+        _warn_kept("meter", meter_provider, settings)
+
+    instrumentors: list[BaseInstrumentor] = []
+    names: list[str] = []
+    for name in settings.instrument:
+        instrumentor = _instrument(name, tracer_provider, meter_provider)
+        if instrumentor is not None:
+            instrumentors.append(instrumentor)
+            names.append(name)
+    return TelemetryHandle(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        instrumented=tuple(names),
+        guard_url=settings.guard_url,
+        _owned_tracer_provider=owned_tracer,
+        _owned_meter_provider=owned_meter,
+        _instrumentors=tuple(instrumentors),
+        _settings=settings,
+    )
+
+
+def _instrument(
+    name: str, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider
+) -> BaseInstrumentor | None:
+    library, module_name, class_name = _INSTRUMENTORS[name]
+    if importlib.util.find_spec(library) is None:
+        _log.debug("%s is not installed; not instrumenting it", library)
+        return None
+    try:
+        instrumentor = cast(
+            BaseInstrumentor, getattr(importlib.import_module(module_name), class_name)()
+        )
+        # `opentelemetry-instrument` may have enabled it already; instrumenting again would warn.
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    except Exception:
+        _log.exception("could not instrument %s; calls through it are not metered", library)
+        return None
+    return instrumentor if instrumentor.is_instrumented_by_opentelemetry else None
+
+
+def _is_placeholder(provider: object) -> bool:
+    """Whether ``provider`` is the API's stand-in, which means the application set none."""
+    return type(provider).__name__ in {
+        "ProxyTracerProvider",
+        "NoOpTracerProvider",
+        "_ProxyMeterProvider",
+        "NoOpMeterProvider",
+    }
+
+
+def _warn_kept(kind: str, provider: object, settings: _Settings) -> None:
+    if settings.endpoint is not None or settings.headers or settings.protocol is not None:
+        _log.warning(
+            "the application already set a %s provider (%s); tollmeter uses it as it is and "
+            "does not add an exporter for endpoint/headers/protocol",
+            kind,
+            type(provider).__name__,
+        )
+
+
+def _resource(settings: _Settings) -> Resource:
+    attributes: dict[str, Any] = dict(settings.resource_attributes)
+    if settings.service_name is not None:
+        attributes[SERVICE_NAME] = settings.service_name
+    # `Resource.create` merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under these.
+    return Resource.create(attributes)
+
+
+def _checked_protocol(protocol: str | None) -> Protocol | None:
+    if protocol is None or protocol in _PROTOCOLS:
+        return protocol
+    raise ConfigurationError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
+
+
+def _checked_names(names: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise ConfigurationError("instrument takes a sequence of names, not a string")
+    checked = tuple(dict.fromkeys(names))
+    unknown = [name for name in checked if name not in _INSTRUMENTORS]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown instrumentor(s) {unknown}; known: {sorted(_INSTRUMENTORS)}"
+        )
+    return checked
+
+
+def _protocol(settings: _Settings, signal: Literal["TRACES", "METRICS"]) -> Protocol:
+    if settings.protocol is not None:
+        return settings.protocol
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL):
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            continue
+        if value in _PROTOCOLS:
+            return value
+        _log.warning("ignoring %s=%r: expected one of %s", variable, value, _PROTOCOLS)
+    return DEFAULT_PROTOCOL
+
+
+def _signal_endpoint(settings: _Settings, protocol: Protocol, path: str) -> str | None:
+    if settings.endpoint is None or protocol == "grpc":
+        return settings.endpoint
+    return settings.endpoint.rstrip("/") + path
+
+
+def _span_exporter(settings: _Settings, protocol: Protocol) -> SpanExporter:
+    headers = dict(settings.headers) or None
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=_signal_endpoint(settings, protocol, ""), headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter(
+        endpoint=_signal_endpoint(settings, protocol, "/v1/traces"), headers=headers
+    )
+
+
+def _metric_exporter(settings: _Settings, protocol: Protocol) -> MetricExporter:
+    headers = dict(settings.headers) or None
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(
+            endpoint=_signal_endpoint(settings, protocol, ""), headers=headers
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HTTPMetricExporter,
+    )
+
+    return HTTPMetricExporter(
+        endpoint=_signal_endpoint(settings, protocol, "/v1/metrics"), headers=headers
+    )
+
+
+def _remaining_ms(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
