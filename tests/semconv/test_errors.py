@@ -38,14 +38,15 @@ def test_public_exceptions_derive_from_tollmeter_error(package: str) -> None:
             assert issubclass(value, TollmeterError), f"{package}.{name}"
 
 
-def _parsed() -> list[tuple[Path, ast.Module]]:
+@pytest.fixture(scope="module")
+def parsed() -> list[tuple[Path, ast.Module]]:
     return [(path, ast.parse(path.read_text(encoding="utf-8"))) for path in LIBRARY_FILES]
 
 
-def test_library_code_never_prints() -> None:
+def test_library_code_never_prints(parsed: list[tuple[Path, ast.Module]]) -> None:
     offenders = [
         f"{path.relative_to(ROOT)}:{node.lineno}"
-        for path, tree in _parsed()
+        for path, tree in parsed
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
@@ -54,9 +55,9 @@ def test_library_code_never_prints() -> None:
     assert offenders == []
 
 
-def test_module_loggers_are_named_after_tollmeter() -> None:
+def test_module_loggers_are_named_after_tollmeter(parsed: list[tuple[Path, ast.Module]]) -> None:
     offenders = []
-    for path, tree in _parsed():
+    for path, tree in parsed:
         # Module-level loggers only: a function may look up a library's logger to tune it.
         for statement in tree.body:
             if not isinstance(statement, (ast.Assign, ast.AnnAssign)):
