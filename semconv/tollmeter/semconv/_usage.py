@@ -11,7 +11,7 @@ __all__ = ["MAX_TOKEN_COUNT", "Usage", "token_count"]
 
 MAX_TOKEN_COUNT = 2**40
 """Counts must be below this: about a trillion tokens, far beyond any single call, yet small
-enough that sums of many events stay exact in float64 and int64 columns."""
+enough that sums over millions of events still fit an int64 column."""
 
 # More digits than any valid count has; refusing them before int() keeps hostile input cheap.
 _MAX_DIGITS = len(str(MAX_TOKEN_COUNT))
