@@ -1,0 +1,96 @@
+"""Serve an ASGI app with uvicorn inside the collector's event loop.
+
+The collector binds the socket itself, so an address in use is reported as an
+``OSError`` at start-up instead of uvicorn exiting the process, and port 0
+yields the real port. uvicorn's own signal handling is disabled: one owner,
+the CLI, handles signals for the whole process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from tollmeter.collector._config_values import Endpoint
+
+__all__ = ["EmbeddedServer"]
+
+_logger = logging.getLogger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class EmbeddedServer:
+    """One uvicorn server on one socket, started and stopped by its owner."""
+
+    def __init__(self, app: ASGIApp, endpoint: Endpoint, *, name: str) -> None:
+        self._app = app
+        self._requested = endpoint
+        self._name = name
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.endpoint: Endpoint | None = None
+
+    async def start(self, *, timeout: float = 10.0) -> Endpoint:
+        """Bind and serve; raises ``OSError`` when the address cannot be used."""
+        family = socket.AF_INET6 if ":" in self._requested.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self._requested.host, self._requested.port), family=family)
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen on {self._requested} ({self._name}): {exc.strerror or exc}"
+            ) from None
+        sock.setblocking(False)
+        config = uvicorn.Config(
+            self._app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        server = _QuietServer(config)
+        self._server = server
+        self._task = asyncio.create_task(
+            server.serve(sockets=[sock]), name=f"tollmeter-{self._name}"
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not server.started:
+            if self._task.done():
+                sock.close()
+                self._task.result()
+                raise OSError(f"{self._name} server stopped during start-up")
+            if loop.time() > deadline:
+                await self.stop(timeout=1.0)
+                raise OSError(f"{self._name} server did not start within {timeout:.0f}s")
+            await asyncio.sleep(0.005)
+        port = sock.getsockname()[1]
+        self.endpoint = Endpoint(self._requested.host, port)
+        return self.endpoint
+
+    async def stop(self, *, timeout: float) -> None:
+        """Stop accepting, let open requests finish within ``timeout``, then cancel them."""
+        server, task = self._server, self._task
+        self._server = self._task = None
+        if server is None or task is None:
+            return
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.TimeoutError:
+            _logger.error("%s server did not stop within %.1fs; cancelling", self._name, timeout)
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

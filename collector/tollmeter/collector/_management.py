@@ -1,0 +1,138 @@
+"""The management HTTP API (Starlette): health, readiness, OpenAPI, and the
+``/api/v1/*`` routes that features add.
+
+Admin keys, when configured, protect everything under ``/api/``; health,
+readiness and the OpenAPI document stay open for probes and tooling. The
+OpenAPI document is generated from the mounted routes at request time, so a
+route added by a feature is listed without further work: its summary is the
+first line of its endpoint's docstring, and YAML after a ``---`` line in the
+docstring is merged into the operation.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tollmeter.collector._auth import KeyRing
+from tollmeter.semconv.version import __version__
+
+__all__ = ["ManagementApi", "Readiness"]
+
+Readiness = Callable[[], dict[str, bool]]
+"""Returns named checks; the collector is ready when all are true."""
+
+
+class _AdminGuard:
+    """Refuses ``/api/`` requests without a valid ``Authorization: Bearer`` admin key."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self._app = app
+        self._keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            request = Request(scope)
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            presented = key.strip() if scheme.lower() == "bearer" and key.strip() else None
+            if not self._keys.admin_allowed(presented):
+                response = JSONResponse(
+                    {"error": "unauthorized", "detail": "a valid admin key is required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def _operation(route: Route, method: str) -> dict[str, Any]:
+    doc = inspect.getdoc(route.endpoint) or ""
+    text, _, spec = doc.partition("\n---\n")
+    lines = text.strip().splitlines()
+    operation: dict[str, Any] = {
+        "summary": lines[0] if lines else route.path,
+        "operationId": f"{method.lower()}_{route.name}",
+        "responses": {"200": {"description": "OK"}},
+    }
+    description = "\n".join(lines[1:]).strip()
+    if description:
+        operation["description"] = description
+    if route.path.startswith("/api/"):
+        operation["security"] = [{"adminKey": []}]
+    extra = yaml.safe_load(spec) if spec.strip() else None
+    if isinstance(extra, dict):
+        operation.update(extra)
+    return operation
+
+
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """An OpenAPI 3.1 document listing every ``Route`` in ``routes``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route) or not route.include_in_schema:
+            continue
+        for method in sorted(route.methods or ()):
+            if method != "HEAD":
+                paths.setdefault(route.path, {})[method.lower()] = _operation(route, method)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tollmeter collector management API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+class ManagementApi:
+    """Builds the management ASGI app; features add routes with :meth:`add_routes`."""
+
+    def __init__(self, *, keys: KeyRing, readiness: Readiness) -> None:
+        self._readiness = readiness
+        self._starlette = Starlette(
+            routes=[
+                Route("/healthz", self._healthz, methods=["GET"], name="healthz"),
+                Route("/readyz", self._readyz, methods=["GET"], name="readyz"),
+                Route("/openapi.json", self._openapi, methods=["GET"], name="openapi"),
+            ]
+        )
+        self.app: ASGIApp = _AdminGuard(self._starlette, keys)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return list(self._starlette.router.routes)
+
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        """Mount more routes; those under ``/api/`` are protected by the admin keys."""
+        self._starlette.router.routes.extend(routes)
+
+    async def _healthz(self, request: Request) -> Response:
+        """Liveness: the process is up and serving."""
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> Response:
+        """Readiness: the ledger is open, the receivers are bound and the pipeline accepts.
+        ---
+        responses:
+          "200": {description: ready}
+          "503": {description: not ready; the body lists the failing checks}
+        """
+        checks = self._readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def _openapi(self, request: Request) -> Response:
+        """This OpenAPI document."""
+        return JSONResponse(openapi_document(self._starlette.router.routes))

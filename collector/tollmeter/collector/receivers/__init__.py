@@ -1,0 +1,26 @@
+"""OTLP receivers: gRPC (``grpc.aio``) and HTTP (Starlette), sharing one ingest core."""
+
+from __future__ import annotations
+
+from tollmeter.collector.receivers._grpc import RETRY_DELAY_S, GrpcReceiver
+from tollmeter.collector.receivers._http import http_receiver_app
+from tollmeter.collector.receivers._ingest import (
+    SIGNALS,
+    OtlpIngest,
+    Signal,
+    SignalSink,
+    TracePipeline,
+    Undecodable,
+)
+
+__all__ = [
+    "RETRY_DELAY_S",
+    "SIGNALS",
+    "GrpcReceiver",
+    "OtlpIngest",
+    "Signal",
+    "SignalSink",
+    "TracePipeline",
+    "Undecodable",
+    "http_receiver_app",
+]
