@@ -45,11 +45,16 @@ _EVENT_SUMS = (
 
 
 def rollup_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
-    """Per-bucket sums of ``events`` for every window, ready for the rollup upsert."""
-    counts: dict[tuple[object, ...], list[int]] = {}
-    costs: dict[tuple[object, ...], tuple[Decimal, str | None]] = {}
+    """Per-bucket sums of ``events`` for every window, ready for the rollup upsert.
+
+    Events are first summed per minute and dimensions (one dictionary update per
+    event); the coarser windows are then folded from those minute sums.
+    """
+    minutes: dict[tuple[Any, ...], list[Any]] = {}
     for event in events:
-        dims = (
+        seconds = event.event_time_ns // _NS
+        key = (
+            seconds - seconds % 60,
             event.tenant_id,
             event.project_id or "",
             event.model,
@@ -57,39 +62,48 @@ def rollup_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
             event.api_key_id or "",
             event.usage_source,
         )
-        values = (
-            event.input_tokens,
-            event.cache_read_input_tokens,
-            event.cache_write_input_tokens,
-            event.output_tokens,
-            event.reasoning_output_tokens,
-            event.total_tokens,
-            1,
-        )
-        for window, bucket in zip(WINDOWS, bucket_starts(event.event_time_ns // _NS), strict=True):
-            key = (window, bucket, *dims)
-            acc = counts.get(key)
-            if acc is None:
-                counts[key] = list(values)
-            else:
-                for index, value in enumerate(values):
-                    acc[index] += value
-            if event.cost is not None:
-                previous = costs.get(key)
-                costs[key] = (
-                    (event.cost, event.currency)
-                    if previous is None
-                    else (previous[0] + event.cost, previous[1] or event.currency)
-                )
-    rows: list[tuple[object, ...]] = []
-    for rollup_key, acc in counts.items():
-        cost = costs.get(rollup_key)
-        rows.append(
-            (*rollup_key, *acc, None, None)
-            if cost is None
-            else (*rollup_key, *acc, str(cost[0]), cost[1])
-        )
-    return rows
+        acc = minutes.get(key)
+        if acc is None:
+            minutes[key] = [
+                event.input_tokens,
+                event.cache_read_input_tokens,
+                event.cache_write_input_tokens,
+                event.output_tokens,
+                event.reasoning_output_tokens,
+                event.total_tokens,
+                1,
+                event.cost,
+                event.currency,
+            ]
+            continue
+        acc[0] += event.input_tokens
+        acc[1] += event.cache_read_input_tokens
+        acc[2] += event.cache_write_input_tokens
+        acc[3] += event.output_tokens
+        acc[4] += event.reasoning_output_tokens
+        acc[5] += event.total_tokens
+        acc[6] += 1
+        if event.cost is not None:
+            acc[7] = event.cost if acc[7] is None else acc[7] + event.cost
+            acc[8] = acc[8] or event.currency
+    buckets: dict[tuple[Any, ...], list[Any]] = {}
+    for key, acc in minutes.items():
+        dims = key[1:]
+        for window, bucket in zip(WINDOWS, bucket_starts(key[0]), strict=True):
+            bucket_key = (window, bucket, *dims)
+            target = buckets.get(bucket_key)
+            if target is None:
+                buckets[bucket_key] = list(acc)
+                continue
+            for index in range(7):
+                target[index] += acc[index]
+            if acc[7] is not None:
+                target[7] = acc[7] if target[7] is None else target[7] + acc[7]
+                target[8] = target[8] or acc[8]
+    return [
+        (*key, *acc[:7], None if acc[7] is None else str(acc[7]), acc[8])
+        for key, acc in buckets.items()
+    ]
 
 
 def _granularity(query: UsageQuery) -> Window | None:
