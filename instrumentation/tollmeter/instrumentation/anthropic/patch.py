@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.anthropic import extract
@@ -230,6 +231,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return wrapped(*args, **kwargs)
+        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         try:
             with self.running(pending, instance):
                 result = wrapped(*args, **kwargs)
@@ -247,6 +249,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return await wrapped(*args, **kwargs)
+        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         try:
             with self.running(pending, instance):
                 result = await wrapped(*args, **kwargs)
@@ -257,22 +260,22 @@ class AnthropicPatch:
         return result if wrapped_result is None else wrapped_result
 
     def stream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        manager = wrapped(*args, **kwargs)
         if not is_instrumentation_enabled():
-            return manager
+            return wrapped(*args, **kwargs)
         pending = self._prepare(instance, kwargs, stream=True)
         if pending is None:
-            return manager
-        return MessageStreamManagerProxy(manager, self, pending, instance)
+            return wrapped(*args, **kwargs)
+        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        return MessageStreamManagerProxy(wrapped(*args, **kwargs), self, pending, instance)
 
     def astream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        manager = wrapped(*args, **kwargs)
         if not is_instrumentation_enabled():
-            return manager
+            return wrapped(*args, **kwargs)
         pending = self._prepare(instance, kwargs, stream=True)
         if pending is None:
-            return manager
-        return AsyncMessageStreamManagerProxy(manager, self, pending, instance)
+            return wrapped(*args, **kwargs)
+        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        return AsyncMessageStreamManagerProxy(wrapped(*args, **kwargs), self, pending, instance)
 
     def start_api_call_span(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any

@@ -1,0 +1,327 @@
+"""The pre-flight guard: ask the collector before each model call, and stop denied calls.
+
+Opt-in with ``tollmeter.configure(guard_url=...)``, the ``TOLLMETER_GUARD_URL``
+environment variable, or ``Guard(url=...).install()``. Before each instrumented call
+the instrumentation estimates the input tokens (tiktoken) plus the requested maximum
+output and posts them to the collector's ``POST /api/v1/check``, which reserves them
+atomically against every matching limit. A denied call raises ``QuotaExceeded``
+before any request reaches the provider; an allowed one carries the reservation id
+on its span (``tollmeter.reservation.id``) so the collector replaces the reservation
+with the actual usage when the span arrives.
+
+When the collector cannot be reached the guard lets calls through (``fail_open``,
+the default) or raises ``GuardUnavailable`` (``fail_closed``); each outage is logged
+once, and so is the recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.util.types import AttributeValue
+
+from tollmeter.instrumentation._attribution import current_attribution
+from tollmeter.instrumentation._budget import (
+    budgets_active,
+    release_budget_ticket,
+    reserve_budgets,
+)
+from tollmeter.instrumentation.errors import GuardUnavailable, QuotaExceeded
+from tollmeter.semconv import attributes as attrs
+from tollmeter.semconv.errors import ConfigurationError
+
+__all__ = [
+    "TOLLMETER_GUARD_FAIL_MODE",
+    "TOLLMETER_GUARD_KEY",
+    "TOLLMETER_GUARD_TIMEOUT",
+    "TOLLMETER_GUARD_URL",
+    "Guard",
+    "GuardDecision",
+    "before_call",
+]
+
+_log = logging.getLogger(__name__)
+
+TOLLMETER_GUARD_URL = "TOLLMETER_GUARD_URL"
+"""Collector management address (``http://127.0.0.1:4319``); unset = no guard."""
+TOLLMETER_GUARD_TIMEOUT = "TOLLMETER_GUARD_TIMEOUT"
+"""Seconds to wait for a check (default 0.5)."""
+TOLLMETER_GUARD_FAIL_MODE = "TOLLMETER_GUARD_FAIL_MODE"
+"""``open`` (default: let calls through when the collector is unreachable) or ``closed``."""
+TOLLMETER_GUARD_KEY = "TOLLMETER_GUARD_KEY"
+"""Bearer key for the collector's management API, when it requires one."""
+
+FailMode = Literal["open", "closed"]
+_MAX_RESPONSE_BYTES = 1024 * 1024
+_OUTPUT_LIMIT_KEYS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardDecision:
+    """The collector's answer for one call (``reachable=False``: let through, fail open)."""
+
+    allowed: bool
+    reservation_id: str | None = None
+    model: str | None = None
+    reachable: bool = True
+
+
+class Guard:
+    """A client of the collector's check API.
+
+    ``apply_downgrade=True`` lets a ``downgrade`` limit switch the call to the cheaper
+    model it suggests; otherwise the suggestion is ignored.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.5,
+        fail_mode: FailMode = "open",
+        api_key: str | None = None,
+        apply_downgrade: bool = False,
+        default_tenant: str = "unknown",
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"guard url must be http(s)://host:port, got {url!r}")
+        if fail_mode not in ("open", "closed"):
+            raise ConfigurationError(
+                f"guard fail_mode must be 'open' or 'closed', got {fail_mode!r}"
+            )
+        if timeout <= 0:
+            raise ConfigurationError(f"guard timeout must be positive, got {timeout!r}")
+        self.url = url.rstrip("/") + "/api/v1/check"
+        self.timeout = timeout
+        self.fail_mode = fail_mode
+        self.apply_downgrade = apply_downgrade
+        self.default_tenant = default_tenant
+        self._headers = {"Content-Type": "application/json", "User-Agent": "tollmeter-guard"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._outage_lock = threading.Lock()
+        self._in_outage = False
+
+    def install(self) -> Guard:
+        """Make this the guard of every instrumented call in the process."""
+        global _INSTALLED
+        _INSTALLED = self
+        return self
+
+    def uninstall(self) -> None:
+        """Stop guarding calls with this guard (settings-based guards apply again)."""
+        global _INSTALLED
+        if _INSTALLED is self:
+            _INSTALLED = None
+
+    def check(
+        self,
+        *,
+        model: str | None,
+        input_tokens: int,
+        max_output_tokens: int,
+        attribution: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> GuardDecision:
+        """Reserve the call's estimate; raises ``QuotaExceeded`` when it is denied."""
+        values = current_attribution() if attribution is None else attribution
+        body: dict[str, Any] = {
+            "tenant": values.get(attrs.TOLLMETER_TENANT_ID) or self.default_tenant,
+            "estimated_input_tokens": max(0, int(input_tokens)),
+            "max_output_tokens": max(0, int(max_output_tokens)),
+            # One id per call, not the app's request id: a request makes several calls.
+            "request_id": request_id or uuid.uuid4().hex,
+        }
+        for key, attribute in (
+            ("project", attrs.TOLLMETER_PROJECT_ID),
+            ("api_key_id", attrs.TOLLMETER_API_KEY_ID),
+            ("feature", attrs.TOLLMETER_FEATURE),
+        ):
+            if values.get(attribute):
+                body[key] = values[attribute]
+        if model:
+            body["model"] = model
+        answer = self._post(body)
+        if answer is None:
+            if self.fail_mode == "closed":
+                raise GuardUnavailable("the tollmeter collector cannot be reached (fail_closed)")
+            return GuardDecision(allowed=True, reachable=False)
+        if not answer.get("allowed"):
+            raise _denial(answer)
+        downgrade = answer.get("downgrade_model")
+        return GuardDecision(
+            allowed=True,
+            reservation_id=answer.get("reservation_id"),
+            model=downgrade if self.apply_downgrade and isinstance(downgrade, str) else None,
+        )
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers=self._headers, method="POST"
+        )
+        try:
+            # The guard's own HTTP call must not become a traced or metered call.
+            with (
+                suppress_instrumentation(),
+                urllib.request.urlopen(request, timeout=self.timeout) as response,
+            ):
+                answer = json.loads(response.read(_MAX_RESPONSE_BYTES))
+            if not isinstance(answer, dict):
+                raise ValueError("check answer is not a JSON object")
+        except (OSError, ValueError) as exc:
+            self._outage(exc)
+            return None
+        self._recovered()
+        return answer
+
+    def _outage(self, exc: Exception) -> None:
+        with self._outage_lock:
+            first, self._in_outage = not self._in_outage, True
+        if first:
+            detail = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+            _log.warning(
+                "tollmeter guard cannot reach %s (%s); failing %s until it answers",
+                self.url,
+                detail,
+                self.fail_mode,
+            )
+
+    def _recovered(self) -> None:
+        with self._outage_lock:
+            was, self._in_outage = self._in_outage, False
+        if was:
+            _log.warning("tollmeter guard reaches %s again", self.url)
+
+
+def _denial(answer: Mapping[str, Any]) -> QuotaExceeded:
+    limit = answer.get("denied_by")
+    remaining = None
+    for status in answer.get("limits") or ():
+        if isinstance(status, dict) and status.get("name") == limit:
+            remaining = status.get("remaining")
+    retry = answer.get("retry_after_s")
+    message = f"quota exceeded: limit {limit!r}"
+    if isinstance(retry, (int, float)):
+        message += f", retry after {retry:g}s"
+    return QuotaExceeded(
+        message,
+        retry_after=float(retry) if isinstance(retry, (int, float)) else None,
+        limit=limit if isinstance(limit, str) else None,
+        remaining=float(remaining) if isinstance(remaining, (int, float)) else None,
+    )
+
+
+_INSTALLED: Guard | None = None
+_BY_URL: dict[str, Guard | None] = {}
+_BY_URL_LOCK = threading.Lock()
+
+
+def active_guard() -> Guard | None:
+    """The installed guard, else the one for ``configure(guard_url=...)`` or
+    ``TOLLMETER_GUARD_URL``."""
+    if _INSTALLED is not None:
+        return _INSTALLED
+    url = _configured_url()
+    if not url:
+        return None
+    try:
+        return _BY_URL[url]
+    except KeyError:
+        with _BY_URL_LOCK:
+            if url not in _BY_URL:
+                _BY_URL[url] = _guard_from_settings(url)
+            return _BY_URL[url]
+
+
+def _configured_url() -> str | None:
+    # Read from configure()'s handle only when configure() has run: importing the module
+    # here would pull in the OTLP exporters for apps that never call it.
+    configure_module = sys.modules.get("tollmeter.instrumentation._configure")
+    handle = getattr(configure_module, "_HANDLE", None)
+    url = getattr(handle, "guard_url", None)
+    if isinstance(url, str) and url:
+        return url
+    return os.environ.get(TOLLMETER_GUARD_URL) or None
+
+
+def _guard_from_settings(url: str) -> Guard | None:
+    fail_mode = os.environ.get(TOLLMETER_GUARD_FAIL_MODE, "open")
+    if fail_mode not in ("open", "closed"):
+        _log.warning(
+            "%s=%r is not open or closed; using open", TOLLMETER_GUARD_FAIL_MODE, fail_mode
+        )
+        fail_mode = "open"
+    timeout = 0.5
+    raw_timeout = os.environ.get(TOLLMETER_GUARD_TIMEOUT)
+    if raw_timeout:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            _log.warning("%s=%r is not a number; using 0.5", TOLLMETER_GUARD_TIMEOUT, raw_timeout)
+    try:
+        return Guard(
+            url,
+            timeout=timeout if timeout > 0 else 0.5,
+            fail_mode="closed" if fail_mode == "closed" else "open",
+            api_key=os.environ.get(TOLLMETER_GUARD_KEY),
+        )
+    except ConfigurationError as exc:
+        _log.warning("tollmeter guard disabled: %s", exc)
+        return None
+
+
+def _max_output(kwargs: Mapping[str, Any]) -> int:
+    for key in _OUTPUT_LIMIT_KEYS:
+        value = kwargs.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def before_call(
+    model: str | None,
+    estimate_input: Callable[[], int],
+    kwargs: MutableMapping[str, Any],
+    attributes: MutableMapping[str, AttributeValue],
+) -> MutableMapping[str, Any]:
+    """Run the budgets and the guard before a model call; the SDK wrappers' one hook.
+
+    Raises ``BudgetExceeded`` or ``QuotaExceeded`` (before any provider request).
+    Returns the keyword arguments to call the SDK with: ``kwargs`` itself, or a copy
+    with the downgraded model. Adds the reservation id to the span ``attributes``.
+    """
+    guard = active_guard()
+    budgeted = False
+    estimate = 0
+    key = model or ""
+    if guard is not None or budgets_active():
+        estimate = estimate_input()
+        budgeted = reserve_budgets(estimate + _max_output(kwargs), key)
+    if guard is None:
+        return kwargs
+    try:
+        decision = guard.check(
+            model=model, input_tokens=estimate, max_output_tokens=_max_output(kwargs)
+        )
+    except QuotaExceeded:
+        if budgeted:
+            release_budget_ticket()
+        raise
+    if decision.reservation_id is not None:
+        attributes[attrs.TOLLMETER_RESERVATION_ID] = decision.reservation_id
+    if decision.model is not None and decision.model != model:
+        _log.info("tollmeter guard: %s downgraded to %s", model, decision.model)
+        kwargs = dict(kwargs)
+        kwargs["model"] = decision.model
+    return kwargs
