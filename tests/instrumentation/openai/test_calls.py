@@ -390,3 +390,30 @@ def test_async_call(
         streamed=streamed,
         port=fake_llm.port,
     )
+
+
+LONG_PROMPT = " ".join(
+    f"Paragraph {n}: the ledger records every token exactly once." for n in range(150)
+)
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_cache_read_and_reasoning_tokens(
+    api: str, client: openai.OpenAI, span_exporter: Any, exchange_of: Any
+) -> None:
+    for _ in range(2):
+        if api == "chat":
+            client.chat.completions.create(
+                model="o3-mini", messages=[{"role": "user", "content": f"{api} {LONG_PROMPT}"}]
+            )
+        else:
+            client.responses.create(model="o3-mini", input=f"{api} {LONG_PROMPT}")
+    attributes = dict(span_exporter.get_finished_spans()[-1].attributes or {})
+    true = exchange_of(attributes).usage
+    assert true.cache_read_tokens > 0
+    assert true.reasoning_tokens > 0
+    assert attributes[attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == true.cache_read_tokens
+    assert attributes[attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == true.reasoning_tokens
+    assert attributes[attrs.GEN_AI_USAGE_INPUT_TOKENS] == true.input_tokens
+    assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == true.output_tokens
