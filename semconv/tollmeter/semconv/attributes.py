@@ -90,9 +90,7 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 """Reasons the model stopped generating tokens, one per choice. Type ``string[]``; origin otel."""
 
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
-"""Whether the response was requested as a stream. Type ``boolean``; origin otel; also read from
-``llm.is_streaming``.
-"""
+"""Whether the response was requested as a stream. Type ``boolean``; origin otel."""
 
 GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
 """The maximum number of tokens the model may generate for a request. Type ``int``; unit
@@ -101,7 +99,7 @@ GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
 
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 """The unique identifier of a conversation (session, thread) the operation belongs to. Type
-``string``; origin otel; also read from ``session.id``.
+``string``; origin otel.
 """
 
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
@@ -343,8 +341,6 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "llm.model_name",
             "embedding.model_name",
         ),
-        GEN_AI_REQUEST_STREAM: ("llm.is_streaming",),
-        GEN_AI_CONVERSATION_ID: ("session.id",),
         GEN_AI_USAGE_INPUT_TOKENS: (
             "gen_ai.usage.prompt_tokens",
             "llm.usage.prompt_tokens",
