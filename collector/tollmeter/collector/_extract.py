@@ -71,18 +71,29 @@ def _convert(value: AnyValue, depth: int = 0) -> object:
 
 
 def _attributes(pairs: Sequence[KeyValue]) -> _Attributes:
-    return {kv.key: _convert(kv.value) for kv in pairs}
+    # The hot path of ingest: scalar values are read inline, without a call per value.
+    out: _Attributes = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out[pair.key] = value.string_value
+        elif kind == "int_value":
+            out[pair.key] = value.int_value
+        else:
+            out[pair.key] = _convert(value)
+    return out
 
 
 def _text(value: object) -> str | None:
     """A label as stored: strings and ints only, cut to ``MAX_LABEL``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if type(value) is str:
+        if len(value) > MAX_LABEL:
+            return value[:MAX_LABEL]
+        return value or None
+    if type(value) is int:
         return str(value)
-    if not isinstance(value, str) or not value:
-        return None
-    return value if len(value) <= MAX_LABEL else value[:MAX_LABEL]
+    return None
 
 
 def event_id(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
@@ -189,8 +200,8 @@ class Extractor:
         failed = span.status.code == Status.STATUS_CODE_ERROR
 
         def label(name: str) -> str | None:
-            found = _text(span_attrs.get(name))
-            return found if found is not None else _text(resource.get(name))
+            found = span_attrs.get(name)
+            return _text(resource.get(name) if found is None else found)
 
         attempt = span_attrs.get(attrs.TOLLMETER_ATTEMPT)
         source = span_attrs.get(attrs.TOLLMETER_USAGE_SOURCE)
