@@ -12,7 +12,9 @@ from tollmeter.semconv import (
     model_of,
     operation_of,
     provider_of,
+    usage_from_attributes,
 )
+from tollmeter.semconv import attributes as attrs
 
 
 @pytest.mark.parametrize(
@@ -116,3 +118,25 @@ def test_model_of(
     attributes: Mapping[str, object], expected: tuple[str | None, str | None]
 ) -> None:
     assert model_of(attributes) == expected
+
+
+def _reads(canonical: str, alias: str) -> bool:
+    probes = {
+        attrs.GEN_AI_PROVIDER_NAME: lambda: provider_of({alias: "openai"}) == "openai",
+        attrs.GEN_AI_REQUEST_MODEL: lambda: model_of({alias: "m"})[0] == "m",
+        attrs.GEN_AI_RESPONSE_MODEL: lambda: model_of({alias: "m"})[1] == "m",
+        attrs.GEN_AI_OPERATION_NAME: lambda: any(
+            operation_of({alias: value}) is not None
+            for value in ("chat", "LLM", "workflow", "embedding")
+        ),
+    }
+    probe = probes.get(canonical, lambda: usage_from_attributes({alias: 5}) is not None)
+    return probe()
+
+
+@pytest.mark.parametrize(
+    ("canonical", "alias"),
+    [(name, alias) for name, aliases in attrs.ALIASES.items() for alias in aliases],
+)
+def test_every_registered_alias_is_read(canonical: str, alias: str) -> None:
+    assert _reads(canonical, alias)
