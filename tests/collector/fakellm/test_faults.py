@@ -10,6 +10,8 @@ import httpx
 import httpx2
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-haiku-4-5"
@@ -258,3 +260,66 @@ def test_faults_with_async_clients(fake_llm):
 
 def test_server_keeps_serving_after_faults(oai):
     assert _chat(oai).choices[0].message.content
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 2000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_fields = st.sampled_from(
+    [
+        "messages", "input", "prompt", "tools", "tool_choice", "n", "max_tokens",
+        "max_completion_tokens", "max_output_tokens", "stream", "stream_options", "system",
+        "thinking", "response_format", "text", "encoding_format", "dimensions", "instructions",
+    ]
+)  # fmt: skip
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "tool", "x"])},
+        optional={"content": _json_values, "tool_calls": _json_values, "name": _json_values},
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(
+        [
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/messages",
+        ]
+    ),
+    messages=_messages,
+    extra=st.dictionaries(_fields, _json_values, max_size=5),
+)
+def test_hostile_bodies_never_crash_the_server(fake_llm, http, path, messages, extra):
+    body = {"model": "gpt-4o", "messages": messages, "max_tokens": 16, **extra}
+    response = http.post(f"{fake_llm.url}{path}", json=body)
+    assert response.status_code in (200, 400), response.text
+
+
+def test_replies_too_large_to_prepare_are_refused(oai):
+    with pytest.raises(openai.BadRequestError):
+        _chat(oai, n=100, extra_headers={"x-fake-reply-tokens": "30000"})
+    with pytest.raises(openai.BadRequestError):
+        _chat(oai, extra_headers={"x-fake-reply-tokens": "1000000"})

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -133,11 +135,11 @@ class _Endpoint:
             model, suffix = split_model(model)
             directives = parse_directives(request.headers, suffix)
         except _Problem as problem:
-            exchange = _replace(base, status=problem.status)
+            exchange = replace(base, status=problem.status)
             return self._error(exchange, problem.status, problem.message, param=problem.param)
         except FaultError as err:
             return self._error(base, 400, str(err))
-        base = _replace(
+        base = replace(
             base, model=model, stream=body.get("stream") is True, faults=directives.as_list()
         )
         status = directives.error_status(attempt)
@@ -146,15 +148,17 @@ class _Endpoint:
             message = (
                 "Rate limit reached (injected)" if status == 429 else "Server error (injected)"
             )
-            return self._error(_replace(base, status=status), status, message, headers=extra)
+            return self._error(replace(base, status=status), status, message, headers=extra)
         try:
-            prepared = self.handler(Call(body, model, directives, self.state.cache))
+            # Off the event loop: counting a 4 MiB prompt must not stall other clients.
+            call = Call(body, model, directives, self.state.cache)
+            prepared = await run_in_threadpool(self.handler, call)
         except BadRequest as err:
             return self._error(base, 400, err.message, param=err.param)
         except Exception:
             # A bug here must answer like a provider outage, not crash the connection.
             logger.exception("fake LLM handler failed for %s", self.path)
-            return self._error(_replace(base, status=500), 500, "internal error")
+            return self._error(replace(base, status=500), 500, "internal error")
         return self._play(base, prepared, directives)
 
     def _play(self, base: Exchange, prepared: Prepared, directives: Directives) -> PlayedResponse:
@@ -165,7 +169,7 @@ class _Endpoint:
             whole = chunks[0]
             chunks, cut = [whole[: len(whole) // 2], whole[len(whole) // 2 :]], 1
         reported = prepared.provider_usage is not None and (cut is None or cut >= len(chunks))
-        exchange = _replace(
+        exchange = replace(
             base,
             status=200,
             response_id=prepared.response_id,
@@ -184,10 +188,6 @@ class _Endpoint:
             first_delay=directives.first_token_delay,
             cut_after=cut,
         )
-
-
-def _replace(exchange: Exchange, **changes: Any) -> Exchange:
-    return Exchange(**{**exchange.__dict__, **changes})
 
 
 def _inspection_routes(state: FakeLLMState) -> list[Route]:

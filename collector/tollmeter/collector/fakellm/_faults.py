@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs
 
-__all__ = ["FAULTS", "Directives", "FaultError", "parse_directives", "split_model"]
+__all__ = [
+    "FAULTS",
+    "MAX_REPLY_TOKENS",
+    "Directives",
+    "FaultError",
+    "parse_directives",
+    "split_model",
+]
 
 Fault = Literal["429", "500", "slow", "disconnect", "no-usage"]
 FAULTS: tuple[Fault, ...] = ("429", "500", "slow", "disconnect", "no-usage")
@@ -36,7 +43,9 @@ _DEFAULT_DELAY_MS = 500.0
 _DEFAULT_DISCONNECT_AFTER = 3
 _DEFAULT_RETRY_AFTER = 1.0
 _MAX_DELAY_MS = 600_000.0
-_MAX_REPLY_TOKENS = 100_000
+MAX_REPLY_TOKENS = 32_768
+_MAX_COUNT = 1_000_000
+_MAX_RETRY_AFTER = 3600.0
 
 # (header, suffix key)
 _KEYS: dict[str, tuple[str, str]] = {
@@ -124,29 +133,20 @@ def parse_directives(headers: Mapping[str, str], suffix: Mapping[str, str]) -> D
         if item not in FAULTS:
             raise FaultError(f"unknown fault {item!r}; known: {', '.join(FAULTS)}")
         faults.add(item)
-    directives = Directives(faults=frozenset(faults))
-    values: dict[str, float | int] = {}
-    if "delay_ms" in raw:
-        values["delay_ms"] = _number("delay_ms", raw["delay_ms"], 0, _MAX_DELAY_MS)
-    if "disconnect_after" in raw:
-        values["disconnect_after"] = int(
-            _number("disconnect_after", raw["disconnect_after"], 0, 1_000_000)
-        )
-    if "retry_after" in raw:
-        values["retry_after"] = _number("retry_after", raw["retry_after"], 0, 3600)
-    if "attempts" in raw:
-        values["attempts"] = int(_number("attempts", raw["attempts"], 0, 1_000_000))
-    if "reply_tokens" in raw:
-        values["reply_tokens"] = int(
-            _number("reply_tokens", raw["reply_tokens"], 1, _MAX_REPLY_TOKENS)
-        )
-    if not values:
-        return directives
+
+    def number(name: str, low: float, high: float) -> float | None:
+        return _number(name, raw[name], low, high) if name in raw else None
+
+    delay = number("delay_ms", 0, _MAX_DELAY_MS)
+    after = number("disconnect_after", 0, _MAX_COUNT)
+    retry = number("retry_after", 0, _MAX_RETRY_AFTER)
+    attempts = number("attempts", 0, _MAX_COUNT)
+    reply = number("reply_tokens", 1, MAX_REPLY_TOKENS)
     return Directives(
-        faults=directives.faults,
-        delay_ms=float(values.get("delay_ms", directives.delay_ms)),
-        disconnect_after=int(values.get("disconnect_after", directives.disconnect_after)),
-        retry_after=float(values.get("retry_after", directives.retry_after)),
-        attempts=int(values["attempts"]) if "attempts" in values else None,
-        reply_tokens=int(values["reply_tokens"]) if "reply_tokens" in values else None,
+        faults=frozenset(faults),
+        delay_ms=_DEFAULT_DELAY_MS if delay is None else delay,
+        disconnect_after=_DEFAULT_DISCONNECT_AFTER if after is None else int(after),
+        retry_after=_DEFAULT_RETRY_AFTER if retry is None else retry,
+        attempts=None if attempts is None else int(attempts),
+        reply_tokens=None if reply is None else int(reply),
     )

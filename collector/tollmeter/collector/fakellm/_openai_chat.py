@@ -12,6 +12,7 @@ from tollmeter.collector.fakellm._reply import (
     BadRequest,
     Call,
     Prepared,
+    check_volume,
     chunk_text,
     is_reasoning_model,
     new_id,
@@ -180,6 +181,7 @@ def chat_completions(call: Call) -> Prepared:
     n = optional_int(body, "n") or 1
     if n > _MAX_CHOICES:
         raise BadRequest(f"n must be at most {_MAX_CHOICES}", "n")
+    check_volume(n, call.directives)
     cap = optional_int(body, "max_completion_tokens", "max_tokens")
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):

@@ -14,6 +14,7 @@ from tollmeter.collector.fakellm._reply import (
     BadRequest,
     Call,
     Prepared,
+    check_volume,
     new_id,
     now,
     optional_int,
@@ -53,6 +54,7 @@ def completions(call: Call) -> Prepared:
     n = optional_int(body, "n") or 1
     if n * len(prompts) > _MAX_CHOICES:
         raise BadRequest(f"at most {_MAX_CHOICES} choices per request", "n")
+    check_volume(n * len(prompts), call.directives)
     cap = optional_int(body, "max_tokens")
     if cap is None:
         cap = 16  # the legacy API's documented default

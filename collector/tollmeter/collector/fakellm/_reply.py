@@ -15,18 +15,23 @@ from tollmeter.collector.fakellm._journal import Usage
 from tollmeter.collector.fakellm._text import Seed, words
 
 __all__ = [
+    "MAX_REQUEST_OUTPUT",
     "BadRequest",
     "Call",
     "Prepared",
     "Text",
+    "check_volume",
+    "chunk_text",
     "is_reasoning_model",
     "new_id",
+    "now",
     "optional_int",
     "plan_output",
     "reply",
     "require_list",
 ]
 
+MAX_REQUEST_OUTPUT = 262_144
 _DEFAULT_REPLY = (16, 48)
 _DEFAULT_REASONING = (64, 192)
 _NON_REASONING_PREFIXES = ("gpt-5-chat",)
@@ -121,6 +126,13 @@ def require_list(body: Mapping[str, Any], name: str) -> Sequence[Any]:
     if not isinstance(value, list) or not value:
         raise BadRequest(f"{name} must be a non-empty array", name)
     return value
+
+
+def check_volume(choices: int, directives: Directives) -> None:
+    """Refuse replies so large that preparing them would stall the server."""
+    per_choice = directives.reply_tokens or _DEFAULT_REPLY[1]
+    if choices * per_choice > MAX_REQUEST_OUTPUT:
+        raise BadRequest(f"at most {MAX_REQUEST_OUTPUT} output tokens per request", "n")
 
 
 def plan_output(
