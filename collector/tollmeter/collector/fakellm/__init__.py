@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from tollmeter.collector.fakellm._app import MAX_BODY_BYTES, FakeLLMState, create_app
 from tollmeter.collector.fakellm._cli import fake_llm
+from tollmeter.collector.fakellm._errors import FakeLLMError
 from tollmeter.collector.fakellm._journal import Exchange, Usage
-from tollmeter.collector.fakellm._server import FakeLLMError, FakeLLMServer
+from tollmeter.collector.fakellm._server import FakeLLMServer
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -15,6 +15,7 @@ from tollmeter.collector.fakellm._tokens import preload
 __all__ = ["STARTUP_FAILURE", "fake_llm"]
 
 STARTUP_FAILURE = 3
+_PRELOAD_TIMEOUT_S = 120.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -39,7 +40,7 @@ def fake_llm(ctx: click.Context, host: str, port: int) -> None:
     ``<url>/v1``, Anthropic clients ``<url>``. See docs/fake-llm.md for faults and cache rules.
     """
     try:
-        preload()
+        preload(_PRELOAD_TIMEOUT_S)
         sock = bind_socket(host, port)
     except Exception as exc:
         click.echo(f"fake-llm: cannot start: {exc}", err=True)

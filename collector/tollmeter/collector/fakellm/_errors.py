@@ -5,9 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-__all__ = ["Provider", "error_body", "retry_headers"]
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["FakeLLMError", "Provider", "error_body", "retry_headers"]
 
 Provider = Literal["openai", "anthropic"]
+
+
+class FakeLLMError(TollmeterError, RuntimeError):
+    """The fake LLM server could not start or stop in time."""
+
 
 _OPENAI_TYPES = {
     400: ("invalid_request_error", None),

@@ -12,17 +12,13 @@ from typing import Any
 import uvicorn
 
 from tollmeter.collector.fakellm._app import FakeLLMState, create_app
+from tollmeter.collector.fakellm._errors import FakeLLMError
 from tollmeter.collector.fakellm._journal import Exchange
 from tollmeter.collector.fakellm._tokens import preload
-from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["FakeLLMError", "FakeLLMServer", "bind_socket"]
+__all__ = ["FakeLLMServer", "bind_socket", "uvicorn_config"]
 
 _GRACEFUL_SHUTDOWN_S = 2.0
-
-
-class FakeLLMError(TollmeterError, RuntimeError):
-    """The fake LLM server could not start or stop in time."""
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -96,7 +92,7 @@ class FakeLLMServer:
     def start(self, timeout: float = 10.0) -> FakeLLMServer:
         if self._thread is not None:
             raise FakeLLMError("the fake LLM server is already running")
-        preload()
+        preload(timeout)
         self._socket = bind_socket(self.host, self._port)
         self._server = uvicorn.Server(uvicorn_config(create_app(self.state)))
         self._thread = threading.Thread(

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import tiktoken
+
+from tollmeter.collector.fakellm._errors import FakeLLMError
 
 __all__ = [
     "OVERHEAD",
@@ -71,10 +74,31 @@ def encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
-def preload() -> None:
-    """Load every encoding up front so that no request pays for (or fails on) loading one."""
-    for name in _ENCODINGS:
-        encoding(name)
+def preload(timeout: float) -> None:
+    """Load every encoding up front so that no request pays for (or fails on) loading one.
+
+    tiktoken downloads a missing encoding without a timeout, so loading runs in a helper
+    thread bounded by ``timeout``.
+    """
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for name in _ENCODINGS:
+                encoding(name)
+        except Exception as exc:  # handed over to the caller's thread below
+            failures.append(exc)
+
+    loader = threading.Thread(target=load, name="fake-llm-tiktoken", daemon=True)
+    loader.start()
+    loader.join(timeout)
+    hint = "tiktoken encodings are needed offline: set TIKTOKEN_CACHE_DIR to a filled cache"
+    if loader.is_alive():
+        raise FakeLLMError(f"loading tiktoken encodings took over {timeout:g} s; {hint}")
+    if failures:
+        raise FakeLLMError(f"cannot load tiktoken encodings ({failures[0]}); {hint}") from failures[
+            0
+        ]
 
 
 def encode(text: str, encoding_name: str) -> list[int]:
