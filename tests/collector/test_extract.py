@@ -133,6 +133,19 @@ def test_current_otel_chat_span_becomes_one_event() -> None:
             ("openai", "chat", 7, 2, 9),
         ),
         (
+            "anthropic native",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.request.model": "claude-sonnet-4-5",
+                "gen_ai.usage.input_tokens": 160,
+                "gen_ai.usage.cache_read.input_tokens": 100,
+                "gen_ai.usage.cache_write.input_tokens": 50,
+                "gen_ai.usage.output_tokens": 20,
+            },
+            ("anthropic", "chat", 160, 20, 180),
+        ),
+        (
             "embeddings",
             {
                 "gen_ai.operation.name": "embeddings",

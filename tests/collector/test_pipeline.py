@@ -261,6 +261,23 @@ def _fields(event: UsageEvent) -> dict[str, Any]:
     return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
 
 
+async def test_a_failing_pricer_stores_usage_unpriced(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def price_all(self, events):
+            raise RuntimeError("price table corrupt")
+
+    pipeline = await started(ledger, pricer=Broken())
+    try:
+        result = await pipeline.ingest_traces(chat_request(1, 2))
+        assert result.events == 2
+        assert [e.cost for e in ledger.read_events(0, 10)] == [None, None]
+        assert "storing them unpriced" in caplog.text
+    finally:
+        await pipeline.stop(timeout=10)
+
+
 async def test_meters_are_rebuilt_at_start(ledger: Ledger) -> None:
     pipeline = await started(ledger)
     await pipeline.ingest_traces(chat_request(1, 4, **{"tollmeter.project.id": "web"}))

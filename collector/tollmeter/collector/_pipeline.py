@@ -198,22 +198,19 @@ class Pipeline:
         """
         weight = sum(
             len(scope.spans)
-            for rs in request.resource_spans
-            for rs_scope in [rs]
-            for scope in rs_scope.scope_spans
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
         )
         self._reserve(weight)
         try:
             extracted = self._extractor.extract(request, bound_tenant=bound_tenant)
+            events = self._priced(extracted.events)
         except BaseException:
             self._release(weight)
             raise
         with self._lock:
             self._stats.spans_accepted += extracted.accepted_spans
             self._stats.spans_rejected += extracted.rejected_spans
-        events = extracted.events
-        if events and self._pricer is not None:
-            events = self._pricer.price_all(events)
         result = await self._submit(events, weight) if events else None
         if result is None:
             self._release(weight)
@@ -231,6 +228,16 @@ class Pipeline:
             return AppendResult()
         self._reserve(len(events))
         return await self._submit(events, len(events))
+
+    def _priced(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        if not events or self._pricer is None:
+            return events
+        try:
+            return self._pricer.price_all(events)
+        except Exception:
+            # A pricing bug must not lose usage: the events are stored without a cost.
+            logger.exception("pricing %d usage events failed; storing them unpriced", len(events))
+            return events
 
     def _reserve(self, weight: int) -> None:
         with self._lock:
