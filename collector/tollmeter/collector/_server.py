@@ -25,6 +25,8 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
+from tollmeter.collector.limits import LimitsService
+from tollmeter.collector.limits._attach import attach_limits
 from tollmeter.collector.receivers import GrpcReceiver, OtlpIngest, SignalSink, http_receiver_app
 from tollmeter.collector.storage import Ledger
 from tollmeter.semconv.errors import TollmeterError
@@ -68,6 +70,7 @@ class Collector:
         self._management_server: EmbeddedServer | None = None
         self._shutdown_hooks: list[ShutdownHook] = []
         self._receivers_bound = False
+        self.limits: LimitsService | None = None
 
     # -- wiring for features -------------------------------------------------
 
@@ -165,6 +168,7 @@ class Collector:
         self._pipeline = build_pipeline(config, self._ledger)
         await self._pipeline.start()
         self._management.add_routes(usage_api_routes(self._ledger, self._pipeline))
+        self.limits = attach_limits(self)
         if config.management.enabled:
             self._management_server = EmbeddedServer(
                 self._management.app, config.management.endpoint, name="management API"

@@ -1,0 +1,132 @@
+"""Limits inside a real collector: OTLP spans reconcile reservations, expiry, admin keys."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+LIMITS = {
+    "reservation_ttl": "1s",
+    "rules": [{"name": "quota", "limit": 10_000, "window": "day", "alert_at": [0.5]}],
+}
+
+
+def _send(running, spans) -> None:
+    exporter = OTLPSpanExporter(endpoint=f"{running.http_endpoint}/v1/traces", timeout=10)
+    try:
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+
+
+def _check(client, **body):
+    answer = client.post("/api/v1/check", json={"tenant": "tenant-a", **body})
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _wait(predicate, timeout=10.0):
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return True
+        pause.wait(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def running(collector_factory):
+    return collector_factory(limits=LIMITS)
+
+
+@pytest.fixture
+def client(running):
+    with httpx.Client(base_url=running.management_url, timeout=10) as made:
+        yield made
+
+
+def test_spans_with_a_reservation_id_replace_the_reservation(running, client, make_spans):
+    reserved = _check(client, estimated_input_tokens=3000, max_output_tokens=1000)
+    rid = reserved["reservation_id"]
+    _send(
+        running,
+        make_spans(1, input_tokens=100, output_tokens=20, extra={"tollmeter.reservation.id": rid}),
+    )
+    assert _wait(lambda: running.collector.limits.engine.reservation(rid) is None)
+    status = client.get("/api/v1/tenants/tenant-a/status").json()
+    assert status["limits"][0]["remaining"] == 10_000 - 120
+    [event] = running.events()
+    assert event.reservation_id == rid
+
+
+def test_usage_from_apps_that_never_check_counts(running, client, make_spans):
+    _send(running, make_spans(5, input_tokens=1900, output_tokens=100, id_prefix="bulk"))
+    assert _wait(lambda: client.get("/api/v1/tenants/tenant-a/status").json()["blocked"])
+    denied = _check(client, estimated_input_tokens=10)
+    assert (denied["allowed"], denied["denied_by"]) == (False, "quota")
+    # Another tenant has its own counter.
+    assert _check(client, tenant="tenant-b", estimated_input_tokens=10)["allowed"]
+
+
+def test_unreported_reservation_expires_into_the_ledger_once(running, client):
+    rid = _check(client, estimated_input_tokens=700, model="gpt-4o-mini")["reservation_id"]
+    assert _wait(lambda: any(e.reservation_id == rid for e in running.events()))
+    [event] = [e for e in running.events() if e.reservation_id == rid]
+    assert (event.usage_source, event.input_tokens, event.collector_id) == (
+        "reservation",
+        700,
+        "test-collector",
+    )
+    assert running.collector.limits.engine.reservation(rid) is None
+    status = client.get("/api/v1/tenants/tenant-a/status").json()
+    assert status["limits"][0]["remaining"] == 10_000 - 700
+    assert len([e for e in running.events() if e.reservation_id == rid]) == 1
+
+
+def test_gateway_reconcile_goes_through_the_pipeline(running, client):
+    rid = _check(client, estimated_input_tokens=500)["reservation_id"]
+    answer = client.post(
+        "/api/v1/reconcile",
+        json={"reservation_id": rid, "input_tokens": 50, "output_tokens": 5, "provider": "openai"},
+    )
+    assert answer.status_code == 200, answer.text
+    [event] = running.events()
+    assert (event.total_tokens, event.sequence) == (55, answer.json()["sequence"])
+    status = client.get("/api/v1/tenants/tenant-a/status").json()
+    assert status["limits"][0]["remaining"] == 10_000 - 55
+
+
+def test_limits_state_survives_a_restart(collector_factory, make_spans):
+    first = collector_factory(limits=LIMITS | {"reservation_ttl": "1h"})
+    with httpx.Client(base_url=first.management_url, timeout=10) as client:
+        rid = _check(client, estimated_input_tokens=6000)["reservation_id"]
+    first.stop()
+    second = collector_factory(limits=LIMITS | {"reservation_ttl": "1h"})
+    with httpx.Client(base_url=second.management_url, timeout=10) as client:
+        assert not _check(client, estimated_input_tokens=5000)["allowed"]
+        _send(
+            second,
+            make_spans(
+                1, input_tokens=10, output_tokens=0, extra={"tollmeter.reservation.id": rid}
+            ),
+        )
+        assert _wait(
+            lambda: (
+                client.get("/api/v1/tenants/tenant-a/status").json()["limits"][0]["remaining"]
+                == 10_000 - 10
+            )
+        )
+
+
+def test_the_limits_api_needs_an_admin_key_when_keys_are_configured(collector_factory):
+    running = collector_factory(limits=LIMITS, management={"admin_keys": ["sekret"]})
+    with httpx.Client(base_url=running.management_url, timeout=10) as client:
+        body = {"tenant": "tenant-a", "estimated_input_tokens": 1}
+        assert client.post("/api/v1/check", json=body).status_code == 401
+        assert client.put("/api/v1/limits", json={"rules": []}).status_code == 401
+        headers = {"Authorization": "Bearer sekret"}
+        assert client.post("/api/v1/check", json=body, headers=headers).json()["allowed"]
