@@ -207,6 +207,31 @@ async def test_storage_failure_fails_the_request_not_the_pipeline(tmp_path: Path
     await pipeline.stop(timeout=10)
 
 
+async def test_a_bad_request_does_not_fail_the_requests_committed_with_it(ledger: Ledger) -> None:
+    pipeline = await started(ledger, commit_interval_s=0.05)
+    poisoned = UsageEvent(
+        event_id="bad",
+        event_time_ns=START_NS,
+        provider="openai",
+        operation="chat",
+        tenant_id="acme",
+        input_tokens=2**70,  # cannot be stored in SQLite
+    )
+    try:
+        good, bad = await asyncio.gather(
+            pipeline.ingest_traces(chat_request(1, 3)),
+            pipeline.append_events([poisoned]),
+            return_exceptions=True,
+        )
+        assert isinstance(good, IngestResult)
+        assert good.events == 3
+        assert isinstance(bad, OverflowError)
+        assert ledger.last_sequence() == 3
+        assert pipeline.stats().pending_spans == 0
+    finally:
+        await pipeline.stop(timeout=10)
+
+
 async def test_subscribers_see_new_events_and_cannot_break_ingest(ledger: Ledger) -> None:
     pipeline = await started(ledger)
     seen: list[str] = []

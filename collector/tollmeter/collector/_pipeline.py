@@ -300,12 +300,19 @@ class Pipeline:
         try:
             result = self._ledger.append(events)
         except Exception as exc:
+            if len(jobs) > 1:
+                # One bad request must not fail the others it was grouped with.
+                logger.warning(
+                    "group commit of %d requests failed; committing each alone", len(jobs)
+                )
+                for job in jobs:
+                    self._commit([job])
+                return
             logger.exception("ledger commit of %d events failed", len(events))
             with self._lock:
                 self._stats.commit_failures += 1
-                self._stats.pending_spans -= sum(job.weight for job in jobs)
-            for job in jobs:
-                _resolve(job, exc)
+                self._stats.pending_spans -= jobs[0].weight
+            _resolve(jobs[0], exc)
             return
         if result.committed:
             for subscriber in self._subscribers:
