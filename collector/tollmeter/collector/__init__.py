@@ -19,22 +19,37 @@ from tollmeter.collector._config_values import (
     InvalidSetting,
     Section,
 )
+from tollmeter.collector._extract import Extractor, ExtractResult
+from tollmeter.collector._meters import Meters, MeterTotals
+from tollmeter.collector._pipeline import IngestResult, Pipeline, PipelineFull, PipelineStats
+from tollmeter.collector._records import UsageEvent
 from tollmeter.collector._server import Collector, StartupError
+from tollmeter.collector._usage_api import usage_routes
 
 __all__: list[str] = [
     "Collector",
     "Config",
     "ConfigProblem",
     "Endpoint",
+    "ExtractResult",
+    "Extractor",
     "GrpcReceiverConfig",
     "HttpReceiverConfig",
     "IngestConfig",
+    "IngestResult",
     "InvalidConfig",
     "InvalidSetting",
     "ManagementConfig",
+    "MeterTotals",
+    "Meters",
+    "Pipeline",
+    "PipelineFull",
+    "PipelineStats",
     "ReceiversConfig",
     "Section",
     "StartupError",
     "StorageConfig",
     "Unauthenticated",
+    "UsageEvent",
+    "usage_routes",
 ]
