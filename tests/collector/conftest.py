@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -25,6 +26,7 @@ from opentelemetry.trace import SpanKind
 from tollmeter.collector._config import Config
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector._server import Collector
+from tollmeter.collector.storage import AppendResult, SQLiteLedger, register_ledger
 
 _T = TypeVar("_T")
 
@@ -98,6 +100,17 @@ def collector_config(tmp_path: Path, **sections: Any) -> Config:
 
 
 @pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """``make_config(**sections)``: the test defaults (free ports, ledger in tmp_path)
+    merged with ``sections``."""
+
+    def factory(**sections: Any) -> Config:
+        return collector_config(tmp_path, **sections)
+
+    return factory
+
+
+@pytest.fixture
 def collector_factory(tmp_path: Path) -> Iterator[Callable[..., RunningCollector]]:
     """Start real collectors on free ports; all are stopped after the test."""
     started: list[RunningCollector] = []
@@ -129,6 +142,50 @@ def make_spans() -> Callable[..., list[ReadableSpan]]:
 def tenant_totals() -> Callable[[Sequence[UsageEvent]], dict[str, tuple[int, int, int]]]:
     """Sums events per tenant; see :func:`totals`."""
     return totals
+
+
+class GatedLedger(SQLiteLedger):
+    """A real SQLite ledger whose appends wait for ``gate``, then take ``delay_s``:
+    the way to hold commits back and fill the pipeline on purpose."""
+
+    opened: ClassVar[list[GatedLedger]] = []
+
+    def __init__(self, path: str | None, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.appending = threading.Event()
+        self.delay_s = 0.0
+        GatedLedger.opened.append(self)
+
+    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
+        self.appending.set()
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        time.sleep(self.delay_s)
+        return super().append(events)
+
+
+register_ledger("gated-sqlite", GatedLedger)
+
+
+@pytest.fixture
+def gated_collector(
+    collector_factory: Callable[..., RunningCollector], tmp_path: Path
+) -> Callable[..., tuple[RunningCollector, GatedLedger]]:
+    """``gated_collector(max_pending_spans=N, **sections)`` -> (collector, its GatedLedger)."""
+
+    def factory(
+        max_pending_spans: int = 100_000, **sections: Any
+    ) -> tuple[RunningCollector, GatedLedger]:
+        running = collector_factory(
+            storage={"url": f"gated-sqlite:///{tmp_path / 'gated.db'}"},
+            ingest={"max_pending_spans": max_pending_spans, "commit_interval": "1ms"},
+            **sections,
+        )
+        return running, GatedLedger.opened[-1]
+
+    return factory
 
 
 def genai_spans(

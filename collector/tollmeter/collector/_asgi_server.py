@@ -39,6 +39,7 @@ class EmbeddedServer:
         self._name = name
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
         self.endpoint: Endpoint | None = None
 
     async def start(self, *, timeout: float = 10.0) -> Endpoint:
@@ -51,6 +52,7 @@ class EmbeddedServer:
                 f"cannot listen on {self._requested} ({self._name}): {exc.strerror or exc}"
             ) from None
         sock.setblocking(False)
+        self._socket = sock
         config = uvicorn.Config(
             self._app,
             log_config=None,
@@ -61,15 +63,14 @@ class EmbeddedServer:
         )
         server = _QuietServer(config)
         self._server = server
-        self._task = asyncio.create_task(
-            server.serve(sockets=[sock]), name=f"tollmeter-{self._name}"
-        )
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"tollmeter-{self._name}")
+        self._task = task
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not server.started:
-            if self._task.done():
-                sock.close()
-                self._task.result()
+            if task.done():
+                await self.stop(timeout=0)
+                task.result()  # re-raises whatever ended it
                 raise OSError(f"{self._name} server stopped during start-up")
             if loop.time() > deadline:
                 await self.stop(timeout=1.0)
@@ -81,9 +82,9 @@ class EmbeddedServer:
 
     async def stop(self, *, timeout: float) -> None:
         """Stop accepting, let open requests finish within ``timeout``, then cancel them."""
-        server, task = self._server, self._task
-        self._server = self._task = None
-        if server is None or task is None:
+        server, task, sock = self._server, self._task, self._socket
+        self._server, self._task, self._socket = None, None, None
+        if server is None or task is None or sock is None:
             return
         server.should_exit = True
         try:
@@ -94,3 +95,7 @@ class EmbeddedServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for listener in getattr(server, "servers", ()):
+                listener.close()
+        finally:
+            sock.close()

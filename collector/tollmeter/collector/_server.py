@@ -25,6 +25,7 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
+from tollmeter.collector.export import ExportService, install_export
 from tollmeter.collector.limits import LimitsService
 from tollmeter.collector.limits._attach import attach_limits
 from tollmeter.collector.receivers import GrpcReceiver, OtlpIngest, SignalSink, http_receiver_app
@@ -71,6 +72,7 @@ class Collector:
         self._shutdown_hooks: list[ShutdownHook] = []
         self._receivers_bound = False
         self.limits: LimitsService | None = None
+        self.export: ExportService | None = None
 
     # -- wiring for features -------------------------------------------------
 
@@ -148,7 +150,8 @@ class Collector:
         try:
             await self._start()
         except BaseException as exc:
-            await self._teardown(grace=0.0)
+            # Nothing was acknowledged yet: a short grace only lets listeners close cleanly.
+            await self._teardown(grace=1.0)
             self._state = _State.STOPPED
             if isinstance(exc, (OSError, TollmeterError)) and not isinstance(exc, StartupError):
                 raise StartupError(str(exc)) from exc
@@ -169,6 +172,13 @@ class Collector:
         await self._pipeline.start()
         self._management.add_routes(usage_api_routes(self._ledger, self._pipeline))
         self.limits = attach_limits(self)
+        self.export = install_export(
+            self,
+            config.export,
+            data_dir=config.data_dir,
+            collector_id=config.collector_id,
+            shutdown_timeout_s=config.shutdown_grace,
+        )
         if config.management.enabled:
             self._management_server = EmbeddedServer(
                 self._management.app, config.management.endpoint, name="management API"

@@ -3,10 +3,7 @@ standard exporters retry until everything is committed exactly once."""
 
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,41 +18,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from tollmeter.collector.storage import SQLiteLedger, register_ledger
-
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-class GatedLedger(SQLiteLedger):
-    """A real SQLite ledger whose appends wait for a gate, then take ``delay_s``."""
-
-    instances: list[GatedLedger] = []  # noqa: RUF012 - registry of opened test ledgers
-
-    def __init__(self, path: str | None, **options: Any) -> None:
-        super().__init__(path, **options)
-        self.gate = threading.Event()
-        self.gate.set()
-        self.appending = threading.Event()
-        self.delay_s = 0.0
-        GatedLedger.instances.append(self)
-
-    def append(self, events):
-        self.appending.set()
-        if not self.gate.wait(timeout=30):
-            raise TimeoutError("test gate never opened")
-        time.sleep(self.delay_s)
-        return super().append(events)
-
-
-register_ledger("gated-sqlite", GatedLedger)
-
-
-def gated_collector(collector_factory, tmp_path: Path, max_pending_spans: int):
-    running = collector_factory(
-        storage={"url": f"gated-sqlite:///{tmp_path / 'gated.db'}"},
-        ingest={"max_pending_spans": max_pending_spans, "commit_interval": "1ms"},
-    )
-    return running, GatedLedger.instances[-1]
 
 
 def grpc_export(endpoint: str, payload: bytes) -> ExportTraceServiceResponse:
@@ -66,8 +29,8 @@ def grpc_export(endpoint: str, payload: bytes) -> ExportTraceServiceResponse:
         return stub(payload, timeout=30)
 
 
-def test_full_pipeline_answers_with_retry_advice(collector_factory, tmp_path, make_spans):
-    running, ledger = gated_collector(collector_factory, tmp_path, max_pending_spans=2)
+def test_full_pipeline_answers_with_retry_advice(gated_collector, make_spans):
+    running, ledger = gated_collector(max_pending_spans=2)
     ledger.gate.clear()
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(
@@ -104,8 +67,8 @@ def test_full_pipeline_answers_with_retry_advice(collector_factory, tmp_path, ma
     assert running.collector.pipeline.stats().refused_full == 2
 
 
-def test_real_exporters_retry_and_nothing_is_lost(collector_factory, tmp_path, make_spans):
-    running, ledger = gated_collector(collector_factory, tmp_path, max_pending_spans=2)
+def test_real_exporters_retry_and_nothing_is_lost(gated_collector, make_spans):
+    running, ledger = gated_collector(max_pending_spans=2)
     ledger.delay_s = 0.05
     batches = [make_spans(5, tenant=f"t{worker}", id_prefix=f"w{worker}") for worker in range(6)]
 

@@ -1,0 +1,167 @@
+"""Collector lifecycle: start-up failures, warnings, shutdown order, in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tollmeter.collector import Collector, StartupError
+from tollmeter.collector.storage import open_ledger
+
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def grpc_export(endpoint: str, payload: bytes) -> ExportTraceServiceResponse:
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = channel.unary_unary(
+            TRACES, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+        return stub(payload, timeout=30)
+
+
+@pytest.mark.parametrize("section", ["receivers.grpc", "receivers.http", "management"])
+def test_address_in_use_is_a_startup_error_that_leaves_nothing_behind(
+    make_config, busy_port, section
+):
+    *parents, leaf = section.split(".")
+    sections: dict = {}
+    node = sections
+    for name in [*parents, leaf]:
+        node = node.setdefault(name, {})
+    node["endpoint"] = f"127.0.0.1:{busy_port}"
+    config = make_config(**sections)
+
+    async def scenario() -> None:
+        collector = Collector(config)
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{busy_port}"):
+            await collector.start()
+        with pytest.raises(RuntimeError, match="not started"):
+            _ = collector.ledger
+        # Everything opened before the failure was released: the same data starts again.
+        async with Collector(make_config()) as again:
+            assert again.ledger.last_sequence() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_non_loopback_address_without_keys_is_warned_about(make_config, caplog):
+    # 192.0.2.1 (TEST-NET-1) is never local: binding fails, after the warning.
+    config = make_config(receivers={"http": {"endpoint": "192.0.2.1:0"}})
+    with (
+        caplog.at_level(logging.WARNING, logger="tollmeter.collector"),
+        pytest.raises(StartupError, match=r"cannot listen on 192\.0\.2\.1:0"),
+    ):
+        asyncio.run(Collector(config).start())
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "192.0.2.1:0" in warning.getMessage()
+    assert "no admin or ingest keys" in warning.getMessage()
+
+    caplog.clear()
+    keyed = make_config(
+        receivers={"http": {"endpoint": "192.0.2.1:0"}},
+        management={"ingest_keys": {"k": None}, "admin_keys": ["a"]},
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="tollmeter.collector"),
+        pytest.raises(StartupError),
+    ):
+        asyncio.run(Collector(keyed).start())
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_lifecycle_misuse(make_config):
+    async def scenario() -> None:
+        collector = Collector(make_config())
+        await collector.stop()  # never started: nothing to do
+        with pytest.raises(RuntimeError, match="starts once"):
+            await collector.start()
+        running = Collector(make_config())
+        await running.start()
+        with pytest.raises(RuntimeError, match="starts once"):
+            await running.start()
+        await running.stop()
+        await running.stop()
+        with pytest.raises(RuntimeError):
+            _ = running.grpc_endpoint
+
+    asyncio.run(scenario())
+
+
+def test_disabled_listeners(make_config):
+    async def scenario() -> None:
+        config = make_config(receivers={"http": {"enabled": False}}, management={"enabled": False})
+        async with Collector(config) as collector:
+            assert collector.grpc_endpoint.startswith("127.0.0.1:")
+            with pytest.raises(RuntimeError):
+                _ = collector.http_endpoint
+            with pytest.raises(RuntimeError):
+                _ = collector.management_url
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_hooks_run_after_the_drain_and_before_the_ledger_closes(make_config, caplog):
+    seen: list[str] = []
+
+    async def scenario() -> None:
+        collector = Collector(make_config())
+
+        async def failing() -> None:
+            seen.append("failing")
+            raise RuntimeError("export target gone")
+
+        async def final_export() -> None:
+            seen.append(f"ready={collector.pipeline.ready}")
+            seen.append(f"sequence={collector.ledger.last_sequence()}")
+
+        collector.on_shutdown(failing)
+        collector.on_shutdown(final_export)
+        await collector.start()
+        await collector.stop()
+
+    with caplog.at_level(logging.ERROR, logger="tollmeter.collector"):
+        asyncio.run(scenario())
+    assert seen == ["failing", "ready=False", "sequence=0"]
+    assert "shutdown hook" in caplog.text
+
+
+def test_stop_commits_the_request_in_flight(gated_collector, make_spans, tmp_path):
+    running, ledger = gated_collector()
+    ledger.gate.clear()
+    payload = encode_spans(make_spans(3)).SerializeToString()
+    with ThreadPoolExecutor(2) as pool:
+        sent = pool.submit(grpc_export, running.grpc_endpoint, payload)
+        assert ledger.appending.wait(10)
+        stopping = pool.submit(running.stop)
+        # The listeners close while the request in flight is still held by the ledger.
+        for _ in range(200):
+            try:
+                httpx.get(f"{running.management_url}/healthz", timeout=1)
+            except httpx.TransportError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the management API still answers during shutdown")
+        assert not sent.done()
+        ledger.gate.set()
+        assert not sent.result(30).HasField("partial_success")
+        stopping.result(30)
+    with open_ledger(f"sqlite:///{tmp_path / 'gated.db'}") as reopened:
+        assert len(reopened.read_events(0, 100)) == 3
