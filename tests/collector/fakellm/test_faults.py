@@ -323,3 +323,17 @@ def test_replies_too_large_to_prepare_are_refused(oai):
         _chat(oai, n=100, extra_headers={"x-fake-reply-tokens": "30000"})
     with pytest.raises(openai.BadRequestError):
         _chat(oai, extra_headers={"x-fake-reply-tokens": "1000000"})
+
+
+def test_chunk_delay_paces_a_stream(oai):
+    stream = _chat(
+        oai,
+        stream=True,
+        extra_headers={"x-fake-chunk-delay-ms": "5000"},
+        timeout=openai.Timeout(10, read=1),
+    )
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    with pytest.raises(openai.APITimeoutError):
+        next(iter(stream))
+    stream.close()

@@ -186,6 +186,7 @@ class _Endpoint:
             media_type=_SSE if streaming else _JSON,
             streaming=streaming,
             first_delay=directives.first_token_delay,
+            chunk_delay=directives.chunk_delay_ms / 1000,
             cut_after=cut,
         )
 

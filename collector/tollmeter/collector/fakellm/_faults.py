@@ -4,19 +4,15 @@ A request chooses them with ``x-fake-*`` headers, or, for clients that cannot se
 with a query-style suffix on the model name: ``gpt-4o-mini?fault=429&retry_after=2``. The
 suffix is stripped before the model is used anywhere. Headers win over the suffix.
 
-=====================  ====================  =================================================
-header                 model suffix key      meaning
-=====================  ====================  =================================================
-``x-fake-fault``       ``fault``             comma-separated: ``429``, ``500``, ``slow``,
-                                             ``disconnect``, ``no-usage``
-``x-fake-delay-ms``    ``delay_ms``          ``slow``: delay before the first token (500)
-``x-fake-disconnect-   ``disconnect_after``  ``disconnect``: chunks sent before the cut (3)
-after``
-``x-fake-retry-after`` ``retry_after``       ``429``: seconds in ``retry-after`` (1)
-``x-fake-fault-        ``attempts``          ``429``/``500`` only while the client's retry
-attempts``                                   count is below this (default: always)
-``x-fake-reply-tokens`` ``reply_tokens``     reply length in tokens before ``max_tokens``
-=====================  ====================  =================================================
+* ``x-fake-fault`` / ``fault``: comma-separated ``429``, ``500``, ``slow``, ``disconnect``,
+  ``no-usage``;
+* ``x-fake-delay-ms`` / ``delay_ms``: the ``slow`` delay before the first token (500);
+* ``x-fake-disconnect-after`` / ``disconnect_after``: chunks sent before the cut (3);
+* ``x-fake-retry-after`` / ``retry_after``: seconds announced with a ``429`` (1);
+* ``x-fake-fault-attempts`` / ``attempts``: ``429``/``500`` only while the client's retry
+  count is below this (default: on every attempt);
+* ``x-fake-reply-tokens`` / ``reply_tokens``: reply length before the output cap;
+* ``x-fake-chunk-delay-ms`` / ``chunk_delay_ms``: pause between stream chunks (0).
 """
 
 from __future__ import annotations
@@ -43,6 +39,7 @@ _DEFAULT_DELAY_MS = 500.0
 _DEFAULT_DISCONNECT_AFTER = 3
 _DEFAULT_RETRY_AFTER = 1.0
 _MAX_DELAY_MS = 600_000.0
+_MAX_CHUNK_DELAY_MS = 60_000.0
 MAX_REPLY_TOKENS = 32_768
 _MAX_COUNT = 1_000_000
 _MAX_RETRY_AFTER = 3600.0
@@ -55,6 +52,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "retry_after": ("x-fake-retry-after", "retry_after"),
     "attempts": ("x-fake-fault-attempts", "attempts"),
     "reply_tokens": ("x-fake-reply-tokens", "reply_tokens"),
+    "chunk_delay_ms": ("x-fake-chunk-delay-ms", "chunk_delay_ms"),
 }
 
 
@@ -70,6 +68,7 @@ class Directives:
     retry_after: float = _DEFAULT_RETRY_AFTER
     attempts: int | None = None
     reply_tokens: int | None = None
+    chunk_delay_ms: float = 0.0
 
     def error_status(self, retry_count: int) -> int | None:
         """The error status to answer with instead of a reply, if any."""
@@ -142,6 +141,7 @@ def parse_directives(headers: Mapping[str, str], suffix: Mapping[str, str]) -> D
     retry = number("retry_after", 0, _MAX_RETRY_AFTER)
     attempts = number("attempts", 0, _MAX_COUNT)
     reply = number("reply_tokens", 1, MAX_REPLY_TOKENS)
+    pause = number("chunk_delay_ms", 0, _MAX_CHUNK_DELAY_MS)
     return Directives(
         faults=frozenset(faults),
         delay_ms=_DEFAULT_DELAY_MS if delay is None else delay,
@@ -149,4 +149,5 @@ def parse_directives(headers: Mapping[str, str], suffix: Mapping[str, str]) -> D
         retry_after=_DEFAULT_RETRY_AFTER if retry is None else retry,
         attempts=None if attempts is None else int(attempts),
         reply_tokens=None if reply is None else int(reply),
+        chunk_delay_ms=pause or 0.0,
     )

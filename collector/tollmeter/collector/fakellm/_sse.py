@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -41,12 +42,13 @@ def install_log_filter() -> None:
 
 
 class PlayedResponse:
-    """Sends ``chunks`` one by one, optionally late or cut off.
+    """Sends ``chunks`` one by one, optionally late, paced or cut off.
 
     ``first_delay`` is slept before the first chunk: after the headers for a stream (the
     client sees the call succeed, then waits for the first token) and before the headers for
-    a plain body. ``cut_after`` drops the connection once that many chunks have been sent; a
-    plain body is then declared at its full length, so the client sees a truncated body.
+    a plain body. ``chunk_delay`` paces the chunks of a stream. ``cut_after`` drops the
+    connection once that many chunks have been sent; a plain body is declared at its full
+    length, so the client sees a truncated body.
     """
 
     def __init__(
@@ -58,12 +60,14 @@ class PlayedResponse:
         media_type: str,
         streaming: bool,
         first_delay: float = 0.0,
+        chunk_delay: float = 0.0,
         cut_after: int | None = None,
     ) -> None:
         self.status = status
         self.chunks = list(chunks)
         self.streaming = streaming
         self.first_delay = first_delay
+        self.chunk_delay = chunk_delay
         self.cut_after = cut_after
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         raw.append((b"content-type", media_type.encode()))
@@ -75,15 +79,41 @@ class PlayedResponse:
         self.raw_headers = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.streaming and self.first_delay:
-            await asyncio.sleep(self.first_delay)
-        await send(
-            {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
-        )
-        if self.streaming and self.first_delay:
-            await asyncio.sleep(self.first_delay)
+        left = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, left))
+        try:
+            await self._play(send, left)
+        finally:
+            watcher.cancel()
+
+    async def _play(self, send: Send, left: asyncio.Event) -> None:
+        if not self.streaming and await _pause(self.first_delay, left):
+            return
+        start = {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
+        await send(start)
+        if self.streaming and await _pause(self.first_delay, left):
+            return
         for index, chunk in enumerate(self.chunks):
             if self.cut_after is not None and index >= self.cut_after:
                 raise StreamCut
+            if index and self.streaming and await _pause(self.chunk_delay, left):
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, left: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    left.set()
+
+
+async def _pause(seconds: float, left: asyncio.Event) -> bool:
+    """Sleep, but wake as soon as the client goes away (a slow reply must not outlive it).
+
+    Returns whether the client has left.
+    """
+    if seconds > 0 and not left.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(left.wait(), seconds)
+    return left.is_set()
