@@ -216,3 +216,16 @@ def test_readers_in_other_threads_see_commits(ledger: Ledger, make_event) -> Non
     assert errors == []
     assert ledger.last_sequence() == 200
     assert seen
+
+
+def test_schema_version_is_recorded_and_newer_schemas_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    open_ledger(url).close()
+    open_ledger(url).close()  # reopening migrates nothing
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="newer than this tollmeter"):
+        open_ledger(url)

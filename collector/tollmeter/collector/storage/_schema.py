@@ -69,7 +69,6 @@ _V1 = (
     + ", ".join(_event_column(name) for name in EVENT_COLUMNS)
     + ")",
     "CREATE INDEX usage_events_time ON usage_events (event_time_ns)",
-    "CREATE INDEX usage_events_tenant_time ON usage_events (tenant_id, event_time_ns)",
     "CREATE TABLE dedupe_keys (event_id TEXT PRIMARY KEY, seen_ns INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX dedupe_keys_seen ON dedupe_keys (seen_ns)",
     "CREATE TABLE rollups (granularity TEXT NOT NULL, bucket INTEGER NOT NULL, "
