@@ -1,0 +1,28 @@
+"""tollmeter: meter LLM token usage with OpenTelemetry.
+
+``tollmeter.configure`` and ``tollmeter.attribute`` are re-exported lazily from
+``tollmeter.instrumentation`` so that importing ``tollmeter.collector`` or
+``tollmeter.semconv`` never loads the instrumentation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+# The other portions (semconv, collector) live in other folders in a source checkout.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+if TYPE_CHECKING:
+    from tollmeter.instrumentation import attribute, configure
+
+__all__ = ["attribute", "configure"]
+
+_LAZY = frozenset(__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from tollmeter import instrumentation
+
+        return getattr(instrumentation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
