@@ -8,9 +8,9 @@ returned to the caller, which dispatches them outside the lock.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,7 +71,7 @@ class LimitEngine:
         *,
         clock: Callable[[], float] = time.time,
         cost_estimator: CostEstimator | None = None,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
@@ -240,6 +240,9 @@ class LimitEngine:
         self, rule: Rule, key: tuple[str, ...], counter: Counter, now: float, out: list[Notice]
     ) -> None:
         fraction = rule.window.used_fraction(counter)
+        alert_at = rule.config.alert_at
+        if fraction <= 1.0 + _EPSILON and (not alert_at or fraction + _EPSILON < alert_at[0]):
+            return
         window = rule.window.window_id(counter, now)
         keymap = dict(zip(rule.config.group_by, key, strict=True))
         used = rule.config.limit * fraction

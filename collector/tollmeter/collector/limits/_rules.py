@@ -139,36 +139,42 @@ class TokenBucket:
 class CalendarWindow:
     """A day, ISO week or month in a time zone, reset at the period boundary."""
 
-    __slots__ = ("capacity", "period", "retention_s", "tz")
+    __slots__ = ("_current", "capacity", "period", "retention_s", "tz")
 
     def __init__(self, limit: float, config: CalendarWindowConfig) -> None:
         self.capacity = limit
         self.period = config.period
         self.tz = ZoneInfo(config.timezone)
         self.retention_s = 32 * 86400.0
+        # (start, end, label) of the period last asked about: checks hit it almost always.
+        self._current = (0.0, 0.0, "")
 
-    def _start(self, when: float) -> datetime:
+    def _bounds(self, when: float) -> tuple[float, float, str]:
+        current = self._current
+        if current[0] <= when < current[1]:
+            return current
         local = datetime.fromtimestamp(when, self.tz)
-        day = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
         if self.period == "week":
-            day -= timedelta(days=day.weekday())
+            start -= timedelta(days=start.weekday())
         elif self.period == "month":
-            day = day.replace(day=1)
-        return day
-
-    def _end(self, start: datetime) -> datetime:
+            start = start.replace(day=1)
         # Aware arithmetic with a ZoneInfo is wall-clock arithmetic: a day that crosses a
         # DST change still ends at local midnight.
         if self.period == "day":
-            return start + timedelta(days=1)
-        if self.period == "week":
-            return start + timedelta(days=7)
-        if start.month == 12:
-            return start.replace(year=start.year + 1, month=1)
-        return start.replace(month=start.month + 1)
+            end = start + timedelta(days=1)
+        elif self.period == "week":
+            end = start + timedelta(days=7)
+        elif start.month == 12:
+            end = start.replace(year=start.year + 1, month=1)
+        else:
+            end = start.replace(month=start.month + 1)
+        bounds = (start.timestamp(), end.timestamp(), start.date().isoformat())
+        self._current = bounds
+        return bounds
 
     def period_of(self, when: float) -> float:
-        return self._start(when).timestamp()
+        return self._bounds(when)[0]
 
     def new_counter(self, now: float) -> Counter:
         return Counter(0.0, self.period_of(now))
@@ -196,10 +202,10 @@ class CalendarWindow:
         return self.reset_at(counter, now) - now
 
     def reset_at(self, counter: Counter, now: float) -> float:
-        return self._end(datetime.fromtimestamp(counter.stamp, self.tz)).timestamp()
+        return self._bounds(counter.stamp)[1]
 
     def window_id(self, counter: Counter, now: float) -> str:
-        return datetime.fromtimestamp(counter.stamp, self.tz).date().isoformat()
+        return self._bounds(counter.stamp)[2]
 
 
 class Rule:

@@ -1,0 +1,177 @@
+"""Check latency and throughput, in process and over HTTP, against baselines in the same run.
+
+Measures:
+
+- ``in_process``: ``LimitEngine.check`` (one reservation against two matching limits, a
+  token bucket and a calendar day) timed call by call; baseline ``in_process_noop``: a
+  Python function call doing nothing, timed the same way.
+- ``http``: ``POST /api/v1/check`` on a uvicorn server in its own process (one core),
+  driven by ``--clients`` concurrent keep-alive connections from this process;
+  baseline ``http_noop``: a ``POST`` route on the same server that reads the JSON body
+  and answers ``{}``. The ratio isolates the limits work from HTTP and client costs.
+
+Prints one JSON object. Usage: ``python benchmarks/check.py --clients 16 --requests 20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from tollmeter.collector.limits import CheckRequest, LimitEngine, LimitsConfig
+
+LIMITS = {
+    "reservation_ttl": "1h",
+    "rules": [
+        {"name": "tpm", "limit": 1e12, "window": {"per": "1m"}, "action": "throttle"},
+        {"name": "daily", "limit": 1e15, "window": "day", "alert_at": [0.8]},
+    ],
+}
+
+
+def _percentiles(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+    return {
+        "p50_us": ordered[len(ordered) // 2] / 1000,
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000,
+        "mean_us": statistics.fmean(ordered) / 1000,
+    }
+
+
+def bench_in_process(count: int) -> dict[str, Any]:
+    engine = LimitEngine(LimitsConfig.from_mapping(LIMITS))
+    requests = [
+        CheckRequest(tenant=f"tenant-{i % 100}", model="gpt-4o", estimated_input_tokens=500)
+        for i in range(count)
+    ]
+    clock = time.perf_counter_ns
+    samples = []
+    for request in requests:
+        started = clock()
+        engine.check(request)
+        samples.append(clock() - started)
+
+    def noop(request: CheckRequest) -> None:
+        return None
+
+    baseline = []
+    for request in requests:
+        started = clock()
+        noop(request)
+        baseline.append(clock() - started)
+    return {"in_process": _percentiles(samples), "in_process_noop": _percentiles(baseline)}
+
+
+def serve(port: int) -> None:
+    """The server process: the limits routes plus a no-op route, on one event loop."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tollmeter.collector.limits import LimitsService, limits_routes
+
+    service = LimitsService(LimitsConfig.from_mapping(LIMITS))
+    service.start()
+
+    async def noop(request: Request) -> Response:
+        await request.json()
+        return JSONResponse({})
+
+    routes = [*limits_routes(service), Route("/noop", noop, methods=["POST"])]
+    uvicorn.run(
+        Starlette(routes=routes),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+async def _drive(url: str, path: str, clients: int, total: int) -> dict[str, Any]:
+    samples: list[int] = []
+    per_client = total // clients
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def one(worker: int) -> None:
+            for i in range(per_client):
+                body = {
+                    "tenant": f"tenant-{(worker * per_client + i) % 100}",
+                    "model": "gpt-4o",
+                    "estimated_input_tokens": 500,
+                }
+                started = time.perf_counter_ns()
+                answer = await client.post(path, json=body)
+                samples.append(time.perf_counter_ns() - started)
+                answer.raise_for_status()
+
+        await asyncio.gather(*(one(w) for w in range(min(clients, 8))))  # warm up
+        samples.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(one(w) for w in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {"requests_per_s": len(samples) / elapsed, **_percentiles(samples)}
+
+
+def bench_http(clients: int, total: int) -> dict[str, Any]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the benchmark server did not start") from None
+                time.sleep(0.05)
+        check = asyncio.run(_drive(url, "/api/v1/check", clients, total))
+        noop = asyncio.run(_drive(url, "/noop", clients, total))
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {
+        "clients": clients,
+        "http": check,
+        "http_noop": noop,
+        "throughput_ratio_vs_noop": check["requests_per_s"] / noop["requests_per_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=20_000, help="HTTP requests per route")
+    parser.add_argument("--in-process", type=int, default=200_000, help="in-process checks")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    result = {"benchmark": "check", **bench_in_process(args.in_process)}
+    result["in_process_checks_per_s"] = 1e6 / result["in_process"]["mean_us"]
+    result.update(bench_http(args.clients, args.requests))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
