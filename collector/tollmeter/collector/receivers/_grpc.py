@@ -127,8 +127,9 @@ class GrpcReceiver:
         address = str(self._config.endpoint)
         try:
             port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {address} (gRPC): {exc}") from None
+        except RuntimeError:
+            # gRPC's own message only points at GRPC_VERBOSITY; the cause is nearly always this.
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen on {address} (gRPC): address in use or unavailable")
         await server.start()

@@ -1,0 +1,299 @@
+"""``tollmeter collector``, ``tollmeter usage`` and ``tollmeter validate-config``.
+
+Exit codes: 0 success; 1 the collector could not start (address in use,
+unusable ledger) or the management API could not be queried; 2 invalid
+configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tollmeter.collector import _settings as settings
+from tollmeter.collector._config import Config
+from tollmeter.collector._config_values import InvalidConfig, parse_duration
+
+__all__ = ["collector_command", "usage_command", "validate_config_command"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+EXIT_STARTUP_FAILURE = 1
+EXIT_INVALID_CONFIG = 2
+
+_logger = logging.getLogger("tollmeter.collector.cli")
+
+# CLI option -> (setting, configuration key).
+_COLLECTOR_FLAGS: dict[str, settings.Setting] = {
+    "grpc_endpoint": settings.GRPC_ENDPOINT,
+    "http_endpoint": settings.HTTP_ENDPOINT,
+    "management_endpoint": settings.MANAGEMENT_ENDPOINT,
+    "data_dir": settings.DATA_DIR,
+    "storage_url": settings.STORAGE_URL,
+    "log_level": settings.LOG_LEVEL,
+}
+
+
+def _option(name: str, setting: settings.Setting, **kwargs: Any) -> Callable[[_F], _F]:
+    return click.option(
+        name,
+        envvar=setting.name,
+        show_envvar=True,
+        default=setting.default,
+        show_default=setting.default is not None,
+        help=setting.doc,
+        **kwargs,
+    )
+
+
+def _fail_config(error: InvalidConfig) -> None:
+    click.echo("invalid configuration:", err=True)
+    for problem in error.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_INVALID_CONFIG)
+
+
+def _load(config_file: Path | None, flags: Mapping[str, object]) -> Config:
+    try:
+        return Config.load(config_file, environ=os.environ, overrides=flags)
+    except InvalidConfig as exc:
+        _fail_config(exc)
+        raise  # unreachable: _fail_config exits
+
+
+@click.command("collector")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=settings.CONFIG.name,
+    show_envvar=True,
+    help=settings.CONFIG.doc,
+)
+@_option("--grpc-endpoint", settings.GRPC_ENDPOINT)
+@_option("--http-endpoint", settings.HTTP_ENDPOINT)
+@_option("--management-endpoint", settings.MANAGEMENT_ENDPOINT)
+@_option("--data-dir", settings.DATA_DIR)
+@_option("--storage-url", settings.STORAGE_URL)
+@_option(
+    "--log-level", settings.LOG_LEVEL, type=click.Choice(["debug", "info", "warning", "error"])
+)
+@click.pass_context
+def collector_command(
+    ctx: click.Context, /, config_file: Path | None, **options: str | None
+) -> None:
+    """Run the collector: OTLP in, usage ledger, management API.
+
+    Stops gracefully on SIGTERM or Ctrl-C (a second one forces exit).
+    """
+    # Only values really given (flag or variable) override the file; the shown
+    # defaults are the configuration's own.
+    flags: dict[str, object] = {}
+    for name, value in options.items():
+        source = ctx.get_parameter_source(name)
+        if value is not None and source is click.core.ParameterSource.COMMANDLINE:
+            key = _COLLECTOR_FLAGS[name].key
+            if key is not None:
+                flags[key] = value
+    config = _load(config_file, flags)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config.log_level != "debug":
+        # uvicorn announces each of the two embedded servers; the collector says where it listens.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    sys.exit(asyncio.run(_serve(config)))
+
+
+async def _serve(config: Config) -> int:
+    from tollmeter.collector._server import Collector, StartupError
+
+    collector = Collector(config)
+    try:
+        await collector.start()
+    except StartupError as exc:
+        click.echo(f"tollmeter collector: cannot start: {exc}", err=True)
+        return EXIT_STARTUP_FAILURE
+    lines = [
+        ("OTLP/gRPC", collector.grpc_endpoint if config.receivers.grpc.enabled else None),
+        ("OTLP/HTTP", collector.http_endpoint if config.receivers.http.enabled else None),
+        ("management API", collector.management_url if config.management.enabled else None),
+    ]
+    for what, where in lines:
+        if where is not None:
+            click.echo(f"tollmeter collector: {what} listening on {where}")
+    click.echo(f"tollmeter collector: ledger {config.storage_url}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    restore = _install_signal_handlers(stop)
+    try:
+        await stop.wait()
+        _logger.info("shutting down")
+        await collector.stop()
+    finally:
+        restore()
+    return 0
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: graceful stop. Second: immediate exit."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def handle(signum: int) -> None:
+        if stop.is_set():
+            _logger.error(
+                "second %s: exiting without finishing shutdown", signal.Signals(signum).name
+            )
+            os._exit(128 + signum)
+        _logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, handle, signum)
+
+    def restore() -> None:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+    return restore
+
+
+@click.command("validate-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate_config_command(file: Path) -> None:
+    """Check a configuration FILE: print OK, or every problem (exit code 2)."""
+    try:
+        Config.load(file)
+    except InvalidConfig as exc:
+        _fail_config(exc)
+    click.echo(f"OK: {file}")
+
+
+@click.command("usage")
+@_option("--url", settings.URL)
+@_option("--admin-key", settings.ADMIN_KEY)
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--project", help="Only this project.")
+@click.option("--model", help="Only this model.")
+@click.option("--feature", help="Only this feature.")
+@click.option(
+    "--group-by",
+    default="tenant",
+    show_default=True,
+    help="Comma-separated dimensions: tenant, project, model, feature, api_key, usage_source.",
+)
+@click.option("--window", help="Also split by window: minute, hour, day or month.")
+@click.option("--since", help="Start: an ISO 8601 time, or a duration ago such as 24h or 7d.")
+@click.option("--until", help="End (exclusive): an ISO 8601 time, or a duration ago.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the API.")
+def usage_command(
+    url: str,
+    admin_key: str | None,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    timeout: float,
+    **filters: str | None,
+) -> None:
+    """Show token usage from a running collector as a table."""
+    query = {name: value for name, value in filters.items() if value}
+    try:
+        if since:
+            query["start"] = _moment(since)
+        if until:
+            query["end"] = _moment(until)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    target = f"{url.rstrip('/')}/api/v1/usage?{urllib.parse.urlencode(query)}"
+    request = urllib.request.Request(target, headers={"Accept": "application/json"})
+    if admin_key:
+        request.add_header("Authorization", f"Bearer {admin_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip()
+        click.echo(f"tollmeter usage: HTTP {exc.code} from {url}: {detail}", err=True)
+        sys.exit(EXIT_INVALID_CONFIG if exc.code == 400 else 1)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"tollmeter usage: cannot reach {url}: {exc}", err=True)
+        sys.exit(1)
+    document = json.loads(body)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    click.echo(format_table(document.get("rows", [])))
+
+
+def _moment(text: str) -> str:
+    """An ISO 8601 time as given, or ``now - duration`` for ``24h``, ``7d``..."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected an ISO 8601 time or a duration, got {text!r}") from None
+        return text
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
+
+
+def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """JSON rows as an aligned text table: numbers right-aligned, all-null columns left out."""
+    if not rows:
+        return "(no usage)"
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    # Dimensions not grouped by are null in every row: leave them out.
+    columns = [column for column in columns if any(row.get(column) is not None for row in rows)]
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    numeric = [all(_is_number(row.get(column)) for row in rows) for column in columns]
+    widths = [
+        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
+    ]
+
+    def render(values: Sequence[str]) -> str:
+        parts = [
+            value.rjust(width) if is_number else value.ljust(width)
+            for value, width, is_number in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [render(columns), render(["-" * width for width in widths])]
+    lines.extend(render(line) for line in cells)
+    return "\n".join(lines)
+
+
+def _is_number(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)

@@ -1,0 +1,199 @@
+"""The collector's CLI commands: validate-config, usage, collector start-up failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from tollmeter.collector._cli_collector import format_table
+from tollmeter.collector.cli import main
+
+TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def export(running, spans) -> None:
+    exporter = OTLPSpanExporter(endpoint=running.grpc_endpoint, insecure=True)
+    try:
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+
+
+class TestValidateConfig:
+    def test_ok(self, tmp_path):
+        path = tmp_path / "ok.yaml"
+        path.write_text("receivers: {grpc: {endpoint: '127.0.0.1:5317'}}\n")
+        result = invoke("validate-config", str(path))
+        assert result.exit_code == 0
+        assert result.output == f"OK: {path}\n"
+
+    def test_every_problem_and_exit_2(self, tmp_path):
+        path = tmp_path / "bad.yaml"
+        path.write_text("receivers: {grpc: {endpoint: nope}}\ningest: {dedupe_windw: 1d}\n")
+        result = invoke("validate-config", str(path))
+        assert result.exit_code == 2
+        assert f"{path}: receivers.grpc.endpoint: expected 'host:port'" in result.output
+        assert f"{path}: ingest.dedupe_windw: unknown key" in result.output
+
+    def test_the_environment_does_not_leak_into_validation(self, tmp_path):
+        path = tmp_path / "ok.yaml"
+        path.write_text("log_level: info\n")
+        result = invoke("validate-config", str(path), env={"TOLLMETER_GRPC_ENDPOINT": "bad"})
+        assert result.exit_code == 0
+
+
+def test_collector_help_shows_defaults_and_variables():
+    result = invoke("collector", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for fragment in [
+        "--grpc-endpoint",
+        "env var: TOLLMETER_GRPC_ENDPOINT",
+        "default: 127.0.0.1:4317",
+        "env var: TOLLMETER_MANAGEMENT_ENDPOINT",
+        "env var: TOLLMETER_DATA_DIR",
+        "default: ./tollmeter-data",
+        "env var: TOLLMETER_CONFIG",
+    ]:
+        assert fragment in text
+
+
+class TestUsageCommand:
+    def test_table_and_json(self, collector, make_spans):
+        export(collector, make_spans(3, tenant="acme", input_tokens=1500))
+        export(collector, make_spans(1, tenant="globex", id_prefix="g"))
+        result = invoke("usage", "--url", collector.management_url)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert lines[0].split()[0] == "tenant"
+        assert "input_tokens" in lines[0]
+        acme = next(line for line in lines if line.startswith("acme"))
+        assert "4,500" in acme.split()
+        assert "model" not in lines[0]  # not grouped by model: column left out
+
+        result = invoke(
+            "usage", "--url", collector.management_url, "--json", "--group-by", "tenant,model"
+        )
+        document = json.loads(result.output)
+        rows = {row["tenant"]: row for row in document["rows"]}
+        assert rows["acme"]["input_tokens"] == 4500
+        assert rows["acme"]["model"] == "gpt-4o-mini"
+        assert rows["globex"]["requests"] == 1
+
+    def test_filters_and_since(self, collector, make_spans):
+        export(collector, make_spans(2, tenant="acme"))
+        result = invoke(
+            "usage", "--url", collector.management_url, "--tenant", "nobody", "--since", "1h"
+        )
+        assert result.exit_code == 0
+        assert result.output.strip() == "(no usage)"
+        result = invoke("usage", "--url", collector.management_url, "--since", "yesterday")
+        assert result.exit_code == 2
+        assert "ISO 8601" in result.output
+
+    def test_admin_key_from_the_environment(self, collector_factory):
+        running = collector_factory(management={"admin_keys": ["s3cret"]})
+        denied = invoke("usage", "--url", running.management_url)
+        assert denied.exit_code == 1
+        assert "HTTP 401" in denied.output
+        allowed = invoke(
+            "usage", "--url", running.management_url, env={"TOLLMETER_ADMIN_KEY": "s3cret"}
+        )
+        assert allowed.exit_code == 0, allowed.output
+
+    def test_bad_group_by_is_reported(self, collector):
+        result = invoke("usage", "--url", collector.management_url, "--group-by", "planet")
+        assert result.exit_code == 2
+        assert "HTTP 400" in result.output
+
+    def test_unreachable_collector(self):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        result = invoke("usage", "--url", f"http://127.0.0.1:{port}", "--timeout", "5")
+        assert result.exit_code == 1
+        assert "cannot reach" in result.output
+
+
+def test_format_table():
+    rows = [
+        {"tenant": "acme", "model": None, "input_tokens": 1234567, "cost": "0.50"},
+        {"tenant": "b", "model": None, "input_tokens": 5, "cost": None},
+    ]
+    assert format_table(rows).splitlines() == [
+        "tenant  input_tokens  cost",
+        "------  ------------  ----",
+        "acme       1,234,567  0.50",
+        "b                  5",
+    ]
+    assert format_table([]) == "(no usage)"
+
+
+def run_collector(*args: str, env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [TOLLMETER, "collector", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_address_in_use_exits_1_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_collector(
+            "--grpc-endpoint",
+            f"127.0.0.1:{port}",
+            "--http-endpoint",
+            "127.0.0.1:0",
+            "--management-endpoint",
+            "127.0.0.1:0",
+            env_extra={},
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    errors = [
+        line for line in result.stderr.splitlines() if line.startswith("tollmeter collector:")
+    ]
+    assert errors == [
+        f"tollmeter collector: cannot start: cannot listen on 127.0.0.1:{port} (gRPC): "
+        "address in use or unavailable"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "message"),
+    [
+        (["--config", "missing.yaml"], {}, "missing.yaml: <file>: cannot read"),
+        (
+            [],
+            {"TOLLMETER_HTTP_ENDPOINT": "nope"},
+            "environment variable TOLLMETER_HTTP_ENDPOINT: receivers.http.endpoint",
+        ),
+        (["--management-endpoint", "x"], {}, "command line: management.endpoint"),
+    ],
+)
+def test_invalid_configuration_exits_2(tmp_path, args, env_extra, message):
+    result = run_collector(*args, env_extra=env_extra, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "tollmeter-data").exists()
