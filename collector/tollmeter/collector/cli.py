@@ -21,6 +21,16 @@ def main() -> None:
     """Meter LLM token usage per tenant with OpenTelemetry."""
 
 
+from tollmeter.collector._cli_collector import (  # noqa: E402
+    collector_command,
+    usage_command,
+    validate_config_command,
+)
+
+main.add_command(collector_command)
+main.add_command(usage_command)
+main.add_command(validate_config_command)
+
 from tollmeter.collector.fakellm import fake_llm  # noqa: E402
 
 main.add_command(fake_llm)
