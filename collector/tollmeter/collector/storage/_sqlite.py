@@ -93,10 +93,14 @@ class SQLiteLedger(Ledger):
         self._closed = False
         with _wrapped("open ledger"):
             self._writer = self._connect()
-            self._writer.execute("PRAGMA journal_mode=WAL")
-            self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            migrate(self._writer)
-            row = self._writer.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
+            try:
+                self._writer.execute("PRAGMA journal_mode=WAL")
+                self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                migrate(self._writer)
+                row = self._writer.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
+            except BaseException:
+                self._writer.close()
+                raise
         self._last_sequence = int(row[0] or 0)
         self._last_prune_ns = 0
 
