@@ -34,3 +34,11 @@ main.add_command(validate_config_command)
 from tollmeter.collector.fakellm import fake_llm  # noqa: E402
 
 main.add_command(fake_llm)
+
+from tollmeter.collector._cli_demo import demo_command  # noqa: E402
+
+main.add_command(demo_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""``tollmeter demo``: run the collector, the fake LLM server and an instrumented app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tollmeter.collector._demo import run_demo
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["demo_command"]
+
+
+@click.command("demo")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("examples/quickstart/tollmeter.yaml"),
+    show_default=True,
+    help="Collector configuration of the demo (limits, data directory).",
+)
+@click.option(
+    "--app",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("examples/quickstart/app.py"),
+    show_default=True,
+    help="Instrumented application to run against the collector.",
+)
+def demo_command(config_path: Path, app: Path) -> None:
+    """Show per-tenant usage, a denied request and the Parquet export, offline."""
+    try:
+        run_demo(config_path=config_path, app=app, echo=click.echo)
+    except TollmeterError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,168 @@
+"""``tollmeter demo``: the whole product on one machine, offline, in a few seconds.
+
+Starts the fake LLM server and a collector (with the limits of the demo config),
+runs an instrumented example application as a separate process, then reads the
+result back the way a user would: the usage API, a tenant's status, the Parquet
+export. The application is a separate process on purpose: spans travel over real
+OTLP and the collector never imports the instrumentation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from tollmeter.collector._config import Config
+from tollmeter.collector._server import Collector
+from tollmeter.collector.fakellm import FakeLLMServer
+from tollmeter.semconv.errors import ConfigurationError, TollmeterError
+
+__all__ = ["DemoError", "run_demo"]
+
+_MARKER = ".tollmeter-demo"
+_APP_TIMEOUT_S = 120.0
+_HTTP_TIMEOUT_S = 30.0
+
+Echo = Callable[[str], None]
+
+
+class DemoError(TollmeterError):
+    """The demo could not run (missing example app, data dir in use, app failure)."""
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    """Start from an empty directory, but only ever wipe one the demo created itself."""
+    if data_dir.exists():
+        if not (data_dir / _MARKER).exists() and any(data_dir.iterdir()):
+            raise DemoError(f"{data_dir} exists and was not made by the demo; pick another")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    (data_dir / _MARKER).write_text("created by `tollmeter demo`; safe to delete\n")
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:
+        return json.load(response)
+
+
+def _post_json(url: str) -> Any:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
+        return json.load(response)
+
+
+async def _run_app(app: Path, env: Mapping[str, str], echo: Echo) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(app),
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output = process.stdout
+    if output is None:
+        raise DemoError(f"{app}: no output pipe")
+
+    async def relay(stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            echo(f"  app | {line.decode(errors='replace').rstrip()}")
+
+    try:
+        await asyncio.wait_for(asyncio.gather(relay(output), process.wait()), _APP_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise DemoError(f"{app} did not finish within {_APP_TIMEOUT_S:.0f}s") from None
+    if process.returncode != 0:
+        raise DemoError(f"{app} exited with code {process.returncode}")
+
+
+def _usage_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    columns = (
+        ("tenant", "tenant"),
+        ("requests", "requests"),
+        ("input", "input_tokens"),
+        ("cache read", "cache_read_input_tokens"),
+        ("output", "output_tokens"),
+        ("reasoning", "reasoning_output_tokens"),
+        ("total", "total_tokens"),
+        ("cost", "cost"),
+    )
+    table = [[title for title, _ in columns]]
+    for row in rows:
+        cells = [str(row.get(key) if row.get(key) is not None else "-") for _, key in columns]
+        if row.get("cost") is not None:
+            cells[-1] = f"{float(row['cost']):.6f} {row.get('currency') or ''}".strip()
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
+    ]
+
+
+async def _demo(config: Config, app: Path, echo: Echo) -> None:
+    with FakeLLMServer() as llm:
+        async with Collector(config) as collector:
+            api = collector.management_url
+            echo(f"fake LLM server    {llm.url}")
+            echo(f"collector          OTLP/gRPC {collector.grpc_endpoint}, API {api}")
+            echo(f"running {app} ...")
+            env = dict(os.environ)
+            env.update(
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{collector.grpc_endpoint}",
+                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_METRIC_EXPORT_INTERVAL="60000",
+                TOLLMETER_GUARD_URL=api,
+                OPENAI_BASE_URL=f"{llm.url}/v1",
+                ANTHROPIC_BASE_URL=llm.url,
+            )
+            await _run_app(app, env, echo)
+
+            # The app flushed its spans before exiting and the collector acknowledges a
+            # batch only after its commit, so the ledger is complete now.
+            usage = await asyncio.to_thread(_get_json, f"{api}/api/v1/usage?group_by=tenant")
+            echo("")
+            echo("usage per tenant (GET /api/v1/usage?group_by=tenant):")
+            for line in _usage_table(usage["rows"]):
+                echo(line)
+            status = await asyncio.to_thread(_get_json, f"{api}/api/v1/tenants/globex/status")
+            echo("")
+            echo("globex limits (GET /api/v1/tenants/globex/status):")
+            for limit in status["limits"]:
+                echo(
+                    f"  {limit['name']}: {limit['remaining']:g} of {limit['limit']:g} "
+                    f"{limit['measure']} tokens left, resets {limit['reset_at']}"
+                )
+
+            exported = await asyncio.to_thread(_post_json, f"{api}/api/v1/export")
+            echo("")
+            echo(f"Parquet for billing (POST /api/v1/export: {exported['events']} events):")
+            export_dir = collector.export.exporter.directory if collector.export else Path()
+            for name in exported["files"]:
+                path = export_dir / name
+                echo(f"  {path}  ({pq.ParquetFile(path).metadata.num_rows} rows)")
+
+
+def run_demo(*, config_path: Path, app: Path, echo: Echo) -> None:
+    """Run the demo; raises :class:`DemoError` or ``ConfigurationError`` on failure."""
+    if not app.is_file():
+        raise DemoError(f"example app {app} not found (run the demo from the project root)")
+    if not config_path.is_file():
+        raise ConfigurationError(f"demo configuration {config_path} not found")
+    config = Config.load(config_path)
+    _prepare_data_dir(config.data_dir)
+    asyncio.run(_demo(config, app, echo))
