@@ -146,10 +146,3 @@ def test_cli_reports_a_port_in_use():
         )
     assert result.returncode == 3
     assert "cannot start" in result.stderr
-
-
-def test_cli_help_lists_the_command():
-    result = subprocess.run(
-        [*_tollmeter(), "--help"], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "fake-llm" in result.stdout

@@ -9,6 +9,7 @@ import click
 import uvicorn
 
 from tollmeter.collector.fakellm._app import create_app
+from tollmeter.collector.fakellm._errors import FakeLLMError
 from tollmeter.collector.fakellm._server import bind_socket, uvicorn_config
 from tollmeter.collector.fakellm._tokens import preload
 
@@ -40,9 +41,14 @@ def fake_llm(ctx: click.Context, host: str, port: int) -> None:
     ``<url>/v1``, Anthropic clients ``<url>``. See docs/fake-llm.md for faults and cache rules.
     """
     try:
-        preload(_PRELOAD_TIMEOUT_S)
         sock = bind_socket(host, port)
-    except Exception as exc:
+    except OSError as exc:
+        click.echo(f"fake-llm: cannot start: {exc}", err=True)
+        ctx.exit(STARTUP_FAILURE)
+    try:
+        preload(_PRELOAD_TIMEOUT_S)
+    except FakeLLMError as exc:
+        sock.close()
         click.echo(f"fake-llm: cannot start: {exc}", err=True)
         ctx.exit(STARTUP_FAILURE)
     # Listening before the loop starts: clients that read the line can connect at once.
