@@ -1,0 +1,124 @@
+"""End-to-end fixtures: the real ``tollmeter collector`` process on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class CollectorProcess:
+    """``tollmeter collector`` as a child process, with its output kept in files."""
+
+    def __init__(
+        self, workdir: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.args = list(args)
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        grpc_port, http_port, management_port = free_ports(3)
+        self.grpc_endpoint = f"127.0.0.1:{grpc_port}"
+        self.http_endpoint = f"http://127.0.0.1:{http_port}"
+        self.management_url = f"http://127.0.0.1:{management_port}"
+
+    @property
+    def stdout(self) -> str:
+        return (self.workdir / f"stdout-{self.runs}.txt").read_text()
+
+    @property
+    def stderr(self) -> str:
+        return (self.workdir / f"stderr-{self.runs}.txt").read_text()
+
+    def start(self, timeout: float = 60.0) -> CollectorProcess:
+        """Start (again) on the same ports and data, and wait until ``/readyz`` says ready."""
+        self.runs += 1
+        command = [
+            TOLLMETER,
+            "collector",
+            "--grpc-endpoint", self.grpc_endpoint,
+            "--http-endpoint", self.http_endpoint.removeprefix("http://"),
+            "--management-endpoint", self.management_url.removeprefix("http://"),
+            *self.args,
+        ]  # fmt: skip
+        with (
+            open(self.workdir / f"stdout-{self.runs}.txt", "wb") as out,
+            open(self.workdir / f"stderr-{self.runs}.txt", "wb") as err,
+        ):
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env={**os.environ, **self.env}, stdout=out, stderr=err
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collector exited {self.process.returncode}:\n{self.stderr}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.management_url}/readyz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"collector not ready within {timeout}s:\n{self.stderr}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` and return the exit code."""
+        if self.process is None:
+            raise RuntimeError("not started")
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def usage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``tollmeter usage`` against this collector."""
+        return subprocess.run(
+            [TOLLMETER, "usage", "--url", self.management_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
+    """``collector_process(args=[...], env={...})`` -> a started collector process in its
+    own working directory (so the default ``./tollmeter-data`` lands in ``tmp_path``)."""
+    processes: list[CollectorProcess] = []
+
+    def factory(*, args: Sequence[str] = (), env: dict[str, str] | None = None) -> CollectorProcess:
+        workdir = tmp_path / f"collector-{len(processes)}"
+        workdir.mkdir()
+        process = CollectorProcess(workdir, args=args, env=env)
+        processes.append(process)
+        return process.start()
+
+    yield factory
+    for process in processes:
+        process.kill()
