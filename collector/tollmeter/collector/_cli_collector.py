@@ -118,11 +118,16 @@ def collector_command(
     if config.log_level != "debug":
         # uvicorn announces each of the two embedded servers; the collector says where it listens.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    sys.exit(asyncio.run(_serve(config)))
+    sys.exit(
+        asyncio.run(
+            _serve(config, lambda: Config.load(config_file, environ=os.environ, overrides=flags))
+        )
+    )
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     from tollmeter.collector._server import Collector, StartupError
+    from tollmeter.collector.limits._attach import reload_on_sighup
 
     collector = Collector(config)
     try:
@@ -142,11 +147,19 @@ async def _serve(config: Config) -> int:
     sys.stdout.flush()
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
+    # SIGHUP re-reads the file and swaps the limits in, keeping their state.
+    limits_service = collector.limits
+    stop_reloading = (
+        reload_on_sighup(limits_service, lambda: reload().limits)
+        if reload is not None and limits_service is not None
+        else lambda: None
+    )
     try:
         await stop.wait()
         _logger.info("shutting down")
         await collector.stop()
     finally:
+        stop_reloading()
         restore()
     return 0
 
