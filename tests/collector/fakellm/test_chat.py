@@ -125,6 +125,8 @@ def test_max_completion_tokens_truncates(oai, recount):
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 5
     assert recount.tokens(completion.choices[0].message.content) == 5
+    uncut = oai.chat.completions.create(model=MODEL, messages=_messages())
+    assert uncut.choices[0].message.content.startswith(completion.choices[0].message.content)
 
 
 def test_reply_length_directive(oai):

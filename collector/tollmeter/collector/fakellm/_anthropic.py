@@ -145,7 +145,7 @@ def messages(call: Call) -> Prepared:
         stop, visible = "tool_use", tool.tokens(enc)
     else:
         n_reply, _, truncated = plan_output(seed, call.directives, room, reasoning=False)
-        text = reply(seed, n_reply, truncated=truncated)
+        text = reply(seed, n_reply)
         blocks.append(_Block("text", text.pieces))
         stop, visible = ("max_tokens" if truncated else "end_turn"), count(text.text, enc)
     output = visible + thinking_tokens

@@ -132,7 +132,7 @@ def _plan_choice(call: Call, index: int, enc: str, cap: int | None) -> _Choice:
     if structured is not None:
         pieces = tuple(chunk_text(structured))
         return _Choice(pieces, None, "stop", count(structured, enc) + reasoning, reasoning)
-    text = reply(seed, n_reply, truncated=truncated)
+    text = reply(seed, n_reply)
     finish = "length" if truncated else "stop"
     return _Choice(text.pieces, None, finish, count(text.text, enc) + reasoning, reasoning)
 

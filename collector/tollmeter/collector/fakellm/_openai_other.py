@@ -65,7 +65,7 @@ def completions(call: Call) -> Prepared:
     for index in range(n * len(prompts)):
         choice_seed = seed.child(f"choice-{index}")
         n_reply, _, truncated = plan_output(choice_seed, call.directives, cap, reasoning=False)
-        text = reply(choice_seed, n_reply, truncated=truncated)
+        text = reply(choice_seed, n_reply)
         choices.append((text.pieces, "length" if truncated else "stop"))
     completion = sum(count("".join(pieces), enc) for pieces, _ in choices)
     usage = Usage(prompt_tokens, completion)

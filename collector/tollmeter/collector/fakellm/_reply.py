@@ -32,6 +32,16 @@ __all__ = [
 ]
 
 MAX_REQUEST_OUTPUT = 262_144
+_DELIVERY_KEYS = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+    }
+)
 _DEFAULT_REPLY = (16, 48)
 _DEFAULT_REASONING = (64, 192)
 _NON_REASONING_PREFIXES = ("gpt-5-chat",)
@@ -61,9 +71,13 @@ class Call:
         return self.body.get("stream") is True
 
     def seed(self) -> Seed:
-        """Derived from the whole request (minus the model suffix): same request, same reply."""
+        """Derived from the request's content: same request, same reply.
+
+        Settings that only shape delivery are left out, so a streamed reply equals the plain
+        one and a reply cut by an output cap is a prefix of the uncut one.
+        """
         canonical = json.dumps(
-            {k: v for k, v in self.body.items() if k not in ("model", "stream", "stream_options")},
+            {k: v for k, v in self.body.items() if k not in _DELIVERY_KEYS},
             sort_keys=True,
             default=str,
         )
@@ -83,10 +97,9 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Text:
-    """A reply's text as the pieces a stream sends, and whether ``max_tokens`` cut it."""
+    """A reply's text as the pieces a stream sends."""
 
     pieces: tuple[str, ...]
-    truncated: bool
 
     @property
     def text(self) -> str:
@@ -148,8 +161,8 @@ def plan_output(
     return min(want, room), thought, want > room
 
 
-def reply(seed: Seed, n_tokens: int, *, truncated: bool = False) -> Text:
-    return Text(pieces=tuple(words(seed, n_tokens)), truncated=truncated)
+def reply(seed: Seed, n_tokens: int) -> Text:
+    return Text(pieces=tuple(words(seed, n_tokens)))
 
 
 def chunk_text(text: str, size: int = 8) -> list[str]:
