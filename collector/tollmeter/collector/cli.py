@@ -31,6 +31,10 @@ main.add_command(collector_command)
 main.add_command(usage_command)
 main.add_command(validate_config_command)
 
+from tollmeter.collector._cli_check import check_command  # noqa: E402
+
+main.add_command(check_command)
+
 from tollmeter.collector.fakellm import fake_llm  # noqa: E402
 
 main.add_command(fake_llm)
