@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,6 +218,23 @@ def test_break_then_garbage_collection_marks_abandoned(
     (span,) = wait_spans(1)
     assert attributes_of(span)[attrs.TOLLMETER_USAGE_ABANDONED] is True
     assert attributes_of(span)[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+
+
+def test_abandoned_stream_is_released_after_finishing(
+    telemetry: Telemetry, wait_spans: WaitSpans
+) -> None:
+    stream = FakeStream(CHUNKS)
+    released = weakref.ref(stream)
+    proxy = sync_proxy(telemetry, stream)
+    next(proxy)
+    del proxy, stream
+    gc.collect()
+    wait_spans(1)
+    deadline = time.monotonic() + 10
+    while released() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        gc.collect()
+    assert released() is None
 
 
 def test_garbage_collection_inside_a_reference_cycle(

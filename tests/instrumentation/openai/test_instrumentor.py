@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tollmeter.instrumentation import attribute
-from tollmeter.instrumentation.openai import OpenAIInstrumentor, extract, wrappers
+from tollmeter.instrumentation.openai import OpenAIInstrumentor, _target, extract, wrappers
 from tollmeter.instrumentation.openai.patch import ENDPOINTS, STREAM_HELPERS
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
@@ -25,15 +25,9 @@ Instrument = Callable[..., OpenAIInstrumentor]
 
 
 def _targets() -> list[tuple[type, str]]:
-    import importlib
-
-    found = []
-    for module, method in [(e.module, e.method) for e in ENDPOINTS] + [
-        (m, name) for m, name, _ in STREAM_HELPERS
-    ]:
-        class_name, method_name = method.split(".")
-        found.append((getattr(importlib.import_module(module), class_name), method_name))
-    return found
+    """The (class, method) pairs the installed SDK offers, as the instrumentor finds them."""
+    names = [(e.module, e.method) for e in ENDPOINTS] + [(m, n) for m, n, _ in STREAM_HELPERS]
+    return [found for found in (_target(module, method) for module, method in names) if found]
 
 
 def test_uninstrument_restores_the_original_methods(instrument: Instrument) -> None:

@@ -155,6 +155,9 @@ STREAM_HELPERS: tuple[tuple[str, str, bool], ...] = (
     ("openai.resources.chat.completions", "AsyncCompletions.stream", True),
     ("openai.resources.responses", "Responses.stream", False),
     ("openai.resources.responses", "AsyncResponses.stream", True),
+    # Older SDKs keep these helpers under ``beta`` (their ``parse`` calls ``create``).
+    ("openai.resources.beta.chat.completions", "Completions.stream", False),
+    ("openai.resources.beta.chat.completions", "AsyncCompletions.stream", True),
 )
 """(module, "Class.method", returns an async manager)."""
 

@@ -51,35 +51,29 @@ __all__ = [
 
 
 class _ChoicesHandler:
-    __slots__ = ("finish_reasons", "response_id", "response_model", "texts", "usage")
+    """Shared state of the chat and legacy completion handlers.
+
+    ``on_chunk`` runs for every chunk, so it reads the SDK's typed fields directly and
+    keeps the last chunk (for id and model) instead of copying fields out of each one.
+    """
+
+    __slots__ = ("finish_reasons", "last", "texts", "usage")
 
     def __init__(self) -> None:
+        self.last: Any = None
         self.usage: Any = None
-        self.response_id: str | None = None
-        self.response_model: str | None = None
         self.finish_reasons: dict[int, str] = {}
         self.texts: list[str] = []
 
-    def _common(self, chunk: Any) -> Any:
-        if self.response_id is None:
-            self.response_id = getattr(chunk, "id", None)
-            self.response_model = getattr(chunk, "model", None)
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            # Cumulative: the latest report replaces any earlier one.
-            self.usage = usage
-        return getattr(chunk, "choices", None) or ()
-
     def _reason(self, choice: Any) -> None:
-        reason = getattr(choice, "finish_reason", None)
-        if reason:
-            self.finish_reasons[getattr(choice, "index", 0) or 0] = reason
+        self.finish_reasons[getattr(choice, "index", 0) or 0] = choice.finish_reason
 
     def outcome(self) -> StreamOutcome:
+        last = self.last
         return StreamOutcome(
             usage=usage_from_completion(self.usage),
-            response_model=self.response_model,
-            response_id=self.response_id,
+            response_model=getattr(last, "model", None),
+            response_id=getattr(last, "id", None),
             finish_reasons=[self.finish_reasons[i] for i in sorted(self.finish_reasons)],
             output_text="".join(self.texts),
         )
@@ -91,23 +85,29 @@ class ChatStreamHandler(_ChoicesHandler):
     __slots__ = ()
 
     def on_chunk(self, chunk: Any) -> None:
-        for choice in self._common(chunk):
+        self.last = chunk
+        usage = chunk.usage
+        if usage is not None:
+            # Cumulative: the latest report replaces any earlier one.
+            self.usage = usage
+        for choice in chunk.choices:
             delta = choice.delta
-            if delta is not None:
-                content = delta.content
-                if content:
-                    self.texts.append(content)
-                refusal = getattr(delta, "refusal", None)
-                if refusal:
-                    self.texts.append(refusal)
-                for call in delta.tool_calls or ():
-                    function = call.function
-                    if function is not None:
-                        self.texts.extend(
-                            part for part in (function.name, function.arguments) if part
-                        )
+            content = delta.content
+            if content:
+                self.texts.append(content)
+            else:
+                self._rare_delta(delta)
             if choice.finish_reason:
                 self._reason(choice)
+
+    def _rare_delta(self, delta: Any) -> None:
+        refusal = getattr(delta, "refusal", None)
+        if refusal:
+            self.texts.append(refusal)
+        for call in delta.tool_calls or ():
+            function = call.function
+            if function is not None:
+                self.texts.extend(part for part in (function.name, function.arguments) if part)
 
 
 class CompletionStreamHandler(_ChoicesHandler):
@@ -116,7 +116,11 @@ class CompletionStreamHandler(_ChoicesHandler):
     __slots__ = ()
 
     def on_chunk(self, chunk: Any) -> None:
-        for choice in self._common(chunk):
+        self.last = chunk
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.choices:
             text = choice.text
             if text:
                 self.texts.append(text)
