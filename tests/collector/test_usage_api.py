@@ -92,6 +92,8 @@ def test_totals(api: httpx.Client) -> None:
     (total,) = rows(api)
     assert total["requests"] == 5
     assert total["total_tokens"] == 75
+    assert (total["input_tokens"], total["uncached_input_tokens"]) == (50, 50)
+    assert (total["output_tokens"], total["non_reasoning_output_tokens"]) == (25, 25)
     assert (total["cost"], total["currency"]) == ("0.5", "USD")
 
 

@@ -105,8 +105,20 @@ class UsageRow:
     cost: Decimal | None = None
     currency: str | None = None
 
+    @property
+    def uncached_input_tokens(self) -> int:
+        return self.input_tokens - self.cache_read_input_tokens - self.cache_write_input_tokens
+
+    @property
+    def non_reasoning_output_tokens(self) -> int:
+        return self.output_tokens - self.reasoning_output_tokens
+
     def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping: times as ISO 8601, the cost as a decimal string."""
+        """A JSON-ready mapping: times as ISO 8601, the cost as a decimal string.
+
+        Besides the OpenTelemetry totals it lists the five exclusive token buckets
+        (uncached input, cache read, cache write, non-reasoning output, reasoning).
+        """
         return {
             "window_start": None if self.window_start is None else self.window_start.isoformat(),
             "tenant": self.tenant,
@@ -116,9 +128,11 @@ class UsageRow:
             "api_key": self.api_key,
             "usage_source": self.usage_source,
             "input_tokens": self.input_tokens,
+            "uncached_input_tokens": self.uncached_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "cache_write_input_tokens": self.cache_write_input_tokens,
             "output_tokens": self.output_tokens,
+            "non_reasoning_output_tokens": self.non_reasoning_output_tokens,
             "reasoning_output_tokens": self.reasoning_output_tokens,
             "total_tokens": self.total_tokens,
             "requests": self.requests,
