@@ -1,8 +1,8 @@
 """tollmeter: meter LLM token usage with OpenTelemetry.
 
-``tollmeter.configure`` and ``tollmeter.attribute`` are re-exported lazily from
-``tollmeter.instrumentation`` so that importing ``tollmeter.collector`` or
-``tollmeter.semconv`` never loads the instrumentation.
+``tollmeter.configure``, ``tollmeter.attribute`` and ``tollmeter.budget`` are
+re-exported lazily from ``tollmeter.instrumentation`` so that importing
+``tollmeter.collector`` or ``tollmeter.semconv`` never loads the instrumentation.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 if TYPE_CHECKING:
-    from tollmeter.instrumentation import attribute, configure
+    from tollmeter.instrumentation import attribute, budget, configure
 
-__all__ = ["attribute", "configure"]
+__all__ = ["attribute", "budget", "configure"]
 
 _LAZY = frozenset(__all__)
 

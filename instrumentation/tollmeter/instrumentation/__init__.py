@@ -10,6 +10,11 @@
   any instrumentation.
 - ``OpenAIInstrumentor`` (``tollmeter.instrumentation.openai``): spans and
   metrics for every call of the ``openai`` SDK.
+- ``budget(max_tokens=..., max_calls=...)``: cap the model calls of one request or
+  agent run in process; ``BudgetExceeded`` before the call that would pass it.
+- ``Guard(url=...)``: pre-flight checks against the collector's limits (also enabled by
+  ``configure(guard_url=...)`` or ``TOLLMETER_GUARD_URL``); ``QuotaExceeded`` before a
+  denied call reaches the provider.
 - ``count_text_tokens``, ``estimate_chat_input_tokens``,
   ``estimate_prompt_tokens``, ``encoding_name_for_model``: the token estimates
   used when a provider reports no usage.
@@ -23,6 +28,7 @@ from tollmeter.instrumentation._attribution import (
     attribute,
     current_attribution,
 )
+from tollmeter.instrumentation._budget import BudgetSpanProcessor, budget
 from tollmeter.instrumentation._configure import TelemetryHandle, configure
 from tollmeter.instrumentation._estimate import (
     count_text_tokens,
@@ -31,12 +37,21 @@ from tollmeter.instrumentation._estimate import (
     estimate_prompt_tokens,
     set_load_timeout,
 )
+from tollmeter.instrumentation._guard import Guard, GuardDecision
+from tollmeter.instrumentation.errors import BudgetExceeded, GuardUnavailable, QuotaExceeded
 
 __all__ = [
     "MAX_VALUE_LENGTH",
     "AttributionSpanProcessor",
+    "BudgetExceeded",
+    "BudgetSpanProcessor",
+    "Guard",
+    "GuardDecision",
+    "GuardUnavailable",
+    "QuotaExceeded",
     "TelemetryHandle",
     "attribute",
+    "budget",
     "configure",
     "count_text_tokens",
     "current_attribution",
