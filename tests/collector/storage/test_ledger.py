@@ -229,3 +229,18 @@ def test_schema_version_is_recorded_and_newer_schemas_are_refused(tmp_path: Path
     conn.close()
     with pytest.raises(StorageError, match="newer than this tollmeter"):
         open_ledger(url)
+
+
+def test_backends_plug_in_by_scheme(tmp_path: Path) -> None:
+    from tollmeter.collector.storage import register_ledger
+
+    opened: list[str] = []
+
+    def factory(path: str, **options: object) -> Ledger:
+        opened.append(path)
+        return SQLiteLedger(None, **options)  # type: ignore[arg-type]
+
+    register_ledger("test-backend", factory)
+    with open_ledger("test-backend:///some/where?timeout_s=5") as ledger:
+        assert ledger.last_sequence() == 0
+    assert opened == ["some/where"]
