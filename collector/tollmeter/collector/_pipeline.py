@@ -178,12 +178,13 @@ class Pipeline:
 
     async def stop(self, timeout: float) -> None:
         """Refuse new work, commit everything queued within ``timeout`` seconds, stop."""
-        self._accepting = False
-        writer = self._writer
-        if writer is None or self._stopped:
-            return
-        self._stopped = True
-        self._queue.put(None)
+        with self._lock:
+            self._accepting = False
+            writer = self._writer
+            if writer is None or self._stopped:
+                return
+            self._stopped = True
+            self._queue.put(None)
         await asyncio.to_thread(writer.join, timeout)
         if writer.is_alive():
             logger.error("ledger writer still busy after %.1fs; pending requests may fail", timeout)
@@ -261,7 +262,12 @@ class Pipeline:
     async def _submit(self, events: Sequence[UsageEvent], weight: int) -> AppendResult:
         loop = asyncio.get_running_loop()
         job = _Job(events, weight, loop, loop.create_future())
-        self._queue.put(job)
+        with self._lock:
+            if self._stopped:
+                # Stopped while this request was being extracted: the writer is gone.
+                self._stats.pending_spans -= weight
+                raise PipelineFull("collector is stopping", retry_after_s=self._retry_after_s)
+            self._queue.put(job)
         return await asyncio.shield(job.future)
 
     # -- writer thread -------------------------------------------------------
