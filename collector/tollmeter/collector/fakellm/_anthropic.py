@@ -157,13 +157,10 @@ def messages(call: Call) -> Prepared:
         cache_write_tokens=cache.written,
         reasoning_tokens=thinking_tokens,
     )
-    input_usage = {
+    usage_json: dict[str, Any] = {
         "input_tokens": uncached,
         "cache_creation_input_tokens": cache.written,
         "cache_read_input_tokens": cache.read,
-    }
-    usage_json: dict[str, Any] = {
-        **input_usage,
         "output_tokens": output,
         "cache_creation": {
             "ephemeral_5m_input_tokens": cache.written,
@@ -192,9 +189,21 @@ def messages(call: Call) -> Prepared:
         if not omit:
             out["usage"] = usage_json
         return Prepared(message_id, usage, None if omit else usage_json, body=out)
+    events = _events(head, blocks, signature, stop, None if omit else usage_json)
+    return Prepared(message_id, usage, None if omit else usage_json, events=events)
+
+
+def _events(
+    head: dict[str, Any],
+    blocks: list[_Block],
+    signature: str,
+    stop: str,
+    usage: dict[str, Any] | None,
+) -> list[bytes]:
+    """The stream: input usage up front in ``message_start``, final usage in ``message_delta``."""
     start: dict[str, Any] = {**head, "content": [], "stop_reason": None}
-    if not omit:
-        start["usage"] = {**usage_json, "output_tokens": 1}
+    if usage is not None:
+        start["usage"] = {**usage, "output_tokens": 1}
     events = [sse_event({"type": "message_start", "message": start}, "message_start")]
     events.append(sse_event({"type": "ping"}, "ping"))
     for index, block in enumerate(blocks):
@@ -203,17 +212,16 @@ def messages(call: Call) -> Prepared:
         for delta in block.deltas(signature):
             event = {"type": "content_block_delta", "index": index, "delta": delta}
             events.append(sse_event(event, "content_block_delta"))
-        events.append(
-            sse_event({"type": "content_block_stop", "index": index}, "content_block_stop")
-        )
+        stop_block = {"type": "content_block_stop", "index": index}
+        events.append(sse_event(stop_block, "content_block_stop"))
     final: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": None},
     }
-    if not omit:
+    if usage is not None:
         final["usage"] = {
-            k: v for k, v in usage_json.items() if k not in ("cache_creation", "service_tier")
+            k: v for k, v in usage.items() if k not in ("cache_creation", "service_tier")
         }
     events.append(sse_event(final, "message_delta"))
     events.append(sse_event({"type": "message_stop"}, "message_stop"))
-    return Prepared(message_id, usage, None if omit else usage_json, events=events)
+    return events

@@ -149,52 +149,53 @@ def responses(call: Call) -> Prepared:
     }
     if not call.stream:
         return Prepared(response_id, usage, None if omit else usage_json, body=done)
-    events: list[bytes] = []
-
-    def emit(kind: str, **fields: Any) -> None:
-        events.append(sse_event({"type": kind, "sequence_number": len(events), **fields}, kind))
-
+    stream = _Stream()
     pending = {**envelope, "status": "in_progress", "output": [], "usage": None}
-    emit("response.created", response=pending)
-    emit("response.in_progress", response=pending)
-    index = 0
-    if reasoning:
-        emit("response.output_item.added", output_index=0, item=output_items[0])
-        emit("response.output_item.done", output_index=0, item=output_items[0])
-        index = 1
-    if tool is not None:
-        emit(
-            "response.output_item.added",
-            output_index=index,
-            item=_call_item(main_id, tool, "", "in_progress"),
-        )
+    stream.emit("response.created", response=pending)
+    stream.emit("response.in_progress", response=pending)
+    for index, item in enumerate(output_items):
+        if item["type"] == "function_call" and tool is not None:
+            stream.function_call(index, item, tool)
+        elif item["type"] == "message":
+            stream.message(index, item, pieces)
+        else:
+            stream.emit("response.output_item.added", output_index=index, item=item)
+        stream.emit("response.output_item.done", output_index=index, item=item)
+    stream.emit("response.incomplete" if truncated else "response.completed", response=done)
+    return Prepared(response_id, usage, None if omit else usage_json, events=stream.events)
+
+
+class _Stream:
+    """The Responses API event sequence, numbered as the API numbers it."""
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        event = {"type": kind, "sequence_number": len(self.events), **fields}
+        self.events.append(sse_event(event, kind))
+
+    def function_call(self, index: int, item: dict[str, Any], tool: ToolCall) -> None:
+        pending = _call_item(item["id"], tool, "", "in_progress")
+        self.emit("response.output_item.added", output_index=index, item=pending)
+        place = {"item_id": item["id"], "output_index": index}
         for part in chunk_text(tool.arguments):
-            emit(
-                "response.function_call_arguments.delta",
-                item_id=main_id,
-                output_index=index,
-                delta=part,
-            )
-        emit(
+            self.emit("response.function_call_arguments.delta", **place, delta=part)
+        self.emit(
             "response.function_call_arguments.done",
-            item_id=main_id,
-            output_index=index,
+            **place,
             arguments=tool.arguments,
             name=tool.name,
         )
-    else:
-        place = {"item_id": main_id, "output_index": index, "content_index": 0}
-        empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        emit(
-            "response.output_item.added",
-            output_index=index,
-            item=_message_item(main_id, "", "in_progress") | {"content": []},
-        )
-        emit("response.content_part.added", **place, part=empty_part)
+
+    def message(self, index: int, item: dict[str, Any], pieces: tuple[str, ...]) -> None:
+        pending = {**_message_item(item["id"], "", "in_progress"), "content": []}
+        self.emit("response.output_item.added", output_index=index, item=pending)
+        place = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        self.emit("response.content_part.added", **place, part=part)
         for piece in pieces:
-            emit("response.output_text.delta", **place, delta=piece, logprobs=[])
-        emit("response.output_text.done", **place, text=text, logprobs=[])
-        emit("response.content_part.done", **place, part={**empty_part, "text": text})
-    emit("response.output_item.done", output_index=index, item=final_item)
-    emit("response.incomplete" if truncated else "response.completed", response=done)
-    return Prepared(response_id, usage, None if omit else usage_json, events=events)
+            self.emit("response.output_text.delta", **place, delta=piece, logprobs=[])
+        text = "".join(pieces)
+        self.emit("response.output_text.done", **place, text=text, logprobs=[])
+        self.emit("response.content_part.done", **place, part={**part, "text": text})
