@@ -151,7 +151,7 @@ def test_relative_sqlite_url_resolves_against_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    with open_ledger("sqlite:///data/ledger.db?synchronous=normal") as ledger:
+    with open_ledger("sqlite:///data/ledger.db?synchronous=NORMAL") as ledger:
         assert isinstance(ledger, SQLiteLedger)
         assert ledger.synchronous == "normal"
     assert (tmp_path / "data" / "ledger.db").is_file()

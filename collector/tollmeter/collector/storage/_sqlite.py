@@ -71,19 +71,20 @@ class SQLiteLedger(Ledger):
         self,
         path: str | None,
         *,
-        synchronous: Synchronous = "full",
+        synchronous: Synchronous | str = "full",
         dedupe_window_s: float | str = 7 * 86400.0,
         timeout_s: float | str = 30.0,
         prune_interval_s: float | str = 60.0,
     ) -> None:
-        if synchronous not in _SYNCHRONOUS:
+        mode = synchronous.lower()
+        if mode not in _SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
             )
         self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
         self._timeout_s = _positive("timeout_s", timeout_s)
         self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
-        self._synchronous = synchronous
+        self._synchronous: Synchronous = mode
         self._memory = path is None
         self._target = f"file:tollmeter-{uuid.uuid4().hex}?mode=memory" if path is None else path
         self._write_lock = threading.Lock()
@@ -95,7 +96,7 @@ class SQLiteLedger(Ledger):
             self._writer = self._connect()
             try:
                 self._writer.execute("PRAGMA journal_mode=WAL")
-                self._writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                self._writer.execute(f"PRAGMA synchronous={mode.upper()}")
                 migrate(self._writer)
                 row = self._writer.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
             except BaseException:
