@@ -19,7 +19,6 @@ import click
 from tollmeter.collector._config import Config
 from tollmeter.collector._config_values import InvalidConfig
 from tollmeter.collector.export import ExportBusy, Exporter, ExportStatus
-from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import open_ledger
 from tollmeter.semconv.errors import TollmeterError
 
@@ -91,7 +90,6 @@ def export_command(
             config.export,
             data_dir=config.data_dir,
             collector_id=config.collector_id,
-            pricer=Pricer(config.pricing),
         )
         try:
             if rebuild:

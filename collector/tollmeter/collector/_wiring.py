@@ -12,6 +12,7 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._extract import Extractor
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._usage_api import usage_routes
+from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Ledger, open_ledger
 
 __all__ = ["build_pipeline", "open_configured_ledger", "usage_api_routes"]
@@ -36,6 +37,7 @@ def build_pipeline(config: Config, ledger: Ledger) -> Pipeline:
         extractor=extractor,
         max_pending_spans=ingest.max_pending_spans,
         commit_interval_s=ingest.commit_interval,
+        pricer=Pricer(config.pricing),
     )
 
 
