@@ -35,6 +35,10 @@ from tollmeter.collector._cli_check import check_command  # noqa: E402
 
 main.add_command(check_command)
 
+from tollmeter.collector._cli_export import export_command  # noqa: E402
+
+main.add_command(export_command)
+
 from tollmeter.collector.fakellm import fake_llm  # noqa: E402
 
 main.add_command(fake_llm)
