@@ -9,12 +9,12 @@ so ``tollmeter validate-config`` can point at the offending line of a config fil
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Literal, cast
 
-from tollmeter.collector._config_values import InvalidSetting
+from tollmeter.collector.limits import _values as read
+from tollmeter.collector.limits._values import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -60,75 +60,6 @@ HOOK_EVENTS: tuple[HookEvent, ...] = (
 )
 _PERIODS: tuple[Period, ...] = ("day", "week", "month")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def _error(message: str) -> InvalidSetting:
-    """``"<key path>: <reason>"`` as the collector config's error type."""
-    key, _, reason = message.partition(": ")
-    return InvalidSetting(key, reason)
-
-
-def parse_duration(value: object, path: str) -> float:
-    """Seconds from ``30s``, ``1m``, ``1h``, ``7d``, ``500ms`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise _error(f"{path}: expected a duration such as '1m', got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    else:
-        raise _error(f"{path}: expected a duration such as '1m', got {value!r}")
-    if seconds <= 0:
-        raise _error(f"{path}: a duration must be positive, got {value!r}")
-    return seconds
-
-
-def _mapping(value: object, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _error(f"{path}: expected a mapping, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str):
-            raise _error(f"{path}: keys must be strings, got {key!r}")
-    return cast("Mapping[str, Any]", value)
-
-
-def _no_unknown(mapping: Mapping[str, Any], allowed: Sequence[str], path: str) -> None:
-    unknown = sorted(set(mapping) - set(allowed))
-    if unknown:
-        raise _error(f"{path}.{unknown[0]}: unknown key (expected one of {', '.join(allowed)})")
-
-
-def _choice(value: object, choices: Sequence[str], path: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise _error(f"{path}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _number(value: object, path: str, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _error(f"{path}: expected a number, got {value!r}")
-    if positive and value <= 0:
-        raise _error(f"{path}: must be positive, got {value!r}")
-    if not positive and value < 0:
-        raise _error(f"{path}: must not be negative, got {value!r}")
-    return float(value)
-
-
-def _text(value: object, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _error(f"{path}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _timezone(value: object, path: str) -> str:
-    name = _text(value, path)
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise _error(f"{path}: unknown time zone {name!r}") from exc
-    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +96,8 @@ class LimitConfig:
     def from_mapping(
         cls, mapping: object, path: str, *, default_timezone: str = "UTC"
     ) -> LimitConfig:
-        m = _mapping(mapping, path)
-        _no_unknown(
+        m = read.mapping(mapping, path)
+        read.no_unknown(
             m,
             (
                 "name",
@@ -185,26 +116,30 @@ class LimitConfig:
         )
         for required in ("name", "limit", "window"):
             if required not in m:
-                raise _error(f"{path}.{required}: required")
-        name = _text(m["name"], f"{path}.name")
+                raise read.error(f"{path}.{required}: required")
+        name = read.text(m["name"], f"{path}.name")
         if not _NAME.match(name):
-            raise _error(f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})")
-        measure = cast("Measure", _choice(m.get("measure", "total"), MEASURES, f"{path}.measure"))
+            raise read.error(
+                f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})"
+            )
+        measure = cast(
+            "Measure", read.choice(m.get("measure", "total"), MEASURES, f"{path}.measure")
+        )
         weights = _weights(m.get("weights"), measure, f"{path}.weights")
-        action = cast("Action", _choice(m.get("action", "block"), ACTIONS, f"{path}.action"))
+        action = cast("Action", read.choice(m.get("action", "block"), ACTIONS, f"{path}.action"))
         downgrade = m.get("downgrade_model")
         if action == "downgrade":
-            downgrade = _text(downgrade, f"{path}.downgrade_model")
+            downgrade = read.text(downgrade, f"{path}.downgrade_model")
         elif downgrade is not None:
-            raise _error(f"{path}.downgrade_model: only valid with action: downgrade")
+            raise read.error(f"{path}.downgrade_model: only valid with action: downgrade")
         currency = m.get("currency")
         if currency is not None:
-            currency = _text(currency, f"{path}.currency")
+            currency = read.text(currency, f"{path}.currency")
             if measure != "cost":
-                raise _error(f"{path}.currency: only valid with measure: cost")
+                raise read.error(f"{path}.currency: only valid with measure: cost")
         return cls(
             name=name,
-            limit=_number(m["limit"], f"{path}.limit"),
+            limit=read.number(m["limit"], f"{path}.limit"),
             window=_window(m["window"], f"{path}.window", default_timezone),
             measure=measure,
             match=_match(m.get("match", {}), f"{path}.match"),
@@ -220,13 +155,13 @@ class LimitConfig:
 def _weights(value: object, measure: str, path: str) -> Mapping[str, float]:
     if value is None:
         if measure == "weighted":
-            raise _error(f"{path}: required with measure: weighted")
+            raise read.error(f"{path}: required with measure: weighted")
         return {}
     if measure != "weighted":
-        raise _error(f"{path}: only valid with measure: weighted")
-    m = _mapping(value, path)
-    _no_unknown(m, WEIGHT_BUCKETS, path)
-    weights = {k: _number(v, f"{path}.{k}", positive=False) for k, v in m.items()}
+        raise read.error(f"{path}: only valid with measure: weighted")
+    m = read.mapping(value, path)
+    read.no_unknown(m, WEIGHT_BUCKETS, path)
+    weights = {k: read.number(v, f"{path}.{k}", positive=False) for k, v in m.items()}
     # Unlisted buckets count once: "output: 4" alone must not make input free.
     return {bucket: weights.get(bucket, 1.0) for bucket in WEIGHT_BUCKETS}
 
@@ -238,21 +173,23 @@ def _window(
         return CalendarWindowConfig(period=value, timezone=default_timezone)
     if isinstance(value, (str, int, float)):
         return RollingWindowConfig(per_s=parse_duration(value, path))
-    m = _mapping(value, path)
-    kind = _choice(m.get("type", "rolling" if "per" in m else "calendar"), _KINDS, f"{path}.type")
+    m = read.mapping(value, path)
+    kind = read.choice(
+        m.get("type", "rolling" if "per" in m else "calendar"), _KINDS, f"{path}.type"
+    )
     if kind == "rolling":
-        _no_unknown(m, ("type", "per", "burst"), path)
+        read.no_unknown(m, ("type", "per", "burst"), path)
         if "per" not in m:
-            raise _error(f"{path}.per: required for a rolling window")
+            raise read.error(f"{path}.per: required for a rolling window")
         burst = m.get("burst")
         return RollingWindowConfig(
             per_s=parse_duration(m["per"], f"{path}.per"),
-            burst=None if burst is None else _number(burst, f"{path}.burst"),
+            burst=None if burst is None else read.number(burst, f"{path}.burst"),
         )
-    _no_unknown(m, ("type", "period", "timezone"), path)
+    read.no_unknown(m, ("type", "period", "timezone"), path)
     return CalendarWindowConfig(
-        period=cast("Period", _choice(m.get("period"), _PERIODS, f"{path}.period")),
-        timezone=_timezone(m.get("timezone", default_timezone), f"{path}.timezone"),
+        period=cast("Period", read.choice(m.get("period"), _PERIODS, f"{path}.period")),
+        timezone=read.timezone(m.get("timezone", default_timezone), f"{path}.timezone"),
     )
 
 
@@ -260,34 +197,34 @@ _KINDS = ("rolling", "calendar")
 
 
 def _match(value: object, path: str) -> Mapping[str, tuple[str, ...]]:
-    m = _mapping(value, path)
-    _no_unknown(m, DIMENSIONS, path)
+    m = read.mapping(value, path)
+    read.no_unknown(m, DIMENSIONS, path)
     result: dict[str, tuple[str, ...]] = {}
     for key, patterns in m.items():
         items = [patterns] if isinstance(patterns, str) else patterns
         if not isinstance(items, list) or not items:
-            raise _error(f"{path}.{key}: expected a pattern or a list of patterns")
-        result[key] = tuple(_text(p, f"{path}.{key}") for p in items)
+            raise read.error(f"{path}.{key}: expected a pattern or a list of patterns")
+        result[key] = tuple(read.text(p, f"{path}.{key}") for p in items)
     return result
 
 
 def _group_by(value: object, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise _error(f"{path}: expected a list of {', '.join(DIMENSIONS)}")
-    dims = tuple(_choice(v, DIMENSIONS, f"{path}[{i}]") for i, v in enumerate(items))
+        raise read.error(f"{path}: expected a list of {', '.join(DIMENSIONS)}")
+    dims = tuple(read.choice(v, DIMENSIONS, f"{path}[{i}]") for i, v in enumerate(items))
     if len(set(dims)) != len(dims):
-        raise _error(f"{path}: duplicate dimension")
+        raise read.error(f"{path}: duplicate dimension")
     return dims
 
 
 def _alert_at(value: object, path: str) -> tuple[float, ...]:
     if not isinstance(value, list):
-        raise _error(f"{path}: expected a list of fractions such as [0.8, 1.0]")
-    fractions = [_number(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        raise read.error(f"{path}: expected a list of fractions such as [0.8, 1.0]")
+    fractions = [read.number(v, f"{path}[{i}]") for i, v in enumerate(value)]
     for i, f in enumerate(fractions):
         if f > 10:
-            raise _error(f"{path}[{i}]: a fraction of the limit, got {f!r}")
+            raise read.error(f"{path}[{i}]: a fraction of the limit, got {f!r}")
     return tuple(sorted(set(fractions)))
 
 
@@ -307,8 +244,8 @@ class LimitsConfig:
             return cls()
         if isinstance(mapping, list):
             mapping = {"rules": mapping}
-        m = _mapping(mapping, path)
-        _no_unknown(
+        m = read.mapping(mapping, path)
+        read.no_unknown(
             m,
             (
                 "rules",
@@ -319,10 +256,10 @@ class LimitsConfig:
             ),
             path,
         )
-        tz = _timezone(m.get("timezone", "UTC"), f"{path}.timezone")
+        tz = read.timezone(m.get("timezone", "UTC"), f"{path}.timezone")
         raw_rules = m.get("rules", [])
         if not isinstance(raw_rules, list):
-            raise _error(f"{path}.rules: expected a list of limits")
+            raise read.error(f"{path}.rules: expected a list of limits")
         rules = tuple(
             LimitConfig.from_mapping(r, f"{path}.rules[{i}]", default_timezone=tz)
             for i, r in enumerate(raw_rules)
@@ -330,9 +267,9 @@ class LimitsConfig:
         seen: set[str] = set()
         for i, rule in enumerate(rules):
             if rule.name in seen:
-                raise _error(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
+                raise read.error(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
             seen.add(rule.name)
-        expired = _choice(
+        expired = read.choice(
             m.get("expired_reservations", "charge"),
             ("charge", "release"),
             f"{path}.expired_reservations",
@@ -368,8 +305,8 @@ class HookConfig:
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str, *, index: int = 0) -> HookConfig:
-        m = _mapping(mapping, path)
-        _no_unknown(
+        m = read.mapping(mapping, path)
+        read.no_unknown(
             m,
             (
                 "name",
@@ -386,40 +323,40 @@ class HookConfig:
             ),
             path,
         )
-        kind = _choice(m.get("type"), ("log", "webhook", "python"), f"{path}.type")
+        kind = read.choice(m.get("type"), ("log", "webhook", "python"), f"{path}.type")
         raw_events = m.get("events", list(HOOK_EVENTS))
         if not isinstance(raw_events, list) or not raw_events:
-            raise _error(f"{path}.events: expected a non-empty list of events")
+            raise read.error(f"{path}.events: expected a non-empty list of events")
         events = tuple(
-            cast("HookEvent", _choice(e, HOOK_EVENTS, f"{path}.events[{i}]"))
+            cast("HookEvent", read.choice(e, HOOK_EVENTS, f"{path}.events[{i}]"))
             for i, e in enumerate(raw_events)
         )
         url = m.get("url")
         target = m.get("target")
         if kind == "webhook":
-            url = _text(url, f"{path}.url")
+            url = read.text(url, f"{path}.url")
             if not url.startswith(("http://", "https://")):
-                raise _error(f"{path}.url: expected an http(s) URL, got {url!r}")
+                raise read.error(f"{path}.url: expected an http(s) URL, got {url!r}")
         elif url is not None:
-            raise _error(f"{path}.url: only valid for a webhook hook")
+            raise read.error(f"{path}.url: only valid for a webhook hook")
         if kind == "python":
-            target = _text(target, f"{path}.target")
+            target = read.text(target, f"{path}.target")
             module, _, func = target.partition(":")
             if not module or not func:
-                raise _error(f"{path}.target: expected 'module:function', got {target!r}")
+                raise read.error(f"{path}.target: expected 'module:function', got {target!r}")
         elif target is not None:
-            raise _error(f"{path}.target: only valid for a python hook")
+            raise read.error(f"{path}.target: only valid for a python hook")
         secret = m.get("secret")
         if secret is not None:
-            secret = _text(secret, f"{path}.secret")
+            secret = read.text(secret, f"{path}.secret")
         retries = m.get("max_retries", 5)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise _error(f"{path}.max_retries: expected an integer >= 0")
+            raise read.error(f"{path}.max_retries: expected an integer >= 0")
         queue_size = m.get("queue_size", 1000)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise _error(f"{path}.queue_size: expected an integer >= 1")
+            raise read.error(f"{path}.queue_size: expected an integer >= 1")
         return cls(
-            name=_text(m.get("name", f"{kind}-{index}"), f"{path}.name"),
+            name=read.text(m.get("name", f"{kind}-{index}"), f"{path}.name"),
             type=cast("Literal['log', 'webhook', 'python']", kind),
             events=events,
             url=url,
@@ -444,12 +381,12 @@ class HooksConfig:
         if mapping is None:
             return cls()
         if not isinstance(mapping, list):
-            raise _error(f"{path}: expected a list of hooks")
+            raise read.error(f"{path}: expected a list of hooks")
         hooks = tuple(
             HookConfig.from_mapping(h, f"{path}[{i}]", index=i) for i, h in enumerate(mapping)
         )
         names = [h.name for h in hooks]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _error(f"{path}[{i}].name: duplicate name {name!r}")
+                raise read.error(f"{path}[{i}].name: duplicate name {name!r}")
         return cls(hooks=hooks)

@@ -12,21 +12,21 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._config import LimitsConfig
+from tollmeter.collector.limits._marks import ThresholdMarks
 from tollmeter.collector.limits._model import (
+    Changes,
     Charge,
     CheckRequest,
     CheckResult,
+    CounterKey,
     Decision,
-    LimitStatus,
     Notice,
-    NoticeKind,
     Reservation,
-    iso_time,
 )
 from tollmeter.collector.limits._rules import (
     Attributes,
@@ -36,26 +36,13 @@ from tollmeter.collector.limits._rules import (
     Rule,
     attributes_of_event,
 )
+from tollmeter.collector.limits._status import counter_status, tenant_status
 
-__all__ = ["Changes", "LimitEngine"]
+__all__ = ["LimitEngine"]
 
 _EPSILON = 1e-9
-CounterKey = tuple[str, tuple[str, ...]]
-
-
-@dataclass(slots=True)
-class Changes:
-    """State written since the last ``drain_changes`` (for write-behind persistence)."""
-
-    counters: dict[CounterKey, tuple[float, float, str]] = field(default_factory=dict)
-    dropped_counters: set[CounterKey] = field(default_factory=set)
-    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dropped_reservations: set[str] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.counters or self.dropped_counters or self.reservations or self.dropped_reservations
-        )
+_SOFT_ACTIONS = ("alert", "downgrade")
+"""Actions that let a request pass its limit."""
 
 
 def _fingerprint(rule: Rule) -> str:
@@ -84,7 +71,7 @@ class LimitEngine:
         self._reservations: dict[str, Reservation] = {}
         self._expired: dict[str, Reservation] = {}
         self._decisions: dict[str, tuple[CheckResult, float]] = {}
-        self._marks: dict[str, tuple[str, float]] = {}
+        self._marks = ThresholdMarks()
         self._dirty_counters: set[CounterKey] = set()
         self._dirty_reservations: set[str] = set()
         self._dropped_counters: set[CounterKey] = set()
@@ -157,7 +144,9 @@ class LimitEngine:
                 None if any(w is None for w in waits) else max(w for w in waits if w is not None)
             )
             statuses = tuple(
-                self._status(r, k, c, now, allowed=ok or r.config.action in ("alert", "downgrade"))
+                counter_status(
+                    r, k, c, now, allowed=ok or r.config.action in ("alert", "downgrade")
+                )
                 for r, k, c, _, ok in plan
             )
             notice = Notice(
@@ -184,9 +173,9 @@ class LimitEngine:
                 rule.window.charge(counter, amount)
                 self._dirty_counters.add((rule.name, key))
                 charges.append(Charge(rule.name, key, amount, rule.window.period_of(now)))
-                self._thresholds(rule, key, counter, now, notices)
+                notices.extend(self._marks.crossed(rule, key, counter, now))
             reservation_id = self._new_id()
-        statuses = tuple(self._status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan)
+        statuses = tuple(counter_status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan)
         decision: Decision = "downgrade" if downgrade else ("alert" if over_alert else "allow")
         result = CheckResult(
             allowed=True,
@@ -218,58 +207,9 @@ class LimitEngine:
             rule.window.advance(counter, now)
         return counter
 
-    def _status(
-        self, rule: Rule, key: tuple[str, ...], counter: Counter, now: float, *, allowed: bool
-    ) -> LimitStatus:
-        return LimitStatus(
-            name=rule.name,
-            key=dict(zip(rule.config.group_by, key, strict=True)),
-            measure=rule.config.measure,
-            action=rule.config.action,
-            limit=rule.config.limit,
-            remaining=rule.window.available(counter),
-            reset_at=rule.window.reset_at(counter, now),
-            allowed=allowed,
-        )
-
     @staticmethod
     def _key_map(rule: Rule, attrs: Attributes) -> dict[str, str]:
         return dict(zip(rule.config.group_by, rule.key(attrs), strict=True))
-
-    def _thresholds(
-        self, rule: Rule, key: tuple[str, ...], counter: Counter, now: float, out: list[Notice]
-    ) -> None:
-        fraction = rule.window.used_fraction(counter)
-        alert_at = rule.config.alert_at
-        if fraction <= 1.0 + _EPSILON and (not alert_at or fraction + _EPSILON < alert_at[0]):
-            return
-        window = rule.window.window_id(counter, now)
-        keymap = dict(zip(rule.config.group_by, key, strict=True))
-        used = rule.config.limit * fraction
-        checks: list[tuple[NoticeKind, float | None]] = [
-            ("threshold_crossed", t) for t in rule.config.alert_at if fraction + _EPSILON >= t
-        ]
-        if fraction > 1.0 + _EPSILON:
-            checks.append(("limit_exceeded", None))
-        for kind, threshold in checks:
-            mark = "\x1f".join((rule.name, *key, window, kind, repr(threshold)))
-            if mark in self._marks:
-                continue
-            self._marks[mark] = (rule.name, now)
-            out.append(
-                Notice(
-                    kind=kind,
-                    time=now,
-                    limit=rule.name,
-                    key=keymap,
-                    tenant=keymap.get("tenant"),
-                    threshold=threshold,
-                    used=round(used, 6),
-                    limit_value=rule.config.limit,
-                    window=window,
-                    mark=mark,
-                )
-            )
 
     # -- usage --------------------------------------------------------------------------
 
@@ -318,7 +258,7 @@ class LimitEngine:
                 continue
             rule.window.charge(counter, amount)
             self._dirty_counters.add((name, key))
-            self._thresholds(rule, key, counter, now, notices)
+            notices.extend(self._marks.crossed(rule, key, counter, now))
 
     def release(self, reservation_id: str) -> bool:
         """Give a reservation's estimate back (the call never happened)."""
@@ -378,13 +318,8 @@ class LimitEngine:
                 del self._expired[rid]
             for rid in [i for i, (_, until) in self._decisions.items() if until <= now]:
                 del self._decisions[rid]
-            for mark in [m for m, (name, at) in self._marks.items() if self._stale(name, at, now)]:
-                del self._marks[mark]
+            self._marks.prune(self._by_name, now)
             return due, notices
-
-    def _stale(self, rule_name: str, marked_at: float, now: float) -> bool:
-        rule = self._by_name.get(rule_name)
-        return rule is None or marked_at + rule.window.retention_s <= now
 
     def requeue(self, reservations: Iterable[Reservation]) -> None:
         """Put expired reservations back (their billing failed); they expire again later."""
@@ -431,34 +366,16 @@ class LimitEngine:
         """Every limit counter of ``tenant``: remaining, and what is blocked until when."""
         with self._lock:
             now = self._clock()
-            limits: list[dict[str, Any]] = []
-            blocked_until: float | None = None
+            entries = []
             for (name, key), counter in sorted(self._counters.items()):
                 rule = self._by_name.get(name)
                 if rule is None or "tenant" not in rule.config.group_by:
                     continue
-                if key[rule.config.group_by.index("tenant")] != tenant:
-                    continue
-                rule.window.advance(counter, now)
-                status = self._status(rule, key, counter, now, allowed=True).to_json()
-                blocking = rule.config.action in ("block", "throttle")
-                exhausted = rule.window.available(counter) < 1.0 - _EPSILON
-                status["blocked"] = blocking and exhausted
-                status["used_fraction"] = round(rule.window.used_fraction(counter), 6)
-                del status["allowed"]
-                if status["blocked"]:
-                    wait = rule.window.wait_for(counter, 1.0, now)
-                    until = now + (wait if wait is not None else 0.0)
-                    status["blocked_until"] = iso_time(until)
-                    blocked_until = max(blocked_until or until, until)
-                limits.append(status)
+                if key[rule.config.group_by.index("tenant")] == tenant:
+                    rule.window.advance(counter, now)
+                    entries.append((rule, key, counter))
             active = sum(1 for r in self._reservations.values() if r.request.tenant == tenant)
-            return {
-                "tenant": tenant,
-                "blocked": blocked_until is not None,
-                "limits": limits,
-                "active_reservations": active,
-            }
+            return tenant_status(tenant, entries, now, active)
 
     # -- persistence --------------------------------------------------------------------
 
@@ -506,5 +423,4 @@ class LimitEngine:
                 self._reservations[r.id] = r
                 if r.request.request_id is not None and r.result is not None:
                     self._decisions[r.request.request_id] = (r.result, r.expires_at)
-            now = self._clock()
-            self._marks.update((m, (m.split("\x1f", 1)[0], now)) for m in marks)
+            self._marks.restore(marks, self._clock())

@@ -10,9 +10,11 @@ from typing import Any, Literal
 from tollmeter.collector.limits._rules import Estimate
 
 __all__ = [
+    "Changes",
     "Charge",
     "CheckRequest",
     "CheckResult",
+    "CounterKey",
     "Decision",
     "LimitStatus",
     "Notice",
@@ -27,6 +29,25 @@ NoticeKind = Literal["threshold_crossed", "limit_exceeded", "request_denied", "r
 
 def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+CounterKey = tuple[str, tuple[str, ...]]
+"""(limit name, key values in ``group_by`` order)."""
+
+
+@dataclass(slots=True)
+class Changes:
+    """State written since the last ``drain_changes`` (for write-behind persistence)."""
+
+    counters: dict[CounterKey, tuple[float, float, str]] = field(default_factory=dict)
+    dropped_counters: set[CounterKey] = field(default_factory=set)
+    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped_reservations: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.counters or self.dropped_counters or self.reservations or self.dropped_reservations
+        )
 
 
 @dataclass(frozen=True, slots=True)

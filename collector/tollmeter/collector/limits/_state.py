@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tollmeter.collector.limits._engine import Changes, CounterKey
+from tollmeter.collector.limits._model import Changes, CounterKey
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["LimitStateError", "LimitStateStore"]
