@@ -186,7 +186,7 @@ def test_models_in_both_formats(oai, claude):
     assert "claude-sonnet-4-6" in {model.id for model in claude.models.list()}
 
 
-def test_async_responses_and_embeddings(fake_llm):
+def test_async_responses_embeddings_and_completions(fake_llm):
     async def main() -> None:
         async with openai.AsyncOpenAI(
             base_url=f"{fake_llm.url}/v1", api_key="test-key", max_retries=0
@@ -196,5 +196,13 @@ def test_async_responses_and_embeddings(fake_llm):
             assert kinds[-1] == "response.completed"
             embedding = await client.embeddings.create(model="text-embedding-3-small", input="x")
             assert embedding.usage.prompt_tokens == 1
+            legacy = await client.completions.create(
+                model="gpt-3.5-turbo-instruct",
+                prompt="Say hi",
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in legacy]
+            assert chunks[-1].usage.prompt_tokens == 2
 
     asyncio.run(main())
