@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from tollmeter.collector._config import Config
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector._server import Collector
-from tollmeter.collector.storage import AppendResult, SQLiteLedger, register_ledger
+from tollmeter.collector.storage import AppendResult, SQLiteLedger, StorageError, register_ledger
 
 _T = TypeVar("_T")
 
@@ -145,8 +145,9 @@ def tenant_totals() -> Callable[[Sequence[UsageEvent]], dict[str, tuple[int, int
 
 
 class GatedLedger(SQLiteLedger):
-    """A real SQLite ledger whose appends wait for ``gate``, then take ``delay_s``:
-    the way to hold commits back and fill the pipeline on purpose."""
+    """A real SQLite ledger whose appends wait for ``gate``, then take ``delay_s``
+    (the way to hold commits back and fill the pipeline on purpose), and fail while
+    ``failures_left`` is positive."""
 
     opened: ClassVar[list[GatedLedger]] = []
 
@@ -156,6 +157,7 @@ class GatedLedger(SQLiteLedger):
         self.gate.set()
         self.appending = threading.Event()
         self.delay_s = 0.0
+        self.failures_left = 0
         GatedLedger.opened.append(self)
 
     def append(self, events: Sequence[UsageEvent]) -> AppendResult:
@@ -163,6 +165,9 @@ class GatedLedger(SQLiteLedger):
         if not self.gate.wait(timeout=30):
             raise TimeoutError("the test never opened the gate")
         time.sleep(self.delay_s)
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise StorageError("disk I/O error (injected by the test)")
         return super().append(events)
 
 

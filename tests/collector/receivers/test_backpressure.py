@@ -89,3 +89,20 @@ def test_real_exporters_retry_and_nothing_is_lost(gated_collector, make_spans):
     assert len(events) == 30
     assert len({event.event_id for event in events}) == 30
     assert running.collector.pipeline.stats().refused_full > 0
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_a_failed_commit_is_retried_by_the_exporter(gated_collector, make_spans, transport):
+    running, ledger = gated_collector()
+    ledger.failures_left = 1
+    if transport == "grpc":
+        exporter: Any = OTLPSpanExporter(endpoint=running.grpc_endpoint, insecure=True)
+    else:
+        exporter = HttpSpanExporter(endpoint=f"{running.http_endpoint}/v1/traces")
+    try:
+        assert exporter.export(make_spans(4)) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert ledger.failures_left == 0
+    assert len(running.events()) == 4
+    assert running.collector.pipeline.stats().commit_failures == 1

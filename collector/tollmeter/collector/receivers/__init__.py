@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from tollmeter.collector.receivers._grpc import RETRY_DELAY_S, GrpcReceiver
+from tollmeter.collector.receivers._grpc import GrpcReceiver
 from tollmeter.collector.receivers._http import http_receiver_app
 from tollmeter.collector.receivers._ingest import (
+    RETRY_DELAY_S,
     SIGNALS,
     OtlpIngest,
     Signal,

@@ -7,7 +7,7 @@ Status mapping, as the OTLP specification asks:
 - too large (``max_message_bytes``): RESOURCE_EXHAUSTED, from gRPC itself;
 - undecodable: INVALID_ARGUMENT;
 - missing or unknown ingest key: UNAUTHENTICATED;
-- pipeline full: UNAVAILABLE with ``google.rpc.RetryInfo``, both in
+- pipeline full or ledger failing: UNAVAILABLE with ``google.rpc.RetryInfo``, both in
   ``grpc-status-details-bin`` and in ``google.rpc.retryinfo-bin`` (read by the
   OpenTelemetry Python exporter), so that standard exporters retry later;
 - some spans rejected: OK with ``partial_success``.
@@ -16,7 +16,6 @@ Status mapping, as the OTLP specification asks:
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
@@ -33,29 +32,19 @@ from google.rpc import (  # type: ignore[import-untyped]
 from tollmeter.collector._auth import Unauthenticated, key_from_headers
 from tollmeter.collector._config import GrpcReceiverConfig
 from tollmeter.collector._config_values import Endpoint
-from tollmeter.collector._pipeline import PipelineFull
 from tollmeter.collector.receivers._ingest import (
+    RETRYABLE,
     SIGNALS,
     OtlpIngest,
     Signal,
     Undecodable,
     decode,
+    retry_advice,
 )
 
-__all__ = ["RETRY_DELAY_S", "GrpcReceiver", "retry_delay"]
+__all__ = ["GrpcReceiver"]
 
 _logger = logging.getLogger(__name__)
-
-RETRY_DELAY_S = 1.0
-"""Delay suggested to exporters when the pipeline is full and names none."""
-
-
-def retry_delay(exc: PipelineFull) -> float:
-    """The delay to suggest to a sender: the pipeline's (else :data:`RETRY_DELAY_S`),
-    spread by ±50% so that senders refused together do not all return together."""
-    base = exc.retry_after_s if exc.retry_after_s > 0 else RETRY_DELAY_S
-    return base * random.uniform(0.5, 1.5)
-
 
 _Handler = Callable[[bytes, grpc.aio.ServicerContext[bytes, Message]], Awaitable[Message]]
 
@@ -165,13 +154,13 @@ class GrpcReceiver:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             try:
                 return await ingest.export(signal, request, bound_tenant=bound_tenant, raw=payload)
-            except PipelineFull as exc:
-                message = f"collector busy, retry later: {exc}"
+            except RETRYABLE as exc:
+                message, delay_s = retry_advice(exc)
                 await _abort(
                     context,
                     grpc.StatusCode.UNAVAILABLE,
                     message,
-                    trailing_metadata=_retry_metadata(message, retry_delay(exc)),
+                    trailing_metadata=_retry_metadata(message, delay_s),
                 )
 
         return export

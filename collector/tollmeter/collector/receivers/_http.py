@@ -5,7 +5,8 @@ optionally gzip-compressed; the answer uses the request's encoding. Status
 mapping, as the OTLP specification asks: 400 with a ``google.rpc.Status`` body
 for undecodable payloads, 401 for a missing or unknown ingest key, 413 when the
 body (compressed or not) exceeds ``max_body_bytes``, 415 for other content
-types or encodings, 503 with ``Retry-After`` when the pipeline is full, and 200
+types or encodings, 503 with ``Retry-After`` when the pipeline is full or the
+ledger failing, and 200
 with ``partialSuccess`` when some spans were rejected.
 
 The size limit is enforced while reading and while decompressing, so neither a
@@ -25,15 +26,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tollmeter.collector._auth import Unauthenticated, key_from_headers
-from tollmeter.collector._pipeline import PipelineFull
-from tollmeter.collector.receivers._grpc import retry_delay
 from tollmeter.collector.receivers._ingest import (
+    RETRYABLE,
     SIGNALS,
     Encoding,
     OtlpIngest,
     Signal,
     Undecodable,
     decode,
+    retry_advice,
 )
 from tollmeter.collector.receivers._otlp_json import to_otlp_json
 
@@ -147,13 +148,14 @@ def http_receiver_app(ingest: OtlpIngest, *, max_body_bytes: int) -> Starlette:
         raw = payload if encoding == "protobuf" else None
         try:
             response = await ingest.export(signal, message, bound_tenant=bound_tenant, raw=raw)
-        except PipelineFull as exc:
+        except RETRYABLE as exc:
+            advice, delay_s = retry_advice(exc)
             return _status_response(
                 encoding,
                 503,
                 code_pb2.UNAVAILABLE,
-                f"collector busy, retry later: {exc}",
-                headers={"Retry-After": str(max(1, math.ceil(retry_delay(exc))))},
+                advice,
+                headers={"Retry-After": str(max(1, math.ceil(delay_s)))},
             )
         return _message_response(encoding, response)
 

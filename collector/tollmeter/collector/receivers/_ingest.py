@@ -11,6 +11,7 @@ logged and never reach the sender.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -31,10 +32,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tollmeter.collector._auth import KeyRing
-from tollmeter.collector._pipeline import IngestResult
+from tollmeter.collector._pipeline import IngestResult, PipelineFull
 from tollmeter.collector.receivers._otlp_json import from_otlp_json
+from tollmeter.collector.storage import StorageError
 
 __all__ = [
+    "RETRYABLE",
+    "RETRY_DELAY_S",
     "SIGNALS",
     "Encoding",
     "OtlpIngest",
@@ -43,6 +47,8 @@ __all__ = [
     "SignalSpec",
     "TracePipeline",
     "Undecodable",
+    "decode",
+    "retry_advice",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +56,29 @@ _logger = logging.getLogger(__name__)
 Signal = Literal["traces", "metrics", "logs"]
 Encoding = Literal["protobuf", "json"]
 SignalSink = Callable[[Signal, bytes], None]
+
+
+RETRY_DELAY_S = 1.0
+"""Delay suggested to senders when the pipeline names none."""
+
+RETRYABLE = (PipelineFull, StorageError)
+"""Failures that acknowledged nothing and may pass: the sender should retry."""
+
+
+def retry_advice(exc: PipelineFull | StorageError) -> tuple[str, float]:
+    """The message and delay to send back for a retryable failure.
+
+    The delay (the pipeline's, else :data:`RETRY_DELAY_S`) is spread by ±50% so
+    that senders refused together do not all come back together.
+    """
+    if isinstance(exc, PipelineFull):
+        message = f"collector busy, retry later: {exc}"
+        base = exc.retry_after_s if exc.retry_after_s > 0 else RETRY_DELAY_S
+    else:
+        _logger.warning("ledger commit failed; asking the sender to retry: %s", exc)
+        message = "ledger unavailable, retry later"
+        base = RETRY_DELAY_S
+    return message, base * random.uniform(0.5, 1.5)
 
 
 class Undecodable(ValueError):
