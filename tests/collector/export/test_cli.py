@@ -12,10 +12,7 @@ import pytest
 
 from tollmeter.collector.storage import open_ledger
 
-_RUN = (
-    "import sys; from tollmeter.collector._cli_export import export_command; "
-    "export_command(sys.argv[1:], prog_name='tollmeter export')"
-)
+_TOLLMETER = Path(sys.executable).with_name("tollmeter")
 
 
 def _export(
@@ -24,7 +21,7 @@ def _export(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TOLLMETER_")}
     environ.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", _RUN, *args],
+        [str(_TOLLMETER), "export", *args],
         capture_output=True,
         text=True,
         timeout=60,
