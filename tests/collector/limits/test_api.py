@@ -132,6 +132,8 @@ def test_admin_reload_keeps_state_and_rejects_invalid_limits(api):
     _check(client, estimated_input_tokens=400)
     current = client.get("/api/v1/limits").json()
     assert [r["name"] for r in current["limits"]["rules"]] == ["daily", "tpm"]
+    assert current["counters"]["checks_allowed"] == 1
+    assert current["counters"]["reservations_open"] == 1
     rules = current["limits"]["rules"]
     rules[0]["limit"] = 20_000
     assert client.put("/api/v1/limits", json={"rules": rules}).status_code == 200

@@ -138,6 +138,7 @@ def test_a_dead_webhook_does_not_block_checks_and_is_counted(make_limits):
         assert not any(r.allowed for r in results)
         assert _wait(lambda: service.hook_stats()["wh"].failed >= 1)
         assert service.hook_stats()["wh"].dropped > 0
+        assert service.engine.counts()["checks_denied"] == 50
     finally:
         service.close(timeout=1)
 

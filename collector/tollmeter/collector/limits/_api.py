@@ -229,7 +229,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         return JSONResponse(service.status(tenant))
 
     async def get_limits(request: Request) -> Response:
-        """The limits in force and the delivery counters of every hook."""
+        """The limits in force, check and reservation counters, and every hook's deliveries."""
         stats = {
             name: {
                 "delivered": s.delivered,
@@ -239,7 +239,13 @@ def limits_routes(service: LimitsService) -> list[Route]:
             }
             for name, s in service.hook_stats().items()
         }
-        return JSONResponse({"limits": limits_to_mapping(service.engine.config), "hooks": stats})
+        return JSONResponse(
+            {
+                "limits": limits_to_mapping(service.engine.config),
+                "counters": service.engine.counts(),
+                "hooks": stats,
+            }
+        )
 
     async def put_limits(request: Request) -> Response:
         """Replace the limits at run time, keeping the state of unchanged limits.

@@ -73,6 +73,7 @@ class LimitEngine:
         self._decisions: dict[str, tuple[CheckResult, float]] = {}
         self._marks = ThresholdMarks()
         self._dirty_counters: set[CounterKey] = set()
+        self._counts = {"allowed": 0, "denied": 0, "expired": 0}
         self._dirty_reservations: set[str] = set()
         self._dropped_counters: set[CounterKey] = set()
 
@@ -94,6 +95,8 @@ class LimitEngine:
                 if cached is not None and cached[1] > now:
                     return cached[0], []
             result, notices = self._check_locked(request, now, dry_run)
+            if not dry_run:
+                self._counts["allowed" if result.allowed else "denied"] += 1
             if rid is not None and not dry_run:
                 ttl = self._config.reservation_ttl_s
                 if not result.allowed and result.retry_after_s is not None:
@@ -299,6 +302,7 @@ class LimitEngine:
             notices: list[Notice] = []
             for r in due:
                 del self._reservations[r.id]
+                self._counts["expired"] += 1
                 self._dirty_reservations.add(r.id)
                 if self._config.expired_reservations == "release":
                     self._refund(r, now)
@@ -361,6 +365,16 @@ class LimitEngine:
                     self._dropped_counters.add(ck)
                     continue
                 self._dirty_counters.add(ck)
+
+    def counts(self) -> dict[str, int]:
+        """Checks allowed and denied, reservations open and expired, since start."""
+        with self._lock:
+            return {
+                "checks_allowed": self._counts["allowed"],
+                "checks_denied": self._counts["denied"],
+                "reservations_open": len(self._reservations),
+                "reservations_expired": self._counts["expired"],
+            }
 
     def status(self, tenant: str) -> dict[str, Any]:
         """Every limit counter of ``tenant``: remaining, and what is blocked until when."""
