@@ -179,6 +179,16 @@ def test_cache_extends_to_a_later_breakpoint(claude, recount):
     assert message.usage.input_tokens == 0
 
 
+def test_one_hour_cache_writes_are_reported_apart(claude, recount):
+    text = recount.long_text(uuid.uuid4().hex)
+    system = [{"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    message = claude.messages.create(model=MODEL, max_tokens=8, system=system, messages=MESSAGES)
+    written = recount.tokens(text, "cl100k_base")
+    assert message.usage.cache_creation_input_tokens == written
+    assert message.usage.cache_creation.ephemeral_1h_input_tokens == written
+    assert message.usage.cache_creation.ephemeral_5m_input_tokens == 0
+
+
 def test_short_cached_prefixes_are_not_cached(claude):
     system = [{"type": "text", "text": "Short.", "cache_control": {"type": "ephemeral"}}]
     for _ in range(2):

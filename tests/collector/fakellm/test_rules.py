@@ -26,13 +26,22 @@ def test_openai_cache_steps_and_models_are_separate():
 def test_anthropic_breakpoints_read_the_longest_known_prefix():
     cache = PrefixCache()
     tokens = list(range(3000))
-    first = cache.anthropic("claude", tokens, [1500])
+    first = cache.anthropic("claude", tokens, [(1500, "5m")])
     assert (first.read, first.written) == (0, 1500)
-    second = cache.anthropic("claude", tokens, [1500, 2500])
+    second = cache.anthropic("claude", tokens, [(1500, "5m"), (2500, "5m")])
     assert (second.read, second.written) == (1500, 1000)
-    third = cache.anthropic("claude", tokens, [1500, 2500])
+    third = cache.anthropic("claude", tokens, [(1500, "5m"), (2500, "5m")])
     assert (third.read, third.written) == (2500, 0)
-    assert cache.anthropic("claude", tokens, [100, 1000]).written == 0
+    assert cache.anthropic("claude", tokens, [(100, "5m"), (1000, "5m")]).written == 0
+
+
+def test_anthropic_writes_take_the_ttl_of_their_breakpoint():
+    cache = PrefixCache()
+    tokens = list(range(4000))
+    result = cache.anthropic("claude", tokens, [(1200, "1h"), (3000, "5m")])
+    assert (result.read, result.written, result.written_1h) == (0, 3000, 1200)
+    again = cache.anthropic("claude", tokens, [(1200, "1h"), (3000, "5m"), (3900, "5m")])
+    assert (again.read, again.written, again.written_1h) == (3000, 900, 0)
 
 
 def test_cache_is_bounded():

@@ -163,8 +163,8 @@ def messages(call: Call) -> Prepared:
         "cache_read_input_tokens": cache.read,
         "output_tokens": output,
         "cache_creation": {
-            "ephemeral_5m_input_tokens": cache.written,
-            "ephemeral_1h_input_tokens": 0,
+            "ephemeral_5m_input_tokens": cache.written - cache.written_1h,
+            "ephemeral_1h_input_tokens": cache.written_1h,
         },
         "service_tier": "standard",
     }

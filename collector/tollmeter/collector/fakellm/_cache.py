@@ -28,8 +28,11 @@ _MAX_ENTRIES = 100_000
 
 @dataclass(frozen=True)
 class CacheResult:
+    """Tokens read from the cache, and written to it (of which ``written_1h`` with a 1 h ttl)."""
+
     read: int = 0
     written: int = 0
+    written_1h: int = 0
 
 
 def _digests(model: str, tokens: Sequence[int], ends: Sequence[int]) -> list[bytes]:
@@ -75,11 +78,21 @@ class PrefixCache:
         return CacheResult(read=read)
 
     def anthropic(
-        self, model: str, tokens: Sequence[int], breakpoints: Sequence[int]
+        self, model: str, tokens: Sequence[int], breakpoints: Sequence[tuple[int, str]]
     ) -> CacheResult:
-        ends = sorted({end for end in breakpoints if end >= MIN_CACHED_TOKENS})
+        """``breakpoints`` are (token offset, ttl); each written stretch takes the ttl of the
+        breakpoint that ends it."""
+        ttls = {end: ttl for end, ttl in breakpoints if end >= MIN_CACHED_TOKENS}
+        ends = sorted(ttls)
         if not ends:
             return CacheResult()
         hits = self._lookup_and_store(_digests(model, tokens, ends))
         read = max((end for end, hit in zip(ends, hits, strict=True) if hit), default=0)
-        return CacheResult(read=read, written=max(ends[-1] - read, 0))
+        written = written_1h = 0
+        previous = read
+        for end in ends:
+            if end > previous:
+                written += end - previous
+                written_1h += end - previous if ttls[end] == "1h" else 0
+                previous = end
+        return CacheResult(read=read, written=written, written_1h=written_1h)

@@ -115,10 +115,10 @@ def _compact_json(value: Any) -> str:
 
 @dataclass
 class Rendered:
-    """A prompt as token ids, with the cache breakpoints (token offsets) it declares."""
+    """A prompt as token ids, with the cache breakpoints it declares: (token offset, ttl)."""
 
     tokens: list[int] = field(default_factory=list)
-    breakpoints: list[int] = field(default_factory=list)
+    breakpoints: list[tuple[int, str]] = field(default_factory=list)
 
     def overhead(self, n: int) -> None:
         self.tokens.extend([OVERHEAD] * n)
@@ -127,8 +127,12 @@ class Rendered:
         if text:
             self.tokens.extend(encode(text, encoding_name))
 
-    def mark(self) -> None:
-        self.breakpoints.append(len(self.tokens))
+    def mark(self, cache_control: Any) -> None:
+        """Record a breakpoint here if ``cache_control`` asks for one."""
+        if not cache_control:
+            return
+        ttl = cache_control.get("ttl") if isinstance(cache_control, Mapping) else None
+        self.breakpoints.append((len(self.tokens), "1h" if ttl == "1h" else "5m"))
 
 
 def _text_parts(content: Any) -> Iterable[tuple[str | None, int]]:
@@ -234,8 +238,7 @@ def _anthropic_block(rendered: Rendered, block: Any, enc: str) -> None:
                 _anthropic_block(rendered, part, enc)
     elif kind in ("thinking", "redacted_thinking"):
         rendered.text(str(block.get("thinking", "")), enc)
-    if block.get("cache_control"):
-        rendered.mark()
+    rendered.mark(block.get("cache_control"))
 
 
 def render_anthropic(
@@ -245,8 +248,8 @@ def render_anthropic(
     rendered = Rendered()
     for tool in tools or ():
         rendered.text(_compact_json(tool), enc)
-        if isinstance(tool, Mapping) and tool.get("cache_control"):
-            rendered.mark()
+        if isinstance(tool, Mapping):
+            rendered.mark(tool.get("cache_control"))
     if isinstance(system, str):
         rendered.text(system, enc)
     elif isinstance(system, Sequence):
