@@ -22,6 +22,7 @@ result as if tollmeter were absent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -225,16 +226,21 @@ def _observe(
     return result
 
 
-def _is_raw(result: Any) -> bool:
+@functools.cache
+def _raw_types() -> tuple[tuple[type[Any], ...], type[Any]]:
+    """(every raw response type, the already-read legacy one), imported on first use."""
     from openai import _legacy_response, _response
 
-    return isinstance(result, (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse))
+    legacy = _legacy_response.LegacyAPIResponse
+    return (legacy, _response.BaseAPIResponse), legacy
+
+
+def _is_raw(result: Any) -> bool:
+    return isinstance(result, _raw_types()[0])
 
 
 def _is_legacy(result: Any) -> bool:
-    from openai import _legacy_response
-
-    return isinstance(result, _legacy_response.LegacyAPIResponse)
+    return isinstance(result, _raw_types()[1])
 
 
 def _prepare(

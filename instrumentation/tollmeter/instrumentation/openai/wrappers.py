@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from types import TracebackType
@@ -175,15 +176,22 @@ class ResponsesStreamHandler:
         return outcome
 
 
+@functools.cache
+def _stream_types() -> tuple[type[Any], type[Any]]:
+    """(``openai.Stream``, ``openai.AsyncStream``), imported on first use."""
+    import openai
+
+    return openai.Stream, openai.AsyncStream
+
+
 def wrap_stream(
     stream: Any, telemetry: Telemetry, call: Call, handler: Callable[[], StreamHandler]
 ) -> Any:
     """``stream`` behind the matching metering proxy, or ``None`` if it is not a stream."""
-    import openai
-
-    if isinstance(stream, openai.Stream):
+    sync_type, async_type = _stream_types()
+    if isinstance(stream, sync_type):
         return SyncStreamProxy(stream, telemetry, call, handler())
-    if isinstance(stream, openai.AsyncStream):
+    if isinstance(stream, async_type):
         return AsyncStreamProxy(stream, telemetry, call, handler())
     return None
 
