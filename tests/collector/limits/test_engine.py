@@ -196,7 +196,8 @@ def test_release_mode_gives_the_estimate_back(make_limits, clock):
     engine.check(_req(inp=700))
     clock.advance(61)
     engine.expire_due()
-    assert engine.status("acme")["limits"][0]["remaining"] == 1000
+    result, _ = engine.check(_req(inp=1000))
+    assert result.allowed
 
 
 def test_thresholds_fire_once_per_window(make_limits, clock):
@@ -291,3 +292,17 @@ def test_dry_run_changes_nothing(make_limits, clock):
     assert result.allowed
     assert result.reservation_id is None
     assert engine.check(_req(inp=1000, request_id="x"))[0].reservation_id is not None
+
+
+def test_idle_counters_are_forgotten(make_limits, clock):
+    engine = LimitEngine(
+        make_limits(DAILY, {"name": "tpm", "limit": 600, "window": "1m"}), clock=clock
+    )
+    for i in range(100):
+        engine.check(_req(tenant=f"t{i}", inp=10))
+    clock.advance(86_400)
+    engine.expire_due()
+    assert engine.status("t1")["limits"] == []
+    assert engine.drain_changes().dropped_counters
+    # A fresh counter behaves like the old one at rest.
+    assert engine.check(_req(tenant="t1", inp=600))[0].allowed

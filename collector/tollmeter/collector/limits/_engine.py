@@ -41,6 +41,7 @@ from tollmeter.collector.limits._status import counter_status, tenant_status
 __all__ = ["LimitEngine"]
 
 _EPSILON = 1e-9
+_IDLE_SWEEP_S = 30.0
 _SOFT_ACTIONS = ("alert", "downgrade")
 """Actions that let a request pass its limit."""
 
@@ -74,6 +75,7 @@ class LimitEngine:
         self._marks = ThresholdMarks()
         self._dirty_counters: set[CounterKey] = set()
         self._counts = {"allowed": 0, "denied": 0, "expired": 0}
+        self._next_idle_sweep = 0.0
         self._dirty_reservations: set[str] = set()
         self._dropped_counters: set[CounterKey] = set()
 
@@ -323,7 +325,24 @@ class LimitEngine:
             for rid in [i for i, (_, until) in self._decisions.items() if until <= now]:
                 del self._decisions[rid]
             self._marks.prune(self._by_name, now)
+            if now >= self._next_idle_sweep:
+                self._next_idle_sweep = now + _IDLE_SWEEP_S
+                self._drop_idle_counters(now)
             return due, notices
+
+    def _drop_idle_counters(self, now: float) -> None:
+        """Forget counters at rest (a full bucket, nothing used this period): a new one
+        is identical, and keys that come and go must not grow memory without bound."""
+        held = {(c.limit, c.key) for r in self._reservations.values() for c in r.charges}
+        for ck, counter in list(self._counters.items()):
+            rule = self._by_name.get(ck[0])
+            if rule is None or ck in held:
+                continue
+            rule.window.advance(counter, now)
+            if rule.window.used_fraction(counter) <= 0.0:
+                del self._counters[ck]
+                self._dropped_counters.add(ck)
+                self._dirty_counters.discard(ck)
 
     def requeue(self, reservations: Iterable[Reservation]) -> None:
         """Put expired reservations back (their billing failed); they expire again later."""
