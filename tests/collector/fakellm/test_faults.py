@@ -69,10 +69,10 @@ def test_slow_first_token_trips_a_client_timeout(oai, claude):
         _chat(oai, extra_headers=slow, timeout=0.2)
     with pytest.raises(anthropic.APITimeoutError):
         _claude(claude, extra_headers=slow, timeout=0.2)
-    stream = _chat(oai, stream=True, extra_headers=slow, timeout=0.2)
-    with pytest.raises(openai.APITimeoutError):
+    long_wait = {"x-fake-fault": "slow", "x-fake-delay-ms": "30000"}
+    stream = _chat(oai, stream=True, extra_headers=long_wait, timeout=openai.Timeout(30, read=2))
+    with stream, pytest.raises(openai.APITimeoutError):
         next(iter(stream))
-    stream.close()
 
 
 def test_slow_reply_still_arrives(oai, recount):
@@ -329,11 +329,11 @@ def test_chunk_delay_paces_a_stream(oai):
     stream = _chat(
         oai,
         stream=True,
-        extra_headers={"x-fake-chunk-delay-ms": "5000"},
-        timeout=openai.Timeout(10, read=1),
+        extra_headers={"x-fake-chunk-delay-ms": "30000"},
+        timeout=openai.Timeout(30, read=3),
     )
-    first = next(iter(stream))
-    assert first.choices[0].delta.role == "assistant"
-    with pytest.raises(openai.APITimeoutError):
-        next(iter(stream))
-    stream.close()
+    with stream:
+        first = next(iter(stream))
+        assert first.choices[0].delta.role == "assistant"
+        with pytest.raises(openai.APITimeoutError):
+            next(iter(stream))
