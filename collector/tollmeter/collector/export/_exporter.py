@@ -21,11 +21,12 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tollmeter.collector._records import UsageEvent
+import pyarrow as pa
+
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import (
     Cursor,
@@ -172,39 +173,54 @@ class Exporter:
         exported = 0
         files: list[str] = []
         while True:
-            if cursor.pending is None:
-                if time.monotonic() >= deadline:
-                    return ExportResult(
-                        ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence, False
-                    )
-                events = self._source.read_events(cursor.sequence, self._batch_size)
-                if not events:
-                    return ExportResult(
-                        ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence
-                    )
-                cursor = Cursor(
-                    cursor.sequence, (events[0].sequence, events[-1].sequence), cursor.directory_id
+            if cursor.pending is None and time.monotonic() >= deadline:
+                return ExportResult(
+                    ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence, False
                 )
-                save_cursor(self._source, cursor)
-                self._checkpoint("intent_recorded")
-            else:
-                first, last = cursor.pending
-                events = [
-                    event
-                    for event in self._source.read_events(first - 1, self._batch_size)
-                    if event.sequence <= last
-                ]
-            if events:
-                files.extend(self._write_batch(events))
-                exported += len(events)
-            # Without events the intent pointed past a restored ledger: it is dropped.
+            cursor, table = self._next_batch(cursor)
+            if cursor.pending is None:
+                return ExportResult(ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence)
+            if table is not None:
+                files.extend(self._write_table(table))
+                exported += table.num_rows
+            # Without rows the intent pointed past a restored ledger: it is dropped.
             cursor = Cursor(
-                cursor.pending[1] if events and cursor.pending else cursor.sequence,
+                cursor.pending[1] if table is not None else cursor.sequence,
                 None,
                 cursor.directory_id,
             )
             save_cursor(self._source, cursor)
             self._checkpoint("cursor_advanced")
+
+    def _next_batch(self, cursor: Cursor) -> tuple[Cursor, pa.Table | None]:
+        """The pending batch, or a new one recorded as pending; ``pending`` is ``None``
+        when there is nothing to export.
+
+        The events live only inside this call, so the batch's Python objects are
+        freed before its files are written.
+        """
+        if cursor.pending is None:
+            events = self._source.read_events(cursor.sequence, self._batch_size)
+            if not events:
+                return cursor, None
+            cursor = Cursor(
+                cursor.sequence, (events[0].sequence, events[-1].sequence), cursor.directory_id
+            )
+            save_cursor(self._source, cursor)
+            self._checkpoint("intent_recorded")
+        else:
+            first, last = cursor.pending
+            events = [
+                event
+                for event in self._source.read_events(first - 1, self._batch_size)
+                if event.sequence <= last
+            ]
+            if not events:
+                return cursor, None
+        if self._pricer is not None:
+            pricer = self._pricer
+            events = [pricer.price(e) if e.price_source is None else e for e in events]
+        return cursor, events_to_table(events, collector_id=self._collector_id)
 
     def _open(self) -> Cursor:
         cursor = load_cursor(self._source)
@@ -257,11 +273,7 @@ class Exporter:
             logger.info("removed %d unfinished export files from %s", removed, self.directory)
         return cursor
 
-    def _write_batch(self, events: Sequence[UsageEvent]) -> list[str]:
-        if self._pricer is not None:
-            pricer = self._pricer
-            events = [pricer.price(e) if e.price_source is None else e for e in events]
-        table = events_to_table(events, collector_id=self._collector_id)
+    def _write_table(self, table: pa.Table) -> list[str]:
         written: list[str] = []
         for index, (day, part) in enumerate(split_by_date(table, self._timezone)):
             if index:
@@ -281,5 +293,5 @@ class Exporter:
                 checkpoint=self._checkpoint,
             )
             written.append(relative)
-        logger.debug("exported %d events into %s", len(events), ", ".join(written))
+        logger.debug("exported %d events into %s", table.num_rows, ", ".join(written))
         return written
