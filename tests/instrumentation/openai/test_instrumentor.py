@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -203,3 +204,23 @@ def test_failure_before_the_request_leaves_the_call_uninstrumented(
     completion = client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert completion.usage is not None
     assert span_exporter.get_finished_spans() == ()
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_concurrent_calls_keep_their_own_attribution(
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter
+) -> None:
+    def call(tenant: str) -> None:
+        with attribute(tenant=tenant):
+            stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+            for _ in stream:
+                pass
+
+    tenants = [f"tenant-{n}" for n in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(call, tenant) for tenant in tenants]:
+            future.result(timeout=60)
+    spans = span_exporter.get_finished_spans()
+    assert sorted(dict(s.attributes or {})[attrs.TOLLMETER_TENANT_ID] for s in spans) == tenants
+    ids = {dict(s.attributes or {})[attrs.GEN_AI_RESPONSE_ID] for s in spans}
+    assert len(ids) == len(tenants)
