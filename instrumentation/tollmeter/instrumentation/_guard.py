@@ -37,6 +37,7 @@ from tollmeter.instrumentation._budget import (
     release_budget_ticket,
     reserve_budgets,
 )
+from tollmeter.instrumentation._safety import report_failure
 from tollmeter.instrumentation.errors import GuardUnavailable, QuotaExceeded
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv.errors import ConfigurationError
@@ -300,24 +301,29 @@ def before_call(
     Raises ``BudgetExceeded`` or ``QuotaExceeded`` (before any provider request).
     Returns the keyword arguments to call the SDK with: ``kwargs`` itself, or a copy
     with the downgraded model. Adds the reservation id to the span ``attributes``.
+    Any other failure of its own is reported once and lets the call through.
     """
     guard = active_guard()
-    budgeted = False
-    estimate = 0
-    key = model or ""
-    if guard is not None or budgets_active():
+    if guard is None and not budgets_active():
+        return kwargs
+    max_output = _max_output(kwargs)
+    try:
         estimate = estimate_input()
-        budgeted = reserve_budgets(estimate + _max_output(kwargs), key)
+    except Exception as exc:  # an estimate must never break the app's call
+        report_failure("guard.estimate", exc)
+        estimate = 0
+    budgeted = reserve_budgets(estimate + max_output, model or "")
     if guard is None:
         return kwargs
     try:
-        decision = guard.check(
-            model=model, input_tokens=estimate, max_output_tokens=_max_output(kwargs)
-        )
+        decision = guard.check(model=model, input_tokens=estimate, max_output_tokens=max_output)
     except QuotaExceeded:
         if budgeted:
             release_budget_ticket()
         raise
+    except Exception as exc:
+        report_failure("guard.check", exc)
+        return kwargs
     if decision.reservation_id is not None:
         attributes[attrs.TOLLMETER_RESERVATION_ID] = decision.reservation_id
     if decision.model is not None and decision.model != model:

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -175,11 +177,22 @@ def _with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _start(telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
+def _model(kwargs: Mapping[str, Any]) -> str | None:
     model = extract.given(kwargs.get("model"))
-    model = model if isinstance(model, str) else None
+    return model if isinstance(model, str) else None
+
+
+def _start(
+    telemetry: Telemetry,
+    endpoint: Endpoint,
+    instance: Any,
+    kwargs: dict[str, Any],
+    enforcement: Mapping[str, AttributeValue],
+) -> Call:
+    model = _model(kwargs)
     attributes = extract.server_attributes(instance)
     attributes.update(extract.request_attributes(kwargs))
+    attributes.update(enforcement)
     return telemetry.start(
         operation=endpoint.operation,
         provider=extract.PROVIDER,
@@ -251,11 +264,16 @@ def _prepare(
     kwargs: dict[str, Any],
 ) -> tuple[Call | None, dict[str, Any]]:
     call: Call | None = None
+    # Budgets and the guard may refuse the call (raising) before anything is sent.
+    enforcement: dict[str, AttributeValue] = {}
+    model = _model(kwargs)
+    estimate = endpoint.input_estimate
+    kwargs = dict(before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement))
     with contained("openai.start"):
         request = kwargs
         if inject_stream_usage and endpoint.injects_usage:
             request = _with_stream_usage(kwargs)
-        call = _start(telemetry, endpoint, instance, request)
+        call = _start(telemetry, endpoint, instance, request, enforcement)
         kwargs = request
     return call, kwargs
 
