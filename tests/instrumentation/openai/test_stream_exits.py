@@ -196,3 +196,36 @@ def test_async_exits(
     abandoned = [dict(s.attributes or {}).get(attrs.TOLLMETER_USAGE_ABANDONED) for s in spans]
     assert abandoned == [None, None, None, None, True]
     assert len(span_exporter.get_finished_spans()) == 5
+
+
+def test_streaming_response_read_without_parse_finishes_on_close(
+    client: openai.OpenAI, one_span: Any, exchange_of: Any
+) -> None:
+    with client.chat.completions.with_streaming_response.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines
+    _, attributes = one_span()
+    assert attrs.TOLLMETER_USAGE_ABANDONED not in attributes
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+    true_input = exchange_of(attributes).usage.input_tokens
+    assert abs(attributes[attrs.GEN_AI_USAGE_INPUT_TOKENS] - true_input) <= 0.1 * true_input
+
+
+def test_async_streaming_response_read_without_parse_finishes_on_close(
+    async_client_factory: Callable[[], openai.AsyncOpenAI], one_span: Any
+) -> None:
+    async def run() -> None:
+        async with (
+            async_client_factory() as client,
+            client.chat.completions.with_streaming_response.create(
+                model=MODEL, messages=MESSAGES
+            ) as response,
+        ):
+            assert (await response.json())["usage"]
+
+    asyncio.run(run())
+    _, attributes = one_span()
+    assert attrs.TOLLMETER_USAGE_ABANDONED not in attributes
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"

@@ -12,7 +12,9 @@
   response underneath the metered stream.
 - ``RawResponseProxy`` wraps what ``with_raw_response``/``with_streaming_response``
   return for a stream (or an unread body): the call finishes when ``parse()``
-  yields the result, or, if the caller never parses, when the proxy is dropped.
+  yields the result. A caller that reads the body another way (``iter_lines()``,
+  ``json()``) gets an input-only estimate when it closes the response, or, if it
+  never does, when the proxy is dropped (then marked abandoned).
 """
 
 from __future__ import annotations
@@ -334,6 +336,24 @@ class RawResponseProxy(MeteredProxy):
         if inspect.isawaitable(result):
             return self._self_parse_later(result)
         return self._self_observe(result)
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        """Close the response; a call whose body was never parsed finishes here (estimated)."""
+        result = self.__wrapped__.close(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._self_close_later(result)
+        self._self_closed()
+        return result
+
+    async def _self_close_later(self, pending: Any) -> Any:
+        result = await pending
+        self._self_closed()
+        return result
+
+    def _self_closed(self) -> None:
+        if self._self_owner:
+            self._self_detach()
+            self._self_state.finish()
 
     async def _self_parse_later(self, pending: Any) -> Any:
         return self._self_observe(await pending)
