@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+import httpx
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -60,13 +61,18 @@ def send(collector) -> None:
         http_exporter.shutdown()
 
 
-def usage(collector) -> dict[str, tuple[int, int, int]]:
-    result = collector.usage("--json", "--group-by", "tenant")
-    assert result.returncode == 0, result.stderr
+def rows(document: dict) -> dict[str, tuple[int, int, int]]:
     return {
         row["tenant"]: (row["requests"], row["input_tokens"], row["output_tokens"])
-        for row in json.loads(result.stdout)["rows"]
+        for row in document["rows"]
     }
+
+
+def usage(collector) -> dict[str, tuple[int, int, int]]:
+    """Per-tenant usage straight from the management API."""
+    response = httpx.get(f"{collector.management_url}/api/v1/usage?group_by=tenant", timeout=10)
+    assert response.status_code == 200, response.text
+    return rows(response.json())
 
 
 def test_collector_process_meters_and_survives_a_restart_exactly_once(collector_process):
@@ -74,7 +80,9 @@ def test_collector_process_meters_and_survives_a_restart_exactly_once(collector_
     assert f"OTLP/gRPC listening on {collector.grpc_endpoint}" in collector.stdout
     assert f"management API listening on {collector.management_url}" in collector.stdout
     send(collector)
-    assert usage(collector) == EXPECTED
+    as_json = collector.usage("--json", "--group-by", "tenant")
+    assert as_json.returncode == 0, as_json.stderr
+    assert rows(json.loads(as_json.stdout)) == EXPECTED
 
     table = collector.usage()
     assert table.returncode == 0
