@@ -6,6 +6,8 @@ import asyncio
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
@@ -196,3 +198,16 @@ def test_span_processor_reads_the_parent_context_baggage() -> None:
     assert (span.attributes or {})[attrs.TOLLMETER_TENANT_ID] == "edge"
     assert trace.get_current_span() is trace.INVALID_SPAN
     provider.shutdown()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=MAX_VALUE_LENGTH + 20))
+def test_any_text_is_either_accepted_intact_or_rejected(value: str) -> None:
+    valid = 0 < len(value) <= MAX_VALUE_LENGTH and value.isprintable()
+    if not valid:
+        with pytest.raises(ValueError, match=r"attribute\(tenant=\.\.\.\)"):
+            attribute(tenant=value)
+        return
+    with attribute(tenant=value):
+        assert current_attribution()[attrs.TOLLMETER_TENANT_ID] == value
+        assert baggage.get_baggage(attrs.TOLLMETER_TENANT_ID) == value

@@ -1,9 +1,10 @@
 """Attribution: who a model call is made for.
 
 ``attribute(tenant=..., project=..., ...)`` is a context manager and a decorator
-(for plain and ``async`` functions). Inside it, every model call made through
-an instrumented SDK carries the attribution as span attributes. The values are
-kept in two places at once:
+for plain and ``async`` functions (a generator's body runs after the decorated
+call returns, so use a ``with`` block inside generators instead). Inside it,
+every model call made through an instrumented SDK carries the attribution as
+span attributes. The values are kept in two places at once:
 
 - a context variable, read by tollmeter's instrumentors at request start;
 - W3C baggage in the OpenTelemetry context (keys are the attribute names, for
