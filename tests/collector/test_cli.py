@@ -104,6 +104,18 @@ class TestUsageCommand:
         assert result.exit_code == 2
         assert "ISO 8601" in result.output
 
+    def test_window_and_model_filter(self, collector, make_spans):
+        export(collector, make_spans(2, tenant="acme", model="gpt-4o"))
+        export(collector, make_spans(1, tenant="acme", model="o3", id_prefix="o"))
+        result = invoke(
+            "usage", "--url", collector.management_url, "--json", "--window", "day",
+            "--model", "gpt-4o",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        [row] = json.loads(result.output)["rows"]
+        assert (row["tenant"], row["requests"]) == ("acme", 2)
+        assert row["window_start"].endswith("T00:00:00+00:00")
+
     def test_admin_key_from_the_environment(self, collector_factory):
         running = collector_factory(management={"admin_keys": ["s3cret"]})
         denied = invoke("usage", "--url", running.management_url)
