@@ -20,8 +20,16 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import yaml
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from tollmeter.instrumentation import Guard, QuotaExceeded, attribute
+from tollmeter.instrumentation.openai import OpenAIInstrumentor
 
 _TOLLMETER = Path(sys.executable).with_name("tollmeter")
 _LISTENING = re.compile(r"tollmeter collector: (OTLP/HTTP|management API) listening on (\S+)")
@@ -241,3 +249,53 @@ def test_limit_state_survives_kill_9_and_sighup_reloads_keeping_it(collector_pro
         threading.Event().wait(0.05)
     assert _remaining(running.api, "acme") == 1300
     assert running.stop() == 0
+
+
+@pytest.fixture
+def openai_app(fake_llm, collector_process):
+    """An app with the real OpenAI SDK, instrumented, exporting spans to a real collector
+    whose limits admit 2,000 tokens per tenant per day, and guarded by it."""
+    running = collector_process(limit=2000)
+    exporter = OTLPSpanExporter(endpoint=f"{running.otlp}/v1/traces", timeout=10)
+    provider = TracerProvider()
+    # Spans leave only on force_flush: the test decides when the collector hears of a call.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, meter_provider=MeterProvider())
+    guard = Guard(running.api).install()
+    client = openai.OpenAI(base_url=f"{fake_llm.url}/v1", api_key="sk-test", max_retries=0)
+    yield running, client, provider
+    client.close()
+    guard.uninstall()
+    instrumentor.uninstrument()
+    provider.shutdown()
+
+
+def _chat(client, max_tokens: int):
+    return client.chat.completions.create(
+        model="gpt-4o-mini",
+        max_tokens=max_tokens,
+        messages=[{"role": "user", "content": "How many tokens is this?"}],
+    )
+
+
+def test_guard_stops_the_openai_call_before_it_reaches_the_provider(openai_app, fake_llm):
+    running, client, provider = openai_app
+    with attribute(tenant="acme"):
+        reply = _chat(client, max_tokens=1500)
+        before = len(fake_llm.requests())
+        with pytest.raises(QuotaExceeded) as denied:
+            _chat(client, max_tokens=1500)
+    assert len(fake_llm.requests()) == before
+    assert denied.value.limit == "quota"
+    assert denied.value.retry_after is not None
+    # Once the allowed call's span reaches the collector it replaces the reservation.
+    assert provider.force_flush(10_000)
+    used = reply.usage.prompt_tokens + reply.usage.completion_tokens
+    deadline = time.monotonic() + 30
+    while _remaining(running.api, "acme") != 2000 - used and time.monotonic() < deadline:
+        threading.Event().wait(0.05)
+    assert _remaining(running.api, "acme") == 2000 - used
+    # With the reservation replaced by the (smaller) actual usage, the same call fits again.
+    with attribute(tenant="acme"):
+        assert _chat(client, max_tokens=1500).choices
