@@ -116,3 +116,16 @@ def test_bad_usage_parameters_are_400(collector, path):
     response = get(collector, path)
     assert response.status_code == 400
     assert response.json()["error"]
+
+
+def test_a_malformed_docstring_does_not_break_the_document(collector):
+    async def odd(request: Request) -> JSONResponse:
+        """Odd route.
+        ---
+        responses: [unclosed
+        """
+        return JSONResponse({})
+
+    collector.collector.add_management_routes([Route("/api/v1/odd", odd, methods=["GET"])])
+    document = get(collector, "/openapi.json").json()
+    assert document["paths"]["/api/v1/odd"]["get"]["summary"] == "Odd route."

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -60,7 +60,7 @@ def _option(name: str, setting: settings.Setting, **kwargs: Any) -> Callable[[_F
     )
 
 
-def _fail_config(error: InvalidConfig) -> None:
+def _fail_config(error: InvalidConfig) -> NoReturn:
     click.echo("invalid configuration:", err=True)
     for problem in error.problems:
         click.echo(f"  {problem}", err=True)
@@ -72,7 +72,6 @@ def _load(config_file: Path | None, flags: Mapping[str, object]) -> Config:
         return Config.load(config_file, environ=os.environ, overrides=flags)
     except InvalidConfig as exc:
         _fail_config(exc)
-        raise  # unreachable: _fail_config exits
 
 
 @click.command("collector")

@@ -12,6 +12,7 @@ docstring is merged into the operation.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ from tollmeter.collector._auth import KeyRing
 from tollmeter.semconv.version import __version__
 
 __all__ = ["ManagementApi", "Readiness"]
+
+_logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], dict[str, bool]]
 """Returns named checks; the collector is ready when all are true."""
@@ -68,7 +71,12 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         operation["description"] = description
     if route.path.startswith("/api/"):
         operation["security"] = [{"adminKey": []}]
-    extra = yaml.safe_load(spec) if spec.strip() else None
+    try:
+        extra = yaml.safe_load(spec) if spec.strip() else None
+    except yaml.YAMLError:
+        # A route's docstring must never break the whole document.
+        _logger.warning("ignoring malformed OpenAPI YAML in the docstring of %s", route.path)
+        extra = None
     if isinstance(extra, dict):
         operation.update(extra)
     return operation

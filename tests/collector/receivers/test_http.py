@@ -160,7 +160,7 @@ def test_unknown_content_encoding_is_415(collector, make_spans):
 
 def test_content_type_parameters_and_protobuf_response(collector, make_spans):
     body = encode_spans(make_spans(2)).SerializeToString()
-    headers = {"content-type": "application/x-protobuf; charset=binary"}
+    headers = {"content-type": "application/x-protobuf; charset=binary", "content-encoding": ""}
     response = post(collector, "/v1/traces", body, headers)
     assert response.status_code == 200
     assert ExportTraceServiceResponse.FromString(response.content) == ExportTraceServiceResponse()

@@ -119,7 +119,7 @@ def http_receiver_app(ingest: OtlpIngest, *, max_body_bytes: int) -> Starlette:
                 status_code=415,
                 media_type="text/plain",
             )
-        content_encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        content_encoding = request.headers.get("content-encoding", "").strip().lower() or "identity"
         if content_encoding not in ("identity", "gzip"):
             return _status_response(
                 encoding,
