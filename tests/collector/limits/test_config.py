@@ -147,3 +147,25 @@ def test_hooks_section():
 def test_invalid_hooks_name_the_key_path(hooks, message):
     with pytest.raises(ConfigurationError, match=message):
         HooksConfig.from_mapping(hooks)
+
+
+def test_validate_config_reports_limit_and_hook_problems(tmp_path):
+    from click.testing import CliRunner
+
+    from tollmeter.collector.cli import main
+
+    path = tmp_path / "tollmeter.yaml"
+    path.write_text(
+        "limits:\n"
+        "  rules:\n"
+        "    - {name: tpm, limit: 1000, window: {per: 1m}, action: throttle}\n"
+        "    - {name: monthly, limit: 5, window: {period: month, timezone: Mars/Base}}\n"
+        "hooks:\n"
+        "  - {type: webhook, url: 'ftp://nowhere'}\n"
+    )
+    result = CliRunner().invoke(main, ["validate-config", str(path)])
+    assert result.exit_code == 2
+    assert "limits.rules[1].window.timezone: unknown time zone 'Mars/Base'" in result.output
+    assert "hooks[0].url: expected an http(s) URL" in result.output
+    path.write_text("limits:\n  rules:\n    - {name: tpm, limit: 1000, window: 1m}\n")
+    assert CliRunner().invoke(main, ["validate-config", str(path)]).exit_code == 0
