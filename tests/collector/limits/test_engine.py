@@ -306,3 +306,27 @@ def test_idle_counters_are_forgotten(make_limits, clock):
     assert engine.drain_changes().dropped_counters
     # A fresh counter behaves like the old one at rest.
     assert engine.check(_req(tenant="t1", inp=600))[0].allowed
+
+
+def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_limits, clock):
+    from decimal import Decimal
+
+    rule = {"name": "spend", "measure": "cost", "currency": "USD", "limit": 1.0, "window": "day"}
+    priced = []
+
+    def price(model, inp, out):
+        priced.append(model)
+        return (inp + 4 * out) / 1_000_000
+
+    engine = LimitEngine(make_limits(rule), clock=clock, cost_estimator=price)
+    assert engine.check(_req(inp=500_000, out=100_000, model="gpt-4o"))[0].allowed
+    denied, _ = engine.check(_req(inp=200_000, model="gpt-4o"))
+    assert not denied.allowed
+    engine.record_usage([_event(inp=10, cost=Decimal("0.05"), currency="USD")])
+    engine.record_usage([_event(inp=11, cost=Decimal("9"), currency="EUR")])
+    assert engine.status("acme")["limits"][0]["remaining"] == pytest.approx(1.0 - 0.9 - 0.05)
+    assert priced == ["gpt-4o", "gpt-4o"]
+    # Without a cost limit the pricer is never asked.
+    cheap = LimitEngine(make_limits(DAILY), clock=clock, cost_estimator=price)
+    cheap.check(_req(model="gpt-4o"))
+    assert len(priced) == 2

@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from tollmeter.collector._records import UsageEvent
@@ -46,6 +45,10 @@ _SOFT_ACTIONS = ("alert", "downgrade")
 """Actions that let a request pass its limit."""
 
 
+def _prices_needed(rules: Sequence[Rule]) -> bool:
+    return any(r.config.measure == "cost" for r in rules)
+
+
 def _fingerprint(rule: Rule) -> str:
     return repr((rule.config.window, rule.config.limit, rule.config.measure))
 
@@ -68,16 +71,17 @@ class LimitEngine:
         self._config = config
         self._rules: tuple[Rule, ...] = tuple(Rule(c) for c in config.rules)
         self._by_name = {r.name: r for r in self._rules}
+        self._prices_needed = _prices_needed(self._rules)
         self._counters: dict[CounterKey, Counter] = {}
         self._reservations: dict[str, Reservation] = {}
         self._expired: dict[str, Reservation] = {}
         self._decisions: dict[str, tuple[CheckResult, float]] = {}
         self._marks = ThresholdMarks()
         self._dirty_counters: set[CounterKey] = set()
-        self._counts = {"allowed": 0, "denied": 0, "expired": 0}
-        self._next_idle_sweep = 0.0
         self._dirty_reservations: set[str] = set()
         self._dropped_counters: set[CounterKey] = set()
+        self._counts = {"allowed": 0, "denied": 0, "expired": 0}
+        self._next_idle_sweep = 0.0
 
     @property
     def config(self) -> LimitsConfig:
@@ -111,7 +115,7 @@ class LimitEngine:
     ) -> tuple[CheckResult, list[Notice]]:
         attrs = request.attributes()
         cost = None
-        if self._cost_estimator is not None and request.model:
+        if self._prices_needed and self._cost_estimator is not None and request.model:
             cost = self._cost_estimator(
                 request.model, request.estimated_input_tokens, request.max_output_tokens
             )
@@ -361,6 +365,7 @@ class LimitEngine:
             self._config = config
             self._rules = tuple(Rule(c) for c in config.rules)
             self._by_name = {r.name: r for r in self._rules}
+            self._prices_needed = _prices_needed(self._rules)
             now = self._clock()
             for ck, counter in list(self._counters.items()):
                 rule, before = self._by_name.get(ck[0]), old.get(ck[0])
@@ -448,8 +453,6 @@ class LimitEngine:
                     self._counters[(name, key)] = Counter(level, stamp)
             for data in reservations:
                 r = Reservation.from_json(data)
-                if r.result is not None:
-                    r.result = replace(r.result, limits=())
                 if data.get("expired"):
                     self._expired[r.id] = r
                     continue
