@@ -35,7 +35,9 @@ from tollmeter.collector._config_values import (
 )
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.export._config import ExportConfig
+from tollmeter.collector.forward._config import ForwardConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
+from tollmeter.collector.observability._config import MetricsConfig
 from tollmeter.collector.pricing._config import PricingConfig
 
 __all__ = [
@@ -202,6 +204,8 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def storage_url(self) -> str:

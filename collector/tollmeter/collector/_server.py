@@ -26,8 +26,10 @@ from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
 from tollmeter.collector.export import ExportService, install_export
+from tollmeter.collector.forward import Forwarder, chain_sinks, install_forwarding
 from tollmeter.collector.limits import LimitsService
 from tollmeter.collector.limits._attach import attach_limits
+from tollmeter.collector.observability import CollectorMetrics
 from tollmeter.collector.receivers import GrpcReceiver, OtlpIngest, SignalSink, http_receiver_app
 from tollmeter.collector.storage import Ledger
 from tollmeter.semconv.errors import TollmeterError
@@ -73,6 +75,8 @@ class Collector:
         self._receivers_bound = False
         self.limits: LimitsService | None = None
         self.export: ExportService | None = None
+        self.forwarder: Forwarder | None = None
+        self.metrics = CollectorMetrics(self.config.metrics)
 
     # -- wiring for features -------------------------------------------------
 
@@ -168,7 +172,7 @@ class Collector:
     async def _start(self) -> None:
         config = self.config
         self._ledger = await asyncio.to_thread(open_configured_ledger, config)
-        self._pipeline = build_pipeline(config, self._ledger)
+        self._pipeline = build_pipeline(config, self.metrics.timed(self._ledger))
         await self._pipeline.start()
         self._management.add_routes(usage_api_routes(self._ledger, self._pipeline))
         self.limits = attach_limits(self)
@@ -179,12 +183,23 @@ class Collector:
             collector_id=config.collector_id,
             shutdown_timeout_s=config.shutdown_grace,
         )
+        self.forwarder = install_forwarding(
+            self, config.forward, shutdown_timeout_s=config.shutdown_grace
+        )
+        await self.metrics.attach(
+            self, keys=self._keys, limits=self.limits, forwarder=self.forwarder
+        )
         if config.management.enabled:
             self._management_server = EmbeddedServer(
                 self._management.app, config.management.endpoint, name="management API"
             )
             await self._management_server.start()
-        ingest = OtlpIngest(self._pipeline, self._keys, signal_sink=self._signal_sink)
+        sink = chain_sinks(
+            self.metrics.count_request,
+            self._signal_sink,
+            self.forwarder.offer if self.forwarder is not None else None,
+        )
+        ingest = OtlpIngest(self._pipeline, self._keys, signal_sink=sink)
         if config.receivers.grpc.enabled:
             self._grpc = GrpcReceiver(ingest, config.receivers.grpc)
             await self._grpc.start()
