@@ -267,11 +267,50 @@ def test_reset_exports_everything_again(ledger: Ledger, export_dir: Path, make_e
     assert len(_exported_ids(export_dir)) == 4
 
 
-@pytest.mark.parametrize("batch_size", [1, 7])
+@pytest.mark.parametrize(("batch_size", "read_chunk_size"), [(1, 10), (7, 10), (7, 3), (20, 4)])
 def test_batches_of_any_size_give_the_same_rows(
-    ledger: Ledger, export_dir: Path, make_events, batch_size: int
+    ledger: Ledger, export_dir: Path, make_events, batch_size: int, read_chunk_size: int
 ) -> None:
     ledger.append(make_events(15))
-    Exporter(ledger, export_dir, collector_id="c", batch_size=batch_size).export()
+    Exporter(
+        ledger,
+        export_dir,
+        collector_id="c",
+        batch_size=batch_size,
+        read_chunk_size=read_chunk_size,
+    ).export()
     table = ds.dataset(export_dir, partitioning="hive").to_table().sort_by("sequence")
     assert table.column("sequence").to_pylist() == list(range(1, 16))
+
+
+def test_interrupted_chunked_batch_is_rewritten_under_the_same_names(
+    ledger: Ledger, export_dir: Path, make_events
+) -> None:
+    ledger.append(make_events(10))
+    written: list[str] = []
+
+    def fail_after_first_file(step: str) -> None:
+        if step == "renamed" and not written:
+            written.extend(p.name for p in export_dir.glob("date=*/*.parquet"))
+            raise OSError("power cut")
+
+    interrupted = Exporter(
+        ledger,
+        export_dir,
+        collector_id="c",
+        batch_size=8,
+        read_chunk_size=3,
+        checkpoint=fail_after_first_file,
+    )
+    assert interrupted.export().status is ExportStatus.FAILURE
+    ledger.append(make_events(5, start=10))
+    resumed = Exporter(ledger, export_dir, collector_id="c", batch_size=8, read_chunk_size=3)
+    result = resumed.export()
+    assert (result.events, result.cursor) == (15, 15)
+    names = [name.split("/")[1] for name in result.files]
+    assert written[0] in names
+    # The first batch still ends at sequence 8, as recorded before the failure.
+    ranges = [tuple(int(part) for part in name[:-8].split("-")[1:]) for name in names]
+    assert all(last <= 8 for first, last in ranges if first <= 8)
+    assert all(first > 8 for first, last in ranges if last > 8)
+    assert sorted(_exported_ids(export_dir)) == sorted(e.event_id for e in make_events(15))

@@ -93,7 +93,9 @@ def _no_checkpoint(name: str) -> None:
 class Exporter:
     """Exports ledger events to ``directory`` exactly once. Thread-safe.
 
-    ``checkpoint`` is called with the name of each step as it completes
+    ``batch_size`` events at most go into one batch (one file per date);
+    ``read_chunk_size`` bounds how many event objects are alive at once while a
+    batch is read. ``checkpoint`` is called with the name of each step as it completes
     (``intent_recorded``, ``temp_written``, ``renamed``, ``between_partitions``,
     ``cursor_advanced``); crash tests stop the process there.
     """
@@ -109,6 +111,7 @@ class Exporter:
         file_format: FileFormat | None = None,
         pricer: Pricer | None = None,
         timeout_s: float = 300.0,
+        read_chunk_size: int = 10_000,
         checkpoint: Callable[[str], None] = _no_checkpoint,
     ) -> None:
         self.directory = directory
@@ -117,6 +120,7 @@ class Exporter:
         self._collector = safe_collector_name(collector_id)
         self._timezone = timezone
         self._batch_size = batch_size
+        self._read_chunk_size = read_chunk_size
         self._format = file_format or FileFormat()
         self._pricer = pricer
         self._timeout_s = timeout_s
@@ -196,31 +200,43 @@ class Exporter:
         """The pending batch, or a new one recorded as pending; ``pending`` is ``None``
         when there is nothing to export.
 
-        The events live only inside this call, so the batch's Python objects are
-        freed before its files are written.
+        Events are read and turned into Arrow in chunks of ``read_chunk_size``, so only
+        one chunk of Python objects is alive at a time: a batch costs its Arrow
+        size, about 400 bytes per event, plus one chunk.
         """
         if cursor.pending is None:
-            events = self._source.read_events(cursor.sequence, self._batch_size)
-            if not events:
+            table = self._read(cursor.sequence, self._batch_size, None)
+            if table is None:
                 return cursor, None
-            cursor = Cursor(
-                cursor.sequence, (events[0].sequence, events[-1].sequence), cursor.directory_id
-            )
+            sequences = table.column("sequence")
+            pending = (sequences[0].as_py(), sequences[-1].as_py())
+            cursor = Cursor(cursor.sequence, pending, cursor.directory_id)
             save_cursor(self._source, cursor)
             self._checkpoint("intent_recorded")
-        else:
-            first, last = cursor.pending
-            events = [
-                event
-                for event in self._source.read_events(first - 1, self._batch_size)
-                if event.sequence <= last
-            ]
-            if not events:
-                return cursor, None
-        if self._pricer is not None:
-            pricer = self._pricer
-            events = [pricer.price(e) if e.price_source is None else e for e in events]
-        return cursor, events_to_table(events, collector_id=self._collector_id)
+            return cursor, table
+        first, last = cursor.pending
+        return cursor, self._read(first - 1, self._batch_size, last)
+
+    def _read(self, after: int, limit: int, last: int | None) -> pa.Table | None:
+        """Up to ``limit`` events after ``after`` (and up to ``last``) as one table."""
+        tables: list[pa.Table] = []
+        while limit > 0:
+            chunk = min(limit, self._read_chunk_size)
+            events = self._source.read_events(after, chunk)
+            exhausted = len(events) < chunk
+            if last is not None:
+                exhausted = exhausted or (bool(events) and events[-1].sequence >= last)
+                events = [event for event in events if event.sequence <= last]
+            if events:
+                if self._pricer is not None:
+                    pricer = self._pricer
+                    events = [pricer.price(e) if e.price_source is None else e for e in events]
+                tables.append(events_to_table(events, collector_id=self._collector_id))
+                after = events[-1].sequence
+                limit -= len(events)
+            if exhausted or not events:
+                break
+        return pa.concat_tables(tables) if tables else None
 
     def _open(self) -> Cursor:
         cursor = load_cursor(self._source)
