@@ -34,9 +34,20 @@ pytest: install
 
 test: lint typecheck pytest
 
-bench: install
-	$(BIN)/python benchmarks/run_all.py
+# Benchmarks get their own venv: the peer instrumentations they compare against must not
+# be installed where the tests run (opentelemetry-instrument would load them too).
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[all,dev]' -r benchmarks/requirements.txt
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis tollmeter-data demo-data
+	rm -rf $(VENV) $(BENCH_VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis tollmeter-data demo-data
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
