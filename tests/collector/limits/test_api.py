@@ -191,3 +191,25 @@ def test_dry_run_reserves_nothing(api):
     assert answer["allowed"] is True
     assert answer["reservation_id"] is None
     assert _check(client, estimated_input_tokens=600).json()["allowed"] is True
+
+
+def test_the_routes_document_themselves_in_openapi(make_limits):
+    from tollmeter.collector._management import openapi_document
+
+    service = LimitsService(make_limits(DAILY))
+    try:
+        paths = openapi_document(limits_routes(service))["paths"]
+    finally:
+        service.close()
+    assert set(paths) == {
+        "/api/v1/check",
+        "/api/v1/reconcile",
+        "/api/v1/tenants/{tenant}/status",
+        "/api/v1/limits",
+    }
+    assert set(paths["/api/v1/limits"]) == {"get", "put"}
+    reconcile = paths["/api/v1/reconcile"]["post"]
+    assert reconcile["summary"].startswith("Report the actual usage")
+    assert reconcile["responses"]["404"] == {
+        "description": "unknown, already reconciled or expired reservation"
+    }

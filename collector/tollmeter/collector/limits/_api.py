@@ -181,7 +181,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         responses:
           "200": {description: usage recorded or reservation released}
           "400": {description: malformed request}
-          "404": {description: unknown, already reconciled or expired reservation}
+          "404": {description: "unknown, already reconciled or expired reservation"}
         """
         try:
             data = await _json_body(request)
