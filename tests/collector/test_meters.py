@@ -87,9 +87,11 @@ def test_estimated_usage_is_told_apart() -> None:
 
 def test_old_buckets_are_not_kept() -> None:
     meters = Meters(retention_s={"minute": 120, "hour": 7200, "day": 86400, "month": 86400 * 40})
-    meters.apply([event(1, seconds_ago=3600), event(2)])
-    assert meters.totals("minute", at=NOW).requests == 1
-    stale = datetime.fromtimestamp(NOW_S - 3600, tz=timezone.utc)
+    now_s = int(time.time())  # not NOW_S: the retention is shorter than a test run
+    old, recent = (now_s - 3600) * 10**9, now_s * 10**9
+    meters.apply([event(1, event_time_ns=old), event(2, event_time_ns=recent)])
+    assert meters.totals("minute").requests == 1
+    stale = datetime.fromtimestamp(now_s - 3600, tz=timezone.utc)
     assert meters.totals("minute", at=stale).requests == 0, "older than minute retention"
     assert meters.totals("hour", at=stale).requests == 1
 
