@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 __all__ = ["contained", "guarded", "report_failure"]
@@ -46,13 +46,31 @@ def report_failure(site: str, exc: BaseException) -> None:
     )
 
 
-@contextmanager
-def contained(site: str) -> Iterator[None]:
-    """Swallow and report (once) any ``Exception`` raised in the block."""
-    try:
-        yield
-    except Exception as exc:
-        report_failure(site, exc)
+class contained:  # lower case: used like a function, ``with contained("site"):``
+    """Swallow and report (once) any ``Exception`` raised in the block.
+
+    A class rather than a generator-based context manager: it runs on every metered
+    call, and this form costs a fraction of ``contextlib.contextmanager``'s.
+    """
+
+    __slots__ = ("site",)
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(exc, Exception):
+            report_failure(self.site, exc)
+            return True
+        return False
 
 
 def guarded(site: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R | None]]:

@@ -42,13 +42,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Final, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
@@ -123,14 +125,32 @@ class Call:
     def finished(self) -> bool:
         return self._done.locked()
 
-    @contextmanager
-    def activate(self) -> Iterator[Span]:
+    def activate(self) -> _Activation:
         """Make the span current inside the block (for the request itself, never a user loop)."""
-        token = otel_context.attach(trace.set_span_in_context(self.span))
-        try:
-            yield self.span
-        finally:
-            otel_context.detach(token)
+        return _Activation(self.span)
+
+
+class _Activation:
+    """``with call.activate():`` (a plain class: it runs on every metered call)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
 
 
 class Telemetry:
