@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -51,10 +52,14 @@ EVENTS = [
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def meters() -> Meters:
+    return Meters()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, meters: Meters) -> Iterator[httpx.Client]:
     path: Path = tmp_path_factory.mktemp("usage") / "ledger.db"
     ledger = open_ledger(f"sqlite:///{path}")
-    meters = Meters()
     meters.apply(ledger.append(EVENTS).committed)
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -144,10 +149,21 @@ def test_events_are_paged_by_sequence(api: httpx.Client) -> None:
     assert end == {"events": [], "next": 5}
 
 
-def test_meters_endpoint(api: httpx.Client) -> None:
-    body = api.get("/api/v1/meters", params={"window": "month"}).json()
+def test_meters_endpoint_reads_the_current_window(api: httpx.Client, meters: Meters) -> None:
+    now_ns = time.time_ns()
+    meters.apply(
+        [
+            event(100, 0, event_time_ns=now_ns, event_id="live-1", tenant_id="initech"),
+            event(101, 0, event_time_ns=now_ns, event_id="live-2", tenant_id="initech"),
+        ]
+    )
+    body = api.get("/api/v1/meters", params={"window": "hour"}).json()
     assert body["group_by"] == "tenant"
-    assert isinstance(body["meters"], dict)
+    assert body["meters"]["initech"]["requests"] == 2
+    assert body["meters"]["initech"]["cost"] == "0.2"
+    by_model = api.get("/api/v1/meters", params={"group_by": "model"}).json()
+    assert by_model["window"] == "day"
+    assert by_model["meters"]["gpt-4o"]["requests"] >= 2
 
 
 @pytest.mark.parametrize(
