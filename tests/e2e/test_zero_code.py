@@ -124,6 +124,7 @@ def receiver() -> Iterator[_Receiver]:
 
 APP = """
 import anthropic, openai, os
+from opentelemetry import trace
 from tollmeter.instrumentation import attribute
 {setup}
 url = os.environ["FAKE_LLM_URL"]
@@ -135,6 +136,10 @@ with attribute(tenant="tenant-e2e"):
         s.until_done()
     gpt = openai.OpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0)
     gpt.chat.completions.create(model="gpt-4o-mini", messages=prompt)
+    # A span of some other GenAI instrumentation gets the attribution too.
+    genai = {{"gen_ai.operation.name": "chat", "gen_ai.provider.name": "other"}}
+    with trace.get_tracer("other.genai").start_as_current_span("chat other", attributes=genai):
+        pass
 {teardown}
 """
 
@@ -183,6 +188,8 @@ def _assert_metered(received: Received, service: str) -> None:
         assert values[attrs.TOLLMETER_TENANT_ID] == "tenant-e2e"
         assert values[attrs.TOLLMETER_USAGE_SOURCE] == "provider"
         assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+    (other,) = [values for _, name, values in spans if name == "chat other"]
+    assert other[attrs.TOLLMETER_TENANT_ID] == "tenant-e2e"
     assert metrics.GEN_AI_CLIENT_TOKEN_USAGE in names
     assert metrics.GEN_AI_CLIENT_OPERATION_DURATION in names
 

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -39,7 +40,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from tollmeter.instrumentation._attribution import AttributionSpanProcessor
 from tollmeter.semconv.errors import ConfigurationError
 
-__all__ = ["Protocol", "TelemetryHandle", "configure"]
+__all__ = ["Protocol", "TelemetryHandle", "configure", "ensure_attribution_processor"]
 
 _log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class TelemetryHandle:
 
 _LOCK = threading.Lock()
 _HANDLE: TelemetryHandle | None = None
+_ATTRIBUTED: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+_ATTRIBUTED_LOCK = threading.Lock()
 
 
 def configure(
@@ -178,8 +181,7 @@ def _configure(settings: _Settings) -> TelemetryHandle:
         tracer_provider = trace.get_tracer_provider()
     else:
         _warn_kept("tracer", tracer_provider, settings)
-    if isinstance(tracer_provider, TracerProvider):
-        tracer_provider.add_span_processor(AttributionSpanProcessor())
+    ensure_attribution_processor(tracer_provider)
 
     owned_meter: MeterProvider | None = None
     meter_provider = metrics.get_meter_provider()
@@ -210,6 +212,21 @@ def _configure(settings: _Settings) -> TelemetryHandle:
         _instrumentors=tuple(instrumentors),
         _settings=settings,
     )
+
+
+def ensure_attribution_processor(provider: object) -> None:
+    """Add the ``AttributionSpanProcessor`` to an SDK tracer provider, once per provider.
+
+    Instrumentors call this too: under ``opentelemetry-instrument`` the provider comes from the
+    SDK's own configuration, and spans of other instrumentations still need the attribution.
+    """
+    if not isinstance(provider, TracerProvider):
+        return
+    with _ATTRIBUTED_LOCK:
+        if provider in _ATTRIBUTED:
+            return
+        _ATTRIBUTED.add(provider)
+    provider.add_span_processor(AttributionSpanProcessor())
 
 
 def _instrument(

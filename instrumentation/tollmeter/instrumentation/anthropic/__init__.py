@@ -24,12 +24,14 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._telemetry import Telemetry
 from tollmeter.instrumentation.anthropic.package import _instruments
 from tollmeter.instrumentation.anthropic.patch import AnthropicPatch
@@ -52,9 +54,11 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         import anthropic._base_client as base_client
 
+        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        ensure_attribution_processor(tracer_provider)
         telemetry = Telemetry(
             __name__,
-            tracer_provider=kwargs.get("tracer_provider"),
+            tracer_provider=tracer_provider,
             meter_provider=kwargs.get("meter_provider"),
         )
         # SDK versions without native spans have no span factory: tollmeter then always
