@@ -232,6 +232,21 @@ async def test_a_bad_request_does_not_fail_the_requests_committed_with_it(ledger
         await pipeline.stop(timeout=10)
 
 
+class _BrokenLedger(_SlowLedger):
+    def append(self, events: Sequence[UsageEvent]):
+        return None  # breaks the AppendResult contract
+
+
+async def test_a_writer_bug_fails_requests_instead_of_hanging_them(ledger: Ledger) -> None:
+    pipeline = await started(_BrokenLedger(ledger))  # type: ignore[arg-type]
+    try:
+        for first in (1, 10):
+            with pytest.raises(AttributeError):
+                await asyncio.wait_for(pipeline.ingest_traces(chat_request(first, 1)), 30)
+    finally:
+        await pipeline.stop(timeout=10)
+
+
 async def test_subscribers_see_new_events_and_cannot_break_ingest(ledger: Ledger) -> None:
     pipeline = await started(ledger)
     seen: list[str] = []

@@ -279,7 +279,13 @@ class Pipeline:
             if first is None:
                 break
             jobs, stopping = self._gather(first)
-            self._commit(jobs)
+            try:
+                self._commit(jobs)
+            except Exception as exc:
+                # A bug here must not kill the writer: every later request would hang.
+                logger.exception("ledger writer failed on %d requests", len(jobs))
+                for job in jobs:
+                    _resolve(job, exc)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs = [first]
