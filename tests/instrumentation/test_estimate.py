@@ -172,8 +172,11 @@ def test_missing_encoding_falls_back_to_heuristic_with_one_warning(
         """
         import logging
         logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+        from tollmeter.instrumentation._estimate import prefetch_encoding
         from tollmeter.instrumentation import count_text_tokens, set_load_timeout
         set_load_timeout(0.5)
+        prefetch_encoding("gpt-4o")  # returns at once although the download hangs
+        print("prefetched")
         print(count_text_tokens("hello world", "gpt-4o"))
         print(count_text_tokens("a", "gpt-4o"))
         print(count_text_tokens("", "gpt-4o"))
@@ -196,7 +199,12 @@ def test_missing_encoding_falls_back_to_heuristic_with_one_warning(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(math.ceil(len("hello world") / 4)), "1", "0"]
+    assert result.stdout.split() == [
+        "prefetched",
+        str(math.ceil(len("hello world") / 4)),
+        "1",
+        "0",
+    ]
     warnings = [line for line in result.stderr.splitlines() if "could not be loaded" in line]
     assert len(warnings) == 1
     assert "o200k_base" in warnings[0]

@@ -14,7 +14,7 @@ encoding and the cache variable, and counts use the character heuristic
 ``ceil(len(text) / 4)`` (at least 1 for non-empty text) until a late load
 completes.
 
-Public helpers:
+Public helpers (``prefetch_encoding(model)`` starts a load without waiting):
 
 - ``count_text_tokens(text, model)``: tokens of a plain string.
 - ``estimate_chat_input_tokens(messages, model, tools=None)``: a chat request,
@@ -46,6 +46,7 @@ __all__ = [
     "encoding_name_for_model",
     "estimate_chat_input_tokens",
     "estimate_prompt_tokens",
+    "prefetch_encoding",
     "set_load_timeout",
 ]
 
@@ -118,13 +119,27 @@ def encoding_name_for_model(model: str | None) -> str:
     return _DEFAULT_ENCODING
 
 
-def _encoding(name: str) -> _Encoding | None:
+def _loader(name: str) -> _Loader:
     loader = _loaders.get(name)
     if loader is None:
         with _loaders_lock:
             loader = _loaders.get(name)
             if loader is None:
                 loader = _loaders[name] = _Loader(name)
+    return loader
+
+
+def prefetch_encoding(model: str | None) -> None:
+    """Start loading ``model``'s encoding in the background, without waiting for it.
+
+    For calls likely to need an estimate (a stream without provider usage), so that
+    the estimate at the end does not wait for the first load.
+    """
+    _loader(encoding_name_for_model(model))
+
+
+def _encoding(name: str) -> _Encoding | None:
+    loader = _loader(name)
     if not loader.done.is_set():
         loader.done.wait(_load_timeout)
     if loader.encoding is None and not loader.warned:

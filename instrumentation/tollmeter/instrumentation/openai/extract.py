@@ -44,6 +44,7 @@ __all__ = [
     "completion_text",
     "embedding_outcome",
     "given",
+    "needs_stream_estimate",
     "prompt_input_estimate",
     "request_attributes",
     "response_text",
@@ -100,6 +101,14 @@ def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
     if isinstance(conversation_id, str):
         values[attrs.GEN_AI_CONVERSATION_ID] = conversation_id
     return values
+
+
+def needs_stream_estimate(kwargs: Mapping[str, Any]) -> bool:
+    """Whether a chat/completion request streams without asking for a final usage chunk."""
+    if given(kwargs.get("stream")) is not True:
+        return False
+    options = given(kwargs.get("stream_options"))
+    return not (isinstance(options, Mapping) and options.get("include_usage") is True)
 
 
 def _detail(usage: Any, details: str, field: str) -> int | None:

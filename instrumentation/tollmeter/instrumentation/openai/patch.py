@@ -31,6 +31,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome
@@ -192,6 +193,8 @@ def _start(
     model = _model(kwargs)
     attributes = extract.server_attributes(instance)
     attributes.update(extract.request_attributes(kwargs))
+    if endpoint.injects_usage and extract.needs_stream_estimate(kwargs):
+        prefetch_encoding(model)
     attributes.update(enforcement)
     return telemetry.start(
         operation=endpoint.operation,
