@@ -40,10 +40,12 @@ def message_outcome(message: object, model: str | None) -> StreamOutcome:
     stop_reason = getattr(message, "stop_reason", None)
     response_id = getattr(message, "id", None)
     response_model = getattr(message, "model", None)
-    text = extract.message_text(message)
     usage = extract.usage_from(getattr(message, "usage", None))
+    complete = usage is not None and isinstance(stop_reason, str)
+    # The text is only needed for an estimate; counting it is not free.
+    text = "" if complete else extract.message_text(message)
     source: extract.UsageSource = "provider"
-    if usage is not None and not isinstance(stop_reason, str):
+    if usage is not None and not complete:
         # Before ``message_delta`` the output count is a placeholder: estimate it from the text.
         usage = extract.with_estimated_output(usage, text, model)
         source = "estimate"
