@@ -280,12 +280,14 @@ class Pipeline:
                 break
             jobs, stopping = self._gather(first)
             try:
-                self._commit(jobs)
+                outcomes = self._commit(jobs)
             except Exception as exc:
                 # A bug here must not kill the writer: every later request would hang.
                 logger.exception("ledger writer failed on %d requests", len(jobs))
-                for job in jobs:
-                    _resolve(job, exc)
+                outcomes = [(job, exc) for job in jobs]
+            self._release(sum(job.weight for job in jobs))
+            for job, outcome in outcomes:
+                _resolve(job, outcome)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs = [first]
@@ -307,7 +309,7 @@ class Pipeline:
             size += len(item.events)
         return jobs, False
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[_Job]) -> list[tuple[_Job, AppendResult | BaseException]]:
         events = [event for job in jobs for event in job.events]
         try:
             result = self._ledger.append(events)
@@ -317,15 +319,11 @@ class Pipeline:
                 logger.warning(
                     "group commit of %d requests failed; committing each alone", len(jobs)
                 )
-                for job in jobs:
-                    self._commit([job])
-                return
+                return [outcome for job in jobs for outcome in self._commit([job])]
             logger.exception("ledger commit of %d events failed", len(events))
             with self._lock:
                 self._stats.commit_failures += 1
-                self._stats.pending_spans -= jobs[0].weight
-            _resolve(jobs[0], exc)
-            return
+            return [(jobs[0], exc)]
         if result.committed:
             for subscriber in self._subscribers:
                 try:
@@ -336,9 +334,7 @@ class Pipeline:
             self._stats.commits += 1
             self._stats.events_committed += len(result.committed)
             self._stats.duplicates += result.duplicates
-            self._stats.pending_spans -= sum(job.weight for job in jobs)
-        for job, share in zip(jobs, _split(jobs, result), strict=True):
-            _resolve(job, share)
+        return list(zip(jobs, _split(jobs, result), strict=True))
 
 
 _STAT_FIELDS = tuple(PipelineStats.__dataclass_fields__)
