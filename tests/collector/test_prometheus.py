@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import grpc
 import httpx
@@ -184,13 +185,22 @@ def test_metrics_can_be_turned_off(collector_factory):
     assert httpx.get(f"{running.management_url}/metrics", timeout=10).status_code == 404
 
 
-def test_openmetrics_is_served_when_asked_for(collector):
+def test_openmetrics_carries_the_latest_trace_id_as_an_exemplar(collector, make_spans):
+    spans = make_spans(2, tenant="acme")
+    send(collector.grpc_endpoint, spans)
     accept = "application/openmetrics-text;version=1.0.0"
     response = httpx.get(
         f"{collector.management_url}/metrics", headers={"accept": accept}, timeout=10
     )
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
+    trace_ids = {format(span.context.trace_id, "032x") for span in spans}
+    line = next(
+        line for line in response.text.splitlines() if line.startswith("tollmeter_requests_total{")
+    )
+    exemplar = re.search(r'# \{trace_id="([0-9a-f]{32})"\} 1\.0', line)
+    assert exemplar, line
+    assert exemplar.group(1) in trace_ids
 
 
 @pytest.mark.parametrize("bad", [{"max_tenants": 0}, {"max_tenants": "many"}, {"extra": 1}])

@@ -7,6 +7,10 @@ a restart honest). Token types are the five exclusive buckets, so that stacking
 them sums to the total: ``input`` (uncached input), ``cache_read``,
 ``cache_write``, ``output`` (non-reasoning output) and ``reasoning``.
 
+Each ``tollmeter_requests_total`` series carries the trace id of its latest
+call as an OpenMetrics exemplar, so that Grafana can jump from a spike to the
+trace in Tempo or Jaeger.
+
 Tenants beyond ``max_tenants`` are counted under ``tenant="_other"`` so that a
 flood of tenant ids cannot blow up Prometheus; a warning is logged once.
 """
@@ -15,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Exemplar
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import Ledger, UsageQuery
@@ -50,6 +56,7 @@ class UsageMetrics:
         self._tokens: dict[_TokenKey, int] = {}
         self._requests: dict[_RequestKey, int] = {}
         self._cost: dict[_CostKey, Decimal] = {}
+        self._exemplars: dict[_RequestKey, tuple[str, float]] = {}
 
     def restore(self, ledger: Ledger) -> None:
         """Start from the ledger's totals (call before the first commit is applied).
@@ -78,6 +85,7 @@ class UsageMetrics:
 
     def apply(self, events: Sequence[UsageEvent]) -> None:
         """Count newly committed events (runs on the ledger writer thread)."""
+        now = time.time()
         with self._lock:
             for event in events:
                 tenant = self._tenant(event.tenant_id)
@@ -99,6 +107,11 @@ class UsageMetrics:
                 if event.cost is not None:
                     key = (tenant, event.currency or _DEFAULT_CURRENCY)
                     self._cost[key] = self._cost.get(key, Decimal(0)) + event.cost
+                if event.trace_id:
+                    self._exemplars[(tenant, event.project_id or "", event.model)] = (
+                        event.trace_id,
+                        now,
+                    )
 
     def collect(self) -> Iterator[Metric]:
         tokens = CounterMetricFamily(
@@ -121,7 +134,11 @@ class UsageMetrics:
             for token_key, value in self._tokens.items():
                 tokens.add_metric(token_key, value)
             for request_key, count in self._requests.items():
-                requests.add_metric(request_key, count)
+                latest = self._exemplars.get(request_key)
+                exemplar = (
+                    None if latest is None else Exemplar({"trace_id": latest[0]}, 1.0, latest[1])
+                )
+                requests.add_metric(request_key, count, exemplar=exemplar)
             for cost_key, amount in self._cost.items():
                 cost.add_metric(cost_key, float(amount))
         yield tokens
