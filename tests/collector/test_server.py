@@ -149,11 +149,12 @@ def test_stop_commits_the_request_in_flight(gated_collector, make_spans, tmp_pat
     with ThreadPoolExecutor(2) as pool:
         sent = pool.submit(grpc_export, running.grpc_endpoint, payload)
         assert ledger.appending.wait(10)
+        health = f"{running.management_url}/healthz"
         stopping = pool.submit(running.stop)
         # The listeners close while the request in flight is still held by the ledger.
         for _ in range(200):
             try:
-                httpx.get(f"{running.management_url}/healthz", timeout=1)
+                httpx.get(health, timeout=1)
             except httpx.TransportError:
                 break
             time.sleep(0.05)
