@@ -12,7 +12,9 @@ Measures, on the same synthetic GenAI spans (serialized OTLP protobuf requests o
   rollups, fsync'd commit), one request at a time;
 - ``pipeline``: ``Pipeline.ingest_traces`` with ``--concurrency`` requests in flight
   (group commit), with per-request latency percentiles;
-- ``rebuild``: ``Meters.rebuild`` from a ledger of ``--rebuild-events`` events.
+- ``rebuild``: ``Meters.rebuild`` from a ledger of ``--rebuild-events`` events;
+- ``profile`` (with ``--profile``): the functions with the most own time in the
+  decode, extract and append path, as shares of the total.
 
 Rates are spans per wall-clock second and per CPU second of this process (all
 threads). Prints one JSON object. Usage:
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import pstats
 import shutil
 import sqlite3
 import statistics
@@ -178,6 +182,10 @@ def measure_batch(
     result["decode_extract"] = _timed(
         total, lambda: [extractor.extract(decode(raw)) for raw in payloads]
     )
+    # Extraction runs on the receivers' event loop: this is how long one request holds it.
+    result["decode_extract"]["loop_ms_per_request"] = round(
+        result["decode_extract"]["seconds"] / len(payloads) * 1000, 2
+    )
     result["bare_sqlite"] = _timed(
         total, lambda: bare_sqlite(workdir / f"bare-{batch}.db", events, synchronous)
     )
@@ -217,6 +225,29 @@ def measure_batch(
         "pipeline_vs_ledger_append": round(result["pipeline"]["spans_per_s"] / ledger_rate, 3),
     }
     return result
+
+
+def profile_top(spans: int, batch: int, workdir: Path, top: int = 12) -> list[dict[str, Any]]:
+    """The functions with the most own time while decoding, extracting and appending."""
+    payloads = [payload(first, batch) for first in range(0, spans, batch)]
+    extractor = Extractor()
+    profiler = cProfile.Profile()
+    with open_ledger(f"sqlite:///{workdir}/profile.db", synchronous="off") as ledger:
+        profiler.enable()
+        for raw in payloads:
+            ledger.append(extractor.extract(decode(raw)).events)
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(entry[2] for entry in stats.stats.values())
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)
+    return [
+        {
+            "function": f"{Path(file).name}:{line}({name})",
+            "own_share": round(own / total, 3),
+            "calls": calls,
+        }
+        for (file, line, name), (_, calls, own, _cumulative, _callers) in rows[:top]
+    ]
 
 
 def measure_rebuild(workdir: Path, count: int) -> dict[str, Any]:
@@ -264,6 +295,7 @@ def main() -> None:
     parser.add_argument("--synchronous", default="full", choices=["off", "normal", "full"])
     parser.add_argument("--rebuild-events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go")
+    parser.add_argument("--profile", action="store_true", help="add the top functions by own time")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tollmeter-bench-", dir=args.dir))
     try:
@@ -278,6 +310,8 @@ def main() -> None:
             if args.rebuild_events
             else None,
         }
+        if args.profile:
+            report["profile"] = profile_top(min(args.spans, 10_000), 1000, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(report, indent=2))
