@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import genai_prices
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tollmeter.collector._config_values import InvalidSetting
 from tollmeter.collector._records import UsageEvent
@@ -237,3 +239,63 @@ def test_pricing_never_touches_the_network() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "sockets: []"
+
+
+_MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "o3"),
+    ("anthropic", "claude-sonnet-4-5"),  # tiered above 200k prompt tokens
+    ("gcp.gemini", "gemini-2.5-pro"),  # tiered
+    ("deepseek", "deepseek-chat"),  # off-peak prices: priced event by event
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=st.sampled_from(_MODELS),
+    uncached=st.integers(0, 400_000),
+    cache_read=st.integers(0, 150_000),
+    cache_write=st.integers(0, 50_000),
+    plain_output=st.integers(0, 100_000),
+    reasoning=st.integers(0, 50_000),
+    seconds=st.integers(0, 86_400 * 400),
+)
+def test_cached_rates_equal_the_package_figure_exactly(
+    model: tuple[str, str],
+    uncached: int,
+    cache_read: int,
+    cache_write: int,
+    plain_output: int,
+    reasoning: int,
+    seconds: int,
+) -> None:
+    provider, name = model
+    when = dt.datetime(2025, 11, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    event = UsageEvent(
+        event_id="p",
+        event_time_ns=int(when.timestamp()) * 10**9,
+        provider=provider,
+        operation="chat",
+        tenant_id="t",
+        request_model=name,
+        input_tokens=uncached + cache_read + cache_write,
+        cache_read_input_tokens=cache_read,
+        cache_write_input_tokens=cache_write,
+        output_tokens=plain_output + reasoning,
+        reasoning_output_tokens=reasoning,
+    )
+    usage = genai_prices.Usage(
+        input_tokens=event.input_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=event.output_tokens,
+        output_reasoning_tokens=reasoning,
+    )
+    provider_id = {"gcp.gemini": "google"}.get(provider, provider)
+    direct = genai_prices.calc_price(
+        usage, name, provider_id=provider_id, genai_request_timestamp=when
+    ).total_price
+    assert _PRICER.price(event).cost == direct.quantize(Decimal(1).scaleb(-COST_SCALE))
+
+
+_PRICER = Pricer()

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
-import genai_prices
-
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.pricing._config import PriceOverride, PricingConfig
+from tollmeter.collector.pricing._package import PackagePrices
 
 __all__ = ["COST_PRECISION", "COST_SCALE", "Pricer", "Quote"]
-
-logger = logging.getLogger(__name__)
 
 COST_PRECISION = 38
 """Digits of the decimal cost: the widest decimal that Parquet readers (Spark, DuckDB) share."""
@@ -72,7 +68,7 @@ class Pricer:
         self._overrides: dict[str, list[PriceOverride]] = {}
         for override in (config or PricingConfig()).overrides:
             self._overrides.setdefault(override.model.lower(), []).append(override)
-        self._package = f"genai-prices {genai_prices.__version__}"
+        self._package = PackagePrices()
 
     def price(self, event: UsageEvent) -> UsageEvent:
         quote = self.quote(event)
@@ -121,37 +117,16 @@ class Pricer:
     def _package_quote(
         self, event: UsageEvent, model: str, buckets: Sequence[int], when: dt.datetime
     ) -> Quote:
-        uncached, cache_read, cache_write, plain_output, reasoning = buckets
-        usage = genai_prices.Usage(
-            input_tokens=uncached + cache_read + cache_write,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-            output_tokens=plain_output + reasoning,
-            output_reasoning_tokens=reasoning,
-        )
         provider = event.provider.lower()
         provider_id = _PROVIDER_IDS.get(provider, provider) or None
-        try:
-            try:
-                calc = genai_prices.calc_price(
-                    usage, model, provider_id=provider_id, genai_request_timestamp=when
-                )
-            except LookupError:
-                if provider_id is None:
-                    raise
-                # An unknown provider name (a proxy, a self-hosted gateway) may still
-                # serve a model the data knows: match on the model alone.
-                calc = genai_prices.calc_price(usage, model, genai_request_timestamp=when)
-        except LookupError:
-            return Quote(None, None, f"unpriced: unknown model {model}")
-        except (ValueError, ArithmeticError) as exc:
-            logger.warning("cannot price model %s: %s", model, exc)
-            return Quote(None, None, f"unpriced: {model}: price data error")
+        quote = self._package.quote(provider_id, model, buckets, when, _CONTEXT)
+        if quote.cost is None:
+            return Quote(None, None, f"unpriced: {quote.detail}")
         source = (
-            f"{self._package} ({calc.provider.id}/{calc.model.id}, "
+            f"genai-prices {self._package.version} ({quote.detail}, "
             f"prices as of {when.date().isoformat()})"
         )
-        return _bounded(calc.total_price, "USD", source)
+        return _bounded(quote.cost, "USD", source)
 
 
 def _buckets(event: UsageEvent) -> tuple[int, int, int, int, int] | None:
