@@ -360,3 +360,10 @@ def test_labels_from_span_then_resource() -> None:
     (event,) = Extractor().extract(request(span(attrs), resource=resource)).events
     assert (event.feature, event.project_id, event.environment) == ("search", "web", "prod")
     assert event.attempt == 2
+
+
+def test_environment_falls_back_to_the_deployment_resource_attribute() -> None:
+    resource = {"deployment.environment.name": "staging"}
+    attrs = {**OTEL_CHAT, "tollmeter.attempt": True}
+    (event,) = Extractor().extract(request(span(attrs), resource=resource)).events
+    assert (event.environment, event.attempt) == ("staging", None)

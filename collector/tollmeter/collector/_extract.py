@@ -52,6 +52,9 @@ _MAX_ITEMS = 256
 _MIN_TIME_NS = 946_684_800 * 1_000_000_000
 _MAX_AHEAD_NS = 86_400 * 1_000_000_000
 
+# The OpenTelemetry resource attribute, read when no tollmeter.environment is set.
+_DEPLOYMENT_ENVIRONMENT = "deployment.environment.name"
+
 _Attributes = dict[str, object]
 
 
@@ -203,6 +206,9 @@ class Extractor:
             found = span_attrs.get(name)
             return _text(resource.get(name) if found is None else found)
 
+        environment = label(attrs.TOLLMETER_ENVIRONMENT) or _text(
+            resource.get(_DEPLOYMENT_ENVIRONMENT)
+        )
         attempt = span_attrs.get(attrs.TOLLMETER_ATTEMPT)
         source = span_attrs.get(attrs.TOLLMETER_USAGE_SOURCE)
         return UsageEvent(
@@ -222,7 +228,7 @@ class Extractor:
             user_id=label(attrs.USER_ID),
             api_key_id=label(attrs.TOLLMETER_API_KEY_ID),
             feature=label(attrs.TOLLMETER_FEATURE),
-            environment=label(attrs.TOLLMETER_ENVIRONMENT),
+            environment=environment,
             service_name=_text(resource.get(attrs.SERVICE_NAME)),
             request_id=label(attrs.TOLLMETER_REQUEST_ID),
             workflow_id=label(attrs.TOLLMETER_WORKFLOW_ID),
@@ -234,7 +240,7 @@ class Extractor:
             duration_s=(end - start) / 1e9 if end >= start else None,
             status="error" if failed else "ok",
             error_type=(_text(span_attrs.get(attrs.ERROR_TYPE)) or "_OTHER") if failed else None,
-            attempt=attempt if isinstance(attempt, int) and 0 <= attempt < 2**31 else None,
+            attempt=attempt if type(attempt) is int and 0 <= attempt < 2**31 else None,
             reservation_id=label(attrs.TOLLMETER_RESERVATION_ID),
             collector_id=self._collector_id,
         )
