@@ -153,3 +153,32 @@ def test_exception_object_propagates_unchanged(
     assert caught.value is error
     _, attributes = one_span()
     assert attributes[attrs.ERROR_TYPE] == "Interrupted"
+
+
+def test_async_disconnect_mid_stream(
+    async_client_factory: Callable[[], openai.AsyncOpenAI], one_span: Any
+) -> None:
+    received: list[str] = []
+
+    async def run() -> None:
+        async with async_client_factory() as client:
+            stream = await client.responses.create(
+                model=MODEL,
+                input="Explain how tides work.",
+                stream=True,
+                extra_headers={**_fault("disconnect"), "x-fake-disconnect-after": "6"},
+            )
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    received.append(event.delta)
+
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the SDK's own type is the subject
+        asyncio.run(run())
+    assert received
+    span, attributes = one_span()
+    assert attributes[attrs.ERROR_TYPE] == type(caught.value).__qualname__
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+    assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == count_text_tokens(
+        "".join(received), MODEL
+    )
