@@ -7,6 +7,8 @@ import signal
 import socket
 import time
 
+import httpx
+
 
 def stalled_upload(collector) -> socket.socket:
     """An OTLP/HTTP request whose body never finishes: graceful shutdown waits for it."""
@@ -16,6 +18,9 @@ def stalled_upload(collector) -> socket.socket:
         b"POST /v1/traces HTTP/1.1\r\nHost: collector\r\n"
         b"Content-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n\x0a"
     )
+    # Connections are accepted in order: once a later request is answered, the stalled
+    # one is being served and its handler waits for the rest of the body.
+    assert httpx.get(f"{collector.http_endpoint}/v1/traces", timeout=10).status_code == 405
     return sock
 
 
@@ -30,7 +35,6 @@ def wait_for(predicate, timeout: float = 30.0) -> None:
 def test_second_signal_forces_exit(collector_process):
     collector = collector_process(args=["--log-level", "info"])
     with stalled_upload(collector):
-        time.sleep(0.5)  # let the receiver accept the connection and start reading
         collector.process.send_signal(signal.SIGTERM)
         wait_for(lambda: "shutting down gracefully" in collector.stderr)
         assert collector.process.poll() is None  # still waiting for the upload
@@ -42,7 +46,6 @@ def test_first_signal_finishes_after_requests_in_flight(collector_process):
     collector = collector_process()
     upload = stalled_upload(collector)
     try:
-        time.sleep(0.5)
         collector.process.send_signal(signal.SIGINT)
         wait_for(lambda: "shutting down gracefully" in collector.stderr)
         assert collector.process.poll() is None
