@@ -252,3 +252,15 @@ def serve_text() -> Iterator[Any]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def test_a_collector_that_never_answers_times_out_and_fails_open(installed, claude):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections queue up; nothing ever reads or answers them
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        installed.append(Guard(url, timeout=0.2).install())
+        assert _ask(claude).content
+        installed[-1].fail_mode = "closed"
+        with pytest.raises(GuardUnavailable):
+            _ask(claude)
