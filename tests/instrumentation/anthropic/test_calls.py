@@ -259,3 +259,15 @@ def test_thinking_tokens_are_reasoning_output(
         values = dict(spans[result.id].attributes or {})
         assert values[attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == exchange.usage.reasoning_tokens
         assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == exchange.usage.output_tokens
+
+
+def test_beta_messages(
+    client: anthropic.Anthropic, fake_llm: Any, native: bool, wait_spans: Any, metered: Any
+) -> None:
+    message = client.beta.messages.create(model=MODEL, max_tokens=64, messages=PROMPT)
+    with client.beta.messages.stream(model=MODEL, max_tokens=64, messages=PROMPT) as stream:
+        streamed = stream.get_final_message()
+    spans = {str((s.attributes or {})[attrs.GEN_AI_RESPONSE_ID]): s for s in metered(wait_spans(2))}
+    assert sorted(spans) == sorted([message.id, streamed.id])
+    for span in spans.values():
+        assert_matches_server(span, fake_llm, native)

@@ -106,6 +106,10 @@ def test_uninstrument_restores_the_sdk(
         originals
     )
     assert base_client.start_api_call_span is factory
+    from anthropic.resources.beta.messages.messages import Messages as BetaMessages
+
+    assert not hasattr(BetaMessages.__dict__["create"], "__self_wrapper__")
+    assert type(BetaMessages.__dict__["create"]).__name__ == "function"
     with anthropic.Anthropic(
         base_url=fake_llm.url, api_key="test-key", open_telemetry=False
     ) as client:

@@ -6,8 +6,9 @@ Usage::
 
     AnthropicInstrumentor().instrument(tracer_provider=..., meter_provider=...)
 
-Instrumented: ``Messages.create`` (plain and ``stream=True``) and ``Messages.stream``, on
-``Anthropic`` and ``AsyncAnthropic`` clients, including ``with_raw_response``.
+Instrumented: ``messages.create`` (plain and ``stream=True``) and ``messages.stream``, and the
+same methods of ``beta.messages``, on ``Anthropic`` and ``AsyncAnthropic`` clients, including
+``with_raw_response``.
 
 Spans: when the SDK emits its own span for the call (its default when a recording tracer
 provider is installed), that span is enriched instead of adding a second one; otherwise
@@ -20,7 +21,8 @@ tollmeter starts a CLIENT span ``"chat {model}"``. Either way the span carries
 
 from __future__ import annotations
 
-import logging
+import importlib
+import importlib.util
 from collections.abc import Collection
 from typing import Any
 
@@ -38,9 +40,8 @@ from tollmeter.instrumentation.anthropic.patch import AnthropicPatch
 
 __all__ = ["AnthropicInstrumentor"]
 
-_log = logging.getLogger(__name__)
-
 _MESSAGES = "anthropic.resources.messages.messages"
+_BETA_MESSAGES = "anthropic.resources.beta.messages.messages"
 _BASE_CLIENT = "anthropic._base_client"
 _SPAN_FACTORY = "start_api_call_span"
 
@@ -67,20 +68,26 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         patch = AnthropicPatch(telemetry, native_hook=native_hook)
         if native_hook:
             wrap_function_wrapper(_BASE_CLIENT, _SPAN_FACTORY, patch.start_api_call_span)
-        wrap_function_wrapper(_MESSAGES, "Messages.create", patch.create)
-        wrap_function_wrapper(_MESSAGES, "AsyncMessages.create", patch.acreate)
-        wrap_function_wrapper(_MESSAGES, "Messages.stream", patch.stream)
-        wrap_function_wrapper(_MESSAGES, "AsyncMessages.stream", patch.astream)
+        for module in _modules():
+            wrap_function_wrapper(module, "Messages.create", patch.create)
+            wrap_function_wrapper(module, "AsyncMessages.create", patch.acreate)
+            wrap_function_wrapper(module, "Messages.stream", patch.stream)
+            wrap_function_wrapper(module, "AsyncMessages.stream", patch.astream)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import anthropic._base_client as base_client
-        import anthropic.resources.messages.messages as messages
 
-        for owner, name in (
-            (messages.Messages, "create"),
-            (messages.AsyncMessages, "create"),
-            (messages.Messages, "stream"),
-            (messages.AsyncMessages, "stream"),
-            (base_client, _SPAN_FACTORY),
-        ):
-            unwrap(owner, name)
+        for module_name in _modules():
+            module = importlib.import_module(module_name)
+            for owner in (module.Messages, module.AsyncMessages):
+                unwrap(owner, "create")
+                unwrap(owner, "stream")
+        unwrap(base_client, _SPAN_FACTORY)
+
+
+def _modules() -> list[str]:
+    """The resource modules to wrap: stable ``messages`` and, when present, ``beta.messages``."""
+    modules = [_MESSAGES]
+    if importlib.util.find_spec(_BETA_MESSAGES) is not None:
+        modules.append(_BETA_MESSAGES)
+    return modules
