@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import threading
 import time
 from collections.abc import Callable
@@ -80,3 +82,55 @@ def downstream(collector_factory):
         return running, received
 
     return factory
+
+
+class ScriptedOtlpHttp:
+    """A real OTLP/HTTP server on a free port answering from a script of (status, headers);
+    once the script is used up it answers 200. Keeps every request it got."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str]]] = []
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with owner._lock:
+                    owner.requests.append(
+                        (self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status, headers = owner.script.pop(0) if owner.script else (200, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return [
+                gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
+                for _, headers, body in self.requests
+            ]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def otlp_http():
+    """A scripted OTLP/HTTP server; set ``.script`` to fail the first requests."""
+    server = ScriptedOtlpHttp()
+    yield server
+    server.close()

@@ -57,8 +57,8 @@ _MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ForwardTls:
-    """``insecure`` sends in clear text; otherwise TLS, verified with ``ca_file`` or the
-    system roots."""
+    """gRPC: ``insecure`` sends in clear text, otherwise TLS. HTTP: the endpoint's
+    scheme decides. TLS servers are verified with ``ca_file`` or the system roots."""
 
     insecure: bool = False
     ca_file: Path | None = None
@@ -182,6 +182,10 @@ class ExporterConfig:
 
 def _check_endpoint(section: Section, protocol: Protocol, endpoint: str) -> None:
     if protocol == "grpc":
+        if "://" in endpoint:
+            raise section.error(
+                "endpoint", f"expected host:port for grpc (TLS is set by tls:), got {endpoint!r}"
+            )
         try:
             parse_endpoint(endpoint)
         except ValueError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import gzip
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
@@ -136,9 +137,9 @@ class HttpTransport:
     """OTLP/HTTP with protobuf bodies, posted to ``<endpoint>/v1/<signal>``."""
 
     def __init__(self, config: ExporterConfig) -> None:
-        verify: bool | str = True
+        verify: bool | ssl.SSLContext = True
         if config.tls.ca_file is not None:
-            verify = str(config.tls.ca_file)
+            verify = ssl.create_default_context(cafile=str(config.tls.ca_file))
         self._client = httpx.Client(verify=verify, follow_redirects=False)
         self._base = config.endpoint.rstrip("/")
         self._gzip = config.compression == "gzip"
