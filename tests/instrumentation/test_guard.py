@@ -264,3 +264,15 @@ def test_a_collector_that_never_answers_times_out_and_fails_open(installed, clau
         installed[-1].fail_mode = "closed"
         with pytest.raises(GuardUnavailable):
             _ask(claude)
+
+
+def test_configure_guard_url_wins_over_the_environment(monkeypatch, check_server, dead_url):
+    from types import SimpleNamespace
+
+    from tollmeter.instrumentation import _configure
+
+    monkeypatch.setenv("TOLLMETER_GUARD_URL", dead_url)
+    monkeypatch.setattr(_configure, "_HANDLE", SimpleNamespace(guard_url=check_server.url))
+    guard = active_guard()
+    assert guard is not None
+    assert guard.url == check_server.url + "/api/v1/check"
