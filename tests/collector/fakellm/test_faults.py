@@ -10,7 +10,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 GPT = "gpt-4o-mini"
@@ -280,10 +280,32 @@ _fields = st.sampled_from(
         "thinking", "response_format", "text", "encoding_format", "dimensions", "instructions",
     ]
 )  # fmt: skip
+_blocks = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["text", "image", "tool_use", "tool_result", "thinking", "image_url", "x"]
+            )
+        },
+        optional={
+            "text": _json_values,
+            "content": _json_values,
+            "input": _json_values,
+            "name": _json_values,
+            "cache_control": _json_values,
+            "thinking": _json_values,
+        },
+    ),
+    max_size=3,
+)
 _messages = st.lists(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["user", "assistant", "system", "tool", "x"])},
-        optional={"content": _json_values, "tool_calls": _json_values, "name": _json_values},
+        optional={
+            "content": _json_values | _blocks,
+            "tool_calls": _json_values,
+            "name": _json_values,
+        },
     ),
     min_size=1,
     max_size=3,
@@ -311,6 +333,12 @@ def http():
     ),
     messages=_messages,
     extra=st.dictionaries(_fields, _json_values, max_size=5),
+)
+@example(path="/v1/chat/completions", messages=[{"role": "user", "tool_calls": 1}], extra={})
+@example(
+    path="/v1/chat/completions",
+    messages=[{"role": "assistant", "tool_calls": [{"function": "x"}, 3]}],
+    extra={},
 )
 def test_hostile_bodies_never_crash_the_server(fake_llm, http, path, messages, extra):
     body = {"model": "gpt-4o", "messages": messages, "max_tokens": 16, **extra}

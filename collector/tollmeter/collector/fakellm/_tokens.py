@@ -173,8 +173,11 @@ def render_chat(
         if isinstance(name, str):
             rendered.text(name, enc)
             rendered.overhead(_PER_NAME)
-        for call in message.get("tool_calls") or ():
-            function = call.get("function", {}) if isinstance(call, Mapping) else {}
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(function, Mapping):
+                continue
             rendered.text(str(function.get("name", "")), enc)
             rendered.text(str(function.get("arguments", "")), enc)
         tool_call_id = message.get("tool_call_id")
