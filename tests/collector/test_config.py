@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._config_values import (
     Endpoint,
     InvalidConfig,
+    Section,
     parse_duration,
     parse_endpoint,
     parse_size,
@@ -287,3 +289,45 @@ def test_endpoints(text: str, endpoint: Endpoint, loopback: bool) -> None:
 def test_bad_endpoints(bad: object) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_endpoint(bad)
+
+
+@dataclass(frozen=True)
+class GreetingConfig:
+    """A feature's section, declared the way features plug into Config."""
+
+    text: str = "hello"
+
+    @classmethod
+    def from_mapping(cls, mapping: object, path: str) -> GreetingConfig:
+        if mapping == "legacy":
+            raise ConfigurationError("the legacy form is gone")
+        section = Section(mapping, path)
+        config = cls(text=section.string("text", cls.text))
+        section.finish()
+        return config
+
+
+@dataclass(frozen=True)
+class ExtendedConfig(Config):
+    greeting: GreetingConfig = field(default_factory=GreetingConfig)
+
+
+def test_a_feature_section_plugs_in_with_one_field(tmp_path: Path) -> None:
+    assert ExtendedConfig.load(None, environ={}).greeting == GreetingConfig()
+    path = write(tmp_path, "greeting: {text: hi}\n")
+    assert ExtendedConfig.load(path, environ={}).greeting.text == "hi"
+    path = write(tmp_path, "greeting: {txt: hi}\n")
+    assert problems_of(ExtendedConfig, path) == [(str(path), "greeting.txt", "unknown key")]
+    path = write(tmp_path, "greeting: legacy\nlog_level: loud\n")
+    assert problems_of(ExtendedConfig, path) == [
+        (str(path), "log_level", "expected one of"),
+        (str(path), "greeting", "the legacy form is gone"),
+    ]
+
+
+def problems_of(cls: type[Config], path: Path) -> list[tuple[str, str, str]]:
+    with pytest.raises(InvalidConfig) as info:
+        cls.load(path, environ={})
+    return [
+        (p.source, p.key, p.reason.split(" (")[0].split(" debug")[0]) for p in info.value.problems
+    ]

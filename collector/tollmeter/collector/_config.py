@@ -39,6 +39,7 @@ from tollmeter.collector.forward._config import ForwardConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.observability._config import MetricsConfig
 from tollmeter.collector.pricing._config import PricingConfig
+from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = [
     "Config",
@@ -233,7 +234,7 @@ class Config:
         for item in dataclasses.fields(cls):
             parse = getattr(hints[item.name], "from_mapping", None)
             if parse is not None:
-                with _collect(found):
+                with _collect(found, section=root.key(item.name)):
                     values[item.name] = parse(root.raw(item.name), root.key(item.name))
         with _collect(found):
             root.finish()
@@ -279,11 +280,17 @@ class Config:
 
 
 @contextlib.contextmanager
-def _collect(found: list[ConfigProblem]) -> Iterator[None]:
+def _collect(found: list[ConfigProblem], *, section: str = "<root>") -> Iterator[None]:
+    """Record a rejected value instead of stopping at it. A section that reports a
+    plain ``ConfigurationError`` is blamed as a whole."""
     try:
         yield
     except InvalidSetting as exc:
         found.append(ConfigProblem("", exc.key, exc.reason))
+    except InvalidConfig as exc:
+        found.extend(exc.problems)
+    except ConfigurationError as exc:
+        found.append(ConfigProblem("", section, str(exc)))
 
 
 def _source_of(key: str, sources: Mapping[str, str], default: str) -> str:
