@@ -271,3 +271,27 @@ def test_beta_messages(
     assert sorted(spans) == sorted([message.id, streamed.id])
     for span in spans.values():
         assert_matches_server(span, fake_llm, native)
+
+
+def test_with_streaming_response_leaves_the_body_to_the_application(
+    client: anthropic.Anthropic, native: bool, one_metered: Any
+) -> None:
+    with client.messages.with_streaming_response.create(
+        model=MODEL, max_tokens=64, messages=PROMPT
+    ) as response:
+        message = response.parse()
+    assert message.content
+    values = dict(one_metered().attributes or {})
+    # tollmeter did not read the body before the application, so the counts are estimates.
+    assert values[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+    assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] > 0
+
+
+def test_time_to_first_chunk_of_a_text_stream(
+    client: anthropic.Anthropic, points: Any, one_metered: Any
+) -> None:
+    with client.messages.stream(model=MODEL, max_tokens=64, messages=PROMPT) as stream:
+        assert "".join(stream.text_stream)
+    one_metered()
+    (first_chunk,) = points(metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK)
+    assert first_chunk.count == 1

@@ -308,8 +308,16 @@ def _is_raw_event_stream(result: object) -> bool:
 
 
 def _message_of(result: object) -> object:
-    """The ``Message`` behind ``result``; a raw response is parsed (the SDK caches the parse)."""
+    """The ``Message`` behind ``result``.
+
+    A raw response whose body was already read is parsed (the SDK caches the parse). One the
+    application has yet to read (``with_streaming_response``) is left alone, so its usage is
+    estimated: reading it here would change what the application sees.
+    """
+    http_response = getattr(result, "http_response", None)
+    if http_response is None:
+        return result
     parse = getattr(result, "parse", None)
-    if callable(parse) and getattr(result, "http_response", None) is not None:
+    if callable(parse) and getattr(http_response, "is_closed", False):
         return parse()
-    return result
+    return None

@@ -147,8 +147,11 @@ class MessageStreamProxy(SyncStreamProxy):
         return self._self_texts()
 
     def _self_texts(self) -> Iterator[str]:
+        state = self._self_state
         try:
-            yield from self.__wrapped__.text_stream
+            for text in self.__wrapped__.text_stream:
+                state.on_chunk(text)
+                yield text
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -186,8 +189,10 @@ class AsyncMessageStreamProxy(AsyncStreamProxy):
         return self._self_texts()
 
     async def _self_texts(self) -> AsyncIterator[str]:
+        state = self._self_state
         try:
             async for text in self.__wrapped__.text_stream:
+                state.on_chunk(text)
                 yield text
         except GeneratorExit:
             raise
