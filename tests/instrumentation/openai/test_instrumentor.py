@@ -224,3 +224,14 @@ def test_concurrent_calls_keep_their_own_attribution(
     assert sorted(dict(s.attributes or {})[attrs.TOLLMETER_TENANT_ID] for s in spans) == tenants
     ids = {dict(s.attributes or {})[attrs.GEN_AI_RESPONSE_ID] for s in spans}
     assert len(ids) == len(tenants)
+
+
+def test_stream_started_before_uninstrument_still_finishes(
+    instrument: Instrument, client: openai.OpenAI, one_span: Any
+) -> None:
+    instrumentor = instrument()
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    instrumentor.uninstrument()
+    assert list(stream)
+    _, attributes = one_span()
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
