@@ -17,7 +17,7 @@ from __future__ import annotations
 from tollmeter.collector.fakellm._app import MAX_BODY_BYTES, FakeLLMState, create_app
 from tollmeter.collector.fakellm._cli import fake_llm
 from tollmeter.collector.fakellm._errors import FakeLLMError
-from tollmeter.collector.fakellm._journal import Exchange, Usage
+from tollmeter.collector.fakellm._journal import Exchange, ReportedUsage
 from tollmeter.collector.fakellm._server import FakeLLMServer
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "FakeLLMError",
     "FakeLLMServer",
     "FakeLLMState",
-    "Usage",
+    "ReportedUsage",
     "create_app",
     "fake_llm",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import Usage
+from tollmeter.collector.fakellm._journal import ReportedUsage
 from tollmeter.collector.fakellm._openai_chat import ToolCall
 from tollmeter.collector.fakellm._reply import (
     BadRequest,
@@ -150,7 +150,7 @@ def messages(call: Call) -> Prepared:
         stop, visible = ("max_tokens" if truncated else "end_turn"), count(text.text, enc)
     output = visible + thinking_tokens
     uncached = len(rendered.tokens) - cache.read - cache.written
-    usage = Usage(
+    usage = ReportedUsage(
         len(rendered.tokens),
         output,
         cache_read_tokens=cache.read,

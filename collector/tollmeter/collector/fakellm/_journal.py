@@ -10,13 +10,13 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Exchange", "Journal", "Usage"]
+__all__ = ["Exchange", "Journal", "ReportedUsage"]
 
 _DEFAULT_CAPACITY = 10_000
 
 
 @dataclass(frozen=True)
-class Usage:
+class ReportedUsage:
     """Counts in OpenTelemetry terms: input includes cache, output includes reasoning."""
 
     input_tokens: int = 0
@@ -49,7 +49,7 @@ class Exchange:
     model: str | None = None
     stream: bool = False
     response_id: str | None = None
-    usage: Usage | None = None
+    usage: ReportedUsage | None = None
     reported: bool = False
     provider_usage: dict[str, Any] | None = None
     faults: list[str] = field(default_factory=list)

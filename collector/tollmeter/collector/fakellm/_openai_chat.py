@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import Usage
+from tollmeter.collector.fakellm._journal import ReportedUsage
 from tollmeter.collector.fakellm._reply import (
     BadRequest,
     Call,
@@ -193,7 +193,7 @@ def chat_completions(call: Call) -> Prepared:
     choices = [_plan_choice(call, i, enc, cap) for i in range(n)]
     completion = sum(c.tokens for c in choices)
     reasoning = sum(c.reasoning for c in choices)
-    usage = Usage(prompt, completion, cache_read_tokens=cached, reasoning_tokens=reasoning)
+    usage = ReportedUsage(prompt, completion, cache_read_tokens=cached, reasoning_tokens=reasoning)
     usage_json = openai_usage(prompt, completion, cached, reasoning)
     omit = call.directives.omit_usage
     response_id = new_id("chatcmpl-")

@@ -9,7 +9,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import Usage
+from tollmeter.collector.fakellm._journal import ReportedUsage
 from tollmeter.collector.fakellm._reply import (
     BadRequest,
     Call,
@@ -68,7 +68,7 @@ def completions(call: Call) -> Prepared:
         text = reply(choice_seed, n_reply)
         choices.append((text.pieces, "length" if truncated else "stop"))
     completion = sum(count("".join(pieces), enc) for pieces, _ in choices)
-    usage = Usage(prompt_tokens, completion)
+    usage = ReportedUsage(prompt_tokens, completion)
     usage_json = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
@@ -142,7 +142,7 @@ def embeddings(call: Call) -> Prepared:
             else vector
         )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
-    usage = Usage(prompt, 0)
+    usage = ReportedUsage(prompt, 0)
     usage_json = {"prompt_tokens": prompt, "total_tokens": prompt}
     omit = call.directives.omit_usage
     out: dict[str, Any] = {"object": "list", "data": data, "model": call.model}

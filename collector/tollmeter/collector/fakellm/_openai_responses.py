@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import Usage
+from tollmeter.collector.fakellm._journal import ReportedUsage
 from tollmeter.collector.fakellm._openai_chat import ToolCall, choose_tool, structured_text
 from tollmeter.collector.fakellm._reply import (
     BadRequest,
@@ -105,7 +105,7 @@ def responses(call: Call) -> Prepared:
             pieces = reply(seed, n_reply).pieces
         visible = count("".join(pieces), enc)
     output = visible + reasoning
-    usage = Usage(prompt, output, cache_read_tokens=cached, reasoning_tokens=reasoning)
+    usage = ReportedUsage(prompt, output, cache_read_tokens=cached, reasoning_tokens=reasoning)
     usage_json = _usage_json(prompt, output, cached, reasoning)
     omit = call.directives.omit_usage
     response_id = new_id("resp_")

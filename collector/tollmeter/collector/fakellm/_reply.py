@@ -11,7 +11,7 @@ from typing import Any
 
 from tollmeter.collector.fakellm._cache import PrefixCache
 from tollmeter.collector.fakellm._faults import Directives
-from tollmeter.collector.fakellm._journal import Usage
+from tollmeter.collector.fakellm._journal import ReportedUsage
 from tollmeter.collector.fakellm._text import Seed, words
 
 __all__ = [
@@ -89,7 +89,7 @@ class Prepared:
     """A reply ready to be played: a JSON body, or SSE events for a stream."""
 
     response_id: str | None
-    usage: Usage
+    usage: ReportedUsage
     provider_usage: dict[str, Any] | None
     body: dict[str, Any] | None = None
     events: list[bytes] | None = None
