@@ -153,9 +153,7 @@ class LimitEngine:
                 None if any(w is None for w in waits) else max(w for w in waits if w is not None)
             )
             statuses = tuple(
-                counter_status(
-                    r, k, c, now, allowed=ok or r.config.action in ("alert", "downgrade")
-                )
+                counter_status(r, k, c, now, allowed=ok or r.config.action in _SOFT_ACTIONS)
                 for r, k, c, _, ok in plan
             )
             notice = Notice(

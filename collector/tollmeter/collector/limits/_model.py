@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tollmeter.collector.limits._rules import Estimate
 
@@ -73,8 +73,7 @@ class CheckRequest:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class LimitStatus:
+class LimitStatus(NamedTuple):
     """Where one matching limit stands for the request's key."""
 
     name: str
@@ -99,8 +98,10 @@ class LimitStatus:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(NamedTuple):
+    """A check's answer. Named tuples, not frozen dataclasses, for the values built on
+    every check: they are as immutable and several times cheaper to construct."""
+
     allowed: bool
     action: Decision
     reservation_id: str | None = None
@@ -121,8 +122,7 @@ class CheckResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """The amount a reservation put on one counter (``period`` for calendar windows)."""
 
     limit: str

@@ -10,9 +10,8 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from tollmeter.collector._records import UsageEvent
@@ -51,8 +50,7 @@ def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """What a check expects a call to use, before it happens."""
 
     input_tokens: int
@@ -234,7 +232,7 @@ class Rule:
         return True
 
     def key(self, attrs: Attributes) -> tuple[str, ...]:
-        return tuple(attrs.get(dim) or "" for dim in self.config.group_by)
+        return tuple([attrs.get(dim) or "" for dim in self.config.group_by])
 
     def estimate_amount(self, estimate: Estimate) -> float:
         measure = self.config.measure
