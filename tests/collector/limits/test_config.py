@@ -169,3 +169,21 @@ def test_validate_config_reports_limit_and_hook_problems(tmp_path):
     assert "hooks[0].url: expected an http(s) URL" in result.output
     path.write_text("limits:\n  rules:\n    - {name: tpm, limit: 1000, window: 1m}\n")
     assert CliRunner().invoke(main, ["validate-config", str(path)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("1.5h", 5400), ("7d", 604800), ("2w", 1209600), (90, 90)],
+)
+def test_durations(value, seconds):
+    from tollmeter.collector.limits._values import parse_duration
+
+    assert parse_duration(value, "x") == seconds
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "soon", "5 parsecs", None, "1e3s"])
+def test_bad_durations(value):
+    from tollmeter.collector.limits._values import parse_duration
+
+    with pytest.raises(ConfigurationError, match="^x: "):
+        parse_duration(value, "x")
