@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import grpc
 import httpx
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tollmeter.collector import InvalidConfig
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -207,3 +209,23 @@ def test_openmetrics_carries_the_latest_trace_id_as_an_exemplar(collector, make_
 def test_invalid_metrics_settings_are_refused(make_config, bad):
     with pytest.raises(InvalidConfig, match="metrics"):
         make_config(metrics=bad)
+
+
+def test_every_metric_served_is_documented(collector_factory, make_spans):
+    running = collector_factory(
+        shutdown_grace="1s",  # the forward target never answers
+        hooks=[{"type": "log"}],
+        forward=[{"name": "nowhere", "endpoint": "127.0.0.1:9", "tls": {"insecure": True}}],
+    )
+    send(running.grpc_endpoint, make_spans(1))
+    text = httpx.get(f"{running.management_url}/metrics", timeout=10).text
+    served = {
+        family.name
+        for family in text_string_to_metric_families(text)
+        if not family.name.endswith("_created")  # prometheus-client's creation timestamps
+    }
+    documented = {
+        name.removesuffix("_total")
+        for name in re.findall(r"^\| `(tollmeter_\w+)`", DOC.read_text(), re.M)
+    }
+    assert served == documented

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
@@ -26,7 +27,7 @@ from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
 from tollmeter.collector.export import ExportService, install_export
-from tollmeter.collector.forward import Forwarder, chain_sinks, install_forwarding
+from tollmeter.collector.forward import Forwarder, chain_sinks, start_forwarding
 from tollmeter.collector.limits import LimitsService
 from tollmeter.collector.limits._attach import attach_limits
 from tollmeter.collector.observability import CollectorMetrics
@@ -183,9 +184,7 @@ class Collector:
             collector_id=config.collector_id,
             shutdown_timeout_s=config.shutdown_grace,
         )
-        self.forwarder = install_forwarding(
-            self, config.forward, shutdown_timeout_s=config.shutdown_grace
-        )
+        self.forwarder = start_forwarding(config.forward)
         await self.metrics.attach(
             self, keys=self._keys, limits=self.limits, forwarder=self.forwarder
         )
@@ -239,11 +238,19 @@ class Collector:
         if management is not None:
             stops.append(management.stop(timeout=min(1.0, remaining())))
         await _quietly(asyncio.gather(*stops), "stopping the receivers")
+        forwarder = self.forwarder
+        if forwarder is not None:
+            # Nothing new can arrive: forwarding flushes alongside the drain and the hooks.
+            forwarder.close(time.monotonic() + remaining())
         pipeline = self._pipeline
         if pipeline is not None:
             await _quietly(pipeline.stop(timeout=remaining()), "draining the pipeline")
         for hook in self._shutdown_hooks:
             await _quietly(asyncio.wait_for(hook(), max(remaining(), 1.0)), "a shutdown hook")
+        if forwarder is not None:
+            await _quietly(
+                asyncio.to_thread(forwarder.shutdown, remaining()), "flushing forwarding"
+            )
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             await _quietly(asyncio.to_thread(ledger.close), "closing the ledger")

@@ -20,7 +20,7 @@ from tollmeter.collector.forward._exporter import (
     ExporterStats,
     ForwardExporter,
 )
-from tollmeter.collector.forward._service import Forwarder, chain_sinks, install_forwarding
+from tollmeter.collector.forward._service import Forwarder, chain_sinks, start_forwarding
 from tollmeter.collector.forward._transport import (
     GrpcTransport,
     HttpTransport,
@@ -49,6 +49,6 @@ __all__ = [
     "SignalSink",
     "Transport",
     "chain_sinks",
-    "install_forwarding",
     "make_transport",
+    "start_forwarding",
 ]

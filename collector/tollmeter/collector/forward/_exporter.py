@@ -25,6 +25,8 @@ __all__ = ["DROP_REASONS", "DropReason", "ExporterStats", "ForwardExporter"]
 
 logger = logging.getLogger(__name__)
 
+_JOIN_MARGIN_S = 1.0
+
 DropReason = Literal["queue_full", "rejected", "retries_exhausted", "shutdown"]
 """Why requests were not forwarded; ``rejected`` is a final (non-retryable) error."""
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
@@ -123,8 +125,8 @@ class ForwardExporter:
         with self._cond:
             deadline = self._deadline if self._deadline is not None else time.monotonic()
         if self._thread.is_alive():
-            # The worker gives up at the deadline; a send in flight ends with its own timeout.
-            self._thread.join(max(0.0, deadline - time.monotonic()) + self.config.timeout_s)
+            # Sends are cut short at the deadline; the margin covers a send just ending.
+            self._thread.join(max(0.0, deadline - time.monotonic()) + _JOIN_MARGIN_S)
         with self._cond:
             self._drop_queued()
         self._transport.close()

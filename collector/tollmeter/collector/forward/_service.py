@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from tollmeter.collector.forward._config import ExporterConfig, ForwardConfig, Signal, SignalSink
 from tollmeter.collector.forward._exporter import ExporterStats, ForwardExporter
 from tollmeter.collector.forward._transport import Transport, make_transport
 
-__all__ = ["Forwarder", "chain_sinks", "install_forwarding"]
+__all__ = ["Forwarder", "chain_sinks", "start_forwarding"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,29 +47,26 @@ class Forwarder:
     def stats(self) -> dict[str, ExporterStats]:
         return {exporter.name: exporter.stats() for exporter in self.exporters}
 
-    def shutdown(self, timeout_s: float) -> None:
-        """Flush every exporter within one shared ``timeout_s``; idempotent."""
-        deadline = time.monotonic() + timeout_s
-        # Closing all first lets them flush in parallel; each then joins in turn.
+    def close(self, deadline: float) -> None:
+        """Stop taking requests; keep sending until ``deadline`` (``time.monotonic()``)."""
         for exporter in self.exporters:
             exporter.close(deadline)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Flush every exporter within one shared ``timeout_s`` (or the earlier deadline
+        given to :meth:`close`), then drop and count what is left; idempotent."""
+        deadline = time.monotonic() + timeout_s
+        # Closing all first lets them flush in parallel; each then joins in turn.
+        self.close(deadline)
         for exporter in self.exporters:
             exporter.shutdown(max(0.0, deadline - time.monotonic()))
 
 
-class _Host(Protocol):
-    """The collector methods forwarding uses."""
+def start_forwarding(config: ForwardConfig) -> Forwarder | None:
+    """Start the configured exporters; ``None`` when nothing is configured.
 
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None: ...
-
-
-def install_forwarding(
-    collector: _Host, config: ForwardConfig, *, shutdown_timeout_s: float
-) -> Forwarder | None:
-    """Start the configured exporters and flush them when ``collector`` stops.
-
-    Returns ``None`` when nothing is configured. Pass :meth:`Forwarder.offer` to the
-    receivers as (part of) their signal sink.
+    Pass :meth:`Forwarder.offer` to the receivers as (part of) their signal sink, and
+    :meth:`Forwarder.shutdown` the forwarder once the receivers have stopped.
     """
     if not config.exporters:
         return None
@@ -84,11 +79,6 @@ def install_forwarding(
             exporter.endpoint,
             exporter.name,
         )
-
-    async def flush() -> None:
-        await asyncio.to_thread(forwarder.shutdown, shutdown_timeout_s)
-
-    collector.on_shutdown(flush)
     return forwarder
 
 
