@@ -185,5 +185,5 @@ def test_durations(value, seconds):
 def test_bad_durations(value):
     from tollmeter.collector.limits._values import parse_duration
 
-    with pytest.raises(ConfigurationError, match="^x: "):
+    with pytest.raises(ConfigurationError, match=r"^x: "):
         parse_duration(value, "x")
