@@ -71,13 +71,13 @@ def request_types() -> dict[str, type[Message]]:
 
 
 @pytest.fixture
-def downstream(collector_factory):
+def downstream(collector_factory, tmp_path):
     """``downstream()`` -> (a collector on free ports, its :class:`Received`)."""
 
     def factory(**sections: Any):
         received = Received()
         running = collector_factory(
-            signal_sink=received, data_dir=f"downstream-{id(received)}", **sections
+            signal_sink=received, data_dir=str(tmp_path / f"downstream-{id(received)}"), **sections
         )
         return running, received
 
