@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from tollmeter.semconv import attributes as attrs
     ]
 )
 def third_party(request: pytest.FixtureRequest) -> Iterator[tuple[InMemorySpanExporter, Any]]:
+    saved = _openai_members()
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(AttributionSpanProcessor())
@@ -41,6 +43,26 @@ def third_party(request: pytest.FixtureRequest) -> Iterator[tuple[InMemorySpanEx
     yield exporter, instrumentor
     instrumentor.uninstrument()
     provider.shutdown()
+    # OpenLLMetry's uninstrument() leaves some of its wrappers in place; put the SDK back
+    # so that later tests see it untouched.
+    for (owner, name), member in saved.items():
+        if vars(owner).get(name) is not member:
+            setattr(owner, name, member)
+
+
+def _openai_members() -> dict[tuple[Any, str], Any]:
+    """Every class member and module function of the loaded ``openai`` modules."""
+    members: dict[tuple[Any, str], Any] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name == "openai" or module_name.startswith("openai.")):
+            continue
+        for name, value in list(vars(module).items()):
+            if callable(value) and getattr(value, "__module__", None) == module_name:
+                members[(module, name)] = value
+            if isinstance(value, type) and value.__module__ == module_name:
+                for member_name, member in list(vars(value).items()):
+                    members[(value, member_name)] = member
+    return members
 
 
 def test_third_party_spans_carry_the_attribution(
