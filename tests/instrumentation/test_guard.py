@@ -85,7 +85,7 @@ def claude(fake_llm, instrumented) -> Iterator[anthropic.Anthropic]:
 
 @pytest.fixture
 def installed() -> Iterator[list[Guard]]:
-    """Guards installed by a test, uninstalled afterwards."""
+    """Guards used by a test, uninstalled and closed afterwards."""
     guards: list[Guard] = []
     yield guards
     for guard in guards:
@@ -100,8 +100,9 @@ def _ask(client: anthropic.Anthropic, text: str = "Hello there", max_tokens: int
     )
 
 
-def test_check_reserves_then_denies_with_retry_after(check_server):
+def test_check_reserves_then_denies_with_retry_after(check_server, installed):
     guard = Guard(check_server.url)
+    installed.append(guard)  # closed after the test
     attribution = {attrs.TOLLMETER_TENANT_ID: "acme"}
     decision = guard.check(
         model="gpt-4o", input_tokens=1500, max_output_tokens=400, attribution=attribution
@@ -222,6 +223,18 @@ def test_a_hostile_answer_fails_open(installed, claude, serve_text):
     guard = Guard(serve_text(b"[1, 2, 3]"))
     installed.append(guard.install())
     assert _ask(claude).content
+    oversized = Guard(serve_text(b'{"allowed": false, "pad": "' + b"x" * 2_000_000 + b'"}'))
+    installed.append(oversized.install())
+    assert _ask(claude).content
+
+
+def test_connections_are_kept_alive_across_calls(check_server, installed, claude):
+    guard = Guard(check_server.url).install()
+    installed.append(guard)
+    with attribute(tenant="keepalive"):
+        for _ in range(3):
+            _ask(claude, max_tokens=10)
+    assert len(guard._idle) == 1
 
 
 @pytest.fixture

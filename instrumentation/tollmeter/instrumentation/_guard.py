@@ -16,13 +16,13 @@ once, and so is the recovery.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import sys
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -66,6 +66,13 @@ TOLLMETER_GUARD_KEY = "TOLLMETER_GUARD_KEY"
 FailMode = Literal["open", "closed"]
 _MAX_RESPONSE_BYTES = 1024 * 1024
 _OUTPUT_LIMIT_KEYS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
+_MAX_IDLE_CONNECTIONS = 8
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    http.client.CannotSendRequest,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,8 @@ class Guard:
         self._headers = {"Content-Type": "application/json", "User-Agent": "tollmeter-guard"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._pool_lock = threading.Lock()
+        self._idle: list[tuple[str, http.client.HTTPConnection]] = []
         self._outage_lock = threading.Lock()
         self._in_outage = False
 
@@ -125,6 +134,7 @@ class Guard:
         global _INSTALLED
         if _INSTALLED is self:
             _INSTALLED = None
+        self.close()
 
     def check(
         self,
@@ -167,30 +177,76 @@ class Guard:
             model=downgrade if self.apply_downgrade and isinstance(downgrade, str) else None,
         )
 
+    def close(self) -> None:
+        """Close the idle connections to the collector (calls made later open new ones)."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for _, connection in idle:
+            connection.close()
+
     def _post(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), headers=self._headers, method="POST"
-        )
-        try:
-            # The guard's own HTTP call must not become a traced or metered call.
-            with (
-                suppress_instrumentation(),
-                urllib.request.urlopen(request, timeout=self.timeout) as response,
-            ):
-                answer = json.loads(response.read(_MAX_RESPONSE_BYTES))
-            if not isinstance(answer, dict):
-                raise ValueError("check answer is not a JSON object")
-        except (OSError, ValueError) as exc:
-            self._outage(exc)
-            return None
-        self._recovered()
-        return answer
+        payload = json.dumps(body).encode()
+        # A kept-alive connection may have been closed by the server meanwhile: one retry on
+        # a fresh connection is safe, the request id makes the check idempotent.
+        for attempt in range(2):
+            url = self.url
+            connection = self._take(url)
+            try:
+                # The guard's own HTTP call must not become a traced or metered call.
+                with suppress_instrumentation():
+                    connection.request(
+                        "POST", urllib.parse.urlsplit(url).path, body=payload, headers=self._headers
+                    )
+                    response = connection.getresponse()
+                    raw = response.read(_MAX_RESPONSE_BYTES)
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                if attempt == 0 and isinstance(exc, _STALE_CONNECTION):
+                    continue
+                self._outage(exc)
+                return None
+            if response.isclosed():
+                self._give_back(url, connection)
+            else:
+                connection.close()  # an oversized answer left unread bytes behind
+            try:
+                if response.status != 200:
+                    raise ValueError(f"HTTP {response.status}")
+                answer = json.loads(raw)
+                if not isinstance(answer, dict):
+                    raise ValueError("check answer is not a JSON object")
+            except ValueError as exc:
+                self._outage(exc)
+                return None
+            self._recovered()
+            return answer
+        return None
+
+    def _take(self, url: str) -> http.client.HTTPConnection:
+        """An idle kept-alive connection to ``url``, or a new one."""
+        with self._pool_lock:
+            while self._idle:
+                idle_url, connection = self._idle.pop()
+                if idle_url == url:
+                    return connection
+                connection.close()
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout)
+        return http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+
+    def _give_back(self, url: str, connection: http.client.HTTPConnection) -> None:
+        with self._pool_lock:
+            if len(self._idle) < _MAX_IDLE_CONNECTIONS:
+                self._idle.append((url, connection))
+                return
+        connection.close()
 
     def _outage(self, exc: Exception) -> None:
         with self._outage_lock:
             first, self._in_outage = not self._in_outage, True
         if first:
-            detail = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+            detail = str(exc) or type(exc).__name__
             _log.warning(
                 "tollmeter guard cannot reach %s (%s); failing %s until it answers",
                 self.url,
