@@ -185,3 +185,15 @@ def test_bad_parameters_get_a_clear_400(api: httpx.Client, path, params, message
     response = api.get(path, params=params)
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_routes_describe_themselves_for_openapi() -> None:
+    import yaml
+
+    with open_ledger("memory://") as ledger:
+        routes = usage_routes(ledger, Meters())
+    for route in routes:
+        summary, _, spec = (route.endpoint.__doc__ or "").partition("---")
+        assert summary.strip(), route.path
+        assert yaml.safe_load(spec)["parameters"], route.path
+    assert [route.name for route in routes] == ["usage", "events", "current_meters"]

@@ -13,6 +13,7 @@ the application that mounts these routes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -111,6 +112,29 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
     """The usage API routes over ``ledger`` and ``meters``."""
 
     async def usage(request: Request) -> JSONResponse:
+        """Usage totals, filtered, grouped and bucketed by window.
+        ---
+        parameters:
+          - {name: tenant, in: query, schema: {type: string}}
+          - {name: project, in: query, schema: {type: string}}
+          - {name: model, in: query, schema: {type: string}}
+          - {name: feature, in: query, schema: {type: string}}
+          - {name: api_key, in: query, schema: {type: string}}
+          - name: usage_source
+            in: query
+            schema: {type: string, enum: [provider, estimate, reservation]}
+          - {name: start, in: query, description: ISO 8601, inclusive, schema: {type: string}}
+          - {name: end, in: query, description: ISO 8601, exclusive, schema: {type: string}}
+          - name: group_by
+            in: query
+            description: comma-separated tenant, project, model, feature, api_key, usage_source
+            schema: {type: string}
+          - {name: window, in: query, schema: {type: string, enum: [minute, hour, day, month]}}
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000}}
+        responses:
+          "200": {description: "rows with token buckets, requests, cost and currency"}
+          "400": {description: a parameter is invalid}
+        """
         query = _usage_query(request.query_params)
         rows = await run_in_threadpool(ledger.query_usage, query)
         return JSONResponse(
@@ -125,6 +149,18 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
         )
 
     async def events(request: Request) -> JSONResponse:
+        """Raw usage events in sequence order, one page at a time.
+        ---
+        parameters:
+          - name: after
+            in: query
+            description: sequence cursor
+            schema: {type: integer, minimum: 0}
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000}}
+        responses:
+          "200": {description: "events and the next cursor"}
+          "400": {description: a parameter is invalid}
+        """
         params = request.query_params
         _check_names(params, _EVENTS_PARAMS)
         after = _integer("after", params.get("after"), 0, 0, 2**63 - 1)
@@ -138,6 +174,17 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
         )
 
     async def current_meters(request: Request) -> JSONResponse:
+        """Live meters of the current window bucket, per value of one dimension.
+        ---
+        parameters:
+          - {name: window, in: query, schema: {type: string, enum: [minute, hour, day, month]}}
+          - name: group_by
+            in: query
+            schema: {type: string, enum: [tenant, project, model, feature, api_key]}
+        responses:
+          "200": {description: "totals per dimension value"}
+          "400": {description: a parameter is invalid}
+        """
         params = request.query_params
         _check_names(params, _METERS_PARAMS)
         window = params.get("window", "day")
@@ -167,6 +214,7 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
 def _guarded(
     endpoint: Callable[[Request], Any],
 ) -> Callable[[Request], Any]:
+    @functools.wraps(endpoint)
     async def handle(request: Request) -> JSONResponse:
         try:
             response: JSONResponse = await endpoint(request)
@@ -176,5 +224,4 @@ def _guarded(
             return _error(503, f"ledger unavailable: {exc}")
         return response
 
-    handle.__name__ = getattr(endpoint, "__name__", "handle")
     return handle
