@@ -69,6 +69,7 @@ class ForwardExporter:
         self._deadline: float | None = None
         self._closed = False
         self._warned_full = False
+        self._failing = False
         self._thread = threading.Thread(
             target=self._run, name=f"tollmeter-forward-{config.name}", daemon=True
         )
@@ -139,7 +140,12 @@ class ForwardExporter:
             if batch is None:
                 return
             signal, bodies = batch
-            self._deliver(signal, bodies)
+            try:
+                self._deliver(signal, bodies)
+            except Exception:
+                # A bug here must not end the worker: the queue would fill up for good.
+                logger.exception("forward exporter %s: sending a batch failed", self.name)
+                self._drop(signal, "rejected", len(bodies))
 
     def _next_batch(self) -> tuple[Signal, list[bytes]] | None:
         batch_config = self.config.batch
@@ -188,15 +194,12 @@ class ForwardExporter:
                 with self._cond:
                     self._stats.sent[signal] = self._stats.sent.get(signal, 0) + len(bodies)
                     self._stats.batches += 1
+                if self._failing:
+                    self._failing = False
+                    logger.info("forward exporter %s: downstream accepts requests again", self.name)
                 return
             if not result.retryable:
-                logger.warning(
-                    "forward exporter %s: downstream refused %d %s request(s): %s",
-                    self.name,
-                    len(bodies),
-                    signal,
-                    result.error,
-                )
+                self._report_failure(f"downstream refused {signal}: {result.error}")
                 self._drop(signal, "rejected", len(bodies))
                 return
             delay = result.retry_after_s
@@ -206,13 +209,8 @@ class ForwardExporter:
             attempt += 1
             now = time.monotonic()
             if now + delay - started > retry.max_elapsed_s:
-                logger.warning(
-                    "forward exporter %s: giving up on %d %s request(s) after %d attempt(s): %s",
-                    self.name,
-                    len(bodies),
-                    signal,
-                    attempt,
-                    result.error,
+                self._report_failure(
+                    f"gave up on {signal} after {attempt} attempt(s): {result.error}"
                 )
                 self._drop(signal, "retries_exhausted", len(bodies))
                 return
@@ -266,6 +264,16 @@ class ForwardExporter:
             signal, _ = self._queue.popleft()
             self._count_drop(signal, "shutdown")
         self._bytes = 0
+
+    def _report_failure(self, reason: str) -> None:
+        """Warn once per outage (logged again after a success), not once per batch."""
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "forward exporter %s: %s; dropping until it recovers (drops are counted)",
+                self.name,
+                reason,
+            )
 
     def _warn_full(self) -> None:
         if not self._warned_full:

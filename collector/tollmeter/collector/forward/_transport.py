@@ -160,6 +160,9 @@ class HttpTransport:
             )
         except httpx.HTTPError as exc:
             return SendResult(ok=False, retryable=True, error=repr(exc))
+        except Exception as exc:
+            logger.debug("HTTP send failed", exc_info=True)
+            return SendResult(ok=False, retryable=False, error=repr(exc))
         if 200 <= response.status_code < 300:
             return SENT
         return SendResult(
