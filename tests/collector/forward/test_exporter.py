@@ -138,3 +138,18 @@ def test_offers_after_shutdown_are_dropped_and_counted(otlp_http):
     exporter.shutdown(10)  # idempotent
     exporter.offer("metrics", b"")
     assert exporter.stats().dropped == {("metrics", "shutdown"): 1}
+
+
+def test_an_outage_is_logged_once_and_its_end_once(otlp_http, caplog):
+    otlp_http.script = [(400, {}), (400, {}), (400, {})]
+    exporter = make_exporter(otlp_http.url, batch={"max_requests": 1, "delay": "1ms"})
+    for index in range(4):
+        exporter.offer("traces", request(f"r{index}"))
+    with caplog.at_level(logging.INFO, logger="tollmeter.collector.forward"):
+        exporter.start()
+        exporter.shutdown(10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "dropping until it recovers" in m]) == 1
+    assert len([m for m in messages if "accepts requests again" in m]) == 1
+    assert exporter.stats().dropped[("traces", "rejected")] == 3
+    assert exporter.stats().sent == {"traces": 1}

@@ -3,8 +3,13 @@ bounded, and never in the way of ingest."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import grpc
+import httpx
 import pytest
+from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -141,6 +146,35 @@ def test_spans_metrics_and_logs_arrive_unchanged(
     stats = upstream.collector.forwarder.stats()["downstream"]
     assert stats.sent == {"traces": 4, "metrics": 1, "logs": 1}
     assert stats.queue_depth == 0
+
+
+def otlp_json(request: ExportTraceServiceRequest) -> str:
+    """OTLP/JSON: protobuf's JSON mapping, except that ids are hex, not base64."""
+    data = json_format.MessageToDict(request)
+    for resource_spans in data["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(data)
+
+
+def test_otlp_json_is_forwarded_as_the_equivalent_protobuf(
+    collector_factory, downstream, wait_for, make_spans
+):
+    target, received = downstream()
+    upstream = collector_factory(forward=[exporter(target)])
+    original = encode_spans(make_spans(2, tenant="json-tenant"))
+    response = httpx.post(
+        f"{upstream.http_endpoint}/v1/traces",
+        content=otlp_json(original),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    wait_for(lambda: received.span_count() == 2, what="the spans downstream")
+    assert received.merged("traces") == original
 
 
 def test_only_the_configured_signals_are_forwarded(
