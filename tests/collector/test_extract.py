@@ -259,6 +259,10 @@ class TestTenantChain:
         assert self.tenant(extractor, {}, {"user.id": "u-res", "service.name": "s"}) == "u-res"
         assert self.tenant(extractor, {}, {"service.name": "s"}) == "s"
 
+    def test_custom_fallback_attribute(self) -> None:
+        extractor = Extractor(tenant_attributes=["customer.id"])
+        assert self.tenant(extractor, {}, {"customer.id": "c-9"}) == "c-9"
+
     def test_default_last(self) -> None:
         assert self.tenant(Extractor(default_tenant="nobody"), {}, {}) == "nobody"
 
@@ -338,6 +342,18 @@ class TestHostileInput:
         resource = {f"r.{i}": i for i in range(MAX_ATTRIBUTES + 1)}
         (event,) = Extractor().extract(request(span(OTEL_CHAT), resource=resource)).events
         assert event.service_name is None
+
+
+def test_captured_content_and_unknown_attributes_do_not_get_in_the_way() -> None:
+    attrs = {
+        **OTEL_CHAT,
+        "gen_ai.prompt.0.content": "secret prompt " * 50_000,
+        "gen_ai.completion.0.content": "secret reply " * 50_000,
+        **{f"app.label.{i}": i for i in range(200)},
+    }
+    (event,) = Extractor().extract(request(span(attrs))).events
+    assert (event.input_tokens, event.output_tokens, event.tenant_id) == (100, 40, "acme")
+    assert "secret" not in repr(event)
 
 
 def test_estimated_usage_is_marked() -> None:

@@ -15,9 +15,11 @@ full value first, so cutting never merges two calls), and a tenant id longer tha
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -73,19 +75,87 @@ def _convert(value: AnyValue, depth: int = 0) -> object:
     return None  # bytes and empty values carry nothing tollmeter reads
 
 
-def _attributes(pairs: Sequence[KeyValue]) -> _Attributes:
-    # The hot path of ingest: scalar values are read inline, without a call per value.
+def _attributes(pairs: Sequence[KeyValue], wanted: frozenset[str]) -> _Attributes:
+    # The hot path of ingest. Only attributes some reader wants are converted, so that
+    # prompt or reply text captured by other instrumentations is never copied out, and
+    # scalar values are read inline, without a call per value.
     out: _Attributes = {}
     for pair in pairs:
+        key = pair.key
+        if key not in wanted:
+            continue
         value = pair.value
         kind = value.WhichOneof("value")
         if kind == "string_value":
-            out[pair.key] = value.string_value
+            out[key] = value.string_value
         elif kind == "int_value":
-            out[pair.key] = value.int_value
+            out[key] = value.int_value
         else:
-            out[pair.key] = _convert(value)
+            out[key] = _convert(value)
     return out
+
+
+class _Recorder(Mapping[str, object]):
+    """An empty mapping that remembers which keys were looked up."""
+
+    def __init__(self, value: object) -> None:
+        self.seen: set[str] = set()
+        self._value = value
+
+    def __getitem__(self, key: str) -> object:
+        self.seen.add(key)
+        if self._value is None:
+            raise KeyError(key)
+        return self._value
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.seen.add(key)
+        return self._value is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@functools.cache
+def _semconv_keys() -> frozenset[str]:
+    """Every attribute the semconv readers look up, found by asking them.
+
+    They are asked twice: with nothing present (every alias is tried) and with every
+    attribute present (branches that only run once a count is found).
+    """
+    keys: set[str] = set()
+    for value in (None, 1, "chat"):
+        recorder = _Recorder(value)
+        for reader in (usage_from_attributes, provider_of, operation_of, model_of):
+            with contextlib.suppress(InvalidUsage):
+                reader(recorder)
+        keys |= recorder.seen
+    return frozenset(keys)
+
+
+_OWN_KEYS = frozenset(
+    {
+        attrs.GEN_AI_RESPONSE_ID,
+        attrs.ERROR_TYPE,
+        attrs.SERVICE_NAME,
+        attrs.USER_ID,
+        attrs.TOLLMETER_TENANT_ID,
+        attrs.TOLLMETER_PROJECT_ID,
+        attrs.TOLLMETER_API_KEY_ID,
+        attrs.TOLLMETER_FEATURE,
+        attrs.TOLLMETER_ENVIRONMENT,
+        attrs.TOLLMETER_REQUEST_ID,
+        attrs.TOLLMETER_WORKFLOW_ID,
+        attrs.TOLLMETER_ATTEMPT,
+        attrs.TOLLMETER_USAGE_SOURCE,
+        attrs.TOLLMETER_RESERVATION_ID,
+        _DEPLOYMENT_ENVIRONMENT,
+    }
+)
 
 
 def _text(value: object) -> str | None:
@@ -136,6 +206,7 @@ class Extractor:
         if not default_tenant:
             raise ValueError("default_tenant must not be empty")
         self._fallbacks = tuple(tenant_attributes)
+        self._wanted = _semconv_keys() | _OWN_KEYS | frozenset(self._fallbacks)
         self._default_tenant = default_tenant
         self._collector_id = collector_id
 
@@ -168,19 +239,18 @@ class Extractor:
             errors=errors,
         )
 
-    @staticmethod
-    def _resource(pairs: Sequence[KeyValue]) -> _Attributes:
+    def _resource(self, pairs: Sequence[KeyValue]) -> _Attributes:
         if len(pairs) > MAX_ATTRIBUTES:
             # Too many to be genuine; keep the spans, ignore the resource.
             return {}
-        return _attributes(pairs)
+        return _attributes(pairs, self._wanted)
 
     def _event(
         self, span: Span, resource: Mapping[str, object], bound: str | None, now_ns: int
     ) -> UsageEvent | None:
         if len(span.attributes) > MAX_ATTRIBUTES:
             raise _Rejected(f"{len(span.attributes)} attributes, more than {MAX_ATTRIBUTES}")
-        span_attrs = _attributes(span.attributes)
+        span_attrs = _attributes(span.attributes, self._wanted)
         operation = operation_of(span_attrs)
         if not is_metered_operation(operation):
             return None
