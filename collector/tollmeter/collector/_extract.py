@@ -6,6 +6,11 @@ repeats that of the calls beneath them. A span whose usage cannot be trusted is
 rejected alone, with a message naming the span and the attribute; the rest of the
 request is metered.
 
+Only the attributes that extraction reads are converted from protobuf: the set is
+found once by asking the ``tollmeter.semconv`` readers which names they look up, so a
+new dialect alias there is picked up without a change here, and prompt or reply text
+captured by other instrumentations is never copied.
+
 Hostile input is bounded: spans with more than ``MAX_ATTRIBUTES`` attributes are
 rejected, nested values are read to ``MAX_DEPTH`` levels (and ``_MAX_ITEMS`` items),
 labels are cut to ``MAX_LABEL`` characters when stored (ids are hashed from their
