@@ -156,9 +156,9 @@ def test_counters_continue_from_the_ledger_after_a_restart(collector_factory, ma
     assert value(samples, "tollmeter_spans_accepted_total") == 2
 
 
-def test_each_collector_has_its_own_registry(collector_factory, make_spans):
-    one = collector_factory(data_dir="one")
-    two = collector_factory(data_dir="two")
+def test_each_collector_has_its_own_registry(collector_factory, make_spans, tmp_path):
+    one = collector_factory(data_dir=str(tmp_path / "one"))
+    two = collector_factory(data_dir=str(tmp_path / "two"))
     send(one.grpc_endpoint, make_spans(2, tenant="only-one"))
     assert value(scrape(one.management_url), "tollmeter_spans_accepted_total") == 2
     other = scrape(two.management_url)
@@ -166,13 +166,15 @@ def test_each_collector_has_its_own_registry(collector_factory, make_spans):
     assert not series(other, "tollmeter_requests_total")
 
 
-def test_metrics_are_open_unless_an_admin_key_is_required(collector_factory):
-    open_one = collector_factory(management={"admin_keys": ["secret"]}, data_dir="open")
+def test_metrics_are_open_unless_an_admin_key_is_required(collector_factory, tmp_path):
+    open_one = collector_factory(
+        management={"admin_keys": ["secret"]}, data_dir=str(tmp_path / "open")
+    )
     assert httpx.get(f"{open_one.management_url}/metrics", timeout=10).status_code == 200
     guarded = collector_factory(
         management={"admin_keys": ["secret"]},
         metrics={"require_admin_key": True},
-        data_dir="guarded",
+        data_dir=str(tmp_path / "guarded"),
     )
     assert httpx.get(f"{guarded.management_url}/metrics", timeout=10).status_code == 401
     wrong = {"authorization": "Bearer nope"}
