@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +99,7 @@ async def test_ingest_returns_after_commit(ledger: Ledger) -> None:
         await pipeline.stop(timeout=10)
 
 
-def _event_time():
-    from datetime import datetime, timezone
-
+def _event_time() -> datetime:
     return datetime.fromtimestamp(START_NS / 1e9, tz=timezone.utc)
 
 
@@ -265,8 +266,6 @@ async def test_subscribers_see_new_events_and_cannot_break_ingest(ledger: Ledger
 
 
 async def test_append_events_and_pricing(ledger: Ledger) -> None:
-    from decimal import Decimal
-
     class Pricer:
         def price_all(self, events):
             return [
@@ -296,8 +295,6 @@ async def test_append_events_and_pricing(ledger: Ledger) -> None:
 
 
 def _fields(event: UsageEvent) -> dict[str, Any]:
-    import dataclasses
-
     return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
 
 

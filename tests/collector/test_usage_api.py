@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 
 from tollmeter.collector._meters import Meters
@@ -188,8 +189,6 @@ def test_bad_parameters_get_a_clear_400(api: httpx.Client, path, params, message
 
 
 def test_routes_describe_themselves_for_openapi() -> None:
-    import yaml
-
     with open_ledger("memory://") as ledger:
         routes = usage_routes(ledger, Meters())
     for route in routes:

@@ -16,6 +16,7 @@ from tollmeter.collector.storage import (
     StorageError,
     UsageQuery,
     open_ledger,
+    register_ledger,
 )
 from tollmeter.semconv.errors import ConfigurationError
 
@@ -232,8 +233,6 @@ def test_schema_version_is_recorded_and_newer_schemas_are_refused(tmp_path: Path
 
 
 def test_backends_plug_in_by_scheme(tmp_path: Path) -> None:
-    from tollmeter.collector.storage import register_ledger
-
     opened: list[str] = []
 
     def factory(path: str, **options: object) -> Ledger:
