@@ -146,10 +146,8 @@ class _Pending:
             request_model=self.model,
             input_estimate=self.estimate,
         )
-        # The SDK marks only streaming calls; the flag helps tell the two apart.
-        native.set_attribute(
-            attrs.GEN_AI_REQUEST_STREAM, bool(self.attributes.get(attrs.GEN_AI_REQUEST_STREAM))
-        )
+        # The SDK marks only streaming calls and knows nothing of a guard's reservation id.
+        native.set_attributes(self.attributes)
         # ``finish`` ends only spans the call owns; ending the stand-in releases the gate.
         call.owns_span = True
         self.call = call
