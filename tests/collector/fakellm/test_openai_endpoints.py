@@ -99,6 +99,13 @@ def test_responses_function_call_streamed_and_not(oai):
     ]
     answer = oai.responses.create(model="gpt-4.1", input=follow_up, tools=[FUNCTION_TOOL])
     assert answer.output_text
+    forced = oai.responses.create(
+        model="gpt-4.1",
+        input=follow_up,
+        tools=[FUNCTION_TOOL],
+        tool_choice={"type": "function", "name": "add"},
+    )
+    assert forced.output[0].type == "function_call"
 
 
 def test_responses_max_output_tokens_is_incomplete(oai):

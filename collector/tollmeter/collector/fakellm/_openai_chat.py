@@ -26,7 +26,7 @@ from tollmeter.collector.fakellm._sse import sse_event
 from tollmeter.collector.fakellm._text import Seed, json_instance
 from tollmeter.collector.fakellm._tokens import count, encoding_name, render_chat
 
-__all__ = ["ToolCall", "chat_completions", "choose_tool", "openai_usage"]
+__all__ = ["ToolCall", "chat_completions", "choose_tool", "structured_text"]
 
 _MAX_CHOICES = 128
 _FINGERPRINT = "fp_fake"
@@ -62,9 +62,9 @@ def choose_tool(
     if after_tool_result and not forced:
         return None
     chosen = functions[0]
-    if isinstance(tool_choice, Mapping):
-        named = _function(tool_choice)
-        wanted = named.get("name") if named else None
+    named = _function(tool_choice) if isinstance(tool_choice, Mapping) else None
+    if named is not None:
+        wanted = named.get("name")
         match = next((f for f in functions if f.get("name") == wanted), None)
         if match is None:
             raise BadRequest(f"tool_choice names an unknown function {wanted!r}", "tool_choice")
@@ -87,7 +87,7 @@ def structured_text(response_format: Any, seed: Seed) -> str | None:
     return None
 
 
-def openai_usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict[str, Any]:
+def _usage_json(prompt: int, completion: int, cached: int, reasoning: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -194,7 +194,7 @@ def chat_completions(call: Call) -> Prepared:
     completion = sum(c.tokens for c in choices)
     reasoning = sum(c.reasoning for c in choices)
     usage = ReportedUsage(prompt, completion, cache_read_tokens=cached, reasoning_tokens=reasoning)
-    usage_json = openai_usage(prompt, completion, cached, reasoning)
+    usage_json = _usage_json(prompt, completion, cached, reasoning)
     omit = call.directives.omit_usage
     response_id = new_id("chatcmpl-")
     head = {"id": response_id, "created": now(), "model": call.model}
