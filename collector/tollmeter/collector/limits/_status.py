@@ -16,15 +16,16 @@ _EPSILON = 1e-9
 def counter_status(
     rule: Rule, key: tuple[str, ...], counter: Counter, now: float, *, allowed: bool
 ) -> LimitStatus:
+    # Positional: this runs for every matching limit of every check.
     return LimitStatus(
-        name=rule.name,
-        key=dict(zip(rule.config.group_by, key, strict=True)),
-        measure=rule.config.measure,
-        action=rule.config.action,
-        limit=rule.config.limit,
-        remaining=rule.window.available(counter),
-        reset_at=rule.window.reset_at(counter, now),
-        allowed=allowed,
+        rule.name,
+        dict(zip(rule.config.group_by, key, strict=True)),
+        rule.config.measure,
+        rule.config.action,
+        rule.config.limit,
+        rule.window.available(counter),
+        rule.window.reset_at(counter, now),
+        allowed,
     )
 
 
