@@ -25,6 +25,7 @@ from tollmeter.collector._pipeline import IngestResult, Pipeline, PipelineFull, 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector._server import Collector, StartupError
 from tollmeter.collector._usage_api import usage_routes
+from tollmeter.collector.storage import StorageError
 
 __all__: list[str] = [
     "Collector",
@@ -49,6 +50,7 @@ __all__: list[str] = [
     "Section",
     "StartupError",
     "StorageConfig",
+    "StorageError",
     "Unauthenticated",
     "UsageEvent",
     "usage_routes",
