@@ -15,6 +15,8 @@
 - ``Guard(url=...)``: pre-flight checks against the collector's limits (also enabled by
   ``configure(guard_url=...)`` or ``TOLLMETER_GUARD_URL``); ``QuotaExceeded`` before a
   denied call reaches the provider.
+- ``TollmeterMiddleware`` (ASGI) and ``TollmeterWSGIMiddleware`` (WSGI): attribute each
+  web request's model calls from a header, the authenticated user or a callable.
 - ``count_text_tokens``, ``estimate_chat_input_tokens``,
   ``estimate_prompt_tokens``, ``encoding_name_for_model``: the token estimates
   used when a provider reports no usage.
@@ -38,6 +40,7 @@ from tollmeter.instrumentation._estimate import (
     set_load_timeout,
 )
 from tollmeter.instrumentation._guard import Guard, GuardDecision
+from tollmeter.instrumentation._middleware import TollmeterMiddleware, TollmeterWSGIMiddleware
 from tollmeter.instrumentation.errors import BudgetExceeded, GuardUnavailable, QuotaExceeded
 
 __all__ = [
@@ -50,6 +53,8 @@ __all__ = [
     "GuardUnavailable",
     "QuotaExceeded",
     "TelemetryHandle",
+    "TollmeterMiddleware",
+    "TollmeterWSGIMiddleware",
     "attribute",
     "budget",
     "configure",
