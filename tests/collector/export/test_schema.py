@@ -101,3 +101,27 @@ def test_event_collector_id_wins_and_empty_batches_keep_the_schema(make_events) 
 
 def _fields(event: UsageEvent) -> dict[str, object]:
     return {name: getattr(event, name) for name in UsageEvent.__dataclass_fields__}
+
+
+def test_costs_the_column_cannot_hold_do_not_block_the_export(caplog) -> None:
+    def event(sequence: int, cost: Decimal | None) -> UsageEvent:
+        return UsageEvent(
+            event_id=f"e{sequence}",
+            event_time_ns=1,
+            provider="p",
+            operation="chat",
+            tenant_id="t",
+            cost=cost,
+            sequence=sequence,
+        )
+
+    events = [
+        event(1, Decimal("0.1234567890125")),
+        event(2, None),
+        event(3, Decimal("1E+30")),
+        event(4, Decimal("NaN")),
+        event(5, Decimal("2.5")),
+    ]
+    costs = events_to_table(events, collector_id=None).column("cost").to_pylist()
+    assert costs == [Decimal("0.123456789012"), None, None, None, Decimal("2.5")]
+    assert "rounding" in caplog.text

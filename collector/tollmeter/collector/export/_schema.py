@@ -6,8 +6,10 @@ up, so readers of older files keep working. docs/parquet.md describes each colum
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 import pyarrow as pa
 
@@ -16,9 +18,14 @@ from tollmeter.collector.pricing import COST_PRECISION, COST_SCALE
 
 __all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table"]
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 
 _STRING = pa.string()
+_COST = pa.decimal128(COST_PRECISION, COST_SCALE)
+_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+_MAX_COST = Decimal(10) ** (COST_PRECISION - COST_SCALE)
 _COUNT = pa.int64()
 
 # Microseconds, not nanoseconds: Spark and BigQuery read TIMESTAMP(MICROS) natively.
@@ -52,7 +59,7 @@ SCHEMA = pa.schema(
         pa.field("reasoning_output_tokens", _COUNT, nullable=False),
         pa.field("total_tokens", _COUNT, nullable=False),
         pa.field("usage_source", _STRING, nullable=False),
-        pa.field("cost", pa.decimal128(COST_PRECISION, COST_SCALE)),
+        pa.field("cost", _COST),
         pa.field("currency", _STRING),
         pa.field("price_source", _STRING),
         pa.field("duration_s", pa.float64()),
@@ -92,7 +99,7 @@ DICTIONARY_COLUMNS: tuple[str, ...] = (
 _COPIED = tuple(
     (name, operator.attrgetter(name), SCHEMA.field(name).type)
     for name in SCHEMA.names
-    if name not in {"event_time", "uncached_input_tokens", "schema_version", "collector_id"}
+    if name not in {"event_time", "uncached_input_tokens", "schema_version", "collector_id", "cost"}
 )
 _GET_TIME = operator.attrgetter("event_time_ns")
 _GET_UNCACHED = operator.attrgetter("uncached_input_tokens")
@@ -112,6 +119,7 @@ def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -
         # tuple, which also keeps the garbage collector out of the way.
         for name, get, arrow_type in _COPIED:
             columns[name] = pa.array(list(map(get, events)), type=arrow_type)
+        columns["cost"] = _costs(events)
         times = pa.array(list(map(_GET_TIME, events)), type=_NS)
         columns["event_time"] = times.cast(_TIME, safe=False)
         columns["uncached_input_tokens"] = pa.array(list(map(_GET_UNCACHED, events)), _COUNT)
@@ -121,3 +129,23 @@ def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -
         columns = {name: pa.array([], type=SCHEMA.field(name).type) for name in SCHEMA.names}
     columns["schema_version"] = pa.array([SCHEMA_VERSION] * count, pa.int32())
     return pa.Table.from_arrays([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _costs(events: Sequence[UsageEvent]) -> pa.Array:
+    costs = [event.cost for event in events]
+    try:
+        return pa.array(costs, type=_COST)
+    except (pa.ArrowInvalid, ArithmeticError):
+        pass
+    # A cost the column cannot hold as is (never produced by tollmeter's Pricer) must
+    # not block the export forever: round it half-even, as the Pricer would have, and
+    # leave out one too large for decimal(38, 12).
+    logger.warning("costs do not fit decimal(%d, %d): rounding them", COST_PRECISION, COST_SCALE)
+    rounded: list[Decimal | None] = []
+    with localcontext(Context(prec=2 * COST_PRECISION, rounding=ROUND_HALF_EVEN)):
+        for cost in costs:
+            if cost is not None and cost.is_finite() and abs(cost) < _MAX_COST:
+                rounded.append(cost.quantize(_QUANTUM))
+            else:
+                rounded.append(None)
+    return pa.array(rounded, type=_COST)
