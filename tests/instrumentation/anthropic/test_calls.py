@@ -7,7 +7,7 @@ from typing import Any
 
 import anthropic
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tollmeter.instrumentation import attribute
 from tollmeter.semconv import attributes as attrs
@@ -49,6 +49,11 @@ def test_create(client: anthropic.Anthropic, fake_llm: Any, native: bool, one_me
     assert values[attrs.TOLLMETER_TENANT_ID] == "acme"
     assert values[attrs.TOLLMETER_FEATURE] == "stories"
     assert values[attrs.GEN_AI_REQUEST_STREAM] is False
+    if native:
+        # The SDK's own attributes and status survive the enrichment.
+        assert values["http.response.status_code"] == 200
+        assert values["anthropic.message.stop_reason"] == message.stop_reason
+        assert span.status.status_code is StatusCode.OK
     # Anthropic's own input count excludes the cache; the span's includes it.
     usage = message.usage
     assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] == (

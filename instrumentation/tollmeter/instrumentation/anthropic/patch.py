@@ -10,7 +10,8 @@ One span per call, whichever of two sources it comes from:
   the finish reasons and the usage in OpenTelemetry's convention. The SDK ends its span before
   ``create`` returns (or when a stream's body ends), which is earlier than tollmeter has seen the
   response, so the SDK gets a stand-in span whose ``end()`` only records the end time; the real
-  span ends, with that time, once both the SDK and tollmeter are done with it.
+  span ends, with that time, when tollmeter has finished the call (which it always does, even
+  for a stream the application dropped).
 - Otherwise (SDK tracing off, or no recording span) tollmeter starts its own span, named
   ``"chat {model}"``.
 """
@@ -48,42 +49,41 @@ _MESSAGES_SPAN = "anthropic.messages.create"
 
 
 class _SpanGate:
-    """Ends a native span once both the SDK and tollmeter have ended their stand-ins."""
+    """Ends a native span when tollmeter is done with it, at the SDK's end time if it has one.
 
-    __slots__ = ("_end_time", "_lock", "_ours", "_sdk", "span")
+    The SDK may end its span before tollmeter has seen the response (a non-streamed call) or
+    only when the garbage collector drops a response body (an abandoned stream); tollmeter's
+    own finish always comes, so it is the one that ends the span. What the SDK does to the span
+    after that is dropped.
+    """
+
+    __slots__ = ("_end_time", "_lock", "closed", "sdk_done", "span")
 
     def __init__(self, span: Span) -> None:
         self.span = span
         self._lock = threading.Lock()
-        self._sdk = False
-        self._ours = False
+        self.sdk_done = False
+        self.closed = False
         self._end_time: int | None = None
 
     def sdk_ended(self, end_time: int | None) -> None:
         with self._lock:
-            if self._sdk:
+            if self.sdk_done:
                 return
-            self._sdk = True
+            self.sdk_done = True
             self._end_time = end_time if end_time is not None else time.time_ns()
-            ready = self._ours
-        if ready:
-            self.span.end(self._end_time)
 
     def ours_ended(self) -> None:
         with self._lock:
-            if self._ours:
+            if self.closed:
                 return
-            self._ours = True
-            ready = self._sdk
-        if ready:
-            self.span.end(self._end_time)
-
-    def sdk_done(self) -> bool:
-        return self._sdk
+            self.closed = True
+            end_time = self._end_time
+        self.span.end(end_time)
 
 
 class _SdkSideSpan(wrapt.ObjectProxy[Span]):
-    """What the SDK holds: ending it only tells the gate."""
+    """What the SDK holds: ending it records the end time; after tollmeter ends it, a no-op."""
 
     def __init__(self, gate: _SpanGate) -> None:
         super().__init__(gate.span)
@@ -93,11 +93,32 @@ class _SdkSideSpan(wrapt.ObjectProxy[Span]):
         self._self_gate.sdk_ended(end_time)
 
     def is_recording(self) -> bool:
-        return not self._self_gate.sdk_done() and bool(self.__wrapped__.is_recording())
+        gate = self._self_gate
+        return not (gate.sdk_done or gate.closed) and bool(self.__wrapped__.is_recording())
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not self._self_gate.closed:
+            self.__wrapped__.set_attribute(key, value)
+
+    def set_attributes(self, attributes: Any) -> None:
+        if not self._self_gate.closed:
+            self.__wrapped__.set_attributes(attributes)
+
+    def set_status(self, *args: Any, **kwargs: Any) -> None:
+        if not self._self_gate.closed:
+            self.__wrapped__.set_status(*args, **kwargs)
+
+    def add_event(self, *args: Any, **kwargs: Any) -> None:
+        if not self._self_gate.closed:
+            self.__wrapped__.add_event(*args, **kwargs)
+
+    def record_exception(self, *args: Any, **kwargs: Any) -> None:
+        if not self._self_gate.closed:
+            self.__wrapped__.record_exception(*args, **kwargs)
 
 
 class _OurSideSpan(wrapt.ObjectProxy[Span]):
-    """What tollmeter's call holds: ending it only tells the gate."""
+    """What tollmeter's call holds: ending it ends the native span through the gate."""
 
     def __init__(self, gate: _SpanGate) -> None:
         super().__init__(gate.span)
