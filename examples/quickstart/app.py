@@ -40,7 +40,7 @@ def serve_acme(chat: openai.OpenAI, claude: anthropic.Anthropic) -> None:
         for _chunk in stream:
             pass
         claude.messages.create(
-            model="claude-sonnet-4-5",
+            model="claude-haiku-4-5",
             max_tokens=150,
             messages=[{"role": "user", "content": QUESTION}],
         )
@@ -72,13 +72,15 @@ def serve_globex_until_denied(claude: anthropic.Anthropic) -> None:
         for step in range(1, 20):
             try:
                 claude.messages.create(
-                    model="claude-sonnet-4-5",
+                    model="claude-haiku-4-5",
                     max_tokens=400,
                     messages=[{"role": "user", "content": f"Research step {step}: {QUESTION}"}],
                 )
             except QuotaExceeded as denied:
-                # Each call reserves its input estimate plus max_tokens until its span arrives.
+                # Each call reserves its input estimate plus max_tokens until its span arrives
+                # and replaces the reservation with the real usage.
                 print(f"globex step {step} denied before reaching the model: {denied}")
+                print("  (each call reserves its input estimate + max_tokens=400 until metered)")
                 return
         print("globex was never denied")
 
