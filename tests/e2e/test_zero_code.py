@@ -194,11 +194,21 @@ def _assert_metered(received: Received, service: str) -> None:
     assert metrics.GEN_AI_CLIENT_OPERATION_DURATION in names
 
 
+CONFIGURE_TOO = """
+from tollmeter.instrumentation import configure
+handle = configure()
+assert set(handle.instrumented) == {"openai", "anthropic"}, handle.instrumented
+# The instrumentors belong to opentelemetry-instrument: this shutdown leaves them on.
+handle.shutdown()
+"""
+
+
+@pytest.mark.parametrize("setup", ["", CONFIGURE_TOO], ids=["plain", "with-configure"])
 def test_opentelemetry_instrument_finds_the_entry_points(
-    fake_llm: Any, receiver: _Receiver, tmp_path: Path
+    fake_llm: Any, receiver: _Receiver, tmp_path: Path, setup: str
 ) -> None:
     app = tmp_path / "app.py"
-    app.write_text(APP.format(setup="", teardown=""))
+    app.write_text(APP.format(setup=setup, teardown=""))
     env = _env(
         fake_llm,
         receiver,

@@ -198,10 +198,11 @@ def _configure(settings: _Settings) -> TelemetryHandle:
     instrumentors: list[BaseInstrumentor] = []
     names: list[str] = []
     for name in settings.instrument:
-        instrumentor = _instrument(name, tracer_provider, meter_provider)
-        if instrumentor is not None:
-            instrumentors.append(instrumentor)
+        active, enabled_here = _instrument(name, tracer_provider, meter_provider)
+        if active:
             names.append(name)
+        if enabled_here is not None:
+            instrumentors.append(enabled_here)
     return TelemetryHandle(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -231,22 +232,25 @@ def ensure_attribution_processor(provider: object) -> None:
 
 def _instrument(
     name: str, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider
-) -> BaseInstrumentor | None:
+) -> tuple[bool, BaseInstrumentor | None]:
+    """Enable one instrumentor: (whether it is active, itself if this call enabled it)."""
     library, module_name, class_name = _INSTRUMENTORS[name]
     if importlib.util.find_spec(library) is None:
         _log.debug("%s is not installed; not instrumenting it", library)
-        return None
+        return False, None
     try:
         instrumentor = cast(
             BaseInstrumentor, getattr(importlib.import_module(module_name), class_name)()
         )
-        # `opentelemetry-instrument` may have enabled it already; instrumenting again would warn.
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        # `opentelemetry-instrument` may have enabled it already; that owner undoes it, not us.
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return True, None
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     except Exception:
         _log.exception("could not instrument %s; calls through it are not metered", library)
-        return None
-    return instrumentor if instrumentor.is_instrumented_by_opentelemetry else None
+        return False, None
+    active = bool(instrumentor.is_instrumented_by_opentelemetry)
+    return active, instrumentor if active else None
 
 
 def _is_placeholder(provider: object) -> bool:
