@@ -40,18 +40,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from tollmeter.instrumentation._attribution import AttributionSpanProcessor
 from tollmeter.semconv.errors import ConfigurationError
 
-__all__ = ["Protocol", "TelemetryHandle", "configure", "ensure_attribution_processor"]
+__all__ = ["OtlpProtocol", "TelemetryHandle", "configure", "ensure_attribution_processor"]
 
 _log = logging.getLogger(__name__)
 
-Protocol = Literal["grpc", "http/protobuf"]
-_PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+_PROTOCOLS: tuple[OtlpProtocol, ...] = ("grpc", "http/protobuf")
 
 OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 """Protocol of both signals when no argument and no per-signal variable says otherwise."""
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
-DEFAULT_PROTOCOL: Protocol = "grpc"
+DEFAULT_PROTOCOL: OtlpProtocol = "grpc"
 """The Python OTLP exporters' own default."""
 
 _INSTRUMENTORS: Mapping[str, tuple[str, str, str]] = {
@@ -66,7 +66,7 @@ class _Settings:
     service_name: str | None
     endpoint: str | None
     headers: tuple[tuple[str, str], ...]
-    protocol: Protocol | None
+    protocol: OtlpProtocol | None
     resource_attributes: tuple[tuple[str, Any], ...]
     instrument: tuple[str, ...]
     guard_url: str | None
@@ -131,7 +131,7 @@ def configure(
     service_name: str | None = None,
     endpoint: str | None = None,
     headers: Mapping[str, str] | None = None,
-    protocol: Protocol | None = None,
+    protocol: OtlpProtocol | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     instrument: Iterable[str] = ("openai", "anthropic"),
     guard_url: str | None = None,
@@ -281,7 +281,7 @@ def _resource(settings: _Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def _checked_protocol(protocol: str | None) -> Protocol | None:
+def _checked_protocol(protocol: str | None) -> OtlpProtocol | None:
     if protocol is None or protocol in _PROTOCOLS:
         return protocol
     raise ConfigurationError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
@@ -299,7 +299,7 @@ def _checked_names(names: Iterable[str]) -> tuple[str, ...]:
     return checked
 
 
-def _protocol(settings: _Settings, signal: Literal["TRACES", "METRICS"]) -> Protocol:
+def _protocol(settings: _Settings, signal: Literal["TRACES", "METRICS"]) -> OtlpProtocol:
     if settings.protocol is not None:
         return settings.protocol
     for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", OTEL_EXPORTER_OTLP_PROTOCOL):
@@ -312,13 +312,13 @@ def _protocol(settings: _Settings, signal: Literal["TRACES", "METRICS"]) -> Prot
     return DEFAULT_PROTOCOL
 
 
-def _signal_endpoint(settings: _Settings, protocol: Protocol, path: str) -> str | None:
+def _signal_endpoint(settings: _Settings, protocol: OtlpProtocol, path: str) -> str | None:
     if settings.endpoint is None or protocol == "grpc":
         return settings.endpoint
     return settings.endpoint.rstrip("/") + path
 
 
-def _span_exporter(settings: _Settings, protocol: Protocol) -> SpanExporter:
+def _span_exporter(settings: _Settings, protocol: OtlpProtocol) -> SpanExporter:
     headers = dict(settings.headers) or None
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -333,7 +333,7 @@ def _span_exporter(settings: _Settings, protocol: Protocol) -> SpanExporter:
     )
 
 
-def _metric_exporter(settings: _Settings, protocol: Protocol) -> MetricExporter:
+def _metric_exporter(settings: _Settings, protocol: OtlpProtocol) -> MetricExporter:
     headers = dict(settings.headers) or None
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

@@ -29,6 +29,7 @@ __all__ = [
     "input_estimator",
     "message_text",
     "request_attributes",
+    "request_model",
     "usage_from",
     "with_estimated_output",
 ]
