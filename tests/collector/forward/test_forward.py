@@ -143,9 +143,11 @@ def test_spans_metrics_and_logs_arrive_unchanged(
     assert received.merged("logs").SerializeToString() == logs_request()
     # The downstream meters the same calls; the upstream metered them first.
     assert len(target.events()) == len(upstream.events()) == 12
-    stats = upstream.collector.forwarder.stats()["downstream"]
-    assert stats.sent == {"traces": 4, "metrics": 1, "logs": 1}
-    assert stats.queue_depth == 0
+    forwarder = upstream.collector.forwarder
+    # The downstream accepts a request before the upstream hears back: wait for the count.
+    expected = {"traces": 4, "metrics": 1, "logs": 1}
+    wait_for(lambda: forwarder.stats()["downstream"].sent == expected, what="the sent counts")
+    assert forwarder.stats()["downstream"].queue_depth == 0
 
 
 def otlp_json(request: ExportTraceServiceRequest) -> str:
