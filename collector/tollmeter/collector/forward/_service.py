@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from tollmeter.collector.forward._config import ExporterConfig, ForwardConfig, Signal, SignalSink
+from tollmeter.collector.forward._config import SIGNAL_NAMES, ForwardConfig, Signal, SignalSink
 from tollmeter.collector.forward._exporter import ExporterStats, ForwardExporter
-from tollmeter.collector.forward._transport import Transport, make_transport
+from tollmeter.collector.forward._transport import make_transport
 
 __all__ = ["Forwarder", "chain_sinks", "start_forwarding"]
 
 logger = logging.getLogger(__name__)
 
-TransportFactory = Callable[[ExporterConfig], Transport]
-
 
 class Forwarder:
     """Fans every received request out to the exporters that take its signal."""
 
-    def __init__(
-        self, config: ForwardConfig, *, transport_factory: TransportFactory = make_transport
-    ) -> None:
+    def __init__(self, config: ForwardConfig) -> None:
         self.exporters = [
-            ForwardExporter(exporter, transport_factory(exporter)) for exporter in config.exporters
+            ForwardExporter(exporter, make_transport(exporter)) for exporter in config.exporters
         ]
         self._routes: dict[Signal, list[ForwardExporter]] = {
             signal: [e for e in self.exporters if signal in e.config.signals]
-            for signal in ("traces", "metrics", "logs")
+            for signal in SIGNAL_NAMES
         }
         self._started = False
 
