@@ -252,3 +252,33 @@ def test_requests_still_queued_at_the_deadline_are_dropped_and_counted(
     stats = upstream.collector.forwarder.stats()["downstream"]
     assert stats.dropped[("traces", "shutdown")] == 3
     assert stats.queue_depth == 0
+
+
+def test_forwarding_resumes_when_the_downstream_comes_back(
+    collector_factory, downstream, wait_for, make_spans
+):
+    first, received_first = downstream()
+    endpoint = first.grpc_endpoint
+    upstream = collector_factory(
+        forward=[
+            {
+                "name": "downstream",
+                "endpoint": endpoint,
+                "tls": {"insecure": True},
+                "batch": {"delay": "5ms"},
+                "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "max_elapsed": "1m"},
+            }
+        ]
+    )
+    send_spans(upstream.grpc_endpoint, make_spans(1, id_prefix="first"))
+    wait_for(lambda: received_first.span_count() == 1, what="the first span")
+    first.stop()
+    send_spans(upstream.grpc_endpoint, make_spans(1, id_prefix="while-down"))
+    forwarder = upstream.collector.forwarder
+    wait_for(lambda: forwarder.stats()["downstream"].retries > 0, what="a retry")
+    # The same address again, served by a new downstream collector.
+    _, received_second = downstream(receivers={"grpc": {"endpoint": endpoint}})
+    send_spans(upstream.grpc_endpoint, make_spans(1, id_prefix="after"))
+    wait_for(lambda: received_second.span_count() == 2, what="both spans at the new downstream")
+    assert forwarder.stats()["downstream"].sent["traces"] == 3
+    assert not any(forwarder.stats()["downstream"].dropped.values())

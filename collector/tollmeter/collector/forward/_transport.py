@@ -42,6 +42,7 @@ _RETRYABLE_GRPC = frozenset(
 )
 _RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_MAX_RECONNECT_BACKOFF_MS = 5000
 _SERVICES: dict[Signal, str] = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
@@ -73,7 +74,13 @@ class GrpcTransport:
     """OTLP/gRPC: the ``Export`` method of each signal's service, bodies passed as bytes."""
 
     def __init__(self, config: ExporterConfig) -> None:
-        options = [("grpc.max_send_message_length", -1)]
+        options = [
+            ("grpc.max_send_message_length", -1),
+            # gRPC's default reconnect backoff grows to two minutes: a restarted
+            # downstream would stay unused long after it is back.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
+        ]
         if config.tls.insecure:
             self._channel = grpc.insecure_channel(config.endpoint, options=options)
         else:
