@@ -103,6 +103,20 @@ def _event_time() -> datetime:
     return datetime.fromtimestamp(START_NS / 1e9, tz=timezone.utc)
 
 
+@pytest.mark.parametrize("thread_extract_spans", [None, 0, 1000])
+async def test_extraction_on_the_loop_or_in_a_thread_gives_the_same_result(
+    ledger: Ledger, thread_extract_spans: int | None
+) -> None:
+    pipeline = await started(ledger, thread_extract_spans=thread_extract_spans)
+    try:
+        request = chat_request(1, 4)
+        request.MergeFrom(chat_request(10, 1, **{"gen_ai.usage.input_tokens": -1}))
+        result = await pipeline.ingest_traces(request, bound_tenant="acme")
+        assert (result.accepted_spans, result.rejected_spans, result.events) == (4, 1, 4)
+    finally:
+        await pipeline.stop(timeout=10)
+
+
 async def test_many_concurrent_ingests_share_commits(ledger: Ledger) -> None:
     pipeline = await started(ledger, commit_interval_s=0.01)
     try:
