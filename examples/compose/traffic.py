@@ -82,7 +82,8 @@ def run_round(chat: openai.OpenAI, claude: anthropic.Anthropic) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
     interval = float(os.environ.get("TRAFFIC_INTERVAL", "2"))
     stop = threading.Event()
 
