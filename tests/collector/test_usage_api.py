@@ -176,6 +176,7 @@ def test_meters_endpoint_reads_the_current_window(api: httpx.Client, meters: Met
         ("/api/v1/usage", {"start": "2026-03-02", "end": "2026-03-01"}, "before end"),
         ("/api/v1/usage", {"limit": "0"}, "limit must be between"),
         ("/api/v1/usage", {"tennant": "acme"}, "unknown parameter tennant"),
+        ("/api/v1/usage", {"end": "9999-12-31T23:59:59Z"}, "between 1970 and 2200"),
         ("/api/v1/events", {"after": "-1"}, "after must be between"),
         ("/api/v1/events", {"limit": "many"}, "limit must be an integer"),
         ("/api/v1/events", {"limit": "100000"}, "limit must be between"),

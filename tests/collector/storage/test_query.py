@@ -90,6 +90,12 @@ def test_costs_sum_exactly(ledger: Ledger, make_event) -> None:
         ({"start": datetime(2026, 1, 2)}, "time zone"),
         ({"start": T0, "end": T0}, "before end"),
         ({"limit": 0}, "limit"),
+        ({"start": datetime(1, 1, 1, tzinfo=UTC)}, "between 1970 and 2200"),
+        ({"end": datetime(9999, 12, 31, tzinfo=UTC)}, "between 1970 and 2200"),
+        (
+            {"start": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))},
+            "between 1970 and 2200",
+        ),
     ],
 )
 def test_invalid_queries_are_refused(kwargs, message) -> None:

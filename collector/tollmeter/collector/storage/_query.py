@@ -45,8 +45,16 @@ class UsageQuery:
     def __post_init__(self) -> None:
         for name in ("start", "end"):
             moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
+            if moment is None:
+                continue
+            if moment.tzinfo is None:
                 raise InvalidQuery(f"{name} must carry a time zone")
+            try:
+                in_range = 0 <= epoch_ns(moment) < _MAX_NS
+            except (OverflowError, ValueError):
+                in_range = False
+            if not in_range:
+                raise InvalidQuery(f"{name} must be between 1970 and 2200")
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise InvalidQuery("start must be before end")
         unknown = [name for name in self.group_by if name not in DIMENSIONS]
@@ -73,6 +81,7 @@ class UsageQuery:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01, well inside int64 nanoseconds
 
 
 def epoch_ns(moment: datetime) -> int:
