@@ -31,6 +31,9 @@ MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT = 256
 _MAX_TOKENS = 100_000_000
 _TEXT_FIELDS = ("project", "model", "api_key_id", "feature", "request_id")
+_CHECK_FIELDS = frozenset(
+    ("tenant", "estimated_input_tokens", "max_output_tokens", "dry_run", *_TEXT_FIELDS)
+)
 _USAGE_INTS = (
     "input_tokens",
     "output_tokens",
@@ -51,13 +54,17 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
+    if declared is not None and declared.isdigit():
+        if int(declared) > MAX_BODY_BYTES:
             raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+        body = await request.body()
+    else:
+        # Chunked: count while reading, so that an endless body cannot fill memory.
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -88,13 +95,7 @@ def _count(data: dict[str, Any], key: str) -> int:
 
 
 def check_request_from_json(data: dict[str, Any]) -> CheckRequest:
-    unknown = set(data) - {
-        "tenant",
-        "estimated_input_tokens",
-        "max_output_tokens",
-        "dry_run",
-        *_TEXT_FIELDS,
-    }
+    unknown = data.keys() - _CHECK_FIELDS
     if unknown:
         raise _BadRequest(f"{sorted(unknown)[0]}: unknown field")
     return CheckRequest(

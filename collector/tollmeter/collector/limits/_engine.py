@@ -9,6 +9,7 @@ returned to the caller, which dispatches them outside the lock.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -62,12 +63,15 @@ class LimitEngine:
         *,
         clock: Callable[[], float] = time.time,
         cost_estimator: CostEstimator | None = None,
-        new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._cost_estimator = cost_estimator
-        self._new_id = new_id
+        # Ids from a generator seeded by the OS: unique across restarts and cheap enough for
+        # every check (a system call per id is not); only called under the lock.
+        ids = random.Random(os.urandom(32))
+        self._new_id = new_id or (lambda: f"{ids.getrandbits(128):032x}")
         self._config = config
         self._rules: tuple[Rule, ...] = tuple(Rule(c) for c in config.rules)
         self._by_name = {r.name: r for r in self._rules}
@@ -424,13 +428,15 @@ class LimitEngine:
                 if counter is not None and rule is not None:
                     changes.counters[ck] = (counter.level, counter.stamp, _fingerprint(rule))
             for rid in self._dirty_reservations:
-                r = self._reservations.get(rid) or self._expired.get(rid)
+                r = self._reservations.get(rid)
+                expired = r is None
+                r = r or self._expired.get(rid)
                 if r is None:
                     changes.dropped_reservations.add(rid)
                 else:
-                    data = r.to_json()
-                    data["expired"] = rid in self._expired
-                    changes.reservations[rid] = data
+                    # Reservations do not change once made: the store serializes them later,
+                    # outside the lock.
+                    changes.reservations[rid] = (r, expired)
             changes.dropped_counters = self._dropped_counters
             self._dirty_counters = set()
             self._dirty_reservations = set()
@@ -440,7 +446,7 @@ class LimitEngine:
     def restore(
         self,
         counters: Iterable[tuple[CounterKey, float, float, str]],
-        reservations: Iterable[dict[str, Any]],
+        reservations: Iterable[tuple[Reservation, bool]],
         marks: Iterable[str],
     ) -> None:
         """Load persisted state; counters of limits whose window changed start afresh."""
@@ -449,9 +455,8 @@ class LimitEngine:
                 rule = self._by_name.get(name)
                 if rule is not None and _fingerprint(rule) == fingerprint:
                     self._counters[(name, key)] = Counter(level, stamp)
-            for data in reservations:
-                r = Reservation.from_json(data)
-                if data.get("expired"):
+            for r, expired in reservations:
+                if expired:
                     self._expired[r.id] = r
                     continue
                 self._reservations[r.id] = r

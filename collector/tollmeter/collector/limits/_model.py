@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
@@ -41,7 +41,8 @@ class Changes:
 
     counters: dict[CounterKey, tuple[float, float, str]] = field(default_factory=dict)
     dropped_counters: set[CounterKey] = field(default_factory=set)
-    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reservations: dict[str, tuple[Reservation, bool]] = field(default_factory=dict)
+    """Open (``False``) or expired and kept aside for late spans (``True``)."""
     dropped_reservations: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -141,53 +142,46 @@ class Reservation:
     charges: list[Charge] = field(default_factory=list)
     result: CheckResult | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "request": {
-                "tenant": self.request.tenant,
-                "project": self.request.project,
-                "model": self.request.model,
-                "api_key_id": self.request.api_key_id,
-                "feature": self.request.feature,
-                "estimated_input_tokens": self.request.estimated_input_tokens,
-                "max_output_tokens": self.request.max_output_tokens,
-                "request_id": self.request.request_id,
-            },
-            "estimate": [
-                self.estimate.input_tokens,
-                self.estimate.output_tokens,
-                self.estimate.cost,
-            ],
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "charges": [[c.limit, list(c.key), c.amount, c.period] for c in self.charges],
-            # The limits part of the answer is not kept: a replayed answer carries none.
-            "result": None if self.result is None else self.result._replace(limits=()).to_json(),
-        }
+    def to_row(self) -> list[Any]:
+        """A flat JSON-able list: reservations are written behind, many a second.
+
+        Only what a replayed answer needs of the result is kept (no per-limit part).
+        """
+        q = self.request
+        result = self.result
+        return [
+            self.id,
+            q.tenant,
+            q.project,
+            q.model,
+            q.api_key_id,
+            q.feature,
+            q.estimated_input_tokens,
+            q.max_output_tokens,
+            q.request_id,
+            self.estimate.cost,
+            self.created_at,
+            self.expires_at,
+            [[c.limit, list(c.key), c.amount, c.period] for c in self.charges],
+            None if result is None else result.action,
+            None if result is None else result.downgrade_model,
+        ]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Reservation:
-        est = data["estimate"]
-        raw = data.get("result")
-        result = None
-        if raw is not None:
-            result = CheckResult(
-                allowed=raw["allowed"],
-                action=raw["action"],
-                reservation_id=raw["reservation_id"],
-                retry_after_s=raw["retry_after_s"],
-                downgrade_model=raw["downgrade_model"],
-                denied_by=raw["denied_by"],
-            )
+    def from_row(cls, row: Sequence[Any]) -> Reservation:
+        (rid, tenant, project, model, api_key_id, feature, inp, out, request_id) = row[:9]
+        cost, created, expires, charges, action, downgrade = row[9:15]
+        request = CheckRequest(
+            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id
+        )
         return cls(
-            id=data["id"],
-            request=CheckRequest(**data["request"]),
-            estimate=Estimate(int(est[0]), int(est[1]), est[2]),
-            created_at=float(data["created_at"]),
-            expires_at=float(data["expires_at"]),
-            charges=[Charge(c[0], tuple(c[1]), float(c[2]), c[3]) for c in data["charges"]],
-            result=result,
+            id=rid,
+            request=request,
+            estimate=Estimate(int(inp), int(out), cost),
+            created_at=float(created),
+            expires_at=float(expires),
+            charges=[Charge(c[0], tuple(c[1]), float(c[2]), c[3]) for c in charges],
+            result=None if action is None else CheckResult(True, action, rid, None, downgrade),
         )
 
 

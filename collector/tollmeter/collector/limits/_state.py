@@ -14,9 +14,8 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from tollmeter.collector.limits._model import Changes, CounterKey
+from tollmeter.collector.limits._model import Changes, CounterKey, Reservation
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["LimitStateError", "LimitStateStore"]
@@ -30,8 +29,9 @@ CREATE TABLE IF NOT EXISTS limit_counters (
     fingerprint TEXT NOT NULL,
     PRIMARY KEY (limit_name, limit_key)
 );
-CREATE TABLE IF NOT EXISTS limit_reservations (
+CREATE TABLE IF NOT EXISTS limit_reservations_v2 (
     id TEXT PRIMARY KEY,
+    expired INTEGER NOT NULL,
     data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS limit_marks (
@@ -65,7 +65,9 @@ class LimitStateStore:
 
     def load(
         self,
-    ) -> tuple[list[tuple[CounterKey, float, float, str]], list[dict[str, Any]], list[str]]:
+    ) -> tuple[
+        list[tuple[CounterKey, float, float, str]], list[tuple[Reservation, bool]], list[str]
+    ]:
         with self._lock:
             try:
                 counters = [
@@ -76,8 +78,10 @@ class LimitStateStore:
                     )
                 ]
                 reservations = [
-                    json.loads(data)
-                    for (data,) in self._db.execute("SELECT data FROM limit_reservations")
+                    (Reservation.from_row(json.loads(data)), bool(expired))
+                    for expired, data in self._db.execute(
+                        "SELECT expired, data FROM limit_reservations_v2"
+                    )
                 ]
                 marks = [m for (m,) in self._db.execute("SELECT mark FROM limit_marks")]
             except sqlite3.Error as exc:
@@ -102,11 +106,14 @@ class LimitStateStore:
                         [(name, json.dumps(list(key))) for name, key in changes.dropped_counters],
                     )
                     self._db.executemany(
-                        "INSERT OR REPLACE INTO limit_reservations VALUES (?, ?)",
-                        [(rid, json.dumps(data)) for rid, data in changes.reservations.items()],
+                        "INSERT OR REPLACE INTO limit_reservations_v2 VALUES (?, ?, ?)",
+                        [
+                            (rid, int(expired), json.dumps(r.to_row()))
+                            for rid, (r, expired) in changes.reservations.items()
+                        ],
                     )
                     self._db.executemany(
-                        "DELETE FROM limit_reservations WHERE id = ?",
+                        "DELETE FROM limit_reservations_v2 WHERE id = ?",
                         [(rid,) for rid in changes.dropped_reservations],
                     )
             except sqlite3.Error as exc:
