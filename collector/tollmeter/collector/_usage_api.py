@@ -55,8 +55,14 @@ def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise _BadRequest(
-            f"unknown parameter {', '.join(unknown)}; expected {', '.join(sorted(allowed))}"
+            f"unknown parameter {_preview(', '.join(unknown))}; "
+            f"expected {', '.join(sorted(allowed))}"
         )
+
+
+def _preview(text: str) -> str:
+    """The offending value for an error message, short enough to echo back."""
+    return repr(text) if len(text) <= 64 else repr(text[:64]) + "..."
 
 
 def _time(name: str, text: str | None) -> datetime | None:
@@ -65,7 +71,7 @@ def _time(name: str, text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadRequest(f"{name} must be an ISO 8601 time, not {text!r}") from None
+        raise _BadRequest(f"{name} must be an ISO 8601 time, not {_preview(text)}") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
@@ -75,7 +81,7 @@ def _integer(name: str, text: str | None, default: int, low: int, high: int) -> 
     try:
         value = int(text)
     except ValueError:
-        raise _BadRequest(f"{name} must be an integer, not {text!r}") from None
+        raise _BadRequest(f"{name} must be an integer, not {_preview(text)}") from None
     if not low <= value <= high:
         raise _BadRequest(f"{name} must be between {low} and {high}")
     return value
@@ -84,15 +90,20 @@ def _integer(name: str, text: str | None, default: int, low: int, high: int) -> 
 def _usage_query(params: Mapping[str, str]) -> UsageQuery:
     _check_names(params, _USAGE_PARAMS)
     group_by = tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
+    unknown = [name for name in group_by if name not in DIMENSIONS]
+    if unknown:
+        raise _BadRequest(
+            f"cannot group by {_preview(', '.join(unknown))}; choose from {', '.join(DIMENSIONS)}"
+        )
     window = params.get("window") or None
     if window is not None and window not in WINDOWS:
-        raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {_preview(window)}")
     try:
         return UsageQuery(
             **{name: params[name] for name in DIMENSIONS if params.get(name)},
             start=_time("start", params.get("start")),
             end=_time("end", params.get("end")),
-            group_by=group_by,  # type: ignore[arg-type]  # validated by UsageQuery
+            group_by=group_by,  # type: ignore[arg-type]  # names checked above
             window=window,
             limit=_integer("limit", params.get("limit"), MAX_USAGE_ROWS, 1, MAX_USAGE_ROWS),
         )
@@ -189,11 +200,11 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
         _check_names(params, _METERS_PARAMS)
         window = params.get("window", "day")
         if window not in WINDOWS:
-            raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+            raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {_preview(window)}")
         dimension = params.get("group_by", "tenant")
         if dimension not in METER_DIMENSIONS:
             raise _BadRequest(
-                f"group_by must be one of {', '.join(METER_DIMENSIONS)}, not {dimension!r}"
+                f"group_by must be one of {', '.join(METER_DIMENSIONS)}, not {_preview(dimension)}"
             )
         cells = meters.breakdown(window, dimension)
         return JSONResponse(
