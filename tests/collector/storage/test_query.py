@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -205,3 +207,26 @@ def test_rollups_and_raw_events_agree_with_python_sums(specs, queries) -> None:
                 for row in rows
             }
             assert got == _expected(events, query)
+
+
+def test_old_minute_rollups_are_pruned_and_minute_queries_stay_exact(tmp_path, make_event) -> None:
+    now_s = int(time.time())
+    with open_ledger(f"sqlite:///{tmp_path}/ledger.db", minute_rollups_s=3600) as ledger:
+        ledger.append(
+            [
+                make_event(event_time_ns=(now_s - 7200) * 10**9),
+                make_event(event_time_ns=(now_s - 60) * 10**9),
+            ]
+        )
+        conn = sqlite3.connect(tmp_path / "ledger.db")
+        minutes = conn.execute("SELECT bucket FROM rollups WHERE granularity = 'minute'")
+        assert [bucket for (bucket,) in minutes] == [(now_s - 60) // 60 * 60]
+        conn.close()
+
+        since = datetime.fromtimestamp((now_s - 3 * 3600) // 3600 * 3600, tz=UTC)
+        for query in (UsageQuery(window="minute", start=since), UsageQuery(window="minute")):
+            assert [r.requests for r in ledger.query_usage(query)] == [1, 1]
+        recent = datetime.fromtimestamp((now_s - 600) // 60 * 60, tz=UTC)
+        assert [
+            r.requests for r in ledger.query_usage(UsageQuery(window="minute", start=recent))
+        ] == [1]

@@ -44,11 +44,14 @@ _EVENT_SUMS = (
 )
 
 
-def rollup_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
+def rollup_rows(
+    events: Sequence[UsageEvent], *, minute_horizon_s: int = 0
+) -> list[tuple[object, ...]]:
     """Per-bucket sums of ``events`` for every window, ready for the rollup upsert.
 
     Events are first summed per minute and dimensions (one dictionary update per
-    event); the coarser windows are then folded from those minute sums.
+    event); the coarser windows are then folded from those minute sums. Minutes before
+    ``minute_horizon_s`` get no minute rollup (they would be pruned at once).
     """
     minutes: dict[tuple[Any, ...], list[Any]] = {}
     for event in events:
@@ -90,6 +93,8 @@ def rollup_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
     for key, acc in minutes.items():
         dims = key[1:]
         for window, bucket in zip(WINDOWS, bucket_starts(key[0]), strict=True):
+            if window == "minute" and bucket < minute_horizon_s:
+                continue
             bucket_key = (window, bucket, *dims)
             target = buckets.get(bucket_key)
             if target is None:
@@ -106,13 +111,20 @@ def rollup_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
     ]
 
 
-def _granularity(query: UsageQuery) -> Window | None:
-    """The coarsest rollup whose buckets tile the query exactly, or ``None`` (raw events)."""
+def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
+    """The coarsest rollup whose buckets tile the query exactly, or ``None`` (raw events).
+
+    Minute rollups only cover the time since ``minute_horizon_s``: older minutes are
+    pruned, so a query starting earlier (or without a start) cannot use them.
+    """
     limit = len(WINDOWS) if query.window is None else WINDOWS.index(query.window) + 1
-    bounds = [ns for ns in (query.start_ns(), query.end_ns()) if ns is not None]
+    start_ns = query.start_ns()
+    bounds = [ns for ns in (start_ns, query.end_ns()) if ns is not None]
     if any(ns % _NS for ns in bounds):
         return None
     for window in reversed(WINDOWS[:limit]):
+        if window == "minute" and (start_ns is None or start_ns // _NS < minute_horizon_s):
+            continue
         if all(is_aligned(window, ns // _NS) for ns in bounds):
             return window
     return None
@@ -125,8 +137,10 @@ def _bucket_expression(window: Window, seconds: str) -> str:
     return f"({seconds} - {seconds} % {size})"
 
 
-def select_usage(conn: sqlite3.Connection, query: UsageQuery) -> list[UsageRow]:
-    granularity = _granularity(query)
+def select_usage(
+    conn: sqlite3.Connection, query: UsageQuery, *, minute_horizon_s: int = 0
+) -> list[UsageRow]:
+    granularity = _granularity(query, minute_horizon_s)
     start_ns, end_ns = query.start_ns(), query.end_ns()
     where: list[str] = []
     params: list[object] = []

@@ -64,7 +64,8 @@ class SQLiteLedger(Ledger):
     fsyncs every commit: an acknowledged append survives power loss.
     ``dedupe_window_s`` bounds how long the seen-key table remembers an event id;
     the unique ``event_id`` of ``usage_events`` still refuses a late duplicate of an
-    event that is in the ledger.
+    event that is in the ledger. Minute rollups are kept for ``minute_rollups_s``
+    (hour, day and month rollups forever); older minute-level queries read raw events.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class SQLiteLedger(Ledger):
         dedupe_window_s: float | str = 7 * 86400.0,
         timeout_s: float | str = 30.0,
         prune_interval_s: float | str = 60.0,
+        minute_rollups_s: float | str = 7 * 86400.0,
     ) -> None:
         mode = synchronous.lower()
         if mode not in _SYNCHRONOUS:
@@ -84,6 +86,7 @@ class SQLiteLedger(Ledger):
         self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
         self._timeout_s = _positive("timeout_s", timeout_s)
         self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
+        self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
         self._synchronous: Synchronous = mode
         self._memory = path is None
         self._target = f"file:tollmeter-{uuid.uuid4().hex}?mode=memory" if path is None else path
@@ -202,9 +205,14 @@ class SQLiteLedger(Ledger):
             "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
             [(event.event_id, now_ns) for event in fresh.values()],
         )
-        conn.executemany(_UPSERT_ROLLUP, rollup_rows(committed))
+        minute_horizon_s = self._minute_horizon_s(now_ns)
+        conn.executemany(_UPSERT_ROLLUP, rollup_rows(committed, minute_horizon_s=minute_horizon_s))
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
             conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < ?", (now_ns - self._window_ns,))
+            conn.execute(
+                "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < ?",
+                (minute_horizon_s,),
+            )
             self._last_prune_ns = now_ns
         return committed
 
@@ -225,8 +233,14 @@ class SQLiteLedger(Ledger):
         return int(row[0] or 0)
 
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
+        # Computed before reading: pruning only ever removes minutes before this horizon.
+        horizon_s = self._minute_horizon_s(time.time_ns())
         with self._reading() as conn, _wrapped("query usage"):
-            return select_usage(conn, query)
+            return select_usage(conn, query, minute_horizon_s=horizon_s)
+
+    def _minute_horizon_s(self, now_ns: int) -> int:
+        horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
+        return horizon - horizon % 60
 
     def get_state(self, key: str) -> str | None:
         with self._reading() as conn, _wrapped("read ledger state"):
