@@ -167,10 +167,18 @@ class Exporter:
             self._lock.release()
 
     def reset(self) -> None:
-        """Forget the cursor: the next export rewrites every event still in the ledger."""
-        with self._lock, DirectoryLock(self.directory, timeout_s=self._timeout_s):
-            save_cursor(self._source, Cursor())
-            self._reconciled = False
+        """Forget the cursor: the next export rewrites every event still in the ledger.
+
+        Raises ``ExportBusy`` when an export keeps running past the timeout.
+        """
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise ExportBusy("an export is already running")
+        try:
+            with DirectoryLock(self.directory, timeout_s=self._timeout_s):
+                save_cursor(self._source, Cursor())
+                self._reconciled = False
+        finally:
+            self._lock.release()
 
     def _export(self, deadline: float) -> ExportResult:
         cursor = self._open()
