@@ -341,6 +341,28 @@ def test_hostile_resolver_results_are_ignored(caplog: pytest.LogCaptureFixture) 
     assert "unknown key 'secret'" in caplog.text
 
 
+def test_baggage_from_an_upstream_service_when_enabled() -> None:
+    seen: list[Mapping[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(current_attribution())
+
+    headers = [  # W3C Baggage allows the list to be split over several headers
+        (b"baggage", f"{attrs.TOLLMETER_TENANT_ID}=acme,other=1".encode()),
+        (b"baggage", f"{attrs.TOLLMETER_PROJECT_ID}=edge%20project".encode()),
+        (b"x-tenant-id", b"initech"),
+    ]
+    scope = {"type": "http", "headers": headers}
+    asyncio.run(TollmeterMiddleware(app, baggage=True)(scope, _receive, _send))
+    asyncio.run(TollmeterMiddleware(app, tenant_header=None, baggage=True)(scope, _receive, _send))
+    asyncio.run(TollmeterMiddleware(app, tenant_header=None)(scope, _receive, _send))
+    assert seen == [
+        {attrs.TOLLMETER_TENANT_ID: "initech", attrs.TOLLMETER_PROJECT_ID: "edge project"},
+        {attrs.TOLLMETER_TENANT_ID: "acme", attrs.TOLLMETER_PROJECT_ID: "edge project"},
+        {},
+    ]
+
+
 def test_application_errors_propagate_and_attribution_ends() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise LookupError("the application's own error")

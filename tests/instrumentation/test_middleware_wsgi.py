@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from tollmeter.instrumentation import TollmeterWSGIMiddleware, current_attribution
+from tollmeter.instrumentation import TollmeterWSGIMiddleware, attribute, current_attribution
 from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv import attributes as attrs
 
@@ -64,7 +64,7 @@ def make_app(client: openai.OpenAI) -> Any:
         return carrier
 
     app.wsgi_app = TollmeterWSGIMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, project_header="X-Project-Id"
+        app.wsgi_app, project_header="X-Project-Id", baggage=True
     )
     return RemoteUserFromHeader(app)
 
@@ -153,6 +153,45 @@ def test_concurrent_requests_do_not_share_attribution(
 def test_attribution_travels_on_as_baggage(http: httpx.Client) -> None:
     carrier = http.get("/baggage", headers={"x-tenant-id": "acme"}).json()
     assert carrier["baggage"] == f"{attrs.TOLLMETER_TENANT_ID}=acme"
+
+
+def test_downstream_service_reads_the_attribution_from_baggage(
+    http: httpx.Client, span_exporter: InMemorySpanExporter
+) -> None:
+    """A tenant set at the edge reaches the model calls of the service it calls."""
+    headers: dict[str, str] = {}
+    with attribute(tenant="acme", project="edge project", user="dave"):
+        W3CBaggagePropagator().inject(headers)
+    headers["x-project-id"] = "downstream"  # a header wins over baggage
+    body = http.get("/chat", headers=headers).json()
+    expected = {
+        attrs.TOLLMETER_TENANT_ID: "acme",
+        attrs.TOLLMETER_PROJECT_ID: "downstream",
+        attrs.USER_ID: "dave",
+    }
+    assert body["attribution"] == expected
+    span = span_of(span_exporter, body["id"])
+    assert {key: span[key] for key in expected} == expected
+
+
+def test_baggage_is_ignored_unless_enabled(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Mapping[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(current_attribution())
+        return []
+
+    long_value = "x" * 300
+    environ = {
+        "HTTP_BAGGAGE": f"{attrs.TOLLMETER_TENANT_ID}=acme,{attrs.TOLLMETER_FEATURE}={long_value},"
+        "session=s1"
+    }
+    caplog.set_level(logging.WARNING, "tollmeter")
+    TollmeterWSGIMiddleware(app)(environ, lambda *_: None)
+    TollmeterWSGIMiddleware(app, baggage=True)(environ, lambda *_: None)
+    assert seen == [{}, {attrs.TOLLMETER_TENANT_ID: "acme"}]
+    assert f"baggage entry '{attrs.TOLLMETER_FEATURE}'" in caplog.text
+    assert long_value not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,15 @@ tenant, project and user, and the values travel on as W3C baggage.
 
 Where the values come from, later sources overriding earlier ones per key:
 
-1. request headers: ``tenant_header`` (default ``x-tenant-id``),
+1. with ``baggage=True``, the W3C ``baggage`` header sent by an upstream service
+   (its ``tollmeter.*`` and ``user.id`` entries, as ``attribute()`` sets them);
+   off by default, as any client can send one;
+2. request headers: ``tenant_header`` (default ``x-tenant-id``),
    ``project_header`` and ``user_header`` (off by default);
-2. the authenticated user as ``user`` (ASGI ``scope["user"]`` as set by
+3. the authenticated user as ``user`` (ASGI ``scope["user"]`` as set by
    Starlette's ``AuthenticationMiddleware``, which must run before this one;
    WSGI ``REMOTE_USER``), unless ``authenticated_user=False``;
-3. ``resolve(scope_or_environ)``: a callable returning a mapping of
+4. ``resolve(scope_or_environ)``: a callable returning a mapping of
    ``attribute()`` keyword names (``tenant``, ``project``, ``feature``,
    ``workflow``, ``user``, ``api_key_id``, ``environment``, ``request_id``) to
    values, or ``None``.
@@ -38,6 +41,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Final, cast
 
+from opentelemetry import baggage as otel_baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+
 from tollmeter.instrumentation._attribution import _KEYS, _problem, attribute
 from tollmeter.instrumentation._safety import report_failure
 
@@ -57,6 +64,9 @@ Resolve = Callable[[Mapping[str, Any]], Mapping[str, str] | None]
 
 _TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _ASGI_SCOPES: Final = frozenset({"http", "websocket"})
+_BAGGAGE_HEADER: Final = "baggage"
+# baggage key (attribute name) -> attribute() keyword
+_BAGGAGE_KEYWORDS: Final = {name: keyword for keyword, name in _KEYS.items()}
 
 
 def _header_name(argument: str, name: str | None) -> str | None:
@@ -79,6 +89,7 @@ class _Resolver:
         user_header: str | None,
         resolve: Resolve | None,
         authenticated_user: bool,
+        baggage: bool,
     ) -> None:
         headers = {
             "tenant": _header_name("tenant_header", tenant_header),
@@ -93,6 +104,11 @@ class _Resolver:
             raise ValueError(f"resolve must be callable, not {type(resolve).__name__}")
         self._resolve = resolve
         self.authenticated_user = authenticated_user
+        self.baggage = baggage
+        # Every header this middleware reads, lower case.
+        self.wanted = frozenset(self.headers.values()) | (
+            {_BAGGAGE_HEADER} if baggage else frozenset()
+        )
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
 
@@ -125,6 +141,8 @@ class _Resolver:
         """The attribution of one request; ``header_values`` maps wanted header names to the
         raw values received (possibly several)."""
         values: dict[str, str] = {}
+        if self.baggage and header_values.get(_BAGGAGE_HEADER):
+            self._apply_baggage(values, header_values[_BAGGAGE_HEADER])
         for key, header in self.headers.items():
             received = header_values.get(header)
             if not received:
@@ -144,6 +162,16 @@ class _Resolver:
         if self._resolve is not None:
             self._apply_resolved(self._resolve, values, request)
         return attribute(**values) if values else None
+
+    def _apply_baggage(self, values: dict[str, str], received: list[bytes]) -> None:
+        # Several baggage headers form one list (W3C Baggage); the propagator parses it
+        # with its own size limits and percent-decoding.
+        carrier = {_BAGGAGE_HEADER: ",".join(value.decode("latin-1") for value in received)}
+        entries = otel_baggage.get_all(W3CBaggagePropagator().extract(carrier, Context()))
+        for name, value in entries.items():
+            keyword = _BAGGAGE_KEYWORDS.get(name)
+            if keyword is not None:
+                self._accept(values, keyword, value, f"baggage entry {name!r}")
 
     def _apply_resolved(
         self, resolve: Resolve, values: dict[str, str], request: Mapping[str, Any]
@@ -181,6 +209,7 @@ class TollmeterMiddleware:
         user_header: str | None = None,
         resolve: Resolve | None = None,
         authenticated_user: bool = True,
+        baggage: bool = False,
     ) -> None:
         self.app = app
         self._resolver = _Resolver(
@@ -189,8 +218,9 @@ class TollmeterMiddleware:
             user_header=user_header,
             resolve=resolve,
             authenticated_user=authenticated_user,
+            baggage=baggage,
         )
-        self._wanted = {header.encode("latin-1") for header in self._resolver.headers.values()}
+        self._wanted = {header.encode("latin-1") for header in self._resolver.wanted}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         block = self._attribution(scope) if scope.get("type") in _ASGI_SCOPES else None
@@ -246,6 +276,7 @@ class TollmeterWSGIMiddleware:
         user_header: str | None = None,
         resolve: Resolve | None = None,
         authenticated_user: bool = True,
+        baggage: bool = False,
     ) -> None:
         self.app = app
         self._resolver = _Resolver(
@@ -254,11 +285,11 @@ class TollmeterWSGIMiddleware:
             user_header=user_header,
             resolve=resolve,
             authenticated_user=authenticated_user,
+            baggage=baggage,
         )
         # environ key (``HTTP_X_TENANT_ID``) -> header name
         self._environ_keys = {
-            "HTTP_" + header.upper().replace("-", "_"): header
-            for header in self._resolver.headers.values()
+            "HTTP_" + header.upper().replace("-", "_"): header for header in self._resolver.wanted
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
