@@ -67,6 +67,7 @@ _ASGI_SCOPES: Final = frozenset({"http", "websocket"})
 _BAGGAGE_HEADER: Final = "baggage"
 # baggage key (attribute name) -> attribute() keyword
 _BAGGAGE_KEYWORDS: Final = {name: keyword for keyword, name in _KEYS.items()}
+_BAGGAGE_PROPAGATOR: Final = W3CBaggagePropagator()
 
 
 def _header_name(argument: str, name: str | None) -> str | None:
@@ -167,7 +168,7 @@ class _Resolver:
         # Several baggage headers form one list (W3C Baggage); the propagator parses it
         # with its own size limits and percent-decoding.
         carrier = {_BAGGAGE_HEADER: ",".join(value.decode("latin-1") for value in received)}
-        entries = otel_baggage.get_all(W3CBaggagePropagator().extract(carrier, Context()))
+        entries = otel_baggage.get_all(_BAGGAGE_PROPAGATOR.extract(carrier, Context()))
         for name, value in entries.items():
             keyword = _BAGGAGE_KEYWORDS.get(name)
             if keyword is not None:
@@ -298,6 +299,8 @@ class TollmeterWSGIMiddleware:
             return self.app(environ, start_response)
         with block:
             body = self.app(environ, start_response)
+        if isinstance(body, (list, tuple)):
+            return body  # already produced: nothing runs while the server reads it
         return _AttributedBody(body, block)
 
     def _attribution(self, environ: dict[str, Any]) -> attribute | None:
