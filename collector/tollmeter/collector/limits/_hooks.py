@@ -83,6 +83,7 @@ class _HookWorker:
     def __init__(self, config: HookConfig, stop: threading.Event) -> None:
         self.config = config
         self.stats = HookStats()
+        self._failing = False
         self._stop = stop
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._cond = threading.Condition()
@@ -130,7 +131,14 @@ class _HookWorker:
             except _Undeliverable as exc:
                 if not exc.retryable or attempt >= self.config.max_retries:
                     self.stats.failed += 1
-                    logger.warning("hook %s failed: %s", self.config.name, exc)
+                    if not self._failing:
+                        # Once per outage: a dead endpoint must not flood the log.
+                        logger.warning(
+                            "hook %s failed: %s; further failures are only counted",
+                            self.config.name,
+                            exc,
+                        )
+                        self._failing = True
                     return
                 delay = min(self.config.max_backoff_s, self.config.backoff_s * 2**attempt)
                 # Jitter spreads retries of many collectors hitting one recovering receiver.
@@ -144,6 +152,9 @@ class _HookWorker:
                     return
             else:
                 self.stats.delivered += 1
+                if self._failing:
+                    logger.warning("hook %s delivers again", self.config.name)
+                    self._failing = False
                 return
 
     def _deliver(self, payload: dict[str, Any]) -> None:
