@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("instrumentation_overhead", "ingest", "check", "export")
+BENCHMARKS = ("instrumentation_overhead", "ingest", "check", "forward", "export")
 TIMEOUT_S = 1800
 
 
