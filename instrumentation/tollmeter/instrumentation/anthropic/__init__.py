@@ -17,6 +17,12 @@ tollmeter starts a CLIENT span ``"chat {model}"``. Either way the span carries
 ``input_tokens`` excludes them), ``gen_ai.usage.output_tokens``, the cache read/write parts,
 ``gen_ai.response.finish_reasons`` (Anthropic's ``stop_reason``), the response id and model,
 ``tollmeter.usage.source`` and the attribution in effect when the call started.
+
+Zero-code: ``opentelemetry-instrument python app.py`` enables it through the
+``tollmeter_anthropic`` entry point. That command also enables every other installed
+instrumentor; if another Anthropic instrumentation is installed it adds spans of its own
+(the collector counts a call once, by response id), and
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=anthropic`` turns it off.
 """
 
 from __future__ import annotations
