@@ -126,3 +126,36 @@ def test_instrumenting_twice_still_yields_one_span(
     instrumentor.instrument(tracer_provider=tracer_provider)
     client.messages.create(model=MODEL, max_tokens=32, messages=PROMPT)
     assert one_metered()
+
+
+WITHOUT_THE_SDK = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Missing(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "anthropic" or name.startswith("anthropic."):
+            raise ModuleNotFoundError(name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
+
+# What opentelemetry-instrument does before it checks that the library is installed.
+instrumentor = AnthropicInstrumentor()
+assert list(instrumentor.instrumentation_dependencies()) == ["anthropic >= 0.40"]
+"""
+
+
+def test_the_entry_point_loads_without_the_sdk() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_SDK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

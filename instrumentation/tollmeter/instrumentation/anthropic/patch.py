@@ -18,6 +18,7 @@ One span per call, whichever of two sources it comes from:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -321,9 +322,15 @@ class AnthropicPatch:
 
 
 def _is_raw_event_stream(result: object) -> bool:
+    return isinstance(result, _stream_types())
+
+
+@functools.cache
+def _stream_types() -> tuple[type, ...]:
+    # Imported on first use: this module loads through the entry point even without the SDK.
     from anthropic import AsyncStream, Stream
 
-    return isinstance(result, (Stream, AsyncStream))
+    return (Stream, AsyncStream)
 
 
 def _message_of(result: object) -> object:
