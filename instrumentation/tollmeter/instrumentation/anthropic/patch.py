@@ -170,7 +170,7 @@ class _Pending:
         )
         # The SDK marks only streaming calls and knows nothing of a guard's reservation id.
         native.set_attributes(self.attributes)
-        # ``finish`` ends only spans the call owns; ending the stand-in releases the gate.
+        # ``finish`` ends only spans the call owns; ending our stand-in ends the native span.
         call.owns_span = True
         self.call = call
         return cast(Span, _SdkSideSpan(gate))
