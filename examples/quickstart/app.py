@@ -1,12 +1,16 @@
-"""An instrumented application: three tenants call OpenAI and Anthropic models.
+"""An application whose LLM calls three tenants share: OpenAI and Anthropic models.
 
-Run by ``tollmeter demo``, which starts the collector and the fake LLM server and sets:
+It holds no telemetry set-up: ``tollmeter demo`` runs it with zero-code instrumentation,
+``opentelemetry-instrument python app.py``, after starting the collector and the fake LLM
+server, and sets:
 
 - ``OTEL_EXPORTER_OTLP_ENDPOINT``: where spans and metrics go (the collector),
 - ``TOLLMETER_GUARD_URL``: the collector's management API, asked before each call,
 - ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``: the fake LLM server.
 
-The only tollmeter lines are ``configure()`` and the ``attribute()`` blocks.
+The only tollmeter lines are the ``attribute()`` blocks that say who each call is for.
+Without ``opentelemetry-instrument``, one ``tollmeter.configure()`` call at start-up does
+the same.
 """
 
 from __future__ import annotations
@@ -86,15 +90,12 @@ def serve_globex_until_denied(claude: anthropic.Anthropic) -> None:
 
 
 def main() -> None:
-    telemetry = tollmeter.configure(service_name="quickstart")
+    # The SDK's providers flush their spans when the process exits.
     chat = openai.OpenAI(api_key="demo-key", max_retries=0)
     claude = anthropic.Anthropic(api_key="demo-key", max_retries=0)
-    try:
-        serve_acme(chat, claude)
-        serve_initech(chat)
-        serve_globex_until_denied(claude)
-    finally:
-        telemetry.shutdown()
+    serve_acme(chat, claude)
+    serve_initech(chat)
+    serve_globex_until_denied(claude)
 
 
 if __name__ == "__main__":

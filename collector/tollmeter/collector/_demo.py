@@ -16,6 +16,7 @@ import shutil
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,12 @@ def _post_json(url: str) -> Any:
 
 
 async def _run_app(app: Path, env: Mapping[str, str], echo: Echo) -> None:
+    # Zero-code instrumentation, as a user would run their app.
+    launcher = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not launcher.is_file():
+        raise DemoError(f"{launcher} not found: install tollmeter in this environment")
     process = await asyncio.create_subprocess_exec(
+        str(launcher),
         sys.executable,
         str(app),
         env=dict(env),
@@ -84,6 +90,11 @@ async def _run_app(app: Path, env: Mapping[str, str], echo: Echo) -> None:
         raise DemoError(f"{app} did not finish within {_APP_TIMEOUT_S:.0f}s") from None
     if process.returncode != 0:
         raise DemoError(f"{app} exited with code {process.returncode}")
+
+
+def _other_instrumentors() -> str:
+    names = {ep.name for ep in entry_points(group="opentelemetry_instrumentor")}
+    return ",".join(sorted(name for name in names if not name.startswith("tollmeter_")))
 
 
 def _usage_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -122,7 +133,14 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
             echo(f"collector          OTLP/gRPC {collector.grpc_endpoint}, API {api}")
             echo(f"running {app} ...")
             env = dict(os.environ)
+            # Other installed instrumentors would report the same calls again: the collector
+            # would count them once, but the demo keeps to tollmeter's own.
+            env.setdefault("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", _other_instrumentors())
             env.update(
+                OTEL_SERVICE_NAME="quickstart",
+                OTEL_TRACES_EXPORTER="otlp",
+                OTEL_METRICS_EXPORTER="otlp",
+                OTEL_LOGS_EXPORTER="none",
                 OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{collector.grpc_endpoint}",
                 OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
                 OTEL_METRIC_EXPORT_INTERVAL="60000",
