@@ -17,16 +17,22 @@ batch is rewritten under the same names) or the new cursor (so nothing is redone
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import enum
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import (
     Cursor,
@@ -37,7 +43,7 @@ from tollmeter.collector.export._cursor import (
     load_cursor,
     save_cursor,
 )
-from tollmeter.collector.export._schema import events_to_table
+from tollmeter.collector.export._schema import events_to_table, rows_to_table
 from tollmeter.collector.export._writer import (
     FileFormat,
     file_name,
@@ -88,6 +94,31 @@ class ExportResult:
 
 def _no_checkpoint(name: str) -> None:
     del name
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """A source that also reads events as plain rows (``Ledger.read_event_rows``)."""
+
+    def read_event_rows(self, after_sequence: int, limit: int) -> list[tuple[Any, ...]]: ...
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(UsageEvent))
+_EVENT_VALUES = operator.attrgetter(*_FIELDS)
+_ROW_SEQUENCE = operator.itemgetter(_FIELDS.index("sequence"))
+_COST = _FIELDS.index("cost")
+_PRICE_SOURCE = _FIELDS.index("price_source")
+
+
+def _priced_row(pricer: Pricer, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    if values[_COST] is not None:
+        values[_COST] = Decimal(values[_COST])
+    event = pricer.price(UsageEvent(*values))
+    priced = list(_EVENT_VALUES(event))
+    if event.cost is not None:
+        priced[_COST] = str(event.cost)
+    return tuple(priced)
 
 
 class Exporter:
@@ -227,6 +258,8 @@ class Exporter:
 
     def _read(self, after: int, limit: int, last: int | None) -> pa.Table | None:
         """Up to ``limit`` events after ``after`` (and up to ``last``) as one table."""
+        if isinstance(self._source, RowSource):
+            return self._read_rows(self._source, after, limit, last)
         tables: list[pa.Table] = []
         while limit > 0:
             chunk = min(limit, self._read_chunk_size)
@@ -243,6 +276,30 @@ class Exporter:
                 after = events[-1].sequence
                 limit -= len(events)
             if exhausted or not events:
+                break
+        return pa.concat_tables(tables) if tables else None
+
+    def _read_rows(
+        self, source: RowSource, after: int, limit: int, last: int | None
+    ) -> pa.Table | None:
+        """``_read`` from plain ledger rows: no ``UsageEvent`` per row, except unpriced
+        rows when the exporter prices."""
+        tables: list[pa.Table] = []
+        while limit > 0:
+            chunk = min(limit, self._read_chunk_size)
+            rows = source.read_event_rows(after, chunk)
+            exhausted = len(rows) < chunk
+            if last is not None and rows:
+                exhausted = exhausted or _ROW_SEQUENCE(rows[-1]) >= last
+                rows = rows[: bisect.bisect_right(rows, last, key=_ROW_SEQUENCE)]
+            if rows:
+                if self._pricer is not None:
+                    pricer = self._pricer
+                    rows = [_priced_row(pricer, r) if r[_PRICE_SOURCE] is None else r for r in rows]
+                tables.append(rows_to_table(rows, collector_id=self._collector_id))
+                after = _ROW_SEQUENCE(rows[-1])
+                limit -= len(rows)
+            if exhausted or not rows:
                 break
         return pa.concat_tables(tables) if tables else None
 

@@ -1,22 +1,28 @@
 """The Parquet schema of the billing export, and usage events turned into Arrow tables.
 
+Events come either as ``UsageEvent`` objects or as the ledger's plain rows (every
+field in ``UsageEvent`` order, the cost as decimal text); both give the same table.
+
 The schema only ever grows: a new column is appended and ``SCHEMA_VERSION`` goes
 up, so readers of older files keep working. docs/parquet.md describes each column.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.pricing import COST_PRECISION, COST_SCALE
 
-__all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table"]
+__all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table", "rows_to_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +112,19 @@ _GET_UNCACHED = operator.attrgetter("uncached_input_tokens")
 _GET_COLLECTOR = operator.attrgetter("collector_id")
 _NS = pa.timestamp("ns", tz="UTC")
 
+# A ledger row as one Arrow struct: pyarrow converts the row tuples in C, column by
+# column, without a Python object per value beyond those sqlite3 already made.
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(UsageEvent))
+_ROW_TYPE = pa.struct(
+    [
+        (name, _COUNT if name == "event_time_ns" else SCHEMA.field(name).type)
+        if name != "cost"
+        else (name, _STRING)
+        for name in _ROW_FIELDS
+    ]
+)
+_COPIED_ROW = tuple(name for name, _, _ in _COPIED)
+
 
 def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -> pa.Table:
     """Build the Arrow table of ``events``, in their order.
@@ -131,8 +150,44 @@ def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -
     return pa.Table.from_arrays([columns[name] for name in SCHEMA.names], schema=SCHEMA)
 
 
+def rows_to_table(rows: Sequence[tuple[Any, ...]], *, collector_id: str | None) -> pa.Table:
+    """Build the Arrow table of ledger rows, equal to ``events_to_table`` of their events.
+
+    A row holds every ``UsageEvent`` field in field order, the cost as decimal text.
+    """
+    if not rows:
+        return events_to_table((), collector_id=collector_id)
+    values = dict(zip(_ROW_FIELDS, pa.array(rows, type=_ROW_TYPE).flatten(), strict=True))
+    columns = {name: values[name] for name in _COPIED_ROW}
+    columns["event_time"] = values["event_time_ns"].cast(_NS).cast(_TIME, safe=False)
+    columns["uncached_input_tokens"] = pc.subtract_checked(
+        pc.subtract_checked(values["input_tokens"], values["cache_read_input_tokens"]),
+        values["cache_write_input_tokens"],
+    )
+    columns["cost"] = _text_costs(values["cost"])
+    own = values["collector_id"]
+    # As in events_to_table: an empty id counts as absent.
+    absent = pc.or_kleene(pc.is_null(own), pc.equal(own, ""))
+    columns["collector_id"] = pc.if_else(absent, pa.scalar(collector_id, _STRING), own)
+    columns["schema_version"] = pa.array([SCHEMA_VERSION] * len(rows), pa.int32())
+    return pa.Table.from_arrays([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _text_costs(texts: pa.Array) -> pa.Array:
+    try:
+        # Arrow parses decimal text exactly and refuses digits the scale would drop.
+        return texts.cast(_COST)
+    except pa.ArrowInvalid:
+        return _decimal_costs(
+            [None if text is None else Decimal(text) for text in texts.to_pylist()]
+        )
+
+
 def _costs(events: Sequence[UsageEvent]) -> pa.Array:
-    costs = [event.cost for event in events]
+    return _decimal_costs([event.cost for event in events])
+
+
+def _decimal_costs(costs: list[Decimal | None]) -> pa.Array:
     try:
         return pa.array(costs, type=_COST)
     except (pa.ArrowInvalid, ArithmeticError):

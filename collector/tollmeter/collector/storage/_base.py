@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["AppendResult", "Ledger", "StorageError"]
+__all__ = ["EVENT_ROW_COLUMNS", "AppendResult", "EventRow", "Ledger", "StorageError"]
+
+EVENT_ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageEvent))
+"""The values of an ``EventRow``: every ``UsageEvent`` field, in field order."""
+
+EventRow = tuple[Any, ...]
+"""One event as plain values in ``EVENT_ROW_COLUMNS`` order; ``cost`` is a decimal string."""
+
+_EVENT_VALUES = operator.attrgetter(*EVENT_ROW_COLUMNS)
+_ROW_COST = EVENT_ROW_COLUMNS.index("cost")
 
 
 class StorageError(TollmeterError):
@@ -50,6 +62,19 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         """Up to ``limit`` events with a sequence above ``after_sequence``, ascending."""
+
+    def read_event_rows(self, after_sequence: int, limit: int) -> list[EventRow]:
+        """``read_events`` as plain tuples, for bulk readers such as the Parquet export.
+
+        Backends override it to skip building one ``UsageEvent`` per row.
+        """
+        rows: list[EventRow] = []
+        for event in self.read_events(after_sequence, limit):
+            values: EventRow = _EVENT_VALUES(event)
+            if event.cost is not None:
+                values = (*values[:_ROW_COST], str(event.cost), *values[_ROW_COST + 1 :])
+            rows.append(values)
+        return rows
 
     @abc.abstractmethod
     def last_sequence(self) -> int:

@@ -14,7 +14,13 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tollmeter.collector._records import UsageEvent
-from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._base import (
+    EVENT_ROW_COLUMNS,
+    AppendResult,
+    EventRow,
+    Ledger,
+    StorageError,
+)
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import rollup_rows, select_usage
 from tollmeter.collector.storage._schema import (
@@ -43,6 +49,10 @@ _new_event: Callable[..., UsageEvent] = UsageEvent
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
+)
+_SELECT_ROWS = (
+    f"SELECT {', '.join(EVENT_ROW_COLUMNS)} FROM usage_events "
+    "WHERE sequence > ? ORDER BY sequence LIMIT ?"
 )
 _KEY = ", ".join(("granularity", "bucket", *ROLLUP_DIMENSIONS))
 _UPSERT_ROLLUP = (
@@ -226,6 +236,13 @@ class SQLiteLedger(Ledger):
                 (after_sequence, limit),
             ).fetchall()
         return [_event(row) for row in rows]
+
+    def read_event_rows(self, after_sequence: int, limit: int) -> list[EventRow]:
+        # The rows exactly as sqlite3 returns them: costs stay the stored decimal text.
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        with self._reading() as conn, _wrapped("read ledger"):
+            return conn.execute(_SELECT_ROWS, (after_sequence, limit)).fetchall()
 
     def last_sequence(self) -> int:
         with self._reading() as conn, _wrapped("read ledger"):
