@@ -1,7 +1,16 @@
-"""Ingest throughput: OTLP decode, usage extraction and durable ledger commits.
+"""Ingest throughput: end to end over OTLP/gRPC, and stage by stage in one process.
 
-Measures, on the same synthetic GenAI spans (serialized OTLP protobuf requests of
-``--batch`` spans each), in one run:
+End to end (``--mode e2e``): the real collector runs as its own process (``python -m
+tollmeter.collector.cli collector``, temporary data directory, free ports) and
+``--senders`` load-generator processes each send pre-serialized, unique
+``ExportTraceServiceRequest`` batches of chat and embeddings spans over a raw gRPC
+channel, one request at a time. Reported per batch size: accepted spans (from the
+responses' partial success) per second and per collector CPU second (utime + stime of
+the collector from ``/proc``, i.e. spans per core), p50/p99 export latency, the
+collector's peak RSS (``VmHWM``), and whether the ledger's request count equals the
+accepted spans. Every acknowledgement follows a durable (``synchronous=FULL``) commit.
+
+Stages (``--mode stages``), on the same synthetic spans in this process:
 
 - ``decode``: ``ExportTraceServiceRequest.ParseFromString`` alone (the floor any
   OTLP receiver pays);
@@ -16,21 +25,27 @@ Measures, on the same synthetic GenAI spans (serialized OTLP protobuf requests o
 - ``profile`` (with ``--profile``): the functions with the most own time in the
   decode, extract and append path, as shares of the total.
 
-Rates are spans per wall-clock second and per CPU second of this process (all
-threads). Prints one JSON object. Usage:
-``python benchmarks/ingest.py --spans 20000 --batch 100 --batch 1000``.
+Stage rates are spans per wall-clock second and per CPU second of this process (all
+threads). Prints one JSON object. Usage: ``python benchmarks/ingest.py`` (both modes,
+short), ``python benchmarks/ingest.py --mode e2e --e2e-spans 200000 --batch 1000``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
+import multiprocessing
+import os
 import pstats
 import shutil
+import socket
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +53,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+import grpc
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -291,31 +311,277 @@ def measure_rebuild(workdir: Path, count: int) -> dict[str, Any]:
     }
 
 
+# --- End-to-end: the collector process under load from separate sender processes ---
+
+# The sizing figure the issue quotes for the Go OpenTelemetry Collector, as a reference
+# constant (not measured here): roughly 12-15k spans/s per core.
+GO_COLLECTOR_SPANS_PER_CORE = (12_000, 15_000)
+GOAL_SPANS_PER_CORE = 50_000
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# Stands for (sender, request) in every response id and trace id of a template, so one
+# serialized template yields unique requests by a same-length byte substitution.
+PLACEHOLDER = b"@@@@@@@@"
+_CALLS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("chat", "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "chatcmpl-"),
+    ("chat", "openai", "gpt-4.1", "gpt-4.1-2025-04-14", "chatcmpl-"),
+    ("chat", "anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "msg_"),
+    ("embeddings", "openai", "text-embedding-3-small", "text-embedding-3-small", "emb-"),
+)
+
+
+def e2e_template(batch: int, now_ns: int) -> bytes:
+    """One request of ``batch`` chat and embeddings spans whose ids contain PLACEHOLDER."""
+    message = ExportTraceServiceRequest()
+    resource_spans = message.resource_spans.add()
+    resource_spans.resource.attributes.extend(
+        [
+            _kv("service.name", "shop-api"),
+            _kv("telemetry.sdk.language", "python"),
+            _kv("telemetry.sdk.name", "opentelemetry"),
+            _kv("telemetry.sdk.version", "1.45.2"),
+            _kv("deployment.environment.name", "prod"),
+        ]
+    )
+    scope = resource_spans.scope_spans.add()
+    scope.scope.name = "tollmeter.instrumentation.openai"
+    for i in range(batch):
+        operation, provider, model, response_model, id_prefix = _CALLS[i % len(_CALLS)]
+        attributes: dict[str, str | int] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.model": response_model,
+            "gen_ai.response.id": f"{id_prefix}{PLACEHOLDER.decode()}{i:016d}",
+            "gen_ai.usage.input_tokens": 200 + i * 37 % 4000,
+            "server.address": f"api.{provider}.com",
+            "server.port": 443,
+            "tollmeter.tenant.id": f"tenant-{i % 50}",
+            "tollmeter.project.id": f"project-{i % 50 % 7}",
+            "tollmeter.feature": ("search", "chat", "summarize")[i % 3],
+            "tollmeter.usage.source": "provider",
+        }
+        if operation == "chat":
+            attributes.update(
+                {
+                    "gen_ai.response.finish_reasons": "stop",
+                    "gen_ai.request.max_tokens": 1024,
+                    "gen_ai.usage.output_tokens": 50 + i * 13 % 900,
+                    "gen_ai.usage.cache_read.input_tokens": 1024 * (i % 2),
+                }
+            )
+        start = now_ns - (batch - i) * 1_000_000
+        scope.spans.append(
+            Span(
+                trace_id=PLACEHOLDER + i.to_bytes(8, "big"),
+                span_id=(i + 1).to_bytes(8, "big"),
+                name=f"{operation} {model}",
+                kind=Span.SPAN_KIND_CLIENT,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + 800_000_000,
+                attributes=[_kv(k, v) for k, v in attributes.items()],
+            )
+        )
+    raw = message.SerializeToString()
+    if raw.count(PLACEHOLDER) != 2 * batch:
+        raise RuntimeError("placeholder collides with other payload bytes")
+    return raw
+
+
+def send_load(
+    sender: int, target: str, batch: int, requests: int, start: Any, results: Any
+) -> None:
+    """One sender process: ``requests`` unique pre-serialized requests, one at a time."""
+    template = e2e_template(batch, time.time_ns())
+    payloads = [template.replace(PLACEHOLDER, b"%02d%06d" % (sender, n)) for n in range(requests)]
+    channel = grpc.insecure_channel(
+        target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    export = channel.unary_unary(
+        EXPORT_METHOD,
+        request_serializer=None,  # the payloads are serialized already
+        response_deserializer=ExportTraceServiceResponse.FromString,
+    )
+    grpc.channel_ready_future(channel).result(timeout=30)
+    start.wait(60)
+    latencies, accepted, rejected, failed = [], 0, 0, 0
+    for raw in payloads:
+        began = time.perf_counter()
+        try:
+            response = export(raw, timeout=60)
+        except grpc.RpcError:
+            failed += 1
+            continue
+        latencies.append(time.perf_counter() - began)
+        rejected += response.partial_success.rejected_spans
+        accepted += batch - response.partial_success.rejected_spans
+    channel.close()
+    results.put(
+        {"latencies": latencies, "accepted": accepted, "rejected": rejected, "failed": failed}
+    )
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    # Fields 14 and 15 of /proc/<pid>/stat (after the parenthesized name): utime, stime.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} in /proc/{pid}/status")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_collector(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The collector as a process on free ports; returns it, its gRPC target and API URL."""
+    grpc_port, http_port, management_port = _free_ports(3)
+    config = workdir / "tollmeter.yaml"
+    config.write_text(
+        f"data_dir: {workdir / 'data'}\n"
+        "log_level: warning\n"
+        "receivers:\n"
+        f"  grpc: {{endpoint: 127.0.0.1:{grpc_port}, max_message_bytes: 64MiB}}\n"
+        f"  http: {{endpoint: 127.0.0.1:{http_port}}}\n"
+        f"management: {{endpoint: 127.0.0.1:{management_port}}}\n"
+    )
+    api = f"http://127.0.0.1:{management_port}"
+    with open(workdir / "collector.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tollmeter.collector.cli", "collector", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((workdir / "collector.log").read_text()[-2000:])
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
+                return process, f"127.0.0.1:{grpc_port}", api
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("collector not ready within 60s")
+
+
+def ledger_requests(api: str) -> int:
+    response = httpx.get(
+        f"{api}/api/v1/usage",
+        params={"start": "2000-01-01T00:00:00+00:00", "end": "2100-01-01T00:00:00+00:00"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return sum(int(row["requests"]) for row in response.json()["rows"])
+
+
+def measure_end_to_end(workdir: Path, batch: int, spans: int, senders: int) -> dict[str, Any]:
+    """Accepted spans per collector CPU second, latency and RSS for one batch size."""
+    requests = max(1, spans // (batch * senders))
+    rundir = workdir / f"e2e-{batch}"
+    rundir.mkdir()
+    collector, target, api = start_collector(rundir)
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=send_load, args=(n, target, batch, requests, start, results))
+        for n in range(senders)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        # Let the senders build their payloads and connect before the clock starts.
+        time.sleep(1 + batch * requests * 4e-6)
+        cpu, wall = _proc_cpu_seconds(collector.pid), time.perf_counter()
+        start.set()
+        outcomes = [results.get(timeout=600) for _ in processes]
+        wall = time.perf_counter() - wall
+        cpu = _proc_cpu_seconds(collector.pid) - cpu
+        for process in processes:
+            process.join(60)
+        peak_rss_kib = _proc_status_kib(collector.pid, "VmHWM")
+        in_ledger = ledger_requests(api)
+    finally:
+        collector.terminate()
+        collector.wait(60)
+    latencies = sorted(x for outcome in outcomes for x in outcome["latencies"])
+    accepted = sum(outcome["accepted"] for outcome in outcomes)
+    per_core = accepted / cpu if cpu > 0 else 0.0
+    return {
+        "batch": batch,
+        "senders": senders,
+        "requests": len(latencies),
+        "accepted_spans": accepted,
+        "rejected_spans": sum(outcome["rejected"] for outcome in outcomes),
+        "failed_requests": sum(outcome["failed"] for outcome in outcomes),
+        "ledger_requests": in_ledger,
+        "ledger_matches_accepted": in_ledger == accepted,
+        "seconds": round(wall, 3),
+        "collector_cpu_seconds": round(cpu, 3),
+        "spans_per_s": round(accepted / wall),
+        "spans_per_collector_cpu_s": round(per_core),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "latency_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
+        "collector_peak_rss_mib": round(peak_rss_kib / 1024, 1),
+        "vs_go_collector_per_core": [
+            round(per_core / GO_COLLECTOR_SPANS_PER_CORE[1], 2),
+            round(per_core / GO_COLLECTOR_SPANS_PER_CORE[0], 2),
+        ],
+        "vs_goal_per_core": round(per_core / GOAL_SPANS_PER_CORE, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=20_000, help="spans per batch size")
+    parser.add_argument(
+        "--mode", default="all", choices=["all", "e2e", "stages"], help="which part to run"
+    )
     parser.add_argument("--batch", type=int, action="append", help="spans per request")
+    parser.add_argument("--e2e-spans", type=int, default=40_000, help="end-to-end spans per batch")
+    parser.add_argument("--senders", type=int, default=4, help="end-to-end sender processes")
+    parser.add_argument("--spans", type=int, default=10_000, help="stage spans per batch size")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--synchronous", default="full", choices=["off", "normal", "full"])
-    parser.add_argument("--rebuild-events", type=int, default=1_000_000)
+    parser.add_argument("--rebuild-events", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go")
     parser.add_argument("--profile", action="store_true", help="add the top functions by own time")
     args = parser.parse_args()
+    batches = args.batch or [100, 1000]
     workdir = Path(tempfile.mkdtemp(prefix="tollmeter-bench-", dir=args.dir))
+    report: dict[str, Any] = {"benchmark": "ingest"}
     try:
-        report = {
-            "benchmark": "ingest",
-            "synchronous": args.synchronous,
-            "batches": [
-                measure_batch(workdir, args.spans, batch, args.concurrency, args.synchronous)
-                for batch in (args.batch or [100, 1000])
-            ],
-            "rebuild": measure_rebuild(workdir, args.rebuild_events)
-            if args.rebuild_events
-            else None,
-        }
-        if args.profile:
-            report["profile"] = profile_top(min(args.spans, 10_000), 1000, workdir)
+        if args.mode in ("all", "e2e"):
+            report["end_to_end"] = {
+                "go_collector_spans_per_core_reference": list(GO_COLLECTOR_SPANS_PER_CORE),
+                "goal_spans_per_core": GOAL_SPANS_PER_CORE,
+                "batches": [
+                    measure_end_to_end(workdir, batch, args.e2e_spans, args.senders)
+                    for batch in batches
+                ],
+            }
+        if args.mode in ("all", "stages"):
+            report["stages"] = {
+                "synchronous": args.synchronous,
+                "batches": [
+                    measure_batch(workdir, args.spans, batch, args.concurrency, args.synchronous)
+                    for batch in batches
+                ],
+                "rebuild": measure_rebuild(workdir, args.rebuild_events)
+                if args.rebuild_events
+                else None,
+            }
+            if args.profile:
+                report["stages"]["profile"] = profile_top(min(args.spans, 10_000), 1000, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(report, indent=2))
