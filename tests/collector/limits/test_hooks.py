@@ -124,9 +124,11 @@ def test_webhook_is_signed_and_retried_until_delivered(receiver, make_limits):
 
 
 def test_a_dead_webhook_does_not_block_checks_and_is_counted(make_limits, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_url = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    # Bound but never listening: connections are refused, and no other server can take the
+    # port while the test runs (a closed port could be reused and answer).
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/hook"
     limits = make_limits({"name": "tiny", "limit": 1, "window": "day"})
     hooks = _hooks(dead_url, max_retries=1, queue_size=5, events=["request_denied"])
     service = LimitsService(limits, hooks)
@@ -143,6 +145,7 @@ def test_a_dead_webhook_does_not_block_checks_and_is_counted(make_limits, caplog
         assert len([r for r in caplog.records if "hook wh failed" in r.getMessage()]) == 1
     finally:
         service.close(timeout=1)
+        dead.close()
 
 
 def test_python_hook_imported_lazily_and_failures_counted(tmp_path, monkeypatch):
