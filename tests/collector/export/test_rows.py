@@ -89,8 +89,14 @@ def test_the_default_row_reader_matches_the_sqlite_one(ledger: Ledger, make_even
     # TimedLedger does not override read_event_rows: it uses the base class's.
     histogram = Histogram("commit_seconds", "test", registry=CollectorRegistry())
     wrapped = TimedLedger(ledger, histogram)
-    assert wrapped.read_event_rows(5, 20) == ledger.read_event_rows(5, 20)
-    assert len(ledger.read_event_rows(5, 20)) == 20
+    rows = wrapped.read_event_rows(5, 20)
+    assert len(rows) == 20
+    assert all(isinstance(row[_FIELDS.index("tenant_id")], str) for row in rows)
+    own = ledger.read_event_rows(5, 20)
+    assert rows_to_table(rows, collector_id="c").equals(rows_to_table(own, collector_id="c"))
+    assert rows_to_table(rows, collector_id="c").equals(
+        events_to_table(ledger.read_events(5, 20), collector_id="c")
+    )
 
 
 @pytest.mark.parametrize(

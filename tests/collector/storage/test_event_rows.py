@@ -14,7 +14,11 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(UsageEvent))
 
 
 def _as_event(row: tuple[object, ...]) -> UsageEvent:
-    values = dict(zip(_FIELDS, row, strict=True))
+    # Text may come as UTF-8 bytes.
+    values = {
+        name: value.decode() if isinstance(value, bytes) else value
+        for name, value in zip(_FIELDS, row, strict=True)
+    }
     if values["cost"] is not None:
         assert isinstance(values["cost"], str)
         values["cost"] = Decimal(values["cost"])
@@ -32,7 +36,7 @@ def test_rows_page_in_sequence_order_like_events(ledger: Ledger, make_event) -> 
     rows = ledger.read_event_rows(0, 10)
     assert [len(row) for row in rows] == [len(_FIELDS)] * 3
     assert [_as_event(row) for row in rows] == committed
-    assert rows[0][_FIELDS.index("cost")] == "1.23E-10"
+    assert _as_event(rows[0]).cost == Decimal("1.23E-10")
     assert ledger.read_event_rows(1, 1) == rows[1:2]
     assert ledger.read_event_rows(3, 10) == []
 

@@ -98,7 +98,9 @@ def _no_checkpoint(name: str) -> None:
 
 @runtime_checkable
 class RowSource(Protocol):
-    """A source that also reads events as plain rows (``Ledger.read_event_rows``)."""
+    """A source that also reads events as plain rows (``Ledger.read_event_rows``): every
+    ``UsageEvent`` field in field order, text as ``str`` or UTF-8 ``bytes``, the cost as
+    decimal text."""
 
     def read_event_rows(self, after_sequence: int, limit: int) -> list[tuple[Any, ...]]: ...
 
@@ -111,7 +113,7 @@ _PRICE_SOURCE = _FIELDS.index("price_source")
 
 
 def _priced_row(pricer: Pricer, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = list(row)
+    values: list[Any] = [value.decode() if isinstance(value, bytes) else value for value in row]
     if values[_COST] is not None:
         values[_COST] = Decimal(values[_COST])
     event = pricer.price(UsageEvent(*values))

@@ -153,7 +153,8 @@ def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -
 def rows_to_table(rows: Sequence[tuple[Any, ...]], *, collector_id: str | None) -> pa.Table:
     """Build the Arrow table of ledger rows, equal to ``events_to_table`` of their events.
 
-    A row holds every ``UsageEvent`` field in field order, the cost as decimal text.
+    A row holds every ``UsageEvent`` field in field order, text as ``str`` or UTF-8
+    ``bytes`` (checked here), the cost as decimal text.
     """
     if not rows:
         return events_to_table((), collector_id=collector_id)

@@ -19,7 +19,8 @@ EVENT_ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Us
 """The values of an ``EventRow``: every ``UsageEvent`` field, in field order."""
 
 EventRow = tuple[Any, ...]
-"""One event as plain values in ``EVENT_ROW_COLUMNS`` order; ``cost`` is a decimal string."""
+"""One event as plain values in ``EVENT_ROW_COLUMNS`` order. Text may come as ``str`` or
+as UTF-8 ``bytes``; ``cost`` is decimal text."""
 
 _EVENT_VALUES = operator.attrgetter(*EVENT_ROW_COLUMNS)
 _ROW_COST = EVENT_ROW_COLUMNS.index("cost")
