@@ -4,6 +4,11 @@ Keys are kept only as SHA-256 digests and compared in constant time, so
 neither a lookup's timing nor a memory dump reveals them. An ingest key comes
 in an OTLP header, ``authorization: Bearer <key>`` or ``x-tollmeter-key: <key>``
 (the form the standard exporters send with ``OTEL_EXPORTER_OTLP_HEADERS``).
+
+The management API asks :meth:`KeyRing.authorize` who a request acts as. A route
+needs either ``admin`` access (admin keys, when configured) or ``ingest`` access
+(an admin key or an ingest key, when any key is configured); an ingest key bound
+to a tenant yields a :class:`Principal` that may act for that tenant only.
 """
 
 from __future__ import annotations
@@ -11,16 +16,50 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["INGEST_KEY_HEADER", "KeyRing", "Unauthenticated", "key_from_headers"]
+__all__ = [
+    "ANONYMOUS",
+    "INGEST_KEY_HEADER",
+    "Access",
+    "Forbidden",
+    "KeyRing",
+    "Principal",
+    "Unauthenticated",
+    "key_from_headers",
+]
 
 INGEST_KEY_HEADER = "x-tollmeter-key"
+
+Access = Literal["admin", "ingest"]
+"""What a management route accepts: admin keys only, or admin and ingest keys."""
 
 
 class Unauthenticated(TollmeterError):
     """A request carried no key, or one that is not configured."""
+
+
+class Forbidden(TollmeterError):
+    """A known key that does not grant what the request asks for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a management request acts as.
+
+    ``anonymous`` means no key was needed (none configured for that access).
+    ``tenant`` is set only for an ingest key bound to one tenant.
+    """
+
+    role: Literal["admin", "ingest", "anonymous"]
+    tenant: str | None = None
+
+
+ANONYMOUS = Principal("anonymous")
+_ADMIN = Principal("admin")
 
 
 def _digest(key: str) -> bytes:
@@ -70,19 +109,53 @@ class KeyRing:
             return None
         if key is None:
             raise Unauthenticated("an ingest key is required")
-        digest = _digest(key)
-        for known, tenant in self._ingest.items():
-            if hmac.compare_digest(known, digest):
-                return tenant
-        raise Unauthenticated("unknown ingest key")
+        known, tenant = self._ingest_binding(key)
+        if not known:
+            raise Unauthenticated("unknown ingest key")
+        return tenant
 
     def admin_allowed(self, key: str | None) -> bool:
         """True when no admin key is configured, or ``key`` is one of them."""
         if not self._admin:
             return True
+        return key is not None and self._is_admin(key)
+
+    def authorize(self, key: str | None, access: Access) -> Principal:
+        """The principal ``key`` acts as on a route that needs ``access``.
+
+        Raises :class:`Unauthenticated` for a missing or unknown key where one is
+        needed, and :class:`Forbidden` for an ingest key on an admin-only route.
+        """
+        if access == "admin":
+            if not self._admin:
+                return ANONYMOUS
+            if key is not None and self._is_admin(key):
+                return _ADMIN
+            if key is not None and self._ingest_binding(key)[0]:
+                raise Forbidden("this route needs an admin key; ingest keys are not accepted")
+            raise Unauthenticated("a valid admin key is required")
+        if not self._admin and not self._ingest:
+            return ANONYMOUS
         if key is None:
-            return False
+            raise Unauthenticated("an admin or ingest key is required")
+        if self._is_admin(key):
+            return _ADMIN
+        known, tenant = self._ingest_binding(key)
+        if not known:
+            raise Unauthenticated("unknown key")
+        return Principal("ingest", tenant)
+
+    def _is_admin(self, key: str) -> bool:
         digest = _digest(key)
         # Compare with every key, so timing says nothing about which one matched.
         matches = [hmac.compare_digest(known, digest) for known in self._admin]
         return any(matches)
+
+    def _ingest_binding(self, key: str) -> tuple[bool, str | None]:
+        """Whether ``key`` is an ingest key, and the tenant it is bound to."""
+        digest = _digest(key)
+        found, bound = False, None
+        for known, tenant in self._ingest.items():
+            if hmac.compare_digest(known, digest):
+                found, bound = True, tenant
+        return found, bound

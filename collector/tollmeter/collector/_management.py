@@ -2,7 +2,10 @@
 ``/api/v1/*`` routes that features add.
 
 Admin keys, when configured, protect everything under ``/api/``; health,
-readiness and the OpenAPI document stay open for probes and tooling. The
+readiness and the OpenAPI document stay open for probes and tooling. A route whose
+endpoint is marked with :func:`ingest_keys_allowed` also accepts ingest keys, so
+that applications can call it without holding an admin key; the endpoint reads who
+is calling (and the tenant an ingest key is bound to) with :func:`principal_of`. The
 OpenAPI document is generated from the mounted routes at request time, so a
 route added by a feature is listed without further work: its summary is the
 first line of its endpoint's docstring, and YAML after a ``---`` line in the
@@ -14,19 +17,27 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollmeter.collector._auth import KeyRing
+from tollmeter.collector._auth import (
+    ANONYMOUS,
+    Access,
+    Forbidden,
+    KeyRing,
+    Principal,
+    Unauthenticated,
+    key_from_headers,
+)
 from tollmeter.semconv.version import __version__
 
-__all__ = ["ManagementApi", "Readiness"]
+__all__ = ["ManagementApi", "Readiness", "ingest_keys_allowed", "principal_of"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,27 +45,70 @@ Readiness = Callable[[], dict[str, bool]]
 """Returns named checks; the collector is ready when all are true."""
 
 
-class _AdminGuard:
-    """Refuses ``/api/`` requests without a valid ``Authorization: Bearer`` admin key."""
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+_ACCESS_ATTRIBUTE = "_tollmeter_access"
+_PRINCIPAL = "tollmeter.principal"
 
-    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+
+def ingest_keys_allowed(endpoint: _Endpoint) -> _Endpoint:
+    """Let ingest keys (not only admin keys) call the route served by ``endpoint``."""
+    setattr(endpoint, _ACCESS_ATTRIBUTE, "ingest")
+    return endpoint
+
+
+def _access(route: BaseRoute) -> Access:
+    endpoint = getattr(route, "endpoint", None)
+    return "ingest" if getattr(endpoint, _ACCESS_ATTRIBUTE, None) == "ingest" else "admin"
+
+
+def principal_of(request: Request) -> Principal:
+    """Who ``request`` acts as; anonymous when no key was needed."""
+    principal = request.scope.get("state", {}).get(_PRINCIPAL)
+    return principal if isinstance(principal, Principal) else ANONYMOUS
+
+
+class _KeyGuard:
+    """Authenticates ``/api/`` requests (``Authorization: Bearer`` or ``x-tollmeter-key``)
+    against the access their route allows, and hands the principal to the endpoint."""
+
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing, routes: Callable[[], Sequence[BaseRoute]]
+    ) -> None:
         self._app = app
         self._keys = keys
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
             request = Request(scope)
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            presented = key.strip() if scheme.lower() == "bearer" and key.strip() else None
-            if not self._keys.admin_allowed(presented):
-                response = JSONResponse(
-                    {"error": "unauthorized", "detail": "a valid admin key is required"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'},
+            try:
+                principal = self._keys.authorize(
+                    key_from_headers(request.headers.get), self._route_access(scope)
                 )
-                await response(scope, receive, send)
+            except (Unauthenticated, Forbidden) as exc:
+                await _refusal(exc)(scope, receive, send)
                 return
+            # A copy: the server's per-request state must not see another request's principal.
+            scope = {**scope, "state": {**scope.get("state", {}), _PRINCIPAL: principal}}
         await self._app(scope, receive, send)
+
+    def _route_access(self, scope: Scope) -> Access:
+        # Unknown paths and wrong methods need admin access, so a 404 or 405 tells an
+        # unauthenticated caller nothing about which routes exist.
+        for route in self._routes():
+            if route.matches(scope)[0] is Match.FULL:
+                return _access(route)
+        return "admin"
+
+
+def _refusal(exc: Unauthenticated | Forbidden) -> Response:
+    if isinstance(exc, Forbidden):
+        return JSONResponse({"error": "forbidden", "detail": str(exc)}, status_code=403)
+    return JSONResponse(
+        {"error": "unauthorized", "detail": str(exc)},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'},
+    )
 
 
 def _operation(route: Route, method: str) -> dict[str, Any]:
@@ -71,6 +125,8 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         operation["description"] = description
     if route.path.startswith("/api/"):
         operation["security"] = [{"adminKey": []}]
+        if _access(route) == "ingest":
+            operation["security"].append({"ingestKey": []})
     try:
         extra = yaml.safe_load(spec) if spec.strip() else None
     except yaml.YAMLError:
@@ -96,7 +152,14 @@ def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
         "info": {"title": "tollmeter collector management API", "version": __version__},
         "paths": paths,
         "components": {
-            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminKey": {"type": "http", "scheme": "bearer"},
+                "ingestKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An ingest key; one bound to a tenant acts for it only.",
+                },
+            },
         },
     }
 
@@ -113,14 +176,15 @@ class ManagementApi:
                 Route("/openapi.json", self._openapi, methods=["GET"], name="openapi"),
             ]
         )
-        self.app: ASGIApp = _AdminGuard(self._starlette, keys)
+        self.app: ASGIApp = _KeyGuard(self._starlette, keys, lambda: self._starlette.router.routes)
 
     @property
     def routes(self) -> list[BaseRoute]:
         return list(self._starlette.router.routes)
 
     def add_routes(self, routes: Sequence[BaseRoute]) -> None:
-        """Mount more routes; those under ``/api/`` are protected by the admin keys."""
+        """Mount more routes; those under ``/api/`` are protected by the admin keys
+        (and the ingest keys, for endpoints marked with :func:`ingest_keys_allowed`)."""
         self._starlette.router.routes.extend(routes)
 
     async def _healthz(self, request: Request) -> Response:

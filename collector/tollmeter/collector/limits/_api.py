@@ -4,6 +4,10 @@
 cancels) for gateways that emit no spans, ``GET /api/v1/tenants/{id}/status`` says
 what is blocked and until when, ``GET/PUT /api/v1/limits`` read and replace the rules
 at run time (a PUT lasts until the next restart or SIGHUP, which reload the file).
+
+Check and reconcile also accept ingest keys, so applications need no admin key; an
+ingest key bound to a tenant checks that tenant when the request names none, and is
+refused (403) for any other tenant's checks and reservations.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollmeter.collector._management import ingest_keys_allowed, principal_of
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
     LimitConfig,
@@ -50,6 +55,12 @@ class _BadRequest(Exception):
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _other_tenant(bound: str) -> JSONResponse:
+    return _error(
+        403, "forbidden", f"this ingest key is bound to tenant {bound!r} and cannot act for another"
+    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -151,6 +162,7 @@ def _rule_to_mapping(rule: LimitConfig) -> dict[str, Any]:
 def limits_routes(service: LimitsService) -> list[Route]:
     """The limits API bound to ``service``."""
 
+    @ingest_keys_allowed
     async def check(request: Request) -> Response:
         """Reserve a request's estimate against every matching limit, all or nothing.
 
@@ -159,21 +171,28 @@ def limits_routes(service: LimitsService) -> list[Route]:
         responses:
           "200": {description: the decision; allowed false carries retry_after_s}
           "400": {description: malformed request}
+          "403": {description: the ingest key is bound to another tenant}
         """
+        bound = principal_of(request).tenant
         try:
             data = await _json_body(request)
+            if bound is not None and data.get("tenant") is None:
+                data["tenant"] = bound
             dry_run = data.get("dry_run", False)
             if not isinstance(dry_run, bool):
                 raise _BadRequest("dry_run: expected a boolean")
             check_request = check_request_from_json(data)
         except _BadRequest as exc:
             return _error(400, "bad_request", str(exc))
+        if bound is not None and check_request.tenant != bound:
+            return _other_tenant(bound)
         result = service.check(check_request, dry_run=dry_run)
         headers = {}
         if not result.allowed and result.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, round(result.retry_after_s + 0.5)))
         return JSONResponse(result.to_json(), headers=headers)
 
+    @ingest_keys_allowed
     async def reconcile(request: Request) -> Response:
         """Report the actual usage of a reserved call, or cancel the reservation.
 
@@ -182,6 +201,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         responses:
           "200": {description: usage recorded or reservation released}
           "400": {description: malformed request}
+          "403": {description: the reservation belongs to another tenant than the ingest key's}
           "404": {description: "unknown, already reconciled or expired reservation"}
         """
         try:
@@ -208,6 +228,11 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 usage["duration_s"] = float(duration)
         except _BadRequest as exc:
             return _error(400, "bad_request", str(exc))
+        bound = principal_of(request).tenant
+        if bound is not None:
+            reservation = service.engine.reservation(rid)
+            if reservation is not None and reservation.request.tenant != bound:
+                return _other_tenant(bound)
         if cancelled:
             if not service.release(rid):
                 return _error(404, "not_found", f"no open reservation {rid}")
