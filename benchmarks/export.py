@@ -2,11 +2,14 @@
 
 Fills a SQLite ledger with synthetic usage events, then measures:
 
-- ``exporter``: ``Exporter.export()`` end to end in a fresh process: ledger reads,
-  Arrow conversion, date partitioning, zstd Parquet, fsync and rename, cursor
-  updates; its peak RSS is the memory needed to export the whole backlog;
-- ``exporter_write_stage``: the same work without the ledger reads, from events
-  already in memory (a sample of at most ``--sample`` events);
+- ``exporter``: ``Exporter.export()`` end to end in a fresh process: ledger reads
+  (plain rows, ``Ledger.read_event_rows``), Arrow conversion, date partitioning,
+  zstd Parquet, fsync and rename, cursor updates; its peak RSS is the memory needed
+  to export the whole backlog;
+- ``exporter_objects`` (with ``--compare-objects``): the same through
+  ``read_events``, one ``UsageEvent`` per row, as a source without a row reader;
+- ``exporter_write_stage``: the same work without the ledger reads, from ledger
+  rows already in memory (a sample of at most ``--sample`` events);
 - ``bare_from_events``: ``pa.Table.from_pylist`` of the same events, then one
   ``pyarrow.parquet.write_table`` (the naive way to write them);
 - ``bare_write_table``: ``pyarrow.parquet.write_table`` of the finished Arrow table.
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.export import Exporter, events_to_table
-from tollmeter.collector.storage import open_ledger
+from tollmeter.collector.storage import Ledger, open_ledger
 
 DAY_NS = 86_400 * 10**9
 START_NS = 1_793_577_600 * 10**9  # 2026-11-02 00:00 UTC
@@ -82,9 +85,10 @@ def fill(url: str, count: int, days: int) -> float:
     return time.perf_counter() - began
 
 
-def child_export(url: str, directory: str, batch_size: int) -> None:
+def child_export(url: str, directory: str, batch_size: int, objects: bool) -> None:
     with open_ledger(url) as ledger:
-        exporter = Exporter(ledger, Path(directory), collector_id="bench", batch_size=batch_size)
+        source = _ObjectsOnly(ledger) if objects else ledger
+        exporter = Exporter(source, Path(directory), collector_id="bench", batch_size=batch_size)
         began = time.perf_counter()
         result = exporter.export(timeout=24 * 3600)
         seconds = time.perf_counter() - began
@@ -106,24 +110,29 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=200_000, help="events for in-memory stages")
     parser.add_argument("--days", type=int, default=3, help="date partitions the events span")
     parser.add_argument("--batch-size", type=int, default=100_000)
-    parser.add_argument("--child", nargs=3, metavar=("URL", "DIR", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare-objects",
+        action="store_true",
+        help="also export through read_events, one UsageEvent per row",
+    )
+    parser.add_argument(
+        "--child", nargs=4, metavar=("URL", "DIR", "BATCH", "PATH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
-        child_export(args.child[0], args.child[1], int(args.child[2]))
+        child_export(args.child[0], args.child[1], int(args.child[2]), args.child[3] == "objects")
         return
 
     with tempfile.TemporaryDirectory(prefix="tollmeter-bench-") as tmp:
         root = Path(tmp)
         url = f"sqlite:///{root / 'ledger.db'}"
         fill_s = fill(url, args.events, args.days)
-        run = subprocess.run(
-            [sys.executable, __file__, "--child", url, str(root / "export"), str(args.batch_size)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=24 * 3600,
+        exported = _export_in_child(url, root / "export", args.batch_size, "rows")
+        by_objects = (
+            _export_in_child(url, root / "export-objects", args.batch_size, "objects")
+            if args.compare_objects
+            else None
         )
-        exported = json.loads(run.stdout)
 
         sample = [
             dataclasses.replace(e, sequence=i + 1)
@@ -131,7 +140,8 @@ def main() -> None:
         ]
         n = len(sample)
         stage_dir = root / "stage"
-        stage = Exporter(_MemorySource(sample), stage_dir, collector_id="bench", batch_size=n)
+        rows = [_ledger_row(e) for e in sample]
+        stage = Exporter(_MemorySource(rows), stage_dir, collector_id="bench", batch_size=n)
         stage_s = timed(stage.export)
         table = events_to_table(sample, collector_id="bench")
         naive_s = timed(
@@ -145,24 +155,48 @@ def main() -> None:
     stage_rate = n / stage_s
     naive_rate = n / naive_s
     bare_rate = n / bare_s
-    print(
-        json.dumps(
-            {
-                "events": args.events,
-                "sample_events": n,
-                "batch_size": args.batch_size,
-                "ledger_fill_events_per_s": round(args.events / fill_s),
-                "exporter_events_per_s": round(exporter_rate),
-                "exporter_peak_rss_mib": round(exported["peak_rss_mib"], 1),
-                "exporter_write_stage_events_per_s": round(stage_rate),
-                "bare_from_events_events_per_s": round(naive_rate),
-                "bare_write_table_events_per_s": round(bare_rate),
-                "ratio_write_stage_vs_bare_from_events": round(stage_rate / naive_rate, 2),
-                "ratio_write_stage_vs_bare_write_table": round(stage_rate / bare_rate, 2),
-                "ratio_exporter_vs_bare_from_events": round(exporter_rate / naive_rate, 2),
-            },
-            indent=2,
-        )
+    report: dict[str, object] = {
+        "events": args.events,
+        "sample_events": n,
+        "batch_size": args.batch_size,
+        "ledger_fill_events_per_s": round(args.events / fill_s),
+        "exporter_events_per_s": round(exporter_rate),
+        "exporter_peak_rss_mib": round(exported["peak_rss_mib"], 1),
+    }
+    if by_objects is not None:
+        objects_rate = by_objects["events"] / by_objects["seconds"]
+        report["exporter_objects_events_per_s"] = round(objects_rate)
+        report["exporter_objects_peak_rss_mib"] = round(by_objects["peak_rss_mib"], 1)
+        report["ratio_exporter_vs_exporter_objects"] = round(exporter_rate / objects_rate, 2)
+    report |= {
+        "exporter_write_stage_events_per_s": round(stage_rate),
+        "bare_from_events_events_per_s": round(naive_rate),
+        "bare_write_table_events_per_s": round(bare_rate),
+        "ratio_write_stage_vs_bare_from_events": round(stage_rate / naive_rate, 2),
+        "ratio_write_stage_vs_bare_write_table": round(stage_rate / bare_rate, 2),
+        "ratio_exporter_vs_bare_from_events": round(exporter_rate / naive_rate, 2),
+        "ratio_exporter_vs_bare_write_table": round(exporter_rate / bare_rate, 2),
+    }
+    print(json.dumps(report, indent=2))
+
+
+def _export_in_child(url: str, directory: Path, batch_size: int, path: str) -> dict[str, float]:
+    run = subprocess.run(
+        [sys.executable, __file__, "--child", url, str(directory), str(batch_size), path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=24 * 3600,
+    )
+    result: dict[str, float] = json.loads(run.stdout)
+    return result
+
+
+def _ledger_row(event: UsageEvent) -> tuple[object, ...]:
+    """The event as ``Ledger.read_event_rows`` gives it: field values, cost as text."""
+    return tuple(
+        str(value) if field.name == "cost" and value is not None else value
+        for field, value in zip(dataclasses.fields(event), dataclasses.astuple(event), strict=True)
     )
 
 
@@ -172,15 +206,34 @@ def _row(event: UsageEvent) -> dict[str, object]:
     return row
 
 
-class _MemorySource:
-    """Events already in memory, with the ledger's read and state interface."""
+class _ObjectsOnly:
+    """A ledger seen through ``read_events`` only, as a source without a row reader."""
 
-    def __init__(self, events: list[UsageEvent]) -> None:
-        self._events = events
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
+        return self._ledger.read_events(after_sequence, limit)
+
+    def get_state(self, key: str) -> str | None:
+        return self._ledger.get_state(key)
+
+    def set_state(self, key: str, value: str) -> None:
+        self._ledger.set_state(key, value)
+
+
+class _MemorySource:
+    """Ledger rows already in memory, with the ledger's read and state interface."""
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self._rows = rows
         self._state: dict[str, str] = {}
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
-        return self._events[after_sequence : after_sequence + limit]
+        raise AssertionError("the exporter reads rows when a source offers them")
+
+    def read_event_rows(self, after_sequence: int, limit: int) -> list[tuple[object, ...]]:
+        return self._rows[after_sequence : after_sequence + limit]
 
     def get_state(self, key: str) -> str | None:
         return self._state.get(key)
