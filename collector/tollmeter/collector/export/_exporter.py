@@ -127,8 +127,10 @@ class Exporter:
     """Exports ledger events to ``directory`` exactly once. Thread-safe.
 
     ``batch_size`` events at most go into one batch (one file per date);
-    ``read_chunk_size`` bounds how many event objects are alive at once while a
-    batch is read. ``checkpoint`` is called with the name of each step as it completes
+    ``read_chunk_size`` bounds how many events are alive as Python values at once
+    while a batch is read. A source with ``read_event_rows`` (the ledgers) is read as
+    plain rows, converted to Arrow column by column in C; other sources through
+    ``read_events``. ``checkpoint`` is called with the name of each step as it completes
     (``intent_recorded``, ``temp_written``, ``renamed``, ``between_partitions``,
     ``cursor_advanced``); crash tests stop the process there.
     """
@@ -242,7 +244,7 @@ class Exporter:
         when there is nothing to export.
 
         Events are read and turned into Arrow in chunks of ``read_chunk_size``, so only
-        one chunk of Python objects is alive at a time: a batch costs its Arrow
+        one chunk of Python values is alive at a time: a batch costs its Arrow
         size, about 400 bytes per event, plus one chunk.
         """
         if cursor.pending is None:
