@@ -1,0 +1,229 @@
+"""The runnable examples, run as a user runs them: each script in a child process, with
+the standard environment variables pointing at a real fake LLM server and a real
+``tollmeter collector`` process (configured with ``examples/limits/tollmeter.yaml``).
+Every test checks what the script prints and what really happened: the usage the
+collector metered and the requests the fake server received."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
+LIMITS_CONFIG = EXAMPLES / "limits" / "tollmeter.yaml"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class RunningCollector:
+    otlp_endpoint: str
+    url: str
+
+    def usage(self, **params: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/api/v1/usage", params=params, timeout=10)
+        answer.raise_for_status()
+        rows: list[dict[str, Any]] = answer.json()["rows"]
+        return rows
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCollector]:
+    """``tollmeter collector --config examples/limits/tollmeter.yaml`` on free ports."""
+    workdir = tmp_path_factory.mktemp("collector")
+    grpc_port, http_port, management_port = free_ports(3)
+    url = f"http://127.0.0.1:{management_port}"
+    command = [
+        TOLLMETER, "collector", "--config", str(LIMITS_CONFIG),
+        "--grpc-endpoint", f"127.0.0.1:{grpc_port}",
+        "--http-endpoint", f"127.0.0.1:{http_port}",
+        "--management-endpoint", f"127.0.0.1:{management_port}",
+        "--data-dir", str(workdir / "data"),
+    ]  # fmt: skip
+    with open(workdir / "stderr.txt", "wb") as err:
+        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((workdir / "stderr.txt").read_text())
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield RunningCollector(otlp_endpoint=f"http://127.0.0.1:{grpc_port}", url=url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def run_example(name: str, fake_llm: Any, collector: RunningCollector) -> str:
+    """Run ``examples/<name>/app.py`` with the standard variables; return what it printed."""
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": f"{fake_llm.url}/v1",
+        "ANTHROPIC_BASE_URL": fake_llm.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_endpoint,
+        "TOLLMETER_GUARD_URL": collector.url,
+    }
+    for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        env.pop(secret, None)
+    done = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", str(EXAMPLES / name / "app.py")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout
+
+
+def numbers(pattern: str, text: str) -> list[int]:
+    return [int(value) for value in re.findall(pattern, text)]
+
+
+def test_anthropic_caching_writes_then_reads_the_cache(fake_llm, collector) -> None:
+    # The fake server's prompt cache is shared by the session: start from an empty one.
+    httpx.post(f"{fake_llm.url}/_fake/reset", timeout=10).raise_for_status()
+
+    output = run_example("anthropic_caching", fake_llm, collector)
+
+    written = numbers(r"gen_ai\.usage\.cache_write\.input_tokens = (\d+)", output)
+    read = numbers(r"gen_ai\.usage\.cache_read\.input_tokens = (\d+)", output)
+    assert written[0] > 1024
+    assert read == [0, written[0]]
+    assert written[1] == 0
+    truth = [exchange.usage for exchange in fake_llm.requests()[-2:]]
+    assert [usage.cache_write_tokens for usage in truth] == written
+    assert [usage.cache_read_tokens for usage in truth] == read
+    assert numbers(r"gen_ai\.usage\.input_tokens = (\d+)", output) == [
+        usage.input_tokens for usage in truth
+    ]
+    (row,) = collector.usage(tenant="docs-team")
+    assert row["requests"] == 2
+    assert row["cache_write_input_tokens"] == written[0]
+    assert row["cache_read_input_tokens"] == written[0]
+    assert row["input_tokens"] == sum(usage.input_tokens for usage in truth)
+
+
+def test_streaming_estimate_is_flagged_and_close_to_the_truth(fake_llm, collector) -> None:
+    before = len(fake_llm.requests())
+
+    output = run_example("streaming_estimate", fake_llm, collector)
+
+    assert output.count("tollmeter.usage.source = estimate") == 2
+    estimates = re.findall(r"(input|output) tokens estimated (\d+), actual (\d+)", output)
+    assert len(estimates) == 4
+    exchanges = fake_llm.requests()[before:]
+    assert len(exchanges) == 2
+    assert all(exchange.stream and not exchange.reported for exchange in exchanges)
+    truths = [
+        (kind, getattr(exchange.usage, f"{kind}_tokens"))
+        for exchange in exchanges
+        for kind in ("input", "output")
+    ]
+    assert [(kind, int(actual)) for kind, _, actual in estimates] == truths
+    for _, estimated, actual in estimates:
+        assert abs(int(estimated) - int(actual)) <= 0.1 * int(actual)
+    (row,) = collector.usage(tenant="news-digest", group_by="usage_source")
+    assert row["usage_source"] == "estimate"
+    assert row["requests"] == 2
+    assert row["input_tokens"] == sum(int(e) for kind, e, _ in estimates if kind == "input")
+
+
+def test_agent_budget_stops_the_loop_before_the_call_that_would_pass_it(
+    fake_llm, collector
+) -> None:
+    before = len(fake_llm.requests())
+
+    output = run_example("agent_budget", fake_llm, collector)
+
+    normal, stuck = output.split("stuck in a tool loop:\n", 1)
+    assert "answered" in normal
+    assert "stopped" not in normal
+    steps = numbers(r"step (\d+): model calls", stuck)
+    assert steps == list(range(1, len(steps) + 1))
+    assert len(steps) >= 2
+    (kind, used, limit) = re.findall(r"kind=(\w+) used=(\d+) limit=(\d+)", stuck)[0]
+    assert (kind, limit) == ("tokens", "2500")
+    assert int(used) <= 2500
+    normal_calls = len(re.findall(r"step \d+:", normal))
+    # The stopped call never reached the model.
+    assert len(fake_llm.requests()) - before == normal_calls + len(steps)
+    (row,) = collector.usage(tenant="support-bot")
+    assert row["requests"] == normal_calls + len(steps)
+    # Actual usage replaced each reservation: the budgets counted what was metered.
+    budgets_used = numbers(r"budget used: (\d+) tokens", output)
+    assert budgets_used[1] == int(used)
+    assert int(used) == sum(numbers(r"model calls 1 tool\(s\) \((\d+) tokens", stuck))
+    assert sum(budgets_used) == row["total_tokens"]
+
+
+def test_limits_config_validates() -> None:
+    done = subprocess.run(
+        [TOLLMETER, "validate-config", str(LIMITS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("OK")
+
+
+def test_limits_deny_one_tenant_while_another_keeps_working(fake_llm, collector) -> None:
+    before = len(fake_llm.requests())
+
+    output = run_example("limits", fake_llm, collector)
+
+    trial_allowed = numbers(r"round (\d+): trial allowed", output)
+    trial_denied = numbers(r"round (\d+): trial DENIED", output)
+    enterprise = numbers(r"round (\d+): enterprise allowed", output)
+    assert enterprise == list(range(1, 7))
+    assert trial_allowed
+    assert trial_denied
+    assert max(trial_allowed) < min(trial_denied)
+    assert "by 'trial-daily-tokens'" in output
+    assert "GET /api/v1/tenants/trial/status" in output
+    assert re.search(r"trial-daily-tokens: \d+ of 300 tokens left", output)
+    # Denied calls never reached the model.
+    assert len(fake_llm.requests()) - before == len(trial_allowed) + len(enterprise)
+    (trial,) = collector.usage(tenant="trial")
+    assert trial["requests"] == len(trial_allowed)
+    assert trial["total_tokens"] <= 300
+    (other,) = collector.usage(tenant="enterprise")
+    assert other["requests"] == 6
+    status = httpx.get(f"{collector.url}/api/v1/tenants/trial/status", timeout=10).json()
+    (daily,) = [limit for limit in status["limits"] if limit["name"] == "trial-daily-tokens"]
+    assert daily["remaining"] == 300 - trial["total_tokens"]
