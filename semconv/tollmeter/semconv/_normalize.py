@@ -6,8 +6,9 @@ The rules, and the library versions they were checked against, are in docs/semco
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv._usage import Usage, token_count
@@ -25,12 +26,17 @@ ANTHROPIC_COMPACTION_OUTPUT_TOKENS = "anthropic.usage.compaction.output_tokens"
 """Output tokens of context compactions, which the Anthropic SDK's spans report apart."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Count:
+class _Count(NamedTuple):
+    # A named tuple: built for every count of every span, and cheaper than a dataclass.
     attribute: str
     value: int
     canonical: bool
     """True when read from the current OpenTelemetry name, False when from an alias."""
+
+
+@functools.cache
+def _candidates(name: str) -> tuple[str, ...]:
+    return (name, *attrs.ALIASES.get(name, ()))
 
 
 def usage_from_attributes(
@@ -161,7 +167,7 @@ def _excluded_parts(
 
 def _first(attributes: Mapping[str, object], name: str) -> _Count | None:
     """The first of ``name`` and its aliases that is present: newer names win over older ones."""
-    for candidate in (name, *attrs.ALIASES.get(name, ())):
+    for candidate in _candidates(name):
         value = attributes.get(candidate)
         if value is not None:
             return _Count(candidate, token_count(candidate, value), canonical=candidate == name)
