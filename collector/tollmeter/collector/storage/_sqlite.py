@@ -45,6 +45,10 @@ _EVENT_ID = EVENT_COLUMNS.index("event_id")
 _EVENT_VALUES = operator.attrgetter(*EVENT_COLUMNS)
 # Positional construction from a row: every column in field order, then the sequence.
 _new_event: Callable[..., UsageEvent] = UsageEvent
+_blank_event = object.__new__
+_SLOT_SETTERS: tuple[Callable[[UsageEvent, object], None], ...] = tuple(
+    getattr(UsageEvent, name).__set__ for name in (*EVENT_COLUMNS, "sequence")
+)
 
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
@@ -301,9 +305,12 @@ class SQLiteLedger(Ledger):
 
 
 def _with_sequence(event: UsageEvent, sequence: int) -> UsageEvent:
-    # Faster than dataclasses.replace, on the hot path; ``sequence`` is the last field.
-    values: tuple[Any, ...] = _EVENT_VALUES(event)
-    return _new_event(*values, sequence)
+    # On the hot path: filling the slots of a new instance costs less than the frozen
+    # ``__init__`` (an ``object.__setattr__`` call per field) and copies a valid event.
+    copy = _blank_event(UsageEvent)
+    for set_slot, value in zip(_SLOT_SETTERS, (*_EVENT_VALUES(event), sequence), strict=True):
+        set_slot(copy, value)
+    return copy
 
 
 def _event(row: Sequence[object]) -> UsageEvent:
