@@ -27,6 +27,7 @@ from tollmeter.instrumentation.errors import QuotaExceeded
 
 GUARD_URL = os.environ.get("TOLLMETER_GUARD_URL", "http://127.0.0.1:4319")
 ROUNDS = 6
+MAX_REPLY_TOKENS = 100
 
 
 def ask(client: openai.OpenAI, tenant: str, round_number: int) -> bool:
@@ -36,13 +37,17 @@ def ask(client: openai.OpenAI, tenant: str, round_number: int) -> bool:
             reply = client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": f"Round {round_number}: suggest a title."}],
-                max_tokens=100,
+                max_tokens=MAX_REPLY_TOKENS,
             )
         except QuotaExceeded as denied:
+            retry = "never today" if denied.retry_after is None else f"{denied.retry_after:.0f} s"
             print(
                 f"round {round_number}: {tenant} DENIED before reaching the model by "
-                f"{denied.limit!r} (remaining {denied.remaining}, retry after "
-                f"{denied.retry_after:.0f} s)"
+                f"{denied.limit!r} (remaining {denied.remaining}, retry after {retry})"
+            )
+            print(
+                f"    the call would reserve its prompt estimate + max_tokens={MAX_REPLY_TOKENS}, "
+                "more than what is left"
             )
             return False
     tokens = reply.usage.total_tokens if reply.usage else None

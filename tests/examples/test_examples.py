@@ -6,6 +6,7 @@ collector metered and the requests the fake server received."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
 LIMITS_CONFIG = EXAMPLES / "limits" / "tollmeter.yaml"
+SCRIPTS = ("anthropic_caching", "streaming_estimate", "agent_budget", "limits")
 
 
 def free_ports(count: int) -> list[int]:
@@ -42,6 +44,7 @@ def free_ports(count: int) -> list[int]:
 class RunningCollector:
     otlp_endpoint: str
     url: str
+    log: Path
 
     def usage(self, **params: str) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.url}/api/v1/usage", params=params, timeout=10)
@@ -74,7 +77,9 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningColle
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
             time.sleep(0.05)
-        yield RunningCollector(otlp_endpoint=f"http://127.0.0.1:{grpc_port}", url=url)
+        yield RunningCollector(
+            otlp_endpoint=f"http://127.0.0.1:{grpc_port}", url=url, log=workdir / "stderr.txt"
+        )
     finally:
         process.terminate()
         try:
@@ -227,3 +232,18 @@ def test_limits_deny_one_tenant_while_another_keeps_working(fake_llm, collector)
     status = httpx.get(f"{collector.url}/api/v1/tenants/trial/status", timeout=10).json()
     (daily,) = [limit for limit in status["limits"] if limit["name"] == "trial-daily-tokens"]
     assert daily["remaining"] == 300 - trial["total_tokens"]
+    # The log hook of the example's configuration reported the denial (hooks run behind).
+    deadline = time.monotonic() + 30
+    while '"event": "request_denied"' not in collector.log.read_text():
+        assert time.monotonic() < deadline, collector.log.read_text()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_example_says_how_to_run_it(name: str) -> None:
+    script = EXAMPLES / name / "app.py"
+    docstring = ast.get_docstring(ast.parse(script.read_text())) or ""
+    assert "tollmeter fake-llm" in docstring
+    assert f"python examples/{name}/app.py" in docstring
+    guide = (ROOT / "docs" / "examples.md").read_text()
+    assert f"python examples/{name}/app.py" in guide
