@@ -79,7 +79,9 @@ class _KeyGuard:
         self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        # Without any key configured every request is anonymous: skip the route lookup.
+        keyed = self._keys.admin_required or self._keys.ingest_required
+        if keyed and scope["type"] == "http" and scope["path"].startswith("/api/"):
             request = Request(scope)
             try:
                 principal = self._keys.authorize(
