@@ -240,3 +240,16 @@ def test_openapi_lists_ingest_keys_for_check_and_reconcile_only(api):
         if path.startswith("/api/") and path not in ("/api/v1/check", "/api/v1/reconcile"):
             for operation in item.values():
                 assert operation["security"] == [{"adminKey": []}], path
+
+
+def test_a_request_id_is_per_tenant_so_no_key_sees_another_tenants_decision(api, running):
+    theirs = check(api, UNBOUND, tenant="globex", request_id="order-1").json()
+    ours = check(api, BOUND, request_id="order-1").json()
+    assert ours["allowed"]
+    assert ours["reservation_id"] != theirs["reservation_id"]
+    assert [status["key"] for status in ours["limits"]] == [{"tenant": "acme"}]
+    engine = running.collector.limits.engine
+    assert engine.reservation(ours["reservation_id"]).request.tenant == "acme"
+    assert remaining(api, "acme") == remaining(api, "globex") == 10_000 - 400
+    # Within a tenant the request id still makes the check idempotent.
+    assert check(api, BOUND, request_id="order-1").json() == ours

@@ -79,7 +79,8 @@ class LimitEngine:
         self._counters: dict[CounterKey, Counter] = {}
         self._reservations: dict[str, Reservation] = {}
         self._expired: dict[str, Reservation] = {}
-        self._decisions: dict[str, tuple[CheckResult, float]] = {}
+        # By (tenant, request id): one tenant's request id never answers another's check.
+        self._decisions: dict[tuple[str, str], tuple[CheckResult, float]] = {}
         self._marks = ThresholdMarks()
         self._dirty_counters: set[CounterKey] = set()
         self._dirty_reservations: set[str] = set()
@@ -101,7 +102,7 @@ class LimitEngine:
             now = self._clock()
             rid = request.request_id
             if rid is not None and not dry_run:
-                cached = self._decisions.get(rid)
+                cached = self._decisions.get((request.tenant, rid))
                 if cached is not None and cached[1] > now:
                     return cached[0], []
             result, notices = self._check_locked(request, now, dry_run)
@@ -111,7 +112,7 @@ class LimitEngine:
                 ttl = self._config.reservation_ttl_s
                 if not result.allowed and result.retry_after_s is not None:
                     ttl = min(ttl, result.retry_after_s)
-                self._decisions[rid] = (result, now + ttl)
+                self._decisions[request.tenant, rid] = (result, now + ttl)
             return result, notices
 
     def _check_locked(
@@ -328,8 +329,8 @@ class LimitEngine:
             ttl = self._config.reservation_ttl_s
             for rid in [i for i, r in self._expired.items() if r.expires_at + ttl <= now]:
                 del self._expired[rid]
-            for rid in [i for i, (_, until) in self._decisions.items() if until <= now]:
-                del self._decisions[rid]
+            for decision in [i for i, (_, until) in self._decisions.items() if until <= now]:
+                del self._decisions[decision]
             self._marks.prune(self._by_name, now)
             if now >= self._next_idle_sweep:
                 self._next_idle_sweep = now + _IDLE_SWEEP_S
@@ -461,5 +462,6 @@ class LimitEngine:
                     continue
                 self._reservations[r.id] = r
                 if r.request.request_id is not None and r.result is not None:
-                    self._decisions[r.request.request_id] = (r.result, r.expires_at)
+                    decision = (r.request.tenant, r.request.request_id)
+                    self._decisions[decision] = (r.result, r.expires_at)
             self._marks.restore(marks, self._clock())
