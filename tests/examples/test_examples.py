@@ -89,6 +89,14 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningColle
             process.wait(10)
 
 
+@pytest.fixture
+def llm(fake_llm: Any) -> Any:
+    """The session's fake LLM server with an empty prompt cache and request log, so that
+    ``llm.requests()`` is exactly what the example sent."""
+    httpx.post(f"{fake_llm.url}/_fake/reset", timeout=10).raise_for_status()
+    return fake_llm
+
+
 def run_example(name: str, fake_llm: Any, collector: RunningCollector) -> str:
     """Run ``examples/<name>/app.py`` with the standard variables; return what it printed."""
     env = {
@@ -118,18 +126,15 @@ def numbers(pattern: str, text: str) -> list[int]:
     return [int(value) for value in re.findall(pattern, text)]
 
 
-def test_anthropic_caching_writes_then_reads_the_cache(fake_llm, collector) -> None:
-    # The fake server's prompt cache is shared by the session: start from an empty one.
-    httpx.post(f"{fake_llm.url}/_fake/reset", timeout=10).raise_for_status()
-
-    output = run_example("anthropic_caching", fake_llm, collector)
+def test_anthropic_caching_writes_then_reads_the_cache(llm, collector) -> None:
+    output = run_example("anthropic_caching", llm, collector)
 
     written = numbers(r"gen_ai\.usage\.cache_write\.input_tokens = (\d+)", output)
     read = numbers(r"gen_ai\.usage\.cache_read\.input_tokens = (\d+)", output)
     assert written[0] > 1024
     assert read == [0, written[0]]
     assert written[1] == 0
-    truth = [exchange.usage for exchange in fake_llm.requests()[-2:]]
+    truth = [exchange.usage for exchange in llm.requests()]
     assert [usage.cache_write_tokens for usage in truth] == written
     assert [usage.cache_read_tokens for usage in truth] == read
     assert numbers(r"gen_ai\.usage\.input_tokens = (\d+)", output) == [
@@ -142,15 +147,13 @@ def test_anthropic_caching_writes_then_reads_the_cache(fake_llm, collector) -> N
     assert row["input_tokens"] == sum(usage.input_tokens for usage in truth)
 
 
-def test_streaming_estimate_is_flagged_and_close_to_the_truth(fake_llm, collector) -> None:
-    before = len(fake_llm.requests())
-
-    output = run_example("streaming_estimate", fake_llm, collector)
+def test_streaming_estimate_is_flagged_and_close_to_the_truth(llm, collector) -> None:
+    output = run_example("streaming_estimate", llm, collector)
 
     assert output.count("tollmeter.usage.source = estimate") == 2
     estimates = re.findall(r"(input|output) tokens estimated (\d+), actual (\d+)", output)
     assert len(estimates) == 4
-    exchanges = fake_llm.requests()[before:]
+    exchanges = llm.requests()
     assert len(exchanges) == 2
     assert all(exchange.stream and not exchange.reported for exchange in exchanges)
     truths = [
@@ -167,12 +170,8 @@ def test_streaming_estimate_is_flagged_and_close_to_the_truth(fake_llm, collecto
     assert row["input_tokens"] == sum(int(e) for kind, e, _ in estimates if kind == "input")
 
 
-def test_agent_budget_stops_the_loop_before_the_call_that_would_pass_it(
-    fake_llm, collector
-) -> None:
-    before = len(fake_llm.requests())
-
-    output = run_example("agent_budget", fake_llm, collector)
+def test_agent_budget_stops_the_loop_before_the_call_that_would_pass_it(llm, collector) -> None:
+    output = run_example("agent_budget", llm, collector)
 
     normal, stuck = output.split("stuck in a tool loop:\n", 1)
     assert "answered" in normal
@@ -185,7 +184,7 @@ def test_agent_budget_stops_the_loop_before_the_call_that_would_pass_it(
     assert int(used) <= 2500
     normal_calls = len(re.findall(r"step \d+:", normal))
     # The stopped call never reached the model.
-    assert len(fake_llm.requests()) - before == normal_calls + len(steps)
+    assert len(llm.requests()) == normal_calls + len(steps)
     (row,) = collector.usage(tenant="support-bot")
     assert row["requests"] == normal_calls + len(steps)
     # Actual usage replaced each reservation: the budgets counted what was metered.
@@ -207,10 +206,8 @@ def test_limits_config_validates() -> None:
     assert done.stdout.startswith("OK")
 
 
-def test_limits_deny_one_tenant_while_another_keeps_working(fake_llm, collector) -> None:
-    before = len(fake_llm.requests())
-
-    output = run_example("limits", fake_llm, collector)
+def test_limits_deny_one_tenant_while_another_keeps_working(llm, collector) -> None:
+    output = run_example("limits", llm, collector)
 
     trial_allowed = numbers(r"round (\d+): trial allowed", output)
     trial_denied = numbers(r"round (\d+): trial DENIED", output)
@@ -223,7 +220,7 @@ def test_limits_deny_one_tenant_while_another_keeps_working(fake_llm, collector)
     assert "GET /api/v1/tenants/trial/status" in output
     assert re.search(r"trial-daily-tokens: \d+ of 300 tokens left", output)
     # Denied calls never reached the model.
-    assert len(fake_llm.requests()) - before == len(trial_allowed) + len(enterprise)
+    assert len(llm.requests()) == len(trial_allowed) + len(enterprise)
     (trial,) = collector.usage(tenant="trial")
     assert trial["requests"] == len(trial_allowed)
     assert trial["total_tokens"] <= 300
