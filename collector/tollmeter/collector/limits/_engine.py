@@ -9,7 +9,6 @@ returned to the caller, which dispatches them outside the lock.
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -68,10 +67,10 @@ class LimitEngine:
         self._lock = threading.Lock()
         self._clock = clock
         self._cost_estimator = cost_estimator
-        # Ids from a generator seeded by the OS: unique across restarts and cheap enough for
-        # every check (a system call per id is not); only called under the lock.
-        ids = random.Random(os.urandom(32))
-        self._new_id = new_id or (lambda: f"{ids.getrandbits(128):032x}")
+        # Ids straight from the OS, not a seeded generator: every key holder sees its own
+        # reservation ids, and must not be able to predict another tenant's (a span naming
+        # one settles that reservation). About 0.15 us more per check.
+        self._new_id = new_id or (lambda: os.urandom(16).hex())
         self._config = config
         self._rules: tuple[Rule, ...] = tuple(Rule(c) for c in config.rules)
         self._by_name = {r.name: r for r in self._rules}
