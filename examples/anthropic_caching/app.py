@@ -23,6 +23,7 @@ go to the collector, whose usage API then shows the cache read and write tokens.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import anthropic
 from opentelemetry.sdk.trace import TracerProvider
@@ -59,16 +60,28 @@ def ask(client: anthropic.Anthropic, question: str) -> anthropic.types.Message:
     )
 
 
+def model_call_attributes(spans: InMemorySpanExporter) -> tuple[str, Mapping[str, object]]:
+    """Name and attributes of the latest span that carries token usage."""
+    for span in reversed(spans.get_finished_spans()):
+        values = span.attributes or {}
+        if "gen_ai.usage.input_tokens" in values:
+            return span.name, values
+    raise LookupError("no span with token usage was recorded")
+
+
 def main() -> None:
     telemetry = tollmeter.configure(service_name="anthropic-caching-example")
     spans = InMemorySpanExporter()
     if isinstance(telemetry.tracer_provider, TracerProvider):
         telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    client = anthropic.Anthropic(
-        api_key=os.environ.get("ANTHROPIC_API_KEY", "unused-by-the-fake-server"), max_retries=0
-    )
     try:
-        with tollmeter.attribute(tenant="docs-team", feature="handbook-qa"):
+        with (
+            anthropic.Anthropic(
+                api_key=os.environ.get("ANTHROPIC_API_KEY", "unused-by-the-fake-server"),
+                max_retries=0,
+            ) as client,
+            tollmeter.attribute(tenant="docs-team", feature="handbook-qa"),
+        ):
             for number, question in enumerate(QUESTIONS, start=1):
                 usage = ask(client, question).usage
                 print(
@@ -77,11 +90,10 @@ def main() -> None:
                     f"cache_read_input_tokens={usage.cache_read_input_tokens} "
                     f"output_tokens={usage.output_tokens}"
                 )
-                span = spans.get_finished_spans()[-1]
-                values = span.attributes or {}
-                print(f"call {number}: span {span.name!r}")
-                for name in USAGE_ATTRIBUTES:
-                    print(f"    {name} = {values.get(name)}")
+                name, values = model_call_attributes(spans)
+                print(f"call {number}: span {name!r}")
+                for attribute in USAGE_ATTRIBUTES:
+                    print(f"    {attribute} = {values.get(attribute)}")
     finally:
         telemetry.shutdown()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 import openai
 from opentelemetry.sdk.trace import TracerProvider
@@ -56,6 +57,15 @@ def stream_reply(client: openai.OpenAI, prompt: str) -> dict[str, int] | None:
     return truth
 
 
+def model_call_attributes(spans: InMemorySpanExporter) -> Mapping[str, object]:
+    """Attributes of the latest span that carries token usage."""
+    for span in reversed(spans.get_finished_spans()):
+        values = span.attributes or {}
+        if "gen_ai.usage.input_tokens" in values:
+            return values
+    raise LookupError("no span with token usage was recorded")
+
+
 def error_percent(estimate: object, actual: int) -> str:
     if not isinstance(estimate, int):
         return "n/a"
@@ -77,7 +87,7 @@ def main() -> None:
         ):
             for number, prompt in enumerate(PROMPTS, start=1):
                 truth = stream_reply(client, prompt)
-                values = spans.get_finished_spans()[-1].attributes or {}
+                values = model_call_attributes(spans)
                 source = values.get("tollmeter.usage.source")
                 print(f"call {number}: tollmeter.usage.source = {source}")
                 for kind in ("input", "output"):
