@@ -182,6 +182,8 @@ def test_agent_budget_stops_the_loop_before_the_call_that_would_pass_it(llm, col
     (kind, used, limit) = re.findall(r"kind=(\w+) used=(\d+) limit=(\d+)", stuck)[0]
     assert (kind, limit) == ("tokens", "2500")
     assert int(used) <= 2500
+    (next_call,) = numbers(r"this call may use up to (\d+)", stuck)
+    assert int(used) + next_call > 2500
     normal_calls = len(re.findall(r"step \d+:", normal))
     # The stopped call never reached the model.
     assert len(llm.requests()) == normal_calls + len(steps)
