@@ -12,6 +12,18 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
 
 import pytest  # noqa: E402
 
+_ROOT = Path(__file__).resolve().parents[1]
+_TOOL_CACHES = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_leave_the_checkout_clean():
+    """Tests write under their temporary directories, never into the project."""
+    before = {entry.name for entry in _ROOT.iterdir()}
+    yield
+    created = {entry.name for entry in _ROOT.iterdir()} - before - _TOOL_CACHES
+    assert not created, f"tests created {sorted(created)} in the project root"
+
 
 @pytest.fixture(scope="session")
 def fake_llm():
