@@ -151,3 +151,16 @@ def test_a_guard_without_a_known_key_is_refused(app, fake_llm):
         finally:
             guard.uninstall()
     assert _remaining(collector, "acme") == QUOTA
+
+
+def test_an_unattributed_call_is_charged_to_the_keys_tenant(app, fake_llm):
+    collector, client, _, seen = app
+    guard = Guard(collector.management_url, api_key=ACME_KEY, fail_mode="closed").install()
+    try:
+        _chat(client, max_tokens=100)  # no attribute(): the bound key names the tenant
+    finally:
+        guard.uninstall()
+    (span,) = seen.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes[TOLLMETER_RESERVATION_ID]
+    assert _status(collector, "acme")["active_reservations"] == 1

@@ -116,6 +116,7 @@ class Guard:
         self.apply_downgrade = apply_downgrade
         self.default_tenant = default_tenant
         self._headers = {"Content-Type": "application/json", "User-Agent": "tollmeter-guard"}
+        self._has_key = bool(api_key)
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._pool_lock = threading.Lock()
@@ -148,12 +149,18 @@ class Guard:
         """Reserve the call's estimate; raises ``QuotaExceeded`` when it is denied."""
         values = current_attribution() if attribution is None else attribution
         body: dict[str, Any] = {
-            "tenant": values.get(attrs.TOLLMETER_TENANT_ID) or self.default_tenant,
             "estimated_input_tokens": max(0, int(input_tokens)),
             "max_output_tokens": max(0, int(max_output_tokens)),
             # One id per call, not the app's request id: a request makes several calls.
             "request_id": request_id or uuid.uuid4().hex,
         }
+        tenant = values.get(attrs.TOLLMETER_TENANT_ID)
+        if tenant:
+            body["tenant"] = tenant
+        elif not self._has_key:
+            body["tenant"] = self.default_tenant
+        # With a key and no attribution the tenant is left out: the collector charges the
+        # tenant a bound ingest key belongs to, and asks an unbound key to name one.
         for key, attribute in (
             ("project", attrs.TOLLMETER_PROJECT_ID),
             ("api_key_id", attrs.TOLLMETER_API_KEY_ID),
