@@ -16,6 +16,7 @@ import shutil
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def _other_instrumentors() -> str:
     return ",".join(sorted(name for name in names if not name.startswith("tollmeter_")))
 
 
-def _usage_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def _usage_table(rows: Sequence[Mapping[str, Any]], estimated: Mapping[str, int]) -> list[str]:
     columns = (
         ("tenant", "tenant"),
         ("requests", "requests"),
@@ -106,13 +107,16 @@ def _usage_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         ("output", "output_tokens"),
         ("reasoning", "reasoning_output_tokens"),
         ("total", "total_tokens"),
+        ("estimated", "estimated"),
         ("cost", "cost"),
     )
     table = [[title for title, _ in columns]]
     for row in rows:
+        row = {**row, "estimated": estimated.get(row["tenant"], 0)}
         cells = [str(row.get(key) if row.get(key) is not None else "-") for _, key in columns]
         if row.get("cost") is not None:
-            cells[-1] = f"{float(row['cost']):.6f} {row.get('currency') or ''}".strip()
+            cost = Decimal(row["cost"]).quantize(Decimal("0.000001"))
+            cells[-1] = f"{cost} {row.get('currency') or ''}".strip()
         table.append(cells)
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return [
@@ -153,10 +157,19 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
             # The app flushed its spans before exiting and the collector acknowledges a
             # batch only after its commit, so the ledger is complete now.
             usage = await asyncio.to_thread(_get_json, f"{api}/api/v1/usage?group_by=tenant")
+            by_source = await asyncio.to_thread(
+                _get_json, f"{api}/api/v1/usage?group_by=tenant,usage_source"
+            )
+            estimated = {
+                row["tenant"]: row["total_tokens"]
+                for row in by_source["rows"]
+                if row["usage_source"] == "estimate"
+            }
             echo("")
             echo("usage per tenant (GET /api/v1/usage?group_by=tenant):")
-            for line in _usage_table(usage["rows"]):
+            for line in _usage_table(usage["rows"], estimated):
                 echo(line)
+            echo("  (estimated: tokens counted with tiktoken where the provider reported none)")
             status = await asyncio.to_thread(_get_json, f"{api}/api/v1/tenants/globex/status")
             echo("")
             echo("globex limits (GET /api/v1/tenants/globex/status):")
