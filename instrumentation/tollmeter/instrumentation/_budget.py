@@ -6,6 +6,11 @@ tiktoken plus the requested maximum output) is reserved on every budget in effec
 reaches the provider. When the call's span ends, the actual usage on the span replaces
 the reservation. Budgets nest: every enclosing budget applies.
 
+The span of each call inside a budget carries ``tollmeter.budget.call``: the call's
+1-based number within the innermost budget, so that the iterations of an agent loop
+can be told apart (the SDK's retries of one call are not extra calls: its span's
+``tollmeter.attempt`` says which retry answered).
+
 The actual usage is read by a span processor that ``budget`` adds to the global SDK
 tracer provider the first time one is entered; without an SDK tracer provider a budget
 keeps counting the estimates, which never under-count a call's maximum.
@@ -50,6 +55,8 @@ class _Ticket:
     budgets: tuple[budget, ...]
     reserved: int
     key: str
+    number: int
+    """The call's 1-based number within the innermost budget."""
 
 
 _PENDING: ContextVar[_Ticket | None] = ContextVar("tollmeter_budget_ticket", default=None)
@@ -58,9 +65,10 @@ _PENDING: ContextVar[_Ticket | None] = ContextVar("tollmeter_budget_ticket", def
 class budget:
     """Cap the model calls made inside a block or function.
 
-    ``max_tokens`` caps input + output tokens, ``max_calls`` the number of calls
-    (retries and tool-loop iterations included), ``max_consecutive_failures`` opens a
-    circuit breaker after that many failures in a row of calls to the same model.
+    ``max_tokens`` caps input + output tokens, ``max_calls`` the number of calls (each
+    tool-loop iteration counts; the SDK's retries within one call do not),
+    ``max_consecutive_failures`` opens a circuit breaker after that many failures in a
+    row of calls to the same model.
     As a decorator every invocation gets a budget of its own.
     """
 
@@ -136,7 +144,8 @@ class budget:
 
         return run
 
-    def _reserve(self, amount: int, key: str) -> None:
+    def _reserve(self, amount: int, key: str) -> int:
+        """Take one call and ``amount`` tokens; returns the call's 1-based number."""
         with self._lock:
             failures = self._failures.get(key, 0)
             limit = self.max_consecutive_failures
@@ -165,6 +174,7 @@ class budget:
                 )
             self._calls += 1
             self._reserved += amount
+            return self._calls
 
     def _unreserve(self, amount: int) -> None:
         with self._lock:
@@ -193,15 +203,16 @@ def reserve_budgets(estimate: int, key: str) -> bool:
     if not active:
         return False
     taken: list[budget] = []
+    number = 0
     try:
         for b in active:
-            b._reserve(estimate, key)
+            number = b._reserve(estimate, key)
             taken.append(b)
     except BudgetExceeded:
         for b in taken:
             b._unreserve(estimate)
         raise
-    _PENDING.set(_Ticket(active, estimate, key))
+    _PENDING.set(_Ticket(active, estimate, key, number))
     return True
 
 
@@ -220,7 +231,7 @@ def release_budget_ticket() -> None:
 
 
 class BudgetSpanProcessor(SpanProcessor):
-    """Hands a model call's span its budget ticket, and settles it when the span ends."""
+    """Hands a model call's span its budget ticket and number; settles the ticket at its end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -231,6 +242,7 @@ class BudgetSpanProcessor(SpanProcessor):
         if ticket is None:
             return
         _PENDING.set(None)
+        span.set_attribute(attrs.TOLLMETER_BUDGET_CALL, ticket.number)
         with self._lock:
             self._inflight[span.context.span_id] = ticket
 

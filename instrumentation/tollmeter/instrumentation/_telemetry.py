@@ -22,7 +22,9 @@ Life of a call::
 - ``finish`` runs at most once per call (later calls are ignored). It sets the
   usage attributes (input includes cache read and write, output includes
   reasoning; the parts get their own attributes), ``tollmeter.usage.source``,
-  ``tollmeter.usage.abandoned`` when the caller dropped a stream, ``error.type``
+  ``tollmeter.usage.abandoned`` when the caller dropped a stream,
+  ``tollmeter.attempt`` (the SDK's retry number of the attempt that answered, seen
+  through ``_attempts`` while the call is active), ``error.type``
   and an error status when ``error`` is given, records the metrics and ends the
   span. With ``usage=None`` the counts are estimated: input from the
   ``input_estimate`` callable given to ``start``, output from ``output_text``.
@@ -55,6 +57,7 @@ from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._attribution import current_attribution
 from tollmeter.instrumentation._estimate import count_text_tokens
 from tollmeter.instrumentation._safety import contained
@@ -89,6 +92,7 @@ class Call:
 
     __slots__ = (
         "_done",
+        "attempts",
         "first_chunk_at",
         "input_estimate",
         "metric_attributes",
@@ -114,6 +118,7 @@ class Call:
         self.owns_span = owns_span
         self.started_at = time.perf_counter()
         self.first_chunk_at: float | None = None
+        self.attempts = Attempts()
         # A non-blocking acquire is the "finish once" flag: safe from any thread and never waits.
         self._done = threading.Lock()
 
@@ -126,22 +131,27 @@ class Call:
         return self._done.locked()
 
     def activate(self) -> _Activation:
-        """Make the span current inside the block (for the request itself, never a user loop)."""
-        return _Activation(self.span)
+        """Make the span current inside the block (for the request itself, never a user loop).
+
+        The SDK's retries inside the block are recorded on ``attempts``.
+        """
+        return _Activation(self)
 
 
 class _Activation:
     """``with call.activate():`` (a plain class: it runs on every metered call)."""
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_attempts_token", "_call", "_token")
 
-    def __init__(self, span: Span) -> None:
-        self._span = span
+    def __init__(self, call: Call) -> None:
+        self._call = call
         self._token: Token[Context] | None = None
+        self._attempts_token: Token[Attempts | None] | None = None
 
     def __enter__(self) -> Span:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        return self._span
+        self._attempts_token = watching(self._call.attempts)
+        self._token = otel_context.attach(trace.set_span_in_context(self._call.span))
+        return self._call.span
 
     def __exit__(
         self,
@@ -151,6 +161,8 @@ class _Activation:
     ) -> None:
         if self._token is not None:
             otel_context.detach(self._token)
+        if self._attempts_token is not None:
+            unwatching(self._attempts_token)
 
 
 class Telemetry:
@@ -345,6 +357,8 @@ class Telemetry:
             span_attributes[attrs.GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
         if abandoned:
             span_attributes[attrs.TOLLMETER_USAGE_ABANDONED] = True
+        if call.attempts.retries is not None:
+            span_attributes[attrs.TOLLMETER_ATTEMPT] = call.attempts.retries
         metric_attributes = dict(call.metric_attributes)
         if response_model:
             metric_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model

@@ -42,6 +42,7 @@ __all__ = [
     "SERVICE_NAME",
     "TOLLMETER_API_KEY_ID",
     "TOLLMETER_ATTEMPT",
+    "TOLLMETER_BUDGET_CALL",
     "TOLLMETER_ENVIRONMENT",
     "TOLLMETER_FEATURE",
     "TOLLMETER_PROJECT_ID",
@@ -193,7 +194,14 @@ tollmeter.
 """
 
 TOLLMETER_ATTEMPT: Final = "tollmeter.attempt"
-"""The retry number of the call, 0 for the first attempt. Type ``int``; origin tollmeter."""
+"""The retry number of the call, 0 for the first attempt (the SDK's retry count of the attempt that
+answered or failed last). Type ``int``; origin tollmeter.
+"""
+
+TOLLMETER_BUDGET_CALL: Final = "tollmeter.budget.call"
+"""The 1-based number of the call within the innermost active budget (the agent loop iteration).
+Type ``int``; origin tollmeter.
+"""
 
 TOLLMETER_USAGE_SOURCE: Final = "tollmeter.usage.source"
 """Where the token counts on the span come from. Type ``string``; origin tollmeter."""

@@ -39,6 +39,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
+from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
 from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._telemetry import Telemetry
 from tollmeter.instrumentation.anthropic.package import _instruments
@@ -71,6 +72,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # SDK versions without native spans have no span factory: tollmeter then always
         # starts its own span.
         native_hook = callable(getattr(base_client, _SPAN_FACTORY, None))
+        watch_sdk(_BASE_CLIENT)
         patch = AnthropicPatch(telemetry, native_hook=native_hook)
         if native_hook:
             wrap_function_wrapper(_BASE_CLIENT, _SPAN_FACTORY, patch.start_api_call_span)
@@ -89,6 +91,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 unwrap(owner, "create")
                 unwrap(owner, "stream")
         unwrap(base_client, _SPAN_FACTORY)
+        unwatch_sdk(_BASE_CLIENT)
 
 
 def _modules() -> list[str]:

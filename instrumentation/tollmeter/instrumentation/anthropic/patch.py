@@ -31,6 +31,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -210,14 +211,20 @@ class AnthropicPatch:
     def running(self, pending: _Pending, instance: Any) -> Iterator[None]:
         """Around the SDK call: let the hook adopt a native span, or run under our own."""
         if self._native_possible(instance):
+            # The call is made inside the request here, so its retries are watched from outside.
+            attempts = Attempts()
             token = _PENDING.set(pending)
+            watched = watching(attempts)
             try:
                 yield
             finally:
+                unwatching(watched)
                 _PENDING.reset(token)
                 if pending.call is None and not pending.native_seen:
                     with contained("anthropic.start"):
                         pending.call = pending.start_own()
+                if pending.call is not None:
+                    pending.call.attempts = attempts
             return
         with contained("anthropic.start"):
             pending.call = pending.start_own()

@@ -52,6 +52,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.instrumentation.utils import unwrap
 
+from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
 from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._telemetry import Telemetry
 from tollmeter.instrumentation.openai.package import _instruments
@@ -65,6 +66,7 @@ from tollmeter.instrumentation.openai.patch import (
 
 __all__ = ["OpenAIInstrumentor"]
 
+_BASE_CLIENT = "openai._base_client"
 _BOOLEAN_OPTIONS = ("inject_stream_usage", "metric_tenant_attribute")
 
 
@@ -121,8 +123,10 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             wrapt.wrap_function_wrapper(target[0], target[1], stream_helper_wrapper(returns_async))
             patched.append(target)
         self._patched = patched
+        watch_sdk(_BASE_CLIENT)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for cls, method in getattr(self, "_patched", ()):
             unwrap(cls, method)
         self._patched = []
+        unwatch_sdk(_BASE_CLIENT)
