@@ -47,6 +47,7 @@ __all__ = [
     "StreamOutcome",
     "SyncStreamProxy",
     "finish_stream",
+    "finish_with_outcome",
 ]
 
 
@@ -61,6 +62,28 @@ class StreamOutcome:
     output_text: str = ""
     source: UsageSource = "provider"
     """``estimate`` when ``usage`` is partly estimated (a stream cut before its final counts)."""
+
+
+def finish_with_outcome(
+    telemetry: Telemetry,
+    call: Call,
+    outcome: StreamOutcome,
+    *,
+    error: BaseException | None = None,
+    abandoned: bool = False,
+) -> None:
+    """Finish ``call`` with everything ``outcome`` says, streamed or not."""
+    telemetry.finish(
+        call,
+        usage=outcome.usage,
+        source=outcome.source,
+        output_text=outcome.output_text,
+        response_model=outcome.response_model,
+        response_id=outcome.response_id,
+        finish_reasons=outcome.finish_reasons,
+        error=error,
+        abandoned=abandoned,
+    )
 
 
 class StreamHandler(Protocol):
@@ -136,17 +159,7 @@ class _StreamState:
         outcome = StreamOutcome()
         with contained("stream.outcome"):
             outcome = self.handler.outcome()
-        self.telemetry.finish(
-            self.call,
-            usage=outcome.usage,
-            output_text=outcome.output_text,
-            source=outcome.source,
-            response_model=outcome.response_model,
-            response_id=outcome.response_id,
-            finish_reasons=outcome.finish_reasons,
-            error=error,
-            abandoned=abandoned,
-        )
+        finish_with_outcome(self.telemetry, self.call, outcome, error=error, abandoned=abandoned)
 
 
 class _Reaper:

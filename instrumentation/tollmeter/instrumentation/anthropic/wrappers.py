@@ -19,7 +19,12 @@ from typing import Any, Protocol
 import wrapt
 
 from tollmeter.instrumentation._safety import contained
-from tollmeter.instrumentation._streams import AsyncStreamProxy, StreamOutcome, SyncStreamProxy
+from tollmeter.instrumentation._streams import (
+    AsyncStreamProxy,
+    StreamOutcome,
+    SyncStreamProxy,
+    finish_with_outcome,
+)
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.anthropic import extract
 
@@ -64,15 +69,7 @@ def finish_message(telemetry: Telemetry, call: Call, message: object) -> None:
     outcome = StreamOutcome()
     with contained("anthropic.message"):
         outcome = message_outcome(message, call.request_model)
-    telemetry.finish(
-        call,
-        usage=outcome.usage,
-        source=outcome.source,
-        output_text=outcome.output_text,
-        response_model=outcome.response_model,
-        response_id=outcome.response_id,
-        finish_reasons=outcome.finish_reasons,
-    )
+    finish_with_outcome(telemetry, call, outcome)
 
 
 class _EventHandler:

@@ -34,7 +34,7 @@ from opentelemetry.util.types import AttributeValue
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, report_failure
-from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome
+from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.openai import extract
 from tollmeter.instrumentation.openai.wrappers import (
@@ -228,14 +228,7 @@ def _observe(
         else:
             result_object = result
         outcome = endpoint.outcome(result_object)
-        telemetry.finish(
-            call,
-            usage=outcome.usage,
-            output_text=outcome.output_text,
-            response_model=outcome.response_model,
-            response_id=outcome.response_id,
-            finish_reasons=outcome.finish_reasons,
-        )
+        finish_with_outcome(telemetry, call, outcome)
     except Exception as exc:
         report_failure("openai.observe", exc)
         telemetry.finish(call, usage=None)

@@ -35,6 +35,7 @@ from tollmeter.instrumentation._streams import (
     StreamOutcome,
     SyncStreamProxy,
     finish_stream,
+    finish_with_outcome,
 )
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.openai.extract import (
@@ -369,14 +370,7 @@ class RawResponseProxy(MeteredProxy):
                 observed = stream
             else:
                 outcome = self._self_outcome(result)
-                self._self_telemetry.finish(
-                    self._self_call,
-                    usage=outcome.usage,
-                    output_text=outcome.output_text,
-                    response_model=outcome.response_model,
-                    response_id=outcome.response_id,
-                    finish_reasons=outcome.finish_reasons,
-                )
+                finish_with_outcome(self._self_telemetry, self._self_call, outcome)
         except Exception as exc:
             report_failure("openai.raw_response", exc)
             self._self_telemetry.finish(self._self_call, usage=None)
