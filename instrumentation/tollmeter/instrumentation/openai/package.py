@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-_instruments = ("openai >= 1.40",)
+_instruments = ("openai >= 1.66",)
