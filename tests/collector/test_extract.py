@@ -10,6 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tollmeter.collector._extract import MAX_ATTRIBUTES, MAX_LABEL, Extractor, event_id
+from tollmeter.semconv.attributes import ALIASES
 
 START_NS = 1_773_500_966_000_000_000
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -383,3 +384,62 @@ def test_environment_falls_back_to_the_deployment_resource_attribute() -> None:
     attrs = {**OTEL_CHAT, "tollmeter.attempt": True}
     (event,) = Extractor().extract(request(span(attrs), resource=resource)).events
     assert (event.environment, event.attempt) == ("staging", None)
+
+
+# Every name a count is read from, with the other names of the same count: where several
+# are present the newest is read, so each is tested as the only one of its family.
+USAGE_FAMILIES = {
+    name: (base, *ALIASES.get(base, ()))
+    for base in (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.reasoning.output_tokens",
+        "tollmeter.usage.total_tokens",
+        "anthropic.usage.compaction.input_tokens",
+        "anthropic.usage.compaction.output_tokens",
+    )
+    for name in (base, *ALIASES.get(base, ()))
+}
+NOT_COUNTS = {
+    "bytes": AnyValue(bytes_value=b"\x00\x00\x00\x07"),
+    "empty bytes": AnyValue(bytes_value=b""),
+    "empty": AnyValue(),
+    "bool": AnyValue(bool_value=True),
+    "double": AnyValue(double_value=7.0),
+    "nan": AnyValue(double_value=float("nan")),
+    "infinity": AnyValue(double_value=float("inf")),
+    "negative": AnyValue(int_value=-1),
+    "too large": AnyValue(int_value=2**53),
+    "text": AnyValue(string_value="seven"),
+    "array": any_value([7]),
+    "kvlist": any_value({"value": 7}),
+}
+
+
+@pytest.mark.parametrize("value", NOT_COUNTS.values(), ids=NOT_COUNTS.keys())
+@pytest.mark.parametrize("attribute", sorted(USAGE_FAMILIES))
+def test_a_usage_attribute_that_is_not_a_count_rejects_its_span(
+    attribute: str, value: AnyValue
+) -> None:
+    others = {k: v for k, v in OTEL_CHAT.items() if k not in USAGE_FAMILIES[attribute]}
+    bad = span({**others, "gen_ai.response.id": "bad"}, number=1)
+    bad.attributes.append(KeyValue(key=attribute, value=value))
+    good = span({**OTEL_CHAT, "gen_ai.response.id": "good"}, number=2)
+    result = Extractor().extract(request(bad, good))
+
+    assert (result.accepted_spans, result.rejected_spans) == (1, 1)
+    assert [e.response_id for e in result.events] == ["good"]
+    assert attribute in result.errors[0]
+
+
+@pytest.mark.parametrize(
+    "value", [AnyValue(bytes_value=b"acme"), AnyValue(), AnyValue(double_value=1.0)]
+)
+def test_a_tenant_id_that_is_not_text_rejects_the_span(value: AnyValue) -> None:
+    bad = span({k: v for k, v in OTEL_CHAT.items() if k != "tollmeter.tenant.id"})
+    bad.attributes.append(KeyValue(key="tollmeter.tenant.id", value=value))
+    result = Extractor(default_tenant="house").extract(request(bad))
+    assert (result.events, result.rejected_spans) == ([], 1)
+    assert "tollmeter.tenant.id" in result.errors[0]

@@ -65,19 +65,31 @@ _DEPLOYMENT_ENVIRONMENT = "deployment.environment.name"
 _Attributes = dict[str, object]
 
 
+class _Empty:
+    """An ``AnyValue`` with nothing set. It stands for itself rather than for ``None``, so
+    that a usage attribute sent empty is refused like any other value that is not a count,
+    instead of being read as absent (which would meter the call as if it used nothing)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "an empty value"
+
+
+_EMPTY = _Empty()
+
+
 def _convert(value: AnyValue, depth: int = 0) -> object:
     kind = value.WhichOneof("value")
-    if kind in ("string_value", "int_value", "bool_value", "double_value"):
+    if kind in ("string_value", "int_value", "bool_value", "double_value", "bytes_value"):
         return getattr(value, kind)
+    if kind is None:
+        return _EMPTY
     if depth >= MAX_DEPTH:
         return None
     if kind == "array_value":
         return [_convert(item, depth + 1) for item in value.array_value.values[:_MAX_ITEMS]]
-    if kind == "kvlist_value":
-        return {
-            kv.key: _convert(kv.value, depth + 1) for kv in value.kvlist_value.values[:_MAX_ITEMS]
-        }
-    return None  # bytes and empty values carry nothing tollmeter reads
+    return {kv.key: _convert(kv.value, depth + 1) for kv in value.kvlist_value.values[:_MAX_ITEMS]}
 
 
 def _attributes(pairs: Sequence[KeyValue], wanted: frozenset[str]) -> _Attributes:
@@ -323,9 +335,9 @@ class Extractor:
     def _tenant(
         self, span_attrs: Mapping[str, object], resource: Mapping[str, object], bound: str | None
     ) -> str:
-        claimed = _tenant_value(span_attrs.get(attrs.TOLLMETER_TENANT_ID))
+        claimed = _claimed_tenant(span_attrs.get(attrs.TOLLMETER_TENANT_ID))
         if claimed is None:
-            claimed = _tenant_value(resource.get(attrs.TOLLMETER_TENANT_ID))
+            claimed = _claimed_tenant(resource.get(attrs.TOLLMETER_TENANT_ID))
         if bound is not None:
             if claimed is not None and claimed != bound:
                 raise _Rejected(f"tenant {claimed!r} does not match the ingest key's tenant")
@@ -338,6 +350,13 @@ class Extractor:
                 if found is not None:
                     return found
         return self._default_tenant
+
+
+def _claimed_tenant(value: object) -> str | None:
+    if value is not None and type(value) not in (str, int):
+        # Read as absent, it would bill the call to a fallback or the default tenant.
+        raise _Rejected(f"{attrs.TOLLMETER_TENANT_ID} is {value!r:.40}, not a string")
+    return _tenant_value(value)
 
 
 def _tenant_value(value: object) -> str | None:

@@ -32,7 +32,7 @@ def token_count(attribute: str, value: object) -> int:
     elif isinstance(value, float):
         raise InvalidUsage(attribute, f"a float ({value!r}) is not a token count")
     else:
-        raise InvalidUsage(attribute, f"a {type(value).__name__} is not a token count")
+        raise InvalidUsage(attribute, f"{_describe(value)} is not a token count")
     if count < 0:
         raise InvalidUsage(attribute, f"negative count {count}")
     if count >= MAX_TOKEN_COUNT:
@@ -47,6 +47,17 @@ def _parse_decimal(attribute: str, text: str) -> int:
     if len(digits) > _MAX_DIGITS:
         raise InvalidUsage(attribute, f"{_preview(text)} is not below 2**40")
     return int(text)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"a bytes value ({len(value)} bytes)"
+    kind = type(value)
+    if kind.__module__ != "builtins" and kind.__repr__ is not object.__repr__:
+        # A decoder's stand-in for a value with no Python type (an OTLP empty value)
+        # says what it is; cut, since a sender may have chosen part of it.
+        return repr(value)[:40]
+    return f"a {kind.__name__}"
 
 
 def _preview(text: str) -> str:
