@@ -131,8 +131,8 @@ url = os.environ["FAKE_LLM_URL"]
 prompt = [{{"role": "user", "content": "Write two sentences about tides."}}]
 with attribute(tenant="tenant-e2e"):
     claude = anthropic.Anthropic(base_url=url, api_key="test-key", max_retries=0)
-    claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=prompt)
-    with claude.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=prompt) as s:
+    claude.messages.create(model="claude-test-small", max_tokens=64, messages=prompt)
+    with claude.messages.stream(model="claude-test-small", max_tokens=64, messages=prompt) as s:
         s.until_done()
     gpt = openai.OpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0)
     gpt.chat.completions.create(model="gpt-4o-mini", messages=prompt)

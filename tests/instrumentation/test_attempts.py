@@ -23,7 +23,9 @@ from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv import attributes as attrs
 
 GPT = "gpt-4o-mini"
-CLAUDE = "claude-haiku-4-5"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+CLAUDE = "claude-test-small"
 MESSAGES: Any = [{"role": "user", "content": "Explain how tides work, in plain English."}]
 
 

@@ -14,7 +14,9 @@ from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.instrumentation.errors import BudgetExceeded
 from tollmeter.semconv.errors import TollmeterError
 
-MODEL = "claude-haiku-4-5"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-small"
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def test_circuit_breaker_opens_after_consecutive_failures(claude, fake_llm):
         assert opened.value.kind == "failures"
         assert len(fake_llm.requests()) == before
         # Another model is another call: its circuit is closed.
-        assert _ask(claude, model="claude-opus-4-5").content
+        assert _ask(claude, model="claude-test-large").content
         assert b.calls == 3
 
 

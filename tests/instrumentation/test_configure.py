@@ -86,7 +86,7 @@ PROVIDERS_SET_BY_THE_APP = """
     client = anthropic.Anthropic(base_url=os.environ["FAKE_LLM_URL"], api_key="k", max_retries=0)
     prompt = [{"role": "user", "content": "Say hello."}]
     with attribute(tenant="kept-provider"):
-        client.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=prompt)
+        client.messages.create(model="claude-test-small", max_tokens=16, messages=prompt)
         # A span from any GenAI instrumentation gets the attribution via the span processor.
         tracer = trace.get_tracer("some.other.genai.instrumentation")
         genai = {"gen_ai.operation.name": "chat"}
@@ -94,7 +94,7 @@ PROVIDERS_SET_BY_THE_APP = """
             pass
     handle.shutdown()
     handle.shutdown()
-    client.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=prompt)
+    client.messages.create(model="claude-test-small", max_tokens=16, messages=prompt)
     spans = [
         {"name": s.name, "scope": s.instrumentation_scope.name, "attributes": dict(s.attributes)}
         for s in exporter.get_finished_spans()

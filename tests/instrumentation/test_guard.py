@@ -94,7 +94,7 @@ def installed() -> Iterator[list[Guard]]:
 
 def _ask(client: anthropic.Anthropic, text: str = "Hello there", max_tokens: int = 50) -> Any:
     return client.messages.create(
-        model="claude-sonnet-4-6",
+        model="claude-test-large",
         max_tokens=max_tokens,
         messages=[{"role": "user", "content": text}],
     )
@@ -179,7 +179,7 @@ def test_downgrade_applies_only_when_opted_in(claude, fake_llm, installed):
                 "limit": 10,
                 "window": "day",
                 "action": "downgrade",
-                "downgrade_model": "claude-haiku-4-5",
+                "downgrade_model": "claude-test-small",
             }
         ]
     )
@@ -187,10 +187,10 @@ def test_downgrade_applies_only_when_opted_in(claude, fake_llm, installed):
         guard = Guard(server.url).install()
         installed.append(guard)
         _ask(claude)
-        assert fake_llm.last().model == "claude-sonnet-4-6"
+        assert fake_llm.last().model == "claude-test-large"
         guard.apply_downgrade = True
         _ask(claude)
-        assert fake_llm.last().model == "claude-haiku-4-5"
+        assert fake_llm.last().model == "claude-test-small"
     finally:
         server.close()
 

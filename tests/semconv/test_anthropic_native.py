@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tollmeter.semconv import Usage, model_of, operation_of, provider_of, usage_from_attributes
 from tollmeter.semconv import attributes as attrs
 
-MODEL = "claude-sonnet-4-6"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-large"
 MESSAGES = [{"role": "user", "content": "Describe the market in town."}]
 
 

@@ -9,7 +9,9 @@ import uuid
 import anthropic
 import httpx
 
-MODEL = "claude-sonnet-4-6"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-large"
 MESSAGES = [{"role": "user", "content": "Describe the market in town."}]
 TOOL = {
     "name": "lookup",

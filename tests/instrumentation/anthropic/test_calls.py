@@ -13,7 +13,9 @@ from tollmeter.instrumentation import attribute
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
 
-MODEL = "claude-haiku-4-5"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-small"
 PROMPT = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
 
 

@@ -14,7 +14,9 @@ import tollmeter.instrumentation.anthropic.extract as extract
 from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.semconv import attributes as attrs
 
-MODEL = "claude-haiku-4-5"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-small"
 PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
 
 

@@ -14,7 +14,9 @@ from opentelemetry.trace import StatusCode
 
 from tollmeter.semconv import attributes as attrs
 
-MODEL = "claude-haiku-4-5"
+# A name no real model has: the SDK warns when a real one is deprecated; the fake server
+# takes any name.
+MODEL = "claude-test-small"
 PROMPT = [{"role": "user", "content": "Describe the sea at night in a few sentences."}]
 
 
