@@ -130,3 +130,34 @@ def test_the_limits_api_needs_an_admin_key_when_keys_are_configured(collector_fa
         assert client.put("/api/v1/limits", json={"rules": []}).status_code == 401
         headers = {"Authorization": "Bearer sekret"}
         assert client.post("/api/v1/check", json=body, headers=headers).json()["allowed"]
+
+
+def test_a_span_of_another_tenant_cannot_settle_a_reservation(running, client, make_spans):
+    rid = _check(client, estimated_input_tokens=3000)["reservation_id"]
+    # tenant-b's span names tenant-a's reservation (a leaked or guessed id).
+    _send(
+        running,
+        make_spans(
+            1,
+            tenant="tenant-b",
+            input_tokens=100,
+            output_tokens=20,
+            id_prefix="b",
+            extra={"tollmeter.reservation.id": rid},
+        ),
+    )
+    assert _wait(lambda: any(e.tenant_id == "tenant-b" for e in running.events()))
+    assert running.collector.limits.engine.reservation(rid) is not None
+    status_b = client.get("/api/v1/tenants/tenant-b/status").json()
+    assert status_b["limits"][0]["remaining"] == 10_000 - 120
+    status_a = client.get("/api/v1/tenants/tenant-a/status").json()
+    assert status_a["limits"][0]["remaining"] == 10_000 - 3000
+    # tenant-a's own reconcile still finds its reservation.
+    answer = client.post("/api/v1/reconcile", json={"reservation_id": rid, "input_tokens": 50})
+    assert answer.status_code == 200
+    assert _wait(
+        lambda: (
+            client.get("/api/v1/tenants/tenant-a/status").json()["limits"][0]["remaining"]
+            == 10_000 - 50
+        )
+    )

@@ -235,8 +235,13 @@ class LimitEngine:
                 charges: list[Charge] = []
                 rid = event.reservation_id
                 if rid is not None:
-                    reservation = self._reservations.pop(rid, None) or self._expired.pop(rid, None)
-                    if reservation is not None:
+                    reservation = self._reservations.get(rid) or self._expired.get(rid)
+                    # Only a span of the reservation's own tenant settles it. Any other is
+                    # counted for its own tenant as if it named no reservation: a leaked id
+                    # must neither free another tenant's estimate nor be charged twice.
+                    if reservation is not None and reservation.request.tenant == event.tenant_id:
+                        if self._reservations.pop(rid, None) is None:
+                            del self._expired[rid]
                         self._dirty_reservations.add(rid)
                         charges = reservation.charges
                 self._charge_event(event, charges, now, notices)
