@@ -34,9 +34,15 @@ class CollectorProcess:
     """``tollmeter collector`` as a child process, with its output kept in files."""
 
     def __init__(
-        self, workdir: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        command: str = TOLLMETER,
     ) -> None:
         self.workdir = workdir
+        self.command = command
         self.args = list(args)
         self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,7 +64,7 @@ class CollectorProcess:
         """Start (again) on the same ports and data, and wait until ``/readyz`` says ready."""
         self.runs += 1
         command = [
-            TOLLMETER,
+            self.command,
             "collector",
             "--grpc-endpoint", self.grpc_endpoint,
             "--http-endpoint", self.http_endpoint.removeprefix("http://"),
@@ -108,14 +114,17 @@ class CollectorProcess:
 
 @pytest.fixture
 def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
-    """``collector_process(args=[...], env={...})`` -> a started collector process in its
-    own working directory (so the default ``./tollmeter-data`` lands in ``tmp_path``)."""
+    """``collector_process(args=[...], env={...}, command=...)`` -> a started collector process
+    in its own working directory (so the default ``./tollmeter-data`` lands in ``tmp_path``);
+    ``command`` is the ``tollmeter`` executable, by default the test run's own."""
     processes: list[CollectorProcess] = []
 
-    def factory(*, args: Sequence[str] = (), env: dict[str, str] | None = None) -> CollectorProcess:
+    def factory(
+        *, args: Sequence[str] = (), env: dict[str, str] | None = None, command: str = TOLLMETER
+    ) -> CollectorProcess:
         workdir = tmp_path / f"collector-{len(processes)}"
         workdir.mkdir()
-        process = CollectorProcess(workdir, args=args, env=env)
+        process = CollectorProcess(workdir, args=args, env=env, command=command)
         processes.append(process)
         return process.start()
 

@@ -1,0 +1,240 @@
+"""What users install is what runs: the built wheel in fresh venvs, one per install line.
+
+- The base install (instrumentation) beside the app's own ``openai``: ``opentelemetry-instrument``
+  meters a call into a real collector, and the ``tollmeter`` command names the extra it lacks.
+- ``[collector]``, the Dockerfile's install line, with no dev package: ``tollmeter collector``
+  starts, answers ``/readyz``, meters spans sent over gRPC and HTTP, forwards them to a second
+  collector and exports Parquet.
+- ``[collector,redis]``: the same command starts and the Redis client is there.
+
+Each venv is built once per session with the lock's versions as constraints, so the result does
+not change with an upstream release; constraints never add a package, so a dependency an extra
+forgets to declare is still missing here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.dataset as ds
+import pytest
+import yaml
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCK = ROOT / "requirements" / "dev.txt"
+DEV_ONLY = ("pytest", "hypothesis", "mypy", "openai", "anthropic", "duckdb")
+
+Install = Callable[..., Path]
+
+
+def _uv() -> str:
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.exists():
+        pytest.fail(f"uv not found beside {sys.executable}: run `make install`", pytrace=False)
+    return str(uv)
+
+
+def dockerfile_extras() -> str:
+    """The extras of the image's ``pip install ".[...]"`` line."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (extras,) = re.findall(r'pip install [^\n]*"\.\[([a-z,]+)\]"', dockerfile)
+    return extras
+
+
+@pytest.fixture(scope="session")
+def install(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Install:
+    """``install("collector", "other-requirement")`` -> a fresh venv holding the wheel with
+    those extras (and the extra requirements), made once per session."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def factory(extras: str, *requirements: str) -> Path:
+        key = (extras, *requirements)
+        if key not in made:
+            venv = tmp_path_factory.mktemp("venv")
+            run([_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)])
+            wheel = f"tollmeter[{extras}] @ {built_wheel.as_uri()}" if extras else str(built_wheel)
+            run(
+                [_uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                 "--constraint", str(LOCK), wheel, *requirements]
+            )  # fmt: skip
+            made[key] = venv
+        return made[key]
+
+    return factory
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no venv of the test run leaks in."""
+    kept = ("PATH", "HOME", "LANG", "TMPDIR", "TIKTOKEN_CACHE_DIR")
+    return {**{k: os.environ[k] for k in kept if k in os.environ}, **extra}
+
+
+def importable(venv: Path, modules: tuple[str, ...]) -> list[str]:
+    probe = (
+        "import importlib.util, sys\n"
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))"
+    )
+    out = run([str(venv / "bin" / "python"), "-c", probe, *modules], env=clean_env()).stdout
+    return out.split()
+
+
+def wait_for_events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        events = httpx.get(f"{management_url}/api/v1/events", timeout=10).json()["events"]
+        if len(events) >= count:
+            return events
+        time.sleep(0.1)
+    raise AssertionError(f"{len(events)} of {count} events at {management_url}: {events}")
+
+
+APP = """
+import os
+import openai
+from tollmeter import attribute
+
+client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="k", max_retries=0)
+with attribute(tenant="base-install"):
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Name three rivers."}]
+    )
+"""
+
+
+def test_base_install_meters_a_call_under_opentelemetry_instrument(
+    install, collector_process, fake_llm, tmp_path
+):
+    venv = install("", "openai")
+    assert importable(venv, DEV_ONLY) == ["openai"]
+    collector = collector_process()
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    env = clean_env(
+        FAKE_LLM_URL=fake_llm.url,
+        OTEL_SERVICE_NAME="base-install-app",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    )
+    bin_dir = venv / "bin"
+    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
+
+    (event,) = wait_for_events(collector.management_url, 1)
+    truth = fake_llm.last().usage
+    assert event["tenant_id"] == "base-install"
+    assert event["service_name"] == "base-install-app"
+    assert event["usage_source"] == "provider"
+    assert (event["input_tokens"], event["output_tokens"]) == (
+        truth.input_tokens,
+        truth.output_tokens,
+    )
+
+
+def test_base_install_command_names_the_collector_extra(install):
+    venv = install("", "openai")
+    result = subprocess.run(
+        [str(venv / "bin" / "tollmeter"), "collector"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "tollmeter[collector]" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def _span_sender(exporter: SpanExporter) -> Callable[[str], None]:
+    provider = TracerProvider(resource=Resource.create({"service.name": "install-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("install-test")
+
+    def send(response_id: str) -> None:
+        with tracer.start_as_current_span("chat gpt-4o-mini") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.response.id": response_id,
+                    "gen_ai.usage.input_tokens": 120,
+                    "gen_ai.usage.output_tokens": 30,
+                    "tollmeter.tenant.id": "docker-image",
+                }
+            )
+        provider.force_flush()
+
+    return send
+
+
+def test_collector_extra_alone_ingests_forwards_and_exports(install, collector_process, tmp_path):
+    extras = dockerfile_extras()
+    assert extras == "collector"
+    venv = install(extras)
+    assert importable(venv, DEV_ONLY) == []
+
+    downstream = collector_process()
+    export_dir = tmp_path / "billing"
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "export": {"directory": str(export_dir), "interval": "1h"},
+                "forward": [
+                    {
+                        "name": "downstream",
+                        "protocol": "grpc",
+                        "endpoint": downstream.grpc_endpoint,
+                        "tls": {"insecure": True},
+                        "batch": {"delay": "10ms"},
+                    }
+                ],
+            }
+        )
+    )
+    collector = collector_process(
+        args=["--config", str(config)], command=str(venv / "bin" / "tollmeter"), env=clean_env()
+    )
+    assert httpx.get(f"{collector.management_url}/readyz", timeout=10).status_code == 200
+
+    _span_sender(GrpcExporter(endpoint=collector.grpc_endpoint, insecure=True))("resp-grpc")
+    _span_sender(HttpExporter(endpoint=f"{collector.http_endpoint}/v1/traces"))("resp-http")
+    events = wait_for_events(collector.management_url, 2)
+    assert sorted(e["response_id"] for e in events) == ["resp-grpc", "resp-http"]
+    forwarded = wait_for_events(downstream.management_url, 2)
+    assert sorted(e["response_id"] for e in forwarded) == ["resp-grpc", "resp-http"]
+
+    assert collector.stop() == 0  # a graceful stop writes the last Parquet file
+    table = ds.dataset(export_dir, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("response_id").to_pylist()) == ["resp-grpc", "resp-http"]
+    assert sum(table.column("total_tokens").to_pylist()) == 300
+
+
+def test_collector_and_redis_extras_start(install, collector_process):
+    venv = install("collector,redis")
+    assert importable(venv, ("redis", "grpc", "pyarrow")) == ["redis", "grpc", "pyarrow"]
+    collector = collector_process(command=str(venv / "bin" / "tollmeter"), env=clean_env())
+    assert httpx.get(f"{collector.management_url}/readyz", timeout=10).status_code == 200
