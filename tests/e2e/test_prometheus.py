@@ -54,7 +54,12 @@ class Prometheus:
     """The real ``prometheus`` server scraping ``targets`` every second."""
 
     def __init__(self, workdir: Path, targets: list[str]) -> None:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail(
+                "prometheus not found: install the Debian package prometheus (make test does)",
+                pytrace=False,
+            )
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
