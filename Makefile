@@ -26,7 +26,7 @@ ifneq ($(wildcard ../shared/tiktoken),)
 export TIKTOKEN_CACHE_DIR := $(abspath ../shared/tiktoken)
 endif
 
-.PHONY: install demo test lint typecheck pytest sdk-matrix prerequisites lock bench clean
+.PHONY: install demo test lint typecheck pytest sdk-matrix prerequisites lock lock-upgrade bench clean
 
 install: $(STAMP)
 
@@ -77,13 +77,21 @@ sdk-%: .venv-sdk-%/.installed-stamp
 		| awk '$$1 == "openai" || $$1 == "anthropic" {printf "%s %s ", $$1, $$2}')"
 	.venv-sdk-$*/bin/pytest -q tests/instrumentation tests/examples
 
-# Refresh the locks on purpose: newest releases within pyproject.toml's ranges. Run
-# `make test` on the result before committing it.
+# `make lock` records what pyproject.toml or requirements/ changed and keeps every other pin;
+# `make lock-upgrade` moves every pin to the newest release within the ranges. Run `make test`
+# on the result before committing it.
 lock: install
-	$(COMPILE) --upgrade -o $(LOCK)
+	$(call compile_locks,)
+
+lock-upgrade: install
+	$(call compile_locks,--upgrade)
+
+define compile_locks
+	$(COMPILE) $(1) -o $(LOCK)
 	$(foreach variant,$(SDK_VARIANTS),\
-		$(COMPILE) --upgrade --override requirements/sdk/$(variant).in \
+		$(COMPILE) $(1) --override requirements/sdk/$(variant).in \
 			-o requirements/sdk/$(variant).txt &&) true
+endef
 
 # Benchmarks get their own venv: the peer instrumentations they compare against must not
 # be installed where the tests run (opentelemetry-instrument would load them too).
