@@ -84,7 +84,7 @@ def test_current_otel_chat_span_becomes_one_event() -> None:
 
     assert (result.accepted_spans, result.rejected_spans, result.errors) == (1, 0, [])
     (event,) = result.events
-    assert event.event_id == event_id("openai", "chatcmpl-1", "", "")
+    assert event.event_id == event_id("acme", "openai", "chatcmpl-1", "", "")
     assert (event.tenant_id, event.provider, event.operation) == ("acme", "openai", "chat")
     assert (event.request_model, event.response_model) == ("gpt-4o", "gpt-4o-2024-08-06")
     assert (event.input_tokens, event.cache_read_input_tokens, event.output_tokens) == (100, 30, 40)
@@ -215,7 +215,7 @@ def test_error_spans_with_usage_are_metered_as_errors() -> None:
 def test_event_id_falls_back_to_trace_and_span() -> None:
     attributes = {k: v for k, v in OTEL_CHAT.items() if k != "gen_ai.response.id"}
     (event,) = Extractor().extract(request(span(attributes, number=9))).events
-    assert event.event_id == event_id("openai", None, TRACE.hex(), "0000000000000009")
+    assert event.event_id == event_id("acme", "openai", None, TRACE.hex(), "0000000000000009")
     assert event.response_id is None
 
 
@@ -228,11 +228,27 @@ def test_same_response_id_from_two_instrumentations_has_one_event_id() -> None:
             "gen_ai.response.id": "chatcmpl-1",
             "gen_ai.usage.prompt_tokens": 100,
             "gen_ai.usage.completion_tokens": 40,
+            "tollmeter.tenant.id": "acme",
         },
         number=2,
     )
     first, second = Extractor().extract(request(ours, theirs)).events
     assert first.event_id == second.event_id
+
+
+def test_the_same_call_ids_of_two_tenants_are_two_events() -> None:
+    by_response = [span({**OTEL_CHAT, "tollmeter.tenant.id": t}, number=1) for t in ("a", "b")]
+    without = {k: v for k, v in OTEL_CHAT.items() if k != "gen_ai.response.id"}
+    by_span = [span({**without, "tollmeter.tenant.id": t}, number=2) for t in ("a", "b")]
+    for pair in (by_response, by_span):
+        first, second = Extractor().extract(request(*pair)).events
+        assert first.event_id != second.event_id
+
+
+def test_no_tenant_and_response_id_can_spell_another_pair() -> None:
+    # Without a separator the text of both keys would read "ab" + "openai" + "x".
+    assert event_id("ab", "openai", "x", "", "") != event_id("a", "bopenai", "x", "", "")
+    assert event_id("a", "openai", "bx", "", "") != event_id("a", "openaib", "x", "", "")
 
 
 class TestTenantChain:

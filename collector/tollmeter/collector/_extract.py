@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tollmeter.collector._event_ids import event_id
 from tollmeter.collector._records import UsageEvent
 from tollmeter.semconv import (
     InvalidUsage,
@@ -186,12 +186,6 @@ def _text(value: object) -> str | None:
     return None
 
 
-def event_id(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
-    """The stable id of a call: a hash of (provider, response id), else of (trace, span)."""
-    key = f"r\x00{provider}\x00{response_id}" if response_id else f"s\x00{trace_id}\x00{span_id}"
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class ExtractResult:
     """Usage events found in one OTLP request, and the spans refused with their reasons."""
@@ -299,7 +293,7 @@ class Extractor:
         attempt = span_attrs.get(attrs.TOLLMETER_ATTEMPT)
         source = span_attrs.get(attrs.TOLLMETER_USAGE_SOURCE)
         return UsageEvent(
-            event_id=event_id(provider, response_id, trace_id, span_id),
+            event_id=event_id(tenant, provider, response_id, trace_id, span_id),
             event_time_ns=start,
             provider=_text(provider) or "unknown",
             operation=_text(operation) or "",

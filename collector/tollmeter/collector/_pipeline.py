@@ -6,6 +6,12 @@ whatever is queued (waiting up to ``commit_interval_s`` for more, at most
 ``max_batch_events``), appends it in one durable transaction, updates the meters and
 subscribers, and only then completes each caller's future. A full queue is refused at
 once with ``PipelineFull`` so that OTLP exporters back off and retry.
+
+A failed commit marks the pipeline as unable to commit (:attr:`Pipeline.commit_error`,
+which readiness reports) until a commit succeeds. While no request comes, the writer
+retries the failed events every ``probe_interval_s``: they were never acknowledged,
+so the sender retries them too, and committing them once is exactly what dedupe
+makes of the two.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tollmeter.collector._extract import Extractor, ExtractResult
 from tollmeter.collector._meters import Meters
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector._shared_ids import SharedResponseIds
 from tollmeter.collector.storage import AppendResult, Ledger
 from tollmeter.semconv.errors import TollmeterError
 
@@ -88,6 +95,8 @@ class PipelineStats:
     refused_full: int = 0
     commit_failures: int = 0
     pending_spans: int = 0
+    shared_response_ids: int = 0
+    """Committed events whose provider response id another tenant reported before."""
 
 
 @dataclass(slots=True)
@@ -122,6 +131,7 @@ class Pipeline:
         commit_interval_s: float = 0.002,
         max_batch_events: int = 20_000,
         retry_after_s: float = 1.0,
+        probe_interval_s: float = 1.0,
         thread_extract_spans: int | None = 256,
         tenant_attributes: Sequence[str] = (),
         default_tenant: str = "unknown",
@@ -143,12 +153,16 @@ class Pipeline:
         self._interval_s = commit_interval_s
         self._max_batch = max_batch_events
         self._retry_after_s = retry_after_s
+        self._probe_interval_s = probe_interval_s
+        # Why the last commit failed and its events, until a commit succeeds.
+        self._failure: tuple[str, Sequence[UsageEvent]] | None = None
         self._thread_extract_spans = thread_extract_spans
         # ``None`` asks the writer to stop once everything before it is committed.
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stats = PipelineStats()
-        self._subscribers: list[Subscriber] = [self._meters.apply]
+        self._shared_ids = SharedResponseIds()
+        self._subscribers: list[Subscriber] = [self._meters.apply, self._count_shared_ids]
         self._writer: threading.Thread | None = None
         self._accepting = False
         self._stopped = False
@@ -160,6 +174,12 @@ class Pipeline:
     @property
     def ready(self) -> bool:
         return self._accepting
+
+    @property
+    def commit_error(self) -> str | None:
+        """Why the ledger refused the last commit; ``None`` once one succeeds."""
+        failure = self._failure
+        return None if failure is None else failure[0]
 
     def stats(self) -> PipelineStats:
         with self._lock:
@@ -284,10 +304,22 @@ class Pipeline:
 
     # -- writer thread -------------------------------------------------------
 
+    def _count_shared_ids(self, events: Sequence[UsageEvent]) -> None:
+        shared = self._shared_ids.observe(events)
+        if shared:
+            with self._lock:
+                self._stats.shared_response_ids += shared
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(
+                    timeout=None if self._failure is None else self._probe_interval_s
+                )
+            except queue.Empty:
+                self._probe()
+                continue
             if first is None:
                 break
             jobs, stopping = self._gather(first)
@@ -335,7 +367,26 @@ class Pipeline:
             logger.exception("ledger commit of %d events failed", len(events))
             with self._lock:
                 self._stats.commit_failures += 1
+            self._failure = (str(exc), jobs[0].events)
             return [(jobs[0], exc)]
+        self._publish(result)
+        return list(zip(jobs, _split(jobs, result), strict=True))
+
+    def _probe(self) -> None:
+        """Retry the events of the failed commit, to notice when the ledger recovers."""
+        failure = self._failure
+        if failure is None:
+            return
+        try:
+            result = self._ledger.append(failure[1])
+        except Exception as exc:
+            self._failure = (str(exc), failure[1])
+            return
+        logger.info("the ledger commits again")
+        self._publish(result)
+
+    def _publish(self, result: AppendResult) -> None:
+        self._failure = None
         if result.committed:
             for subscriber in self._subscribers:
                 try:
@@ -346,7 +397,6 @@ class Pipeline:
             self._stats.commits += 1
             self._stats.events_committed += len(result.committed)
             self._stats.duplicates += result.duplicates
-        return list(zip(jobs, _split(jobs, result), strict=True))
 
 
 _STAT_FIELDS = tuple(PipelineStats.__dataclass_fields__)

@@ -18,6 +18,7 @@ from tollmeter.collector.storage import (
     open_ledger,
     register_ledger,
 )
+from tollmeter.collector.storage._schema import SCHEMA_VERSION
 from tollmeter.semconv.errors import ConfigurationError
 
 
@@ -224,7 +225,7 @@ def test_schema_version_is_recorded_and_newer_schemas_are_refused(tmp_path: Path
     open_ledger(url).close()
     open_ledger(url).close()  # reopening migrates nothing
     conn = sqlite3.connect(tmp_path / "ledger.db")
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()

@@ -157,6 +157,11 @@ def _pipeline_metrics(stats: PipelineStats) -> Iterator[Metric]:
         value=stats.duplicates,
     )
     yield CounterMetricFamily(
+        "tollmeter_usage_events_shared_response_id",
+        "Usage events billed although another tenant reported the same provider response id.",
+        value=stats.shared_response_ids,
+    )
+    yield CounterMetricFamily(
         "tollmeter_ledger_commits", "Ledger group commits.", value=stats.commits
     )
     yield CounterMetricFamily(

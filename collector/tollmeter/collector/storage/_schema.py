@@ -17,6 +17,7 @@ import sqlite3
 from decimal import Decimal
 from typing import Any
 
+from tollmeter.collector._event_ids import event_id, legacy_event_id
 from tollmeter.collector._records import UsageEvent
 
 __all__ = [
@@ -81,7 +82,19 @@ _V1 = (
     "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2 scopes dedupe to the tenant (collector/_event_ids.py). The events and their ids
+# stay as written; each dedupe key still inside the window gets its tenant-scoped twin, with
+# the same time seen, so that a batch committed by the older release and retried against
+# this one is still recognised as a repeat. Rows whose id is not a span-derived id (usage the
+# limits service wrote itself) keep their own ids and get no twin.
+_V2 = (
+    "INSERT OR IGNORE INTO dedupe_keys (event_id, seen_ns) "
+    "SELECT tm_event_id(e.tenant_id, e.provider, e.response_id, e.trace_id, e.span_id), "
+    "k.seen_ns FROM dedupe_keys AS k JOIN usage_events AS e ON e.event_id = k.event_id "
+    "WHERE e.event_id = tm_legacy_event_id(e.provider, e.response_id, e.trace_id, e.span_id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -130,6 +143,20 @@ class _DecimalSum:
         return None if self.total is None else str(self.total)
 
 
+def _event_id(
+    tenant: str, provider: str, response_id: str | None, trace_id: str | None, span_id: str | None
+) -> str:
+    return event_id(tenant, provider, response_id, trace_id or "", span_id or "")
+
+
+def _legacy_event_id(
+    provider: str, response_id: str | None, trace_id: str | None, span_id: str | None
+) -> str:
+    return legacy_event_id(provider, response_id, trace_id or "", span_id or "")
+
+
 def register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("tm_decimal_add", 2, _decimal_add, deterministic=True)
+    conn.create_function("tm_event_id", 5, _event_id, deterministic=True)
+    conn.create_function("tm_legacy_event_id", 4, _legacy_event_id, deterministic=True)
     conn.create_aggregate("tm_decimal_sum", 1, _DecimalSum)
