@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-import wrapt
-
+from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
 
@@ -203,7 +202,7 @@ _reaper = _Reaper()
 os.register_at_fork(after_in_child=_reaper.after_fork)
 
 
-class MeteredProxy(wrapt.ObjectProxy[Any]):
+class MeteredProxy(AnyProxy):
     """Base of the proxies: owns the call's state and hands it to the reaper when dropped.
 
     Subclasses that pass the call on to another proxy call ``_self_detach()`` so that

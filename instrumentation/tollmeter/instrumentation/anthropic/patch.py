@@ -26,13 +26,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, cast
 
-import wrapt
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._guard import before_call
+from tollmeter.instrumentation._proxy import SpanProxy
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.anthropic import extract
@@ -84,7 +84,7 @@ class _SpanGate:
         self.span.end(end_time)
 
 
-class _SdkSideSpan(wrapt.ObjectProxy[Span]):
+class _SdkSideSpan(SpanProxy):
     """What the SDK holds: ending it records the end time; after tollmeter ends it, a no-op."""
 
     def __init__(self, gate: _SpanGate) -> None:
@@ -119,7 +119,7 @@ class _SdkSideSpan(wrapt.ObjectProxy[Span]):
             self.__wrapped__.record_exception(*args, **kwargs)
 
 
-class _OurSideSpan(wrapt.ObjectProxy[Span]):
+class _OurSideSpan(SpanProxy):
     """What tollmeter's call holds: ending it ends the native span through the gate."""
 
     def __init__(self, gate: _SpanGate) -> None:

@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
-import wrapt
-
+from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import contained
 from tollmeter.instrumentation._streams import (
     AsyncStreamProxy,
@@ -227,7 +226,7 @@ class _Runner(Protocol):
     def failed(self, pending: Any, error: BaseException) -> None: ...
 
 
-class MessageStreamManagerProxy(wrapt.ObjectProxy[Any]):
+class MessageStreamManagerProxy(AnyProxy):
     """Sends the request under tollmeter's call when entered, and meters the stream it yields."""
 
     def __init__(self, wrapped: Any, runner: _Runner, pending: Any, instance: Any) -> None:
@@ -265,7 +264,7 @@ class MessageStreamManagerProxy(wrapt.ObjectProxy[Any]):
                 self._self_stream._self_state.finish()
 
 
-class AsyncMessageStreamManagerProxy(wrapt.ObjectProxy[Any]):
+class AsyncMessageStreamManagerProxy(AnyProxy):
     """The async counterpart of ``MessageStreamManagerProxy``."""
 
     def __init__(self, wrapped: Any, runner: _Runner, pending: Any, instance: Any) -> None:

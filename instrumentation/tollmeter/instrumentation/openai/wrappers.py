@@ -25,8 +25,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import wrapt
-
+from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import report_failure
 from tollmeter.instrumentation._streams import (
     AsyncStreamProxy,
@@ -199,7 +198,7 @@ def wrap_stream(
     return None
 
 
-class _SyncHelperStream(wrapt.ObjectProxy[Any]):
+class _SyncHelperStream(AnyProxy):
     """The helper stream a sync manager yields; closing it finishes the metered stream."""
 
     def __iter__(self) -> Any:
@@ -226,7 +225,7 @@ class _SyncHelperStream(wrapt.ObjectProxy[Any]):
         self.close()
 
 
-class _AsyncHelperStream(wrapt.ObjectProxy[Any]):
+class _AsyncHelperStream(AnyProxy):
     """The helper stream an async manager yields; closing it finishes the metered stream."""
 
     def __aiter__(self) -> Any:
@@ -253,7 +252,7 @@ class _AsyncHelperStream(wrapt.ObjectProxy[Any]):
         await self.close()
 
 
-class SyncStreamManagerProxy(wrapt.ObjectProxy[Any]):
+class SyncStreamManagerProxy(AnyProxy):
     """Wraps ``ChatCompletionStreamManager``/``ResponseStreamManager``."""
 
     def __init__(self, wrapped: Any) -> None:
@@ -277,7 +276,7 @@ class SyncStreamManagerProxy(wrapt.ObjectProxy[Any]):
             finish_stream(getattr(self._self_stream, "_raw_stream", None))
 
 
-class AsyncStreamManagerProxy(wrapt.ObjectProxy[Any]):
+class AsyncStreamManagerProxy(AnyProxy):
     """Wraps ``AsyncChatCompletionStreamManager``/``AsyncResponseStreamManager``."""
 
     def __init__(self, wrapped: Any) -> None:
