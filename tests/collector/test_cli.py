@@ -15,13 +15,13 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tollmeter.collector._cli_collector import format_table
-from tollmeter.collector.cli import main
+from tollmeter.collector._cli_group import cli
 
 TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def export(running, spans) -> None:

@@ -1,51 +1,35 @@
-"""The ``tollmeter`` command line.
+"""The ``tollmeter`` command line (entry point ``tollmeter.collector.cli:main``).
 
-Only this module turns errors into exit codes; each subcommand lives in the
-module of the part it drives and is registered here.
+The base distribution installs the command without the collector's dependencies, so
+``main`` checks that the modules the command needs can be imported before it loads any
+subcommand; when some are missing it prints one line naming them and the extra that
+brings them, and exits 2. Only the CLI turns errors into exit codes.
 """
 
 from __future__ import annotations
 
-import click
+import sys
+from collections.abc import Sequence
 
+from tollmeter.collector._cli_requirements import missing_extra
 from tollmeter.semconv.version import __version__
 
 __all__ = ["main"]
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOLLMETER"}
-)
-@click.version_option(__version__, prog_name="tollmeter")
-def main() -> None:
-    """Meter LLM token usage per tenant with OpenTelemetry."""
+def main(args: Sequence[str] | None = None) -> None:
+    """Run ``tollmeter`` with ``args`` (the process's arguments when ``None``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv == ["--version"]:  # answered in every install, without loading click
+        print(f"tollmeter, version {__version__}")
+        return
+    problem = missing_extra(argv)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+    from tollmeter.collector._cli_group import cli
 
-
-from tollmeter.collector._cli_collector import (  # noqa: E402
-    collector_command,
-    usage_command,
-    validate_config_command,
-)
-
-main.add_command(collector_command)
-main.add_command(usage_command)
-main.add_command(validate_config_command)
-
-from tollmeter.collector._cli_check import check_command  # noqa: E402
-
-main.add_command(check_command)
-
-from tollmeter.collector._cli_export import export_command  # noqa: E402
-
-main.add_command(export_command)
-
-from tollmeter.collector.fakellm import fake_llm  # noqa: E402
-
-main.add_command(fake_llm)
-
-from tollmeter.collector._cli_demo import demo_command  # noqa: E402
-
-main.add_command(demo_command)
+    cli.main(args=argv)
 
 
 if __name__ == "__main__":

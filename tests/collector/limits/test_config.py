@@ -152,7 +152,7 @@ def test_invalid_hooks_name_the_key_path(hooks, message):
 def test_validate_config_reports_limit_and_hook_problems(tmp_path):
     from click.testing import CliRunner
 
-    from tollmeter.collector.cli import main
+    from tollmeter.collector._cli_group import cli
 
     path = tmp_path / "tollmeter.yaml"
     path.write_text(
@@ -163,12 +163,12 @@ def test_validate_config_reports_limit_and_hook_problems(tmp_path):
         "hooks:\n"
         "  - {type: webhook, url: 'ftp://nowhere'}\n"
     )
-    result = CliRunner().invoke(main, ["validate-config", str(path)])
+    result = CliRunner().invoke(cli, ["validate-config", str(path)])
     assert result.exit_code == 2
     assert "limits.rules[1].window.timezone: unknown time zone 'Mars/Base'" in result.output
     assert "hooks[0].url: expected an http(s) URL" in result.output
     path.write_text("limits:\n  rules:\n    - {name: tpm, limit: 1000, window: 1m}\n")
-    assert CliRunner().invoke(main, ["validate-config", str(path)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["validate-config", str(path)]).exit_code == 0
 
 
 @pytest.mark.parametrize(
