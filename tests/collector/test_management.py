@@ -32,7 +32,7 @@ def test_health_and_readiness(collector):
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"ledger": True, "receivers": True, "pipeline": True},
+        "checks": {"ledger": True, "receivers": True, "pipeline": True, "ledger_commits": True},
     }
 
 
@@ -41,6 +41,7 @@ def test_not_ready_once_the_pipeline_stops(collector):
     ready = get(collector, "/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["pipeline"] is False
+    assert ready.json()["reasons"] == {"pipeline": "the pipeline is not running"}
     assert get(collector, "/healthz").status_code == 200
 
 

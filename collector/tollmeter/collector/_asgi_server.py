@@ -3,7 +3,10 @@
 The collector binds the socket itself, so an address in use is reported as an
 ``OSError`` at start-up instead of uvicorn exiting the process, and port 0
 yields the real port. uvicorn's own signal handling is disabled: one owner,
-the CLI, handles signals for the whole process.
+the CLI, handles signals for the whole process. Connections are served by
+:func:`~tollmeter.collector._http_guard.guarded_protocol`, which adds header and
+body deadlines and a connection cap to uvicorn's h11 protocol; with TLS, a
+client that does not finish the handshake within the header timeout is dropped.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from tollmeter.collector._config_values import Endpoint
+from tollmeter.collector._edge_config import ServerConfig
+from tollmeter.collector._http_guard import guarded_protocol
 
 __all__ = ["EmbeddedServer"]
 
@@ -25,18 +31,57 @@ _logger = logging.getLogger(__name__)
 
 
 class _QuietServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, handshake_timeout: float) -> None:
+        super().__init__(config)
+        self._handshake_timeout = handshake_timeout
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's own startup cannot bound the TLS handshake (asyncio waits 60 s by
+        # default); the collector always hands over its bound socket and runs no lifespan.
+        if not sockets:
+            raise RuntimeError("the embedded server serves sockets bound by its owner")
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state={}, _loop=loop
+            )
+
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self._handshake_timeout if config.ssl else None,
+            )
+            for sock in sockets
+        ]
+        self.started = True
 
 
 class EmbeddedServer:
     """One uvicorn server on one socket, started and stopped by its owner."""
 
-    def __init__(self, app: ASGIApp, endpoint: Endpoint, *, name: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        endpoint: Endpoint,
+        *,
+        name: str,
+        limits: ServerConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._app = app
         self._requested = endpoint
         self._name = name
+        self._limits = limits or ServerConfig()
+        self._ssl_context = ssl_context
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
@@ -53,6 +98,7 @@ class EmbeddedServer:
             ) from None
         sock.setblocking(False)
         self._socket = sock
+        context = self._ssl_context
         config = uvicorn.Config(
             self._app,
             log_config=None,
@@ -60,8 +106,12 @@ class EmbeddedServer:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(self._limits),
+            timeout_keep_alive=self._limits.idle_timeout,  # type: ignore[arg-type]
+            # The collector's own context: shared by the listeners, reloaded in place.
+            ssl_context_factory=None if context is None else (lambda _config, _default: context),
         )
-        server = _QuietServer(config)
+        server = _QuietServer(config, handshake_timeout=self._limits.header_timeout)
         self._server = server
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"tollmeter-{self._name}")
         self._task = task

@@ -1,7 +1,10 @@
 """Admin and ingest keys.
 
 Keys are kept only as SHA-256 digests and compared in constant time, so
-neither a lookup's timing nor a memory dump reveals them. An ingest key comes
+neither a lookup's timing nor a memory dump reveals them. The configuration may
+hold the digest itself, written ``sha256:<64 hex digits>``, so that the file
+holds no secret: clients still send the key, whose digest is compared.
+:meth:`KeyRing.replace` swaps every key at once (on SIGHUP). An ingest key comes
 in an OTLP header, ``authorization: Bearer <key>`` or ``x-tollmeter-key: <key>``
 (the form the standard exporters send with ``OTEL_EXPORTER_OTLP_HEADERS``).
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -23,16 +27,20 @@ from tollmeter.semconv.errors import TollmeterError
 
 __all__ = [
     "ANONYMOUS",
+    "DIGEST_PREFIX",
     "INGEST_KEY_HEADER",
     "Access",
     "Forbidden",
     "KeyRing",
     "Principal",
     "Unauthenticated",
+    "is_key_digest",
     "key_from_headers",
 ]
 
 INGEST_KEY_HEADER = "x-tollmeter-key"
+DIGEST_PREFIX = "sha256:"
+_DIGEST_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 Access = Literal["admin", "ingest"]
 """What a management route accepts: admin keys only, or admin and ingest keys."""
@@ -66,6 +74,19 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
+def is_key_digest(configured: str) -> bool:
+    """Whether a configured key is written as a digest (``sha256:`` and 64 hex digits)."""
+    return configured.startswith(DIGEST_PREFIX) and bool(
+        _DIGEST_HEX.fullmatch(configured[len(DIGEST_PREFIX) :])
+    )
+
+
+def _configured_digest(configured: str) -> bytes:
+    if is_key_digest(configured):
+        return bytes.fromhex(configured[len(DIGEST_PREFIX) :])
+    return _digest(configured)
+
+
 def key_from_headers(get: Callable[[str], str | None]) -> str | None:
     """The key in ``x-tollmeter-key`` or ``authorization: Bearer``; ``get`` reads
     a header by lower-case name."""
@@ -88,8 +109,20 @@ class KeyRing:
         admin_keys: Iterable[str] = (),
         ingest_keys: Mapping[str, str | None] | None = None,
     ) -> None:
-        self._admin = tuple(_digest(key) for key in admin_keys)
-        self._ingest = {_digest(key): tenant for key, tenant in (ingest_keys or {}).items()}
+        self._admin: tuple[bytes, ...] = ()
+        self._ingest: dict[bytes, str | None] = {}
+        self.replace(admin_keys=admin_keys, ingest_keys=ingest_keys)
+
+    def replace(
+        self,
+        *,
+        admin_keys: Iterable[str] = (),
+        ingest_keys: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Accept these keys from now on, and no others (each key or its ``sha256:`` digest)."""
+        admin = tuple(_configured_digest(key) for key in admin_keys)
+        ingest = {_configured_digest(key): tenant for key, tenant in (ingest_keys or {}).items()}
+        self._admin, self._ingest = admin, ingest
 
     @property
     def admin_required(self) -> bool:
@@ -155,7 +188,7 @@ class KeyRing:
         """Whether ``key`` is an ingest key, and the tenant it is bound to."""
         digest = _digest(key)
         found, bound = False, None
-        for known, tenant in self._ingest.items():
+        for known, tenant in list(self._ingest.items()):
             if hmac.compare_digest(known, digest):
                 found, bound = True, tenant
         return found, bound

@@ -26,6 +26,7 @@ from typing import Literal
 
 import yaml
 
+from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
 from tollmeter.collector._config_values import (
     ConfigProblem,
     Endpoint,
@@ -33,6 +34,7 @@ from tollmeter.collector._config_values import (
     InvalidSetting,
     Section,
 )
+from tollmeter.collector._edge_config import ServerConfig, TlsConfig
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
@@ -49,7 +51,9 @@ __all__ = [
     "LogLevel",
     "ManagementConfig",
     "ReceiversConfig",
+    "ServerConfig",
     "StorageConfig",
+    "TlsConfig",
 ]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -168,7 +172,8 @@ class ManagementConfig:
 
     ``admin_keys`` protect ``/api/v1/*`` when any is set. ``ingest_keys`` map an
     ingest key to the tenant it is bound to, or to ``None`` for any tenant;
-    when any is set, OTLP requests without a known key are refused.
+    when any is set, OTLP requests without a known key are refused. Either kind
+    may be written as its digest, ``sha256:<64 hex digits>``.
     """
 
     enabled: bool = True
@@ -185,6 +190,13 @@ class ManagementConfig:
             admin_keys=section.string_list("admin_keys"),
             ingest_keys=section.string_map("ingest_keys"),
         )
+        for name, keys in (("admin_keys", config.admin_keys), ("ingest_keys", config.ingest_keys)):
+            for key in keys:
+                if key.startswith(DIGEST_PREFIX) and not is_key_digest(key):
+                    # The key itself is never echoed: it may be a secret with a typo.
+                    raise section.error(
+                        name, f"a key written '{DIGEST_PREFIX}...' needs 64 hex digits after it"
+                    )
         section.finish()
         return config
 
@@ -201,6 +213,7 @@ class Config:
     receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     management: ManagementConfig = field(default_factory=ManagementConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

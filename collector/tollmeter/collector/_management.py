@@ -41,8 +41,9 @@ __all__ = ["ManagementApi", "Readiness", "ingest_keys_allowed", "principal_of"]
 
 _logger = logging.getLogger(__name__)
 
-Readiness = Callable[[], dict[str, bool]]
-"""Returns named checks; the collector is ready when all are true."""
+Readiness = Callable[[], dict[str, str | None]]
+"""Returns named checks, each ``None`` when it passes or the reason it fails;
+the collector is ready when all pass."""
 
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
@@ -194,18 +195,22 @@ class ManagementApi:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        """Readiness: the ledger is open, the receivers are bound and the pipeline accepts.
+        """Readiness: the ledger is open and commits, the receivers are bound and the
+        pipeline accepts.
         ---
         responses:
           "200": {description: ready}
-          "503": {description: not ready; the body lists the failing checks}
+          "503": {description: not ready; the body lists the failing checks and why}
         """
-        checks = self._readiness()
-        ready = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        results = self._readiness()
+        failing = {name: reason for name, reason in results.items() if reason is not None}
+        body: dict[str, object] = {
+            "status": "not ready" if failing else "ready",
+            "checks": {name: reason is None for name, reason in results.items()},
+        }
+        if failing:
+            body["reasons"] = failing
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     async def _openapi(self, request: Request) -> Response:
         """This OpenAPI document."""

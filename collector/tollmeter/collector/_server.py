@@ -25,6 +25,7 @@ from tollmeter.collector._auth import KeyRing
 from tollmeter.collector._config import Config
 from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
+from tollmeter.collector._tls import ServerTls, TlsError
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
 from tollmeter.collector.export import ExportService, install_export
 from tollmeter.collector.forward import Forwarder, chain_sinks, start_forwarding
@@ -74,6 +75,7 @@ class Collector:
         self._management_server: EmbeddedServer | None = None
         self._shutdown_hooks: list[ShutdownHook] = []
         self._receivers_bound = False
+        self._tls: ServerTls | None = None
         self.limits: LimitsService | None = None
         self.export: ExportService | None = None
         self.forwarder: Forwarder | None = None
@@ -116,21 +118,48 @@ class Collector:
         """Base URL of the OTLP/HTTP receiver (append ``/v1/traces``)."""
         if self._http is None or self._http.endpoint is None:
             raise RuntimeError("the HTTP receiver is not running")
-        return f"http://{self._http.endpoint}"
+        return f"{self._scheme}://{self._http.endpoint}"
 
     @property
     def management_url(self) -> str:
         """Base URL of the management API."""
         if self._management_server is None or self._management_server.endpoint is None:
             raise RuntimeError("the management API is not running")
-        return f"http://{self._management_server.endpoint}"
+        return f"{self._scheme}://{self._management_server.endpoint}"
 
-    def _readiness(self) -> dict[str, bool]:
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.config.server.tls.enabled else "http"
+
+    def _readiness(self) -> dict[str, str | None]:
+        pipeline = self._pipeline
         return {
-            "ledger": self._ledger is not None,
-            "receivers": self._receivers_bound,
-            "pipeline": self._pipeline is not None and self._pipeline.ready,
+            "ledger": None if self._ledger is not None else "the ledger is not open",
+            "receivers": None if self._receivers_bound else "the receivers are not listening",
+            "pipeline": (
+                None if pipeline is not None and pipeline.ready else "the pipeline is not running"
+            ),
+            "ledger_commits": None if pipeline is None else pipeline.commit_error,
         }
+
+    # -- reload ------------------------------------------------------------------
+
+    def reload(self, config: Config) -> None:
+        """Swap in the keys and TLS certificates of ``config`` without dropping connections.
+
+        Raises :class:`~tollmeter.collector._tls.TlsError` and changes nothing when
+        the new certificates cannot be used; other sections are left to their owners.
+        """
+        tls = config.server.tls
+        if (self._tls is None) != (not tls.enabled):
+            raise TlsError("turning TLS on or off needs a restart")
+        if self._tls is not None and self._tls.reload(tls):
+            _logger.info("TLS certificates reloaded from %s", tls.cert_file)
+        self._keys.replace(
+            admin_keys=config.management.admin_keys,
+            ingest_keys=config.management.ingest_keys,
+        )
+        _logger.info("admin and ingest keys reloaded")
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -172,6 +201,9 @@ class Collector:
 
     async def _start(self) -> None:
         config = self.config
+        edge = config.server
+        self._tls = ServerTls(edge.tls) if edge.tls.enabled else None
+        ssl_context = None if self._tls is None else self._tls.ssl_context
         self._ledger = await asyncio.to_thread(open_configured_ledger, config)
         self._pipeline = build_pipeline(config, self.metrics.timed(self._ledger))
         await self._pipeline.start()
@@ -190,7 +222,11 @@ class Collector:
         )
         if config.management.enabled:
             self._management_server = EmbeddedServer(
-                self._management.app, config.management.endpoint, name="management API"
+                self._management.app,
+                config.management.endpoint,
+                name="management API",
+                limits=edge,
+                ssl_context=ssl_context,
             )
             await self._management_server.start()
         sink = chain_sinks(
@@ -200,11 +236,17 @@ class Collector:
         )
         ingest = OtlpIngest(self._pipeline, self._keys, signal_sink=sink)
         if config.receivers.grpc.enabled:
-            self._grpc = GrpcReceiver(ingest, config.receivers.grpc)
+            self._grpc = GrpcReceiver(ingest, config.receivers.grpc, limits=edge, tls=self._tls)
             await self._grpc.start()
         if config.receivers.http.enabled:
             app = http_receiver_app(ingest, max_body_bytes=config.receivers.http.max_body_bytes)
-            self._http = EmbeddedServer(app, config.receivers.http.endpoint, name="OTLP/HTTP")
+            self._http = EmbeddedServer(
+                app,
+                config.receivers.http.endpoint,
+                name="OTLP/HTTP",
+                limits=edge,
+                ssl_context=ssl_context,
+            )
             await self._http.start()
         self._receivers_bound = True
 

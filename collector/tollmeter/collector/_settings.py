@@ -15,19 +15,26 @@ from typing import Literal
 __all__ = [
     "ADMIN_KEY",
     "ADMIN_KEYS",
+    "BODY_TIMEOUT",
     "COLLECTOR_ID",
     "CONFIG",
     "DATA_DIR",
     "DEDUPE_WINDOW",
     "DEFAULT_TENANT",
     "GRPC_ENDPOINT",
+    "HEADER_TIMEOUT",
     "HTTP_ENDPOINT",
+    "IDLE_TIMEOUT",
     "INGEST_KEYS",
     "LOG_LEVEL",
     "MANAGEMENT_ENDPOINT",
+    "MAX_CONNECTIONS",
     "SETTINGS",
     "SHUTDOWN_GRACE",
     "STORAGE_URL",
+    "TLS_CERT_FILE",
+    "TLS_CLIENT_CA_FILE",
+    "TLS_KEY_FILE",
     "URL",
     "Setting",
     "environment_overrides",
@@ -101,6 +108,48 @@ INGEST_KEYS = Setting(
     key="management.ingest_keys",
     kind="keymap",
 )
+HEADER_TIMEOUT = Setting(
+    "TOLLMETER_HEADER_TIMEOUT",
+    "10s",
+    "Every port: time for a request's headers to arrive (gRPC: the handshake).",
+    key="server.header_timeout",
+)
+BODY_TIMEOUT = Setting(
+    "TOLLMETER_BODY_TIMEOUT",
+    "60s",
+    "Every port: time for a request's body to arrive after its headers.",
+    key="server.body_timeout",
+)
+IDLE_TIMEOUT = Setting(
+    "TOLLMETER_IDLE_TIMEOUT",
+    "60s",
+    "Every port: an idle keep-alive connection is closed after this long.",
+    key="server.idle_timeout",
+)
+MAX_CONNECTIONS = Setting(
+    "TOLLMETER_MAX_CONNECTIONS",
+    "1000",
+    "Every port: open connections allowed; more are refused.",
+    key="server.max_connections",
+)
+TLS_CERT_FILE = Setting(
+    "TOLLMETER_TLS_CERT_FILE",
+    None,
+    "PEM server certificate (chain): turns on TLS on every port.",
+    key="server.tls.cert_file",
+)
+TLS_KEY_FILE = Setting(
+    "TOLLMETER_TLS_KEY_FILE",
+    None,
+    "PEM private key of the server certificate.",
+    key="server.tls.key_file",
+)
+TLS_CLIENT_CA_FILE = Setting(
+    "TOLLMETER_TLS_CLIENT_CA_FILE",
+    None,
+    "PEM CA bundle: clients must present a certificate it signed (mutual TLS).",
+    key="server.tls.client_ca_file",
+)
 DEFAULT_TENANT = Setting(
     "TOLLMETER_DEFAULT_TENANT",
     "unknown",
@@ -143,6 +192,13 @@ SETTINGS: tuple[Setting, ...] = (
     MANAGEMENT_ENDPOINT,
     ADMIN_KEYS,
     INGEST_KEYS,
+    HEADER_TIMEOUT,
+    BODY_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    TLS_CLIENT_CA_FILE,
     DEFAULT_TENANT,
     DEDUPE_WINDOW,
     SHUTDOWN_GRACE,

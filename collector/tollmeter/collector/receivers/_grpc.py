@@ -11,6 +11,14 @@ Status mapping, as the OTLP specification asks:
   ``grpc-status-details-bin`` and in ``google.rpc.retryinfo-bin`` (read by the
   OpenTelemetry Python exporter), so that standard exporters retry later;
 - some spans rejected: OK with ``partial_success``.
+
+Slow and idle clients (the ``server`` section): a connection must finish its
+TLS and HTTP/2 handshake within ``header_timeout``; one with no call in
+progress is closed after ``idle_timeout``; at most ``max_connections`` are
+open, and each carries at most ``_MAX_STREAMS`` calls at once. gRPC hands a
+unary request over only once it arrived in full, so a call whose message
+trickles in is bounded by the connection's age: every connection is asked to
+close after ``_MAX_CONNECTION_AGE_S``, and cut ``body_timeout`` later.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from google.rpc import (  # type: ignore[import-untyped]
 from tollmeter.collector._auth import Unauthenticated, key_from_headers
 from tollmeter.collector._config import GrpcReceiverConfig
 from tollmeter.collector._config_values import Endpoint
+from tollmeter.collector._edge_config import ServerConfig
+from tollmeter.collector._tls import ServerTls
 from tollmeter.collector.receivers._ingest import (
     RETRYABLE,
     SIGNALS,
@@ -45,6 +55,11 @@ from tollmeter.collector.receivers._ingest import (
 __all__ = ["GrpcReceiver"]
 
 _logger = logging.getLogger(__name__)
+
+_MAX_STREAMS = 100
+# Long enough not to matter to a healthy exporter; also lets an L4 balancer spread
+# reconnecting clients over replicas.
+_MAX_CONNECTION_AGE_S = 300.0
 
 _Handler = Callable[[bytes, grpc.aio.ServicerContext[bytes, Message]], Awaitable[Message]]
 
@@ -74,12 +89,25 @@ async def _abort(
     raise RuntimeError("grpc context.abort() returned")
 
 
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 class GrpcReceiver:
     """Serves OTLP/gRPC until :meth:`stop`."""
 
-    def __init__(self, ingest: OtlpIngest, config: GrpcReceiverConfig) -> None:
+    def __init__(
+        self,
+        ingest: OtlpIngest,
+        config: GrpcReceiverConfig,
+        *,
+        limits: ServerConfig | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         self._ingest = ingest
         self._config = config
+        self._limits = limits or ServerConfig()
+        self._tls = tls
         self._server: grpc.aio.Server | None = None
         self._endpoint: Endpoint | None = None
 
@@ -93,11 +121,18 @@ class GrpcReceiver:
     async def start(self) -> Endpoint:
         """Bind and start serving; raises ``OSError`` when the address is unusable."""
         limit = self._config.max_message_bytes
+        limits = self._limits
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 # Without this a second collector could share the port unnoticed.
                 ("grpc.so_reuseport", 0),
+                ("grpc.server_handshake_timeout_ms", _ms(limits.header_timeout)),
+                ("grpc.max_connection_idle_ms", _ms(limits.idle_timeout)),
+                ("grpc.max_connection_age_ms", _ms(_MAX_CONNECTION_AGE_S)),
+                ("grpc.max_connection_age_grace_ms", _ms(limits.body_timeout)),
+                ("grpc.max_allowed_incoming_connections", limits.max_connections),
+                ("grpc.max_concurrent_streams", _MAX_STREAMS),
             ]
         )
         handlers = [
@@ -115,7 +150,10 @@ class GrpcReceiver:
         server.add_generic_rpc_handlers(handlers)
         address = str(self._config.endpoint)
         try:
-            port = server.add_insecure_port(address)
+            if self._tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self._tls.grpc_credentials())
         except RuntimeError:
             # gRPC's own message only points at GRPC_VERBOSITY; the cause is nearly always this.
             port = 0
