@@ -1,11 +1,21 @@
-"""In-memory OpenTelemetry pipelines for instrumentation tests."""
+"""In-memory OpenTelemetry pipelines for instrumentation tests, and what the installed SDKs offer.
+
+The suite runs against every supported release of the openai and anthropic SDKs (one venv per
+variant). Where a feature exists only in some releases, the fixtures here say so, checked on
+the installed SDK itself rather than through tollmeter, so that a wrong capability check in
+the instrumentation cannot hide behind the same check in the tests.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import time
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
+import anthropic
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -78,3 +88,66 @@ def wait_spans(
 def points(metric_reader: InMemoryMetricReader) -> Callable[[str], list[Any]]:
     """``points(name)``: the data points of metric ``name`` collected now."""
     return lambda name: _metric_points(metric_reader, name)
+
+
+def _anthropic_has_native_spans() -> bool:
+    """Whether the installed Anthropic SDK can emit spans of its own (recent releases only)."""
+    return "open_telemetry" in inspect.signature(anthropic.Anthropic).parameters
+
+
+ANTHROPIC_NATIVE_SPANS = _anthropic_has_native_spans()
+
+
+@pytest.fixture
+def anthropic_native_spans() -> bool:
+    """Whether the installed Anthropic SDK can emit spans of its own."""
+    return ANTHROPIC_NATIVE_SPANS
+
+
+# Decided at collection time: an SDK without native spans runs only the "no-sdk-spans" case.
+@pytest.fixture(
+    params=[True, False] if ANTHROPIC_NATIVE_SPANS else [False],
+    ids=["sdk-spans", "no-sdk-spans"] if ANTHROPIC_NATIVE_SPANS else ["no-sdk-spans"],
+)
+def native(request: pytest.FixtureRequest) -> bool:
+    """Whether the Anthropic SDK emits its own span for each call."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def claude_tracing(tracer_provider: TracerProvider) -> Callable[[bool], dict[str, Any]]:
+    """``claude_tracing(native)``: the Anthropic client options that turn the SDK's own spans
+    on (into the test's tracer provider) or off; none on an SDK that has no spans of its own."""
+
+    def options(native: bool) -> dict[str, Any]:
+        if not ANTHROPIC_NATIVE_SPANS:
+            assert not native, "this Anthropic SDK has no spans of its own"
+            return {}
+        return {"open_telemetry": {"tracer_provider": tracer_provider} if native else False}
+
+    return options
+
+
+def _http_library(sdk: ModuleType) -> ModuleType:
+    # The SDK's default HTTP client subclasses the library's own client.
+    base = sdk.DefaultHttpxClient.__mro__[1]
+    return importlib.import_module(base.__module__.partition(".")[0])
+
+
+@pytest.fixture
+def sdk_http() -> Callable[[ModuleType], ModuleType]:
+    """``sdk_http(openai)``: the HTTP library an SDK package uses (``httpx`` in older releases,
+    ``httpx2`` in newer ones), whose clients it accepts and whose errors it raises."""
+    return _http_library
+
+
+def _chat_helpers(client: Any) -> Any:
+    completions = client.chat.completions
+    return completions if hasattr(completions, "parse") else client.beta.chat.completions
+
+
+@pytest.fixture
+def chat_helpers() -> Callable[[Any], Any]:
+    """``chat_helpers(client)``: where an OpenAI client keeps chat ``parse`` and ``stream``
+    (under ``beta`` in releases before they became stable)."""
+    return _chat_helpers

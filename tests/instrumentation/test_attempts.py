@@ -54,15 +54,12 @@ def gpt(fake_llm: Any, instrumented: None) -> Iterator[openai.OpenAI]:
         yield sdk
 
 
-@pytest.fixture(params=[True, False], ids=["sdk-spans", "no-sdk-spans"])
+@pytest.fixture
 def claude(
-    request: pytest.FixtureRequest, fake_llm: Any, instrumented: None, tracer_provider: Any
+    fake_llm: Any, instrumented: None, native: bool, claude_tracing: Any
 ) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(
-        base_url=fake_llm.url,
-        api_key="test-key",
-        max_retries=2,
-        open_telemetry={"tracer_provider": tracer_provider} if request.param else False,
+        base_url=fake_llm.url, api_key="test-key", max_retries=2, **claude_tracing(native)
     ) as sdk:
         yield sdk
 
@@ -151,9 +148,9 @@ def test_openai_retried_stream(gpt: openai.OpenAI, span_exporter: InMemorySpanEx
 
 
 def test_openai_stream_helper_retried(
-    gpt: openai.OpenAI, span_exporter: InMemorySpanExporter
+    gpt: openai.OpenAI, chat_helpers: Any, span_exporter: InMemorySpanExporter
 ) -> None:
-    with gpt.chat.completions.stream(
+    with chat_helpers(gpt).stream(
         model=GPT, messages=MESSAGES, extra_headers=_failing(2)
     ) as stream:
         stream.until_done()
@@ -191,11 +188,11 @@ def test_anthropic_retried_stream(
 
 
 def test_anthropic_async_retried_call(
-    fake_llm: Any, instrumented: None, span_exporter: InMemorySpanExporter
+    fake_llm: Any, instrumented: None, claude_tracing: Any, span_exporter: InMemorySpanExporter
 ) -> None:
     async def run() -> None:
         sdk = anthropic.AsyncAnthropic(
-            base_url=fake_llm.url, api_key="test-key", max_retries=2, open_telemetry=False
+            base_url=fake_llm.url, api_key="test-key", max_retries=2, **claude_tracing(False)
         )
         async with sdk:
             await _ask_claude(sdk, failures=2)

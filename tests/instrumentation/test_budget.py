@@ -29,9 +29,9 @@ def instrumented(tracer_provider, meter_provider) -> Iterator[None]:
 
 
 @pytest.fixture
-def claude(fake_llm, instrumented) -> Iterator[anthropic.Anthropic]:
+def claude(fake_llm, instrumented, claude_tracing) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(
-        base_url=fake_llm.url, api_key="test-key", max_retries=0, open_telemetry=False
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
     ) as client:
         yield client
 
@@ -96,11 +96,11 @@ def test_decorator_gives_each_invocation_its_own_budget(claude):
     assert handle_request()
 
 
-def test_async_decorator(fake_llm, instrumented):
+def test_async_decorator(fake_llm, instrumented, claude_tracing):
     @budget(max_calls=1)
     async def agent() -> None:
         client = anthropic.AsyncAnthropic(
-            base_url=fake_llm.url, api_key="test-key", max_retries=0, open_telemetry=False
+            base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
         )
         async with client:
             await client.messages.create(

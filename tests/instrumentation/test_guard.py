@@ -76,9 +76,9 @@ def instrumented(tracer_provider, meter_provider) -> Iterator[None]:
 
 
 @pytest.fixture
-def claude(fake_llm, instrumented) -> Iterator[anthropic.Anthropic]:
+def claude(fake_llm, instrumented, claude_tracing) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(
-        base_url=fake_llm.url, api_key="test-key", max_retries=0, open_telemetry=False
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
     ) as client:
         yield client
 

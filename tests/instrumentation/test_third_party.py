@@ -59,7 +59,9 @@ def _openai_members() -> dict[tuple[Any, str], Any]:
         for name, value in list(vars(module).items()):
             if callable(value) and getattr(value, "__module__", None) == module_name:
                 members[(module, name)] = value
-            if isinstance(value, type) and value.__module__ == module_name:
+            # ``type(value)``, not ``isinstance``: the latter loads the SDK's lazy proxies
+            # (numpy, in older releases), which fail when the optional library is absent.
+            if issubclass(type(value), type) and value.__module__ == module_name:
                 for member_name, member in list(vars(value).items()):
                     members[(value, member_name)] = member
     return members

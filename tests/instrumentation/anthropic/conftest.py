@@ -1,7 +1,9 @@
 """Anthropic SDK clients against the fake LLM server, with the instrumentor enabled.
 
-Every client test runs twice: with the SDK's own spans on (tollmeter enriches them) and off
-(tollmeter starts its own span). Either way a call must yield exactly one metered span.
+Every client test runs twice on SDK releases that emit spans of their own: with those spans on
+(tollmeter enriches them) and off (tollmeter starts its own span); older releases run the second
+case only (``native`` in the parent conftest). Either way a call must yield exactly one metered
+span.
 """
 
 from __future__ import annotations
@@ -28,38 +30,22 @@ def instrumentor(
     instrumentor.uninstrument()
 
 
-@pytest.fixture(params=[True, False], ids=["sdk-spans", "no-sdk-spans"])
-def native(request: pytest.FixtureRequest) -> bool:
-    """Whether the SDK emits its own span for each call."""
-    return bool(request.param)
-
-
-def _open_telemetry(native: bool, tracer_provider: TracerProvider) -> Any:
-    return {"tracer_provider": tracer_provider} if native else False
-
-
 @pytest.fixture
 def client(
-    fake_llm: Any, native: bool, tracer_provider: TracerProvider, instrumentor: Any
+    fake_llm: Any, native: bool, claude_tracing: Callable[[bool], dict[str, Any]], instrumentor: Any
 ) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(
-        base_url=fake_llm.url,
-        api_key="test-key",
-        max_retries=0,
-        open_telemetry=_open_telemetry(native, tracer_provider),
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(native)
     ) as made:
         yield made
 
 
 @pytest.fixture
 def async_client(
-    fake_llm: Any, native: bool, tracer_provider: TracerProvider, instrumentor: Any
+    fake_llm: Any, native: bool, claude_tracing: Callable[[bool], dict[str, Any]], instrumentor: Any
 ) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(
-        base_url=fake_llm.url,
-        api_key="test-key",
-        max_retries=0,
-        open_telemetry=_open_telemetry(native, tracer_provider),
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(native)
     )
 
 

@@ -7,9 +7,7 @@ import gc
 from typing import Any
 
 import anthropic
-import httpx2
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
 from tollmeter.semconv import attributes as attrs
@@ -85,8 +83,10 @@ def test_stream_helper_without_with_and_close(
     assert values[attrs.TOLLMETER_USAGE_SOURCE] == "provider"
 
 
-def test_server_cuts_the_stream(client: anthropic.Anthropic, one_metered: Any) -> None:
-    with pytest.raises(httpx2.RemoteProtocolError):  # noqa: PT012 - raised mid-iteration
+def test_server_cuts_the_stream(
+    client: anthropic.Anthropic, sdk_http: Any, one_metered: Any
+) -> None:
+    with pytest.raises(sdk_http(anthropic).RemoteProtocolError):  # noqa: PT012 - raised mid-iteration
         stream = client.messages.create(
             model=MODEL,
             max_tokens=64,
@@ -106,16 +106,13 @@ def test_server_cuts_the_stream(client: anthropic.Anthropic, one_metered: Any) -
 def test_async_break_and_aclose(
     fake_llm: Any,
     native: bool,
-    tracer_provider: TracerProvider,
+    claude_tracing: Any,
     instrumentor: Any,
     one_metered: Any,
 ) -> None:
     async def main() -> None:
         async with anthropic.AsyncAnthropic(
-            base_url=fake_llm.url,
-            api_key="test-key",
-            max_retries=0,
-            open_telemetry={"tracer_provider": tracer_provider} if native else False,
+            base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(native)
         ) as client:
             stream = await client.messages.create(
                 model=MODEL, max_tokens=64, messages=PROMPT, stream=True

@@ -95,31 +95,38 @@ async def _achat_stream_usage(c: openai.AsyncOpenAI) -> None:
     await _adrain(stream)
 
 
+def _helpers(c: Any) -> Any:
+    """Where the SDK keeps chat ``parse`` and ``stream`` (the ``chat_helpers`` fixture, for
+    cases that take no fixtures): under ``beta`` in older releases."""
+    completions = c.chat.completions
+    return completions if hasattr(completions, "parse") else c.beta.chat.completions
+
+
 @case("chat-parse", "chat", CHAT_MODEL, "provider", False)
 def _chat_parse(c: openai.OpenAI) -> None:
-    c.chat.completions.parse(model=CHAT_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    _helpers(c).parse(model=CHAT_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
 
 
 @_chat_parse
 async def _achat_parse(c: openai.AsyncOpenAI) -> None:
-    await c.chat.completions.parse(model=CHAT_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    await _helpers(c).parse(model=CHAT_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
 
 
 @case("chat-stream-helper", "chat", CHAT_MODEL, "estimate", True)
 def _chat_helper(c: openai.OpenAI) -> None:
-    with c.chat.completions.stream(model=CHAT_MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    with _helpers(c).stream(model=CHAT_MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
         _drain(stream)
 
 
 @_chat_helper
 async def _achat_helper(c: openai.AsyncOpenAI) -> None:
-    async with c.chat.completions.stream(model=CHAT_MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    async with _helpers(c).stream(model=CHAT_MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
         await _adrain(stream)
 
 
 @case("chat-stream-helper-final", "chat", CHAT_MODEL, "provider", True)
 def _chat_helper_final(c: openai.OpenAI) -> None:
-    with c.chat.completions.stream(
+    with _helpers(c).stream(
         model=CHAT_MODEL,
         messages=MESSAGES,  # type: ignore[arg-type]
         stream_options=USAGE,  # type: ignore[typeddict-item]
@@ -129,7 +136,7 @@ def _chat_helper_final(c: openai.OpenAI) -> None:
 
 @_chat_helper_final
 async def _achat_helper_final(c: openai.AsyncOpenAI) -> None:
-    async with c.chat.completions.stream(
+    async with _helpers(c).stream(
         model=CHAT_MODEL,
         messages=MESSAGES,  # type: ignore[arg-type]
         stream_options=USAGE,  # type: ignore[typeddict-item]

@@ -15,6 +15,12 @@ from tollmeter.instrumentation._telemetry import Usage
 from tollmeter.instrumentation.openai import extract
 from tollmeter.semconv import attributes as attrs
 
+# The SDK's "argument not given" markers: ``NOT_GIVEN`` in every release, ``omit`` (and
+# ``not_given``) only in newer ones.
+SENTINELS = [
+    getattr(openai, name) for name in ("NOT_GIVEN", "not_given", "omit") if hasattr(openai, name)
+]
+
 
 def test_server_attributes_use_default_ports() -> None:
     with openai.OpenAI(api_key="k", base_url="https://api.example.com/v1") as client:
@@ -37,16 +43,17 @@ def test_request_attributes() -> None:
     assert extract.request_attributes(
         {"max_output_tokens": 64, "conversation": {"id": "conv_1"}}
     ) == {attrs.GEN_AI_REQUEST_MAX_TOKENS: 64, attrs.GEN_AI_CONVERSATION_ID: "conv_1"}
-    assert extract.request_attributes(
-        {"stream": openai.NOT_GIVEN, "max_tokens": openai.omit, "conversation": "conv_2"}
-    ) == {attrs.GEN_AI_CONVERSATION_ID: "conv_2"}
+    for sentinel in SENTINELS:
+        assert extract.request_attributes(
+            {"stream": sentinel, "max_tokens": sentinel, "conversation": "conv_2"}
+        ) == {attrs.GEN_AI_CONVERSATION_ID: "conv_2"}
     # Hostile values are dropped, not copied: a bool is not a token limit.
     assert extract.request_attributes({"stream": "yes", "max_tokens": True}) == {}
 
 
 def test_given_treats_sdk_sentinels_as_absent() -> None:
-    assert extract.given(openai.NOT_GIVEN) is None
-    assert extract.given(openai.omit) is None
+    for sentinel in SENTINELS:
+        assert extract.given(sentinel) is None
     assert extract.given(False) is False
     assert extract.given([]) == []
 

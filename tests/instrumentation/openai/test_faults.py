@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from opentelemetry.trace import StatusCode
@@ -126,16 +125,19 @@ class Interrupted(BaseException):
 
 
 @pytest.fixture
-def interrupting_client(fake_llm: Any) -> Iterator[tuple[openai.OpenAI, Interrupted]]:
+def interrupting_client(
+    fake_llm: Any, sdk_http: Any
+) -> Iterator[tuple[openai.OpenAI, Interrupted]]:
     error = Interrupted("stop now")
+    http = sdk_http(openai)
 
-    class Transport(httpx2.HTTPTransport):
-        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+    class Transport(http.HTTPTransport):
+        def handle_request(self, request: Any) -> Any:
             if "x-test-interrupt" in request.headers:
                 raise error
             return super().handle_request(request)
 
-    http_client = httpx2.Client(transport=Transport())
+    http_client = http.Client(transport=Transport())
     with openai.OpenAI(
         base_url=f"{fake_llm.url}/v1", api_key="k", max_retries=0, http_client=http_client
     ) as client:

@@ -104,9 +104,9 @@ def test_break_and_garbage_collection_marks_abandoned(
 
 
 def test_helper_stream_exit_after_break_is_not_abandoned(
-    client: openai.OpenAI, one_span: Any
+    client: openai.OpenAI, chat_helpers: Any, one_span: Any
 ) -> None:
-    with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
+    with chat_helpers(client).stream(model=MODEL, messages=MESSAGES) as stream:
         for event in stream:
             if event.type == "content.delta":
                 break
@@ -114,8 +114,10 @@ def test_helper_stream_exit_after_break_is_not_abandoned(
     assert attrs.TOLLMETER_USAGE_ABANDONED not in attributes
 
 
-def test_helper_stream_closed_directly(client: openai.OpenAI, one_span: Any) -> None:
-    manager = client.chat.completions.stream(model=MODEL, messages=MESSAGES)
+def test_helper_stream_closed_directly(
+    client: openai.OpenAI, chat_helpers: Any, one_span: Any
+) -> None:
+    manager = chat_helpers(client).stream(model=MODEL, messages=MESSAGES)
     stream = manager.__enter__()
     next(iter(stream))
     stream.close()
@@ -150,6 +152,7 @@ def test_raw_stream_never_parsed_is_finished_when_dropped(
 
 def test_async_exits(
     async_client_factory: Callable[[], openai.AsyncOpenAI],
+    chat_helpers: Any,
     span_exporter: InMemorySpanExporter,
     wait_spans: WaitSpans,
 ) -> None:
@@ -180,7 +183,7 @@ def test_async_exits(
                 await consume()
             assert caught.value is error
 
-            async with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as s:
+            async with chat_helpers(client).stream(model=MODEL, messages=MESSAGES) as s:
                 async for _ in s:
                     break
 
