@@ -89,13 +89,19 @@ def test_suppressed_calls_are_not_metered(
 
 
 def test_uninstrument_restores_the_sdk(
-    fake_llm: Any, tracer_provider: TracerProvider, meter_provider: Any, span_exporter: Any
+    fake_llm: Any,
+    tracer_provider: TracerProvider,
+    meter_provider: Any,
+    span_exporter: Any,
+    anthropic_native_spans: bool,
+    claude_tracing: Any,
 ) -> None:
     import anthropic._base_client as base_client
-    from anthropic.resources.messages.messages import AsyncMessages, Messages
+    from anthropic.resources.beta.messages import Messages as BetaMessages
+    from anthropic.resources.messages import AsyncMessages, Messages
 
     originals = (Messages.create, Messages.stream, AsyncMessages.create, AsyncMessages.stream)
-    factory = base_client.start_api_call_span
+    factory = getattr(base_client, "start_api_call_span", None)
     instrumentor = AnthropicInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     # A second instrument() is a no-op, not a second layer of wrappers.
@@ -103,20 +109,51 @@ def test_uninstrument_restores_the_sdk(
     wrapper = Messages.__dict__["create"]
     assert wrapper is not originals[0]
     assert wrapper.__wrapped__ is originals[0]
+    if anthropic_native_spans:
+        assert base_client.start_api_call_span.__wrapped__ is factory
     instrumentor.uninstrument()
     assert (Messages.create, Messages.stream, AsyncMessages.create, AsyncMessages.stream) == (
         originals
     )
-    assert base_client.start_api_call_span is factory
-    from anthropic.resources.beta.messages.messages import Messages as BetaMessages
-
+    assert getattr(base_client, "start_api_call_span", None) is factory
     assert not hasattr(BetaMessages.__dict__["create"], "__self_wrapper__")
     assert type(BetaMessages.__dict__["create"]).__name__ == "function"
     with anthropic.Anthropic(
-        base_url=fake_llm.url, api_key="test-key", open_telemetry=False
+        base_url=fake_llm.url, api_key="test-key", **claude_tracing(False)
     ) as client:
         client.messages.create(model=MODEL, max_tokens=32, messages=PROMPT)
     assert span_exporter.get_finished_spans() == ()
+
+
+def test_the_sdk_emits_spans_of_its_own_only_where_it_can(
+    fake_llm: Any,
+    instrumentor: AnthropicInstrumentor,
+    anthropic_native_spans: bool,
+    claude_tracing: Any,
+    one_metered: Any,
+) -> None:
+    import anthropic._base_client as base_client
+
+    # The capability tollmeter hooks into is there exactly when the client can be asked for
+    # native spans; without it the call is metered on tollmeter's own span.
+    assert callable(getattr(base_client, "start_api_call_span", None)) is anthropic_native_spans
+    with anthropic.Anthropic(
+        base_url=fake_llm.url,
+        api_key="test-key",
+        max_retries=0,
+        **claude_tracing(anthropic_native_spans),
+    ) as client:
+        message = client.messages.create(model=MODEL, max_tokens=32, messages=PROMPT)
+    span = one_metered()
+    values = dict(span.attributes or {})
+    assert values[attrs.GEN_AI_RESPONSE_ID] == message.id
+    assert values[attrs.TOLLMETER_USAGE_SOURCE] == "provider"
+    assert span.instrumentation_scope is not None
+    if anthropic_native_spans:
+        assert span.instrumentation_scope.name == "com.anthropic.sdk.python"
+    else:
+        assert span.name == f"chat {MODEL}"
+        assert span.instrumentation_scope.name.startswith("tollmeter.")
 
 
 def test_instrumenting_twice_still_yields_one_span(

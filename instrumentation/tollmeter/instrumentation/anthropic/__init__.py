@@ -7,12 +7,14 @@ Usage::
     AnthropicInstrumentor().instrument(tracer_provider=..., meter_provider=...)
 
 Instrumented: ``messages.create`` (plain and ``stream=True``) and ``messages.stream``, and the
-same methods of ``beta.messages``, on ``Anthropic`` and ``AsyncAnthropic`` clients, including
-``with_raw_response``.
+same methods of ``beta.messages`` (and of ``beta.prompt_caching.messages`` in the early releases
+that have it), on ``Anthropic`` and ``AsyncAnthropic`` clients, including ``with_raw_response``.
+Every SDK release from the floor in ``package`` on is supported; ``package`` detects what the
+installed one offers.
 
-Spans: when the SDK emits its own span for the call (its default when a recording tracer
-provider is installed), that span is enriched instead of adding a second one; otherwise
-tollmeter starts a CLIENT span ``"chat {model}"``. Either way the span carries
+Spans: when the SDK emits its own span for the call (recent releases do, by default, when a
+recording tracer provider is installed), that span is enriched instead of adding a second one;
+otherwise tollmeter starts a CLIENT span ``"chat {model}"``. Either way the span carries
 ``gen_ai.usage.input_tokens`` *including* cache reads and writes (Anthropic's own
 ``input_tokens`` excludes them), ``gen_ai.usage.output_tokens``, the cache read/write parts,
 ``gen_ai.response.finish_reasons`` (Anthropic's ``stop_reason``), the response id and model,
@@ -27,8 +29,6 @@ instrumentor; if another Anthropic instrumentation is installed it adds spans of
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Collection
 from typing import Any
 
@@ -42,15 +42,16 @@ from wrapt import wrap_function_wrapper
 from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
 from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._telemetry import Telemetry
-from tollmeter.instrumentation.anthropic.package import _instruments
+from tollmeter.instrumentation.anthropic.package import (
+    BASE_CLIENT,
+    SPAN_FACTORY,
+    _instruments,
+    message_methods,
+    span_factory,
+)
 from tollmeter.instrumentation.anthropic.patch import AnthropicPatch
 
 __all__ = ["AnthropicInstrumentor"]
-
-_MESSAGES = "anthropic.resources.messages.messages"
-_BETA_MESSAGES = "anthropic.resources.beta.messages.messages"
-_BASE_CLIENT = "anthropic._base_client"
-_SPAN_FACTORY = "start_api_call_span"
 
 
 class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -60,8 +61,6 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        import anthropic._base_client as base_client
-
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         ensure_attribution_processor(tracer_provider)
         telemetry = Telemetry(
@@ -69,34 +68,24 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=tracer_provider,
             meter_provider=kwargs.get("meter_provider"),
         )
-        # SDK versions without native spans have no span factory: tollmeter then always
-        # starts its own span.
-        native_hook = callable(getattr(base_client, _SPAN_FACTORY, None))
-        watch_sdk(_BASE_CLIENT)
-        patch = AnthropicPatch(telemetry, native_hook=native_hook)
-        if native_hook:
-            wrap_function_wrapper(_BASE_CLIENT, _SPAN_FACTORY, patch.start_api_call_span)
-        for module in _modules():
-            wrap_function_wrapper(module, "Messages.create", patch.create)
-            wrap_function_wrapper(module, "AsyncMessages.create", patch.acreate)
-            wrap_function_wrapper(module, "Messages.stream", patch.stream)
-            wrap_function_wrapper(module, "AsyncMessages.stream", patch.astream)
+        factory_module = span_factory()
+        watch_sdk(BASE_CLIENT)
+        patch = AnthropicPatch(telemetry, native_hook=factory_module is not None)
+        if factory_module is not None:
+            wrap_function_wrapper(factory_module, SPAN_FACTORY, patch.start_api_call_span)
+        wrappers = {
+            ("create", False): patch.create,
+            ("create", True): patch.acreate,
+            ("stream", False): patch.stream,
+            ("stream", True): patch.astream,
+        }
+        for owner, method, is_async in message_methods():
+            wrap_function_wrapper(owner, method, wrappers[method, is_async])
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import anthropic._base_client as base_client
-
-        for module_name in _modules():
-            module = importlib.import_module(module_name)
-            for owner in (module.Messages, module.AsyncMessages):
-                unwrap(owner, "create")
-                unwrap(owner, "stream")
-        unwrap(base_client, _SPAN_FACTORY)
-        unwatch_sdk(_BASE_CLIENT)
-
-
-def _modules() -> list[str]:
-    """The resource modules to wrap: stable ``messages`` and, when present, ``beta.messages``."""
-    modules = [_MESSAGES]
-    if importlib.util.find_spec(_BETA_MESSAGES) is not None:
-        modules.append(_BETA_MESSAGES)
-    return modules
+        for owner, method, _ in message_methods():
+            unwrap(owner, method)
+        factory_module = span_factory()
+        if factory_module is not None:
+            unwrap(factory_module, SPAN_FACTORY)
+        unwatch_sdk(BASE_CLIENT)
