@@ -7,7 +7,8 @@ cache_creation_input_tokens``; the two cache counts are also reported as their o
 ``output_tokens`` already includes thinking (reasoning) tokens.
 
 Everything here reads SDK objects by attribute with defaults, so a field that an SDK version
-lacks degrades to "not reported" rather than an error.
+lacks degrades to "not reported" rather than an error; usage fields newer than the installed
+SDK arrive as plain values and dicts, and are read as well.
 """
 
 from __future__ import annotations
@@ -89,8 +90,19 @@ def input_estimator(kwargs: Mapping[str, Any]) -> Callable[[], int]:
     return estimate
 
 
+def _field(owner: object, name: str) -> Any:
+    """``owner.name``, or ``owner[name]`` for what an older SDK keeps as a plain dict.
+
+    SDK releases that predate a usage field still keep it, unvalidated: a number stays a number,
+    but a nested object (``output_tokens_details``) stays a ``dict``.
+    """
+    if isinstance(owner, Mapping):
+        return owner.get(name)
+    return getattr(owner, name, None)
+
+
 def _count(usage: object, name: str) -> int | None:
-    value = getattr(usage, name, None)
+    value = _field(usage, name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -102,7 +114,7 @@ def usage_from(usage: object) -> Usage | None:
         return None
     cache_read = _count(usage, "cache_read_input_tokens")
     cache_write = _count(usage, "cache_creation_input_tokens")
-    thinking = _count(getattr(usage, "output_tokens_details", None), "thinking_tokens")
+    thinking = _count(_field(usage, "output_tokens_details"), "thinking_tokens")
     return Usage(
         input_tokens=uncached + (cache_read or 0) + (cache_write or 0),
         output_tokens=output,
@@ -207,7 +219,7 @@ class StreamAccumulator:
             value = _count(usage, name)
             if value is not None:
                 setattr(self, field, value)
-        thinking = _count(getattr(usage, "output_tokens_details", None), "thinking_tokens")
+        thinking = _count(_field(usage, "output_tokens_details"), "thinking_tokens")
         if thinking is not None:
             self.reasoning_tokens = thinking
 

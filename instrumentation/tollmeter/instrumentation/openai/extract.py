@@ -3,7 +3,8 @@
 Nothing here performs I/O or keeps state. Requests are the keyword arguments
 given to the SDK method; responses are SDK objects (pydantic models), read
 defensively with ``getattr`` so that fields missing from older or newer SDK
-versions yield ``None`` instead of an error.
+versions yield ``None`` instead of an error (and fields newer than the SDK, which
+it keeps as plain dicts, are still read).
 
 Usage mapping (OpenAI already counts cached tokens inside the input and
 reasoning tokens inside the output, as OpenTelemetry does):
@@ -111,8 +112,16 @@ def needs_stream_estimate(kwargs: Mapping[str, Any]) -> bool:
     return not (isinstance(options, Mapping) and options.get("include_usage") is True)
 
 
+def _field(owner: Any, name: str) -> Any:
+    """``owner.name``, or ``owner[name]``: an SDK older than a nested usage field keeps it as a
+    plain dict (the Responses API's ``input_tokens_details`` in its first releases)."""
+    if isinstance(owner, Mapping):
+        return owner.get(name)
+    return getattr(owner, name, None)
+
+
 def _detail(usage: Any, details: str, field: str) -> int | None:
-    return _int(getattr(getattr(usage, details, None), field, None))
+    return _int(_field(_field(usage, details), field))
 
 
 def usage_from_completion(usage: Any) -> Usage | None:
