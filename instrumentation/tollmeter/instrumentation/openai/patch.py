@@ -80,13 +80,16 @@ def _prompt(key: str) -> InputEstimate:
 
 def _endpoints() -> tuple[Endpoint, ...]:
     chat = "openai.resources.chat.completions"
+    # Older SDKs have ``parse`` only under ``beta``, posting the request itself; newer ones
+    # keep a ``beta`` alias that calls the metered ``chat`` method (one span either way).
+    beta_chat = "openai.resources.beta.chat.completions"
     responses = "openai.resources.responses"
     endpoints: list[Endpoint] = []
     for cls, is_async in (("Completions", False), ("AsyncCompletions", True)):
-        for method in ("create", "parse"):
+        for module, method in ((chat, "create"), (chat, "parse"), (beta_chat, "parse")):
             endpoints.append(
                 Endpoint(
-                    chat,
+                    module,
                     f"{cls}.{method}",
                     is_async,
                     "chat",
