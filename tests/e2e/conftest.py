@@ -116,14 +116,20 @@ class CollectorProcess:
 def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
     """``collector_process(args=[...], env={...}, command=...)`` -> a started collector process
     in its own working directory (so the default ``./tollmeter-data`` lands in ``tmp_path``);
-    ``command`` is the ``tollmeter`` executable, by default the test run's own."""
+    ``command`` is the ``tollmeter`` executable, by default the test run's own; ``workdir``
+    an existing working directory instead of a new one."""
     processes: list[CollectorProcess] = []
 
     def factory(
-        *, args: Sequence[str] = (), env: dict[str, str] | None = None, command: str = TOLLMETER
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        command: str = TOLLMETER,
+        workdir: Path | None = None,
     ) -> CollectorProcess:
-        workdir = tmp_path / f"collector-{len(processes)}"
-        workdir.mkdir()
+        if workdir is None:
+            workdir = tmp_path / f"collector-{len(processes)}"
+            workdir.mkdir()
         process = CollectorProcess(workdir, args=args, env=env, command=command)
         processes.append(process)
         return process.start()
