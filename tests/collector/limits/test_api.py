@@ -229,3 +229,97 @@ def test_the_routes_document_themselves_in_openapi(make_limits):
     assert reconcile["responses"]["404"] == {
         "description": "unknown, already reconciled or expired reservation"
     }
+
+
+def _rule(**changes):
+    return {**DAILY, **changes}
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"rules": [{"name": "x", "limit": NaN, "window": "day"}]}', "limits.rules[0].limit"),
+        (b'{"rules": [{"name": "x", "limit": Infinity, "window": "day"}]}', "rules[0].limit"),
+        (b'{"rules": [{"name": "x", "limit": 1e400, "window": "day"}]}', "rules[0].limit"),
+        (b'{"rules": [{"name": "x", "limit": -Infinity, "window": "day"}]}', "rules[0].limit"),
+        (b'{"rules": [{"name": "x", "limit": 1' + b"0" * 400 + b', "window": "day"}]}', "limit"),
+        (b'{"rules": [{"name": "x", "limit": 1e16, "window": "day"}]}', "rules[0].limit"),
+        (b'{"rules": [{"name": "x", "limit": 5, "window": {"per": NaN}}]}', "window.per"),
+        (b'{"rules": [{"name": "x", "limit": 5, "window": {"per": 1e300}}]}', "window.per"),
+        (
+            b'{"rules": [{"name": "x", "limit": 5, "window": {"per": 60, "burst": Infinity}}]}',
+            "window.burst",
+        ),
+        (b'{"rules": [{"name": "x", "limit": 5, "window": "day", "alert_at": [NaN]}]}', "alert"),
+        (
+            b'{"rules": [{"name": "x", "limit": 5, "window": "day", "measure": "weighted",'
+            b' "weights": {"output": NaN}}]}',
+            "weights.output",
+        ),
+        (b'{"rules": [], "reservation_ttl": Infinity}', "limits.reservation_ttl"),
+        (b'{"rules": [], "state_flush_interval": NaN}', "limits.state_flush_interval"),
+        (b'{"rules": [], "reservation_ttl": "99999999999999d"}', "limits.reservation_ttl"),
+        (b"{}", "limits.rules"),
+        (b'{"rule": []}', "limits.rules"),
+        (b'{"rules": {}}', "limits.rules"),
+        (b'{"rules": [], "surprise": 1}', "limits.surprise"),
+    ],
+)
+def test_invalid_limits_are_refused_and_the_old_ones_stay(api, body, key):
+    client, _, _ = api
+    before = client.get("/api/v1/limits").json()["limits"]
+    answer = client.put("/api/v1/limits", content=body)
+    assert answer.status_code == 400
+    assert any(key in problem["key"] for problem in answer.json()["problems"])
+    assert client.get("/api/v1/limits").json()["limits"] == before
+    assert _check(client, estimated_input_tokens=1).status_code == 200
+    assert client.get("/api/v1/tenants/acme/status").status_code == 200
+
+
+def test_every_problem_of_a_limits_body_is_named(api):
+    client, _, _ = api
+    rules = [
+        _rule(name="a", limit=-1, alert_at=["x"]),
+        _rule(name="b", window={"per": 0}),
+        _rule(name="a"),
+    ]
+    answer = client.put("/api/v1/limits", json={"rules": rules, "timezone": "Mars/Base"})
+    assert answer.status_code == 400
+    keys = {problem["key"] for problem in answer.json()["problems"]}
+    assert keys == {
+        "limits.timezone",
+        "limits.rules[0].limit",
+        "limits.rules[0].alert_at[0]",
+        "limits.rules[1].window.per",
+        "limits.rules[2].name",
+    }
+
+
+def test_removing_every_limit_takes_an_explicit_empty_list(api):
+    client, service, _ = api
+    ttl = service.engine.config.reservation_ttl_s
+    answer = client.put("/api/v1/limits", json={"rules": [], "expired_reservations": "release"})
+    assert answer.status_code == 200
+    assert answer.json()["limits"]["rules"] == []
+    # A setting the body leaves out keeps its value in force.
+    assert answer.json()["limits"]["reservation_ttl"] == ttl
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"reservation_id": "RID", "duration_s": NaN}',
+        b'{"reservation_id": "RID", "duration_s": Infinity}',
+        b'{"reservation_id": "RID", "duration_s": 1e400}',
+        b'{"reservation_id": "RID", "duration_s": -1}',
+        b'{"reservation_id": "RID", "input_tokens": 10, "cache_read_input_tokens": 11}',
+        b'{"reservation_id": "RID", "output_tokens": 1, "reasoning_output_tokens": 2}',
+    ],
+)
+def test_a_reconcile_with_impossible_numbers_is_refused_and_keeps_the_reservation(api, body):
+    client, service, ledger = api
+    rid = _check(client, estimated_input_tokens=40).json()["reservation_id"]
+    answer = client.post("/api/v1/reconcile", content=body.replace(b"RID", rid.encode()))
+    assert answer.status_code == 400
+    assert service.engine.reservation(rid) is not None
+    assert ledger.read_events(0, 10) == []

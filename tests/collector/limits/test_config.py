@@ -187,3 +187,34 @@ def test_bad_durations(value):
 
     with pytest.raises(ConfigurationError, match=r"^x: "):
         parse_duration(value, "x")
+
+
+def test_a_config_file_with_non_finite_limits_names_every_problem(tmp_path):
+    from tollmeter.collector._config import Config
+    from tollmeter.collector._config_values import InvalidConfig
+
+    path = tmp_path / "tollmeter.yaml"
+    path.write_text(
+        "limits:\n"
+        "  reservation_ttl: .inf\n"
+        "  rules:\n"
+        "    - {name: a, limit: .nan, window: day}\n"
+        "    - {name: b, limit: 1e400, window: {per: .inf}, alert_at: [.nan]}\n"
+    )
+    with pytest.raises(InvalidConfig) as caught:
+        Config.load(path)
+    assert {problem.key for problem in caught.value.problems} == {
+        "limits.reservation_ttl",
+        "limits.rules[0].limit",
+        "limits.rules[1].limit",
+        "limits.rules[1].window.per",
+        "limits.rules[1].alert_at[0]",
+    }
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400, "9" * 40 + "d"])
+def test_durations_must_be_finite_and_bounded(value):
+    from tollmeter.collector.limits._values import parse_duration
+
+    with pytest.raises(ConfigurationError, match=r"^x: "):
+        parse_duration(value, "x")

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollmeter.collector._config_values import InvalidConfig, InvalidSetting
 from tollmeter.collector._management import ingest_keys_allowed, principal_of
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
@@ -28,13 +29,14 @@ from tollmeter.collector.limits._config import (
 )
 from tollmeter.collector.limits._model import CheckRequest
 from tollmeter.collector.limits._service import LimitsService
-from tollmeter.semconv.errors import ConfigurationError, TollmeterError
+from tollmeter.semconv.errors import ConfigurationError, InvalidUsage, TollmeterError
 
 __all__ = ["limits_routes", "limits_to_mapping"]
 
 MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT = 256
 _MAX_TOKENS = 100_000_000
+_MAX_DURATION_S = 86_400.0
 _TEXT_FIELDS = ("project", "model", "api_key_id", "feature", "request_id")
 _CHECK_FIELDS = frozenset(
     ("tenant", "estimated_input_tokens", "max_output_tokens", "dry_run", *_TEXT_FIELDS)
@@ -55,6 +57,17 @@ class _BadRequest(Exception):
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _invalid_limits(problems: list[tuple[str, str]]) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "invalid_limits",
+            "detail": "; ".join(f"{key}: {reason}" for key, reason in problems),
+            "problems": [{"key": key, "reason": reason} for key, reason in problems],
+        },
+        status_code=400,
+    )
 
 
 def _other_tenant(bound: str) -> JSONResponse:
@@ -223,8 +236,14 @@ def limits_routes(service: LimitsService) -> list[Route]:
             usage.update({k: _text(data, k) for k in _USAGE_TEXT if k in data})
             duration = data.get("duration_s")
             if duration is not None:
-                if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-                    raise _BadRequest("duration_s: expected a number")
+                if (
+                    isinstance(duration, bool)
+                    or not isinstance(duration, (int, float))
+                    or not 0 <= duration <= _MAX_DURATION_S
+                ):
+                    raise _BadRequest(
+                        f"duration_s: expected a number of seconds from 0 to {_MAX_DURATION_S:g}"
+                    )
                 usage["duration_s"] = float(duration)
         except _BadRequest as exc:
             return _error(400, "bad_request", str(exc))
@@ -239,6 +258,8 @@ def limits_routes(service: LimitsService) -> list[Route]:
             return JSONResponse({"reservation_id": rid, "released": True})
         try:
             event = await run_in_threadpool(service.reconcile, rid, usage)
+        except InvalidUsage as exc:
+            return _error(400, "bad_request", str(exc))
         except TollmeterError as exc:
             return _error(503, "unavailable", str(exc))
         if event is None:
@@ -282,9 +303,23 @@ def limits_routes(service: LimitsService) -> list[Route]:
         """
         try:
             data = await _json_body(request)
-            config = LimitsConfig.from_mapping(data, "limits")
-        except (_BadRequest, ConfigurationError) as exc:
+        except _BadRequest as exc:
             return _error(400, "invalid_limits", str(exc))
+        if "rules" not in data:
+            # An empty or misspelt body must not silently remove every limit.
+            return _invalid_limits(
+                [("limits.rules", 'required; send {"rules": []} to remove every limit')]
+            )
+        # Settings the body leaves out keep the values in force, not the defaults.
+        merged = {**limits_to_mapping(service.engine.config), **data}
+        try:
+            config = LimitsConfig.from_mapping(merged, "limits")
+        except InvalidConfig as exc:
+            return _invalid_limits([(p.key, p.reason) for p in exc.problems])
+        except InvalidSetting as exc:
+            return _invalid_limits([(exc.key, exc.reason)])
+        except ConfigurationError as exc:
+            return _invalid_limits([("limits", str(exc))])
         service.reload(config)
         return JSONResponse({"limits": limits_to_mapping(config)})
 

@@ -96,60 +96,75 @@ class LimitConfig:
     def from_mapping(
         cls, mapping: object, path: str, *, default_timezone: str = "UTC"
     ) -> LimitConfig:
+        """Parse one rule; every problem of it is reported at once."""
         m = read.mapping(mapping, path)
-        read.no_unknown(
-            m,
-            (
-                "name",
-                "match",
-                "measure",
-                "weights",
-                "window",
-                "limit",
-                "action",
-                "alert_at",
-                "downgrade_model",
-                "group_by",
-                "currency",
-            ),
-            path,
-        )
+        problems = read.Problems()
+        with problems.collect():
+            read.no_unknown(m, _RULE_KEYS, path)
         for required in ("name", "limit", "window"):
             if required not in m:
-                raise read.error(f"{path}.{required}: required")
-        name = read.text(m["name"], f"{path}.name")
-        if not _NAME.match(name):
-            raise read.error(
-                f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name!r})"
-            )
-        measure = cast(
-            "Measure", read.choice(m.get("measure", "total"), MEASURES, f"{path}.measure")
-        )
-        weights = _weights(m.get("weights"), measure, f"{path}.weights")
-        action = cast("Action", read.choice(m.get("action", "block"), ACTIONS, f"{path}.action"))
-        downgrade = m.get("downgrade_model")
-        if action == "downgrade":
-            downgrade = read.text(downgrade, f"{path}.downgrade_model")
-        elif downgrade is not None:
-            raise read.error(f"{path}.downgrade_model: only valid with action: downgrade")
-        currency = m.get("currency")
-        if currency is not None:
-            currency = read.text(currency, f"{path}.currency")
-            if measure != "cost":
-                raise read.error(f"{path}.currency: only valid with measure: cost")
-        return cls(
-            name=name,
-            limit=read.number(m["limit"], f"{path}.limit"),
-            window=_window(m["window"], f"{path}.window", default_timezone),
-            measure=measure,
-            match=_match(m.get("match", {}), f"{path}.match"),
-            group_by=_group_by(m.get("group_by", ["tenant"]), f"{path}.group_by"),
-            weights=weights,
-            action=action,
-            alert_at=_alert_at(m.get("alert_at", []), f"{path}.alert_at"),
-            downgrade_model=downgrade,
-            currency=currency,
-        )
+                problems.add(f"{path}.{required}", "required")
+        values: dict[str, object] = {}
+        with problems.collect():
+            name = read.text(m.get("name"), f"{path}.name")
+            if not _NAME.match(name):
+                raise read.error(
+                    f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name[:140]!r})"
+                )
+            values["name"] = name
+        measure = "total"
+        with problems.collect():
+            measure = read.choice(m.get("measure", "total"), MEASURES, f"{path}.measure")
+            values["measure"] = measure
+        with problems.collect():
+            values["weights"] = _weights(m.get("weights"), measure, f"{path}.weights")
+        action = "block"
+        with problems.collect():
+            action = read.choice(m.get("action", "block"), ACTIONS, f"{path}.action")
+            values["action"] = action
+        with problems.collect():
+            downgrade = m.get("downgrade_model")
+            if action == "downgrade":
+                downgrade = read.text(downgrade, f"{path}.downgrade_model")
+            elif downgrade is not None:
+                raise read.error(f"{path}.downgrade_model: only valid with action: downgrade")
+            values["downgrade_model"] = downgrade
+        with problems.collect():
+            currency = m.get("currency")
+            if currency is not None:
+                currency = read.text(currency, f"{path}.currency")
+                if measure != "cost":
+                    raise read.error(f"{path}.currency: only valid with measure: cost")
+            values["currency"] = currency
+        with problems.collect():
+            if "limit" in m:
+                values["limit"] = read.number(m["limit"], f"{path}.limit")
+        with problems.collect():
+            if "window" in m:
+                values["window"] = _window(m["window"], f"{path}.window", default_timezone)
+        with problems.collect():
+            values["match"] = _match(m.get("match", {}), f"{path}.match")
+        with problems.collect():
+            values["group_by"] = _group_by(m.get("group_by", ["tenant"]), f"{path}.group_by")
+        with problems.collect():
+            values["alert_at"] = _alert_at(m.get("alert_at", []), f"{path}.alert_at")
+        problems.raise_any()
+        return cls(**values)  # type: ignore[arg-type]  # each value checked above
+
+
+_RULE_KEYS = (
+    "name",
+    "match",
+    "measure",
+    "weights",
+    "window",
+    "limit",
+    "action",
+    "alert_at",
+    "downgrade_model",
+    "group_by",
+    "currency",
+)
 
 
 def _weights(value: object, measure: str, path: str) -> Mapping[str, float]:
@@ -240,51 +255,60 @@ class LimitsConfig:
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str = "limits") -> LimitsConfig:
+        """Parse the section; every problem of it, in every rule, is reported at once."""
         if mapping is None:
             return cls()
         if isinstance(mapping, list):
             mapping = {"rules": mapping}
         m = read.mapping(mapping, path)
-        read.no_unknown(
-            m,
-            (
-                "rules",
-                "timezone",
-                "reservation_ttl",
-                "expired_reservations",
-                "state_flush_interval",
-            ),
-            path,
-        )
-        tz = read.timezone(m.get("timezone", "UTC"), f"{path}.timezone")
+        problems = read.Problems()
+        with problems.collect():
+            read.no_unknown(m, _LIMITS_KEYS, path)
+        values: dict[str, object] = {}
+        tz = "UTC"
+        with problems.collect():
+            tz = read.timezone(m.get("timezone", "UTC"), f"{path}.timezone")
+            values["timezone"] = tz
         raw_rules = m.get("rules", [])
         if not isinstance(raw_rules, list):
-            raise read.error(f"{path}.rules: expected a list of limits")
-        rules = tuple(
-            LimitConfig.from_mapping(r, f"{path}.rules[{i}]", default_timezone=tz)
-            for i, r in enumerate(raw_rules)
-        )
-        seen: set[str] = set()
-        for i, rule in enumerate(rules):
-            if rule.name in seen:
-                raise read.error(f"{path}.rules[{i}].name: duplicate name {rule.name!r}")
-            seen.add(rule.name)
-        expired = read.choice(
-            m.get("expired_reservations", "charge"),
-            ("charge", "release"),
-            f"{path}.expired_reservations",
-        )
-        return cls(
-            rules=rules,
-            timezone=tz,
-            reservation_ttl_s=parse_duration(
+            problems.add(f"{path}.rules", "expected a list of limits")
+            raw_rules = []
+        rules: list[LimitConfig] = []
+        for i, raw in enumerate(raw_rules):
+            with problems.collect():
+                rules.append(
+                    LimitConfig.from_mapping(raw, f"{path}.rules[{i}]", default_timezone=tz)
+                )
+        names = [raw.get("name") if isinstance(raw, Mapping) else None for raw in raw_rules]
+        for i, name in enumerate(names):
+            if isinstance(name, str) and name in names[:i]:
+                problems.add(f"{path}.rules[{i}].name", f"duplicate name {name[:140]!r}")
+        values["rules"] = tuple(rules)
+        with problems.collect():
+            values["expired_reservations"] = read.choice(
+                m.get("expired_reservations", "charge"),
+                ("charge", "release"),
+                f"{path}.expired_reservations",
+            )
+        with problems.collect():
+            values["reservation_ttl_s"] = parse_duration(
                 m.get("reservation_ttl", 300), f"{path}.reservation_ttl"
-            ),
-            expired_reservations=cast("Literal['charge', 'release']", expired),
-            state_flush_interval_s=parse_duration(
+            )
+        with problems.collect():
+            values["state_flush_interval_s"] = parse_duration(
                 m.get("state_flush_interval", 0.05), f"{path}.state_flush_interval"
-            ),
-        )
+            )
+        problems.raise_any()
+        return cls(**values)  # type: ignore[arg-type]  # each value checked above
+
+
+_LIMITS_KEYS = (
+    "rules",
+    "timezone",
+    "reservation_ttl",
+    "expired_reservations",
+    "state_flush_interval",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
 from tollmeter.collector.limits._rules import CostEstimator
 from tollmeter.collector.limits._state import LimitStateError, LimitStateStore
+from tollmeter.semconv import Usage
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["LimitsService", "reservation_event_id"]
@@ -105,7 +106,8 @@ class LimitsService:
         """Record the actual usage of a reserved call reported by a gateway.
 
         Returns the usage event written to the ledger, or ``None`` when the reservation
-        is unknown (already reconciled, released, or never made).
+        is unknown (already reconciled, released, or never made). Raises ``InvalidUsage``
+        when the counts contradict each other (more cached tokens than input tokens...).
         """
         reservation = self.engine.reservation(reservation_id)
         if reservation is None:
@@ -116,6 +118,14 @@ class LimitsService:
             source="provider",
             collector_id=self._collector_id,
             **usage,
+        )
+        # The parts must fit their totals, as for a span: raises InvalidUsage otherwise.
+        Usage(
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cache_read_input_tokens=event.cache_read_input_tokens,
+            cache_write_input_tokens=event.cache_write_input_tokens,
+            reasoning_output_tokens=event.reasoning_output_tokens,
         )
         if self._ledger is not None:
             committed = self._ledger.append([event]).committed
