@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from tollmeter.collector._demo import DemoError, _prepare_data_dir
+from tollmeter.collector._demo import DEMO_APP, DEMO_CONFIG, DemoError, _prepare_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +66,28 @@ def test_demo_data_dir_is_reset_between_runs(tmp_path: Path) -> None:
     (data / "old.parquet").write_text("stale")
     _prepare_data_dir(data)
     assert not (data / "old.parquet").exists()
+
+
+def test_the_installed_command_runs_the_shipped_demo_from_any_directory(tmp_path: Path) -> None:
+    """No path into a checkout: the app and its configuration come with the package."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("tollmeter")), "demo"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"data directory     {tmp_path / 'demo-data'}\n" in result.stdout
+    assert "denied before reaching the model" in result.stdout
+    table = ds.dataset(tmp_path / "demo-data" / "export", partitioning="hive").to_table()
+    assert sorted(set(table.column("tenant_id").to_pylist())) == ["acme", "globex", "initech"]
+
+
+def test_the_quickstart_example_is_the_shipped_demo() -> None:
+    """One copy: examples/quickstart links to the files the package ships."""
+    for name, shipped in (("app.py", DEMO_APP), ("tollmeter.yaml", DEMO_CONFIG)):
+        assert (ROOT / "examples" / "quickstart" / name).samefile(shipped)
+    assert DEMO_APP.is_relative_to(ROOT / "collector" / "tollmeter")

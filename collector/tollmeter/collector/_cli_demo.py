@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tollmeter.collector._demo import run_demo
+from tollmeter.collector._demo import DEMO_APP, DEMO_CONFIG, run_demo
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["demo_command"]
@@ -17,19 +17,23 @@ __all__ = ["demo_command"]
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("examples/quickstart/tollmeter.yaml"),
-    show_default=True,
+    default=DEMO_CONFIG,
+    show_default="the quickstart's, shipped with tollmeter",
     help="Collector configuration of the demo (limits, data directory).",
 )
 @click.option(
     "--app",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("examples/quickstart/app.py"),
-    show_default=True,
+    default=DEMO_APP,
+    show_default="the quickstart app, shipped with tollmeter",
     help="Instrumented application to run against the collector.",
 )
 def demo_command(config_path: Path, app: Path) -> None:
-    """Show per-tenant usage, a denied request and the Parquet export, offline."""
+    """Show per-tenant usage, a denied request and the Parquet export, offline.
+
+    Works from any directory; the data (ledger, Parquet files) goes to the configuration's
+    data directory, ./demo-data for the shipped one.
+    """
     try:
         run_demo(config_path=config_path, app=app, echo=click.echo)
     except TollmeterError as exc:

@@ -5,6 +5,10 @@ runs an instrumented example application as a separate process, then reads the
 result back the way a user would: the usage API, a tenant's status, the Parquet
 export. The application is a separate process on purpose: spans travel over real
 OTLP and the collector never imports the instrumentation.
+
+The quickstart app and its configuration ship inside the package (``_demo_files``, linked
+from ``examples/quickstart`` in a checkout) so that the demo runs from any install and any
+working directory; its data directory is relative to the working directory.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from tollmeter.collector._server import Collector
 from tollmeter.collector.fakellm import FakeLLMServer
 from tollmeter.semconv.errors import ConfigurationError, TollmeterError
 
-__all__ = ["DemoError", "run_demo"]
+__all__ = ["DEMO_APP", "DEMO_CONFIG", "DemoError", "run_demo"]
+
+_FILES = Path(__file__).with_name("_demo_files")
+#: The quickstart app and its collector configuration, shipped as package data.
+DEMO_APP = _FILES / "app.py"
+DEMO_CONFIG = _FILES / "tollmeter.yaml"
 
 _MARKER = ".tollmeter-demo"
 _APP_TIMEOUT_S = 120.0
@@ -191,9 +200,10 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
 def run_demo(*, config_path: Path, app: Path, echo: Echo) -> None:
     """Run the demo; raises :class:`DemoError` or ``ConfigurationError`` on failure."""
     if not app.is_file():
-        raise DemoError(f"example app {app} not found (run the demo from the project root)")
+        raise DemoError(f"example app {app} not found")
     if not config_path.is_file():
         raise ConfigurationError(f"demo configuration {config_path} not found")
     config = Config.load(config_path)
     _prepare_data_dir(config.data_dir)
+    echo(f"data directory     {config.data_dir.resolve()}")
     asyncio.run(_demo(config, app, echo))
