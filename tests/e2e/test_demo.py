@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.dataset as ds
 import pytest
 
@@ -68,11 +69,14 @@ def test_demo_data_dir_is_reset_between_runs(tmp_path: Path) -> None:
     assert not (data / "old.parquet").exists()
 
 
-def test_the_installed_command_runs_the_shipped_demo_from_any_directory(tmp_path: Path) -> None:
-    """No path into a checkout: the app and its configuration come with the package."""
+@pytest.fixture(scope="module")
+def shipped_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The installed ``tollmeter demo``, no arguments, run in a directory outside the checkout:
+    that directory and what the command printed."""
+    workdir = tmp_path_factory.mktemp("anywhere")
     result = subprocess.run(
         [str(Path(sys.executable).with_name("tollmeter")), "demo"],
-        cwd=tmp_path,
+        cwd=workdir,
         env=dict(os.environ),
         capture_output=True,
         text=True,
@@ -80,10 +84,48 @@ def test_the_installed_command_runs_the_shipped_demo_from_any_directory(tmp_path
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"data directory     {tmp_path / 'demo-data'}\n" in result.stdout
-    assert "denied before reaching the model" in result.stdout
-    table = ds.dataset(tmp_path / "demo-data" / "export", partitioning="hive").to_table()
+    return workdir, result.stdout
+
+
+def test_the_installed_command_runs_the_shipped_demo_from_any_directory(
+    shipped_demo: tuple[Path, str],
+) -> None:
+    """No path into a checkout: the app and its configuration come with the package."""
+    workdir, out = shipped_demo
+    assert f"data directory     {workdir / 'demo-data'}\n" in out
+    assert "denied before reaching the model" in out
+    table = ds.dataset(workdir / "demo-data" / "export", partitioning="hive").to_table()
     assert sorted(set(table.column("tenant_id").to_pylist())) == ["acme", "globex", "initech"]
+
+
+def _readme_invoice_query() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Export for billing\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sql\n(.*?)```", section, re.S)
+    assert match is not None, "README's billing section has no SQL block"
+    return match.group(1)
+
+
+def test_the_readme_invoice_query_bills_the_demo_whenever_it_runs(
+    shipped_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's query, run as written on the demo's files (it says to read demo-data),
+    finds this month's calls: its dates are relative to today."""
+    workdir, _ = shipped_demo
+    query = _readme_invoice_query()
+    assert query.count("tollmeter-data/export") == 1
+    monkeypatch.chdir(workdir)
+    with duckdb.connect() as con:
+        cursor = con.execute(query.replace("tollmeter-data/export", "demo-data/export"))
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    exported = ds.dataset(workdir / "demo-data" / "export", partitioning="hive").to_table()
+    assert {row["tenant_id"] for row in rows} == {"acme", "globex", "initech"}
+    assert {row["month"] for row in rows} == {
+        day[:7] for day in exported.column("date").to_pylist()
+    }
+    assert sum(row["calls"] for row in rows) == exported.num_rows
+    assert any(row["cost"] for row in rows)
 
 
 def test_the_quickstart_example_is_the_shipped_demo() -> None:
