@@ -126,6 +126,24 @@ def collector_factory(tmp_path: Path) -> Iterator[Callable[..., RunningCollector
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def module_collector_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RunningCollector]]:
+    """``collector_factory`` for collectors that the tests of one module share."""
+    started: list[RunningCollector] = []
+
+    def factory(**sections: Any) -> RunningCollector:
+        tmp_path = tmp_path_factory.mktemp("collector")
+        running = RunningCollector(collector_config(tmp_path, **sections))
+        started.append(running)
+        return running.start()
+
+    yield factory
+    for running in reversed(started):
+        running.stop()
+
+
 @pytest.fixture
 def collector(collector_factory: Callable[..., RunningCollector]) -> RunningCollector:
     """One default collector on free ports."""
