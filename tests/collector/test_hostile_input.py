@@ -472,6 +472,13 @@ def _body(rng: random.Random, route: str, reservations: list[str]) -> bytes:
             {key: _json_value(rng) for key in rng.sample(RULE_KEYS, rng.randrange(2, 8))}
             for _ in range(rng.randrange(3))
         ]
+    elif route == "/api/v1/limits" and rng.random() < 0.5:
+        # A valid rule with one value swapped for a generated one.
+        rule: dict[str, Any] = {"name": "r", "limit": 10**12, "window": {"per": "1d"}}
+        rule[rng.choice(("limit", "window", "alert_at", "name"))] = _json_value(rng)
+        if rng.random() < 0.3:
+            rule["window"] = {"per": "1d", "burst": _json_value(rng)}
+        document = {"rules": [rule]}
     if route == "/api/v1/reconcile" and reservations and rng.random() < 0.5:
         document["reservation_id"] = rng.choice(reservations)
     if route == "/api/v1/check" and rng.random() < 0.3:
