@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,17 +41,21 @@ class CollectorProcess:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         command: str = TOLLMETER,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.workdir = workdir
         self.command = command
         self.args = list(args)
         self.env = env or {}
+        # With TLS configured: the client context that trusts the collector.
+        self.tls = tls
+        scheme = "http" if tls is None else "https"
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0
         grpc_port, http_port, management_port = free_ports(3)
         self.grpc_endpoint = f"127.0.0.1:{grpc_port}"
-        self.http_endpoint = f"http://127.0.0.1:{http_port}"
-        self.management_url = f"http://127.0.0.1:{management_port}"
+        self.http_endpoint = f"{scheme}://127.0.0.1:{http_port}"
+        self.management_url = f"{scheme}://127.0.0.1:{management_port}"
 
     @property
     def stdout(self) -> str:
@@ -67,8 +72,8 @@ class CollectorProcess:
             self.command,
             "collector",
             "--grpc-endpoint", self.grpc_endpoint,
-            "--http-endpoint", self.http_endpoint.removeprefix("http://"),
-            "--management-endpoint", self.management_url.removeprefix("http://"),
+            "--http-endpoint", self.http_endpoint.split("://")[1],
+            "--management-endpoint", self.management_url.split("://")[1],
             *self.args,
         ]  # fmt: skip
         with (
@@ -83,7 +88,10 @@ class CollectorProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"collector exited {self.process.returncode}:\n{self.stderr}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.management_url}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(
+                    f"{self.management_url}/readyz", timeout=1, verify=self.tls or True
+                )
+                if ready.status_code == 200:
                     return self
             time.sleep(0.05)
         self.kill()
@@ -114,10 +122,11 @@ class CollectorProcess:
 
 @pytest.fixture
 def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
-    """``collector_process(args=[...], env={...}, command=...)`` -> a started collector process
-    in its own working directory (so the default ``./tollmeter-data`` lands in ``tmp_path``);
-    ``command`` is the ``tollmeter`` executable, by default the test run's own; ``workdir``
-    an existing working directory instead of a new one."""
+    """``collector_process(args=[...], env={...}, command=..., tls=...)`` -> a started collector
+    process in its own working directory (so the default ``./tollmeter-data`` lands in
+    ``tmp_path``); ``command`` is the ``tollmeter`` executable, by default the test run's own;
+    ``workdir`` an existing working directory instead of a new one; ``tls`` the client
+    context trusting a collector configured for TLS."""
     processes: list[CollectorProcess] = []
 
     def factory(
@@ -126,11 +135,12 @@ def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess
         env: dict[str, str] | None = None,
         command: str = TOLLMETER,
         workdir: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> CollectorProcess:
         if workdir is None:
             workdir = tmp_path / f"collector-{len(processes)}"
             workdir.mkdir()
-        process = CollectorProcess(workdir, args=args, env=env, command=command)
+        process = CollectorProcess(workdir, args=args, env=env, command=command, tls=tls)
         processes.append(process)
         return process.start()
 

@@ -20,13 +20,17 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from tollmeter.collector import _settings as settings
 from tollmeter.collector._config import Config
 from tollmeter.collector._config_values import InvalidConfig, parse_duration
+from tollmeter.semconv.errors import TollmeterError
+
+if TYPE_CHECKING:
+    from tollmeter.collector._server import Collector
 
 __all__ = ["collector_command", "usage_command", "validate_config_command"]
 
@@ -126,7 +130,6 @@ def collector_command(
 
 async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     from tollmeter.collector._server import Collector, StartupError
-    from tollmeter.collector.limits._attach import reload_on_sighup
 
     collector = Collector(config)
     try:
@@ -146,13 +149,7 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
     sys.stdout.flush()
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
-    # SIGHUP re-reads the file and swaps the limits in, keeping their state.
-    limits_service = collector.limits
-    stop_reloading = (
-        reload_on_sighup(limits_service, lambda: reload().limits)
-        if reload is not None and limits_service is not None
-        else lambda: None
-    )
+    stop_reloading = _reload_on_sighup(collector, reload) if reload is not None else lambda: None
     try:
         await stop.wait()
         _logger.info("shutting down")
@@ -161,6 +158,32 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
         stop_reloading()
         restore()
     return 0
+
+
+def _reload_on_sighup(collector: Collector, load: Callable[[], Config]) -> Callable[[], None]:
+    """On SIGHUP, read the configuration again and swap in its TLS certificates, keys
+    and limits (limit state kept); returns the undo. A configuration that is invalid,
+    or whose certificates cannot be used, is logged and changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        try:
+            collector.reload(load())
+        except TollmeterError as exc:
+            _logger.error(
+                "SIGHUP: configuration not reloaded; the certificates, keys and limits in "
+                "force stay: %s",
+                exc,
+            )
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return restore
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:

@@ -145,10 +145,11 @@ class Collector:
     # -- reload ------------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
-        """Swap in the keys and TLS certificates of ``config`` without dropping connections.
+        """Swap in the TLS certificates, keys and limits of ``config`` without dropping
+        connections (what else changed waits for a restart).
 
         Raises :class:`~tollmeter.collector._tls.TlsError` and changes nothing when
-        the new certificates cannot be used; other sections are left to their owners.
+        the new certificates cannot be used.
         """
         tls = config.server.tls
         if (self._tls is None) != (not tls.enabled):
@@ -160,6 +161,8 @@ class Collector:
             ingest_keys=config.management.ingest_keys,
         )
         _logger.info("admin and ingest keys reloaded")
+        if self.limits is not None:
+            self.limits.reload(config.limits)
 
     # -- lifecycle ---------------------------------------------------------------
 
