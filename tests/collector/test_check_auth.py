@@ -210,13 +210,25 @@ def test_malformed_requests_from_a_bound_key_are_400(api):
     assert unknown.status_code == 404
 
 
-def test_with_ingest_keys_only_check_needs_a_key_and_admin_routes_stay_open(collector_factory):
+def test_with_ingest_keys_only_check_needs_a_key_and_admin_routes_are_closed(collector_factory):
     running = collector_factory(limits=LIMITS, management={"ingest_keys": {BOUND: "acme"}})
     with httpx.Client(base_url=running.management_url, timeout=10) as api:
         assert api.post("/api/v1/check", json={"tenant": "acme"}).status_code == 401
         assert check(api, BOUND).json()["allowed"]
         assert check(api, BOUND, tenant="globex").status_code == 403
-        assert api.get("/api/v1/tenants/acme/status").status_code == 200
+        # acme's key (or no key) must not read another tenant's usage or change limits.
+        for key in (None, BOUND):
+            headers = {} if key is None else bearer(key)
+            for method, path in (
+                ("GET", "/api/v1/usage?tenant=globex"),
+                ("GET", "/api/v1/events"),
+                ("GET", "/api/v1/meters"),
+                ("GET", "/api/v1/tenants/globex/status"),
+                ("GET", "/api/v1/limits"),
+                ("PUT", "/api/v1/limits"),
+            ):
+                answer = api.request(method, path, headers=headers, json={"rules": []})
+                assert answer.status_code == 401, (key, method, path)
 
 
 def test_without_keys_check_is_open(collector_factory):

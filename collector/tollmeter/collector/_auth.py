@@ -160,6 +160,12 @@ class KeyRing:
         needed, and :class:`Forbidden` for an ingest key on an admin-only route.
         """
         if access == "admin":
+            if not self._admin and self._ingest:
+                # Ingest keys say the tenants do not trust each other: routes that read or
+                # change every tenant's data must not then be open to any caller.
+                raise Unauthenticated(
+                    "this route needs an admin key; configure management.admin_keys"
+                )
             if not self._admin:
                 return ANONYMOUS
             if key is not None and self._is_admin(key):
