@@ -32,6 +32,7 @@ __all__ = [
 _T = TypeVar("_T", bound=str)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_MAX_DURATION_S = 10 * 366 * 86400.0
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
 _SIZE_UNITS = {
@@ -107,6 +108,9 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected a duration like '500ms', '30s', '7d', got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected a non-negative duration, got {value!r}")
+    if seconds > _MAX_DURATION_S:
+        # Longer than any sensible setting, and too long for the timeouts it is handed to.
+        raise ValueError(f"expected a duration of at most ten years, got {str(value)[:40]}")
     return seconds
 
 
