@@ -310,6 +310,12 @@ class Collector:
         exposed = [
             str(endpoint) for enabled, endpoint in endpoints if enabled and not endpoint.is_loopback
         ]
+        if exposed and not config.server.tls.enabled:
+            _logger.warning(
+                "listening on non-loopback address(es) %s without TLS: keys and usage travel "
+                "in clear text; set server.tls.cert_file unless a proxy terminates TLS",
+                ", ".join(exposed),
+            )
         if exposed and not (config.management.admin_keys or config.management.ingest_keys):
             _logger.warning(
                 "listening on non-loopback address(es) %s with no admin or ingest keys: anyone "
