@@ -61,7 +61,7 @@ def test_address_in_use_is_a_startup_error_that_leaves_nothing_behind(
     asyncio.run(scenario())
 
 
-def test_a_non_loopback_address_without_keys_is_warned_about(make_config, caplog):
+def test_a_non_loopback_address_without_keys_is_warned_about(make_config, caplog, tls_files):
     # 192.0.2.1 (TEST-NET-1) is never local: binding fails, after the warning.
     config = make_config(receivers={"http": {"endpoint": "192.0.2.1:0"}})
     with (
@@ -69,10 +69,11 @@ def test_a_non_loopback_address_without_keys_is_warned_about(make_config, caplog
         pytest.raises(StartupError, match=r"cannot listen on 192\.0\.2\.1:0"),
     ):
         asyncio.run(Collector(config).start())
-    [warning] = [r for r in caplog.records if "non-loopback" in r.getMessage()]
+    [warning] = [r for r in caplog.records if "no admin or ingest keys" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     assert "192.0.2.1:0" in warning.getMessage()
-    assert "no admin or ingest keys" in warning.getMessage()
+    [clear_text] = [r for r in caplog.records if "without TLS" in r.getMessage()]
+    assert "192.0.2.1:0" in clear_text.getMessage()
 
     caplog.clear()
     keyed = make_config(
@@ -84,6 +85,19 @@ def test_a_non_loopback_address_without_keys_is_warned_about(make_config, caplog
         pytest.raises(StartupError),
     ):
         asyncio.run(Collector(keyed).start())
+    assert not [r for r in caplog.records if "no admin or ingest keys" in r.getMessage()]
+
+    caplog.clear()
+    keyed_tls = make_config(
+        receivers={"http": {"endpoint": "192.0.2.1:0"}},
+        management={"ingest_keys": {"k": None}, "admin_keys": ["a"]},
+        server={"tls": tls_files.server_section()},
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="tollmeter.collector"),
+        pytest.raises(StartupError),
+    ):
+        asyncio.run(Collector(keyed_tls).start())
     assert not [r for r in caplog.records if "non-loopback" in r.getMessage()]
 
 
