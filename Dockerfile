@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY semconv ./semconv
 COPY instrumentation ./instrumentation
 COPY collector ./collector
+COPY testing ./testing
 RUN python -m venv /opt/tollmeter \
     && /opt/tollmeter/bin/pip install --no-cache-dir ".[collector]"
 

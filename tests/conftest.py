@@ -34,7 +34,7 @@ def fake_llm():
     ``.requests()`` / ``.find(response_id)`` / ``.last()`` give the usage it reported.
     Shared by the whole session: the prompt cache remembers earlier tests' prompts.
     """
-    from tollmeter.collector.fakellm import FakeLLMServer
+    from tollmeter.fakellm import FakeLLMServer
 
     with FakeLLMServer() as server:
         yield server

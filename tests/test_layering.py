@@ -1,7 +1,8 @@
 """The dependency direction of DESIGN.md: semconv <- instrumentation, semconv <- collector.
 
 Instrumentation and collector never import each other (the guard talks to the collector
-over HTTP only), and semconv imports neither.
+over HTTP only), and semconv imports neither. The fake LLM server (the ``testing``
+portion) stands alone on semconv; only the collector's demo and CLI may start it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "semconv": ("tollmeter.instrumentation", "tollmeter.collector"),
-    "instrumentation": ("tollmeter.collector",),
+    "semconv": ("tollmeter.instrumentation", "tollmeter.collector", "tollmeter.fakellm"),
+    "instrumentation": ("tollmeter.collector", "tollmeter.fakellm"),
     "collector": ("tollmeter.instrumentation",),
+    "testing": ("tollmeter.instrumentation", "tollmeter.collector"),
 }
 # Package data, not code of the portion: the instrumented app `tollmeter demo` runs in a
 # process of its own (the collector only passes its path to the interpreter).

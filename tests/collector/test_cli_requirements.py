@@ -23,7 +23,7 @@ from tollmeter.collector._cli_requirements import COLLECTOR_MODULES, DEMO_MODULE
 from tollmeter.semconv.version import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTIONS = ("semconv", "instrumentation", "collector")
+PORTIONS = ("semconv", "instrumentation", "collector", "testing")
 # The collector extra's distributions that the base install does not bring along.
 COLLECTOR_ONLY = (
     "click",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import tiktoken
 
-from tollmeter.collector.fakellm._cache import PrefixCache
-from tollmeter.collector.fakellm._text import VOCABULARY, Seed, json_instance, words
+from tollmeter.fakellm._cache import PrefixCache
+from tollmeter.fakellm._text import VOCABULARY, Seed, json_instance, words
 
 
 def test_openai_cache_steps_and_models_are_separate():

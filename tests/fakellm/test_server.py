@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tollmeter.collector.fakellm import FakeLLMError, FakeLLMServer
+from tollmeter.fakellm import FakeLLMError, FakeLLMServer
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 

@@ -16,7 +16,7 @@ from tollmeter.collector._cli_collector import (
 )
 from tollmeter.collector._cli_demo import demo_command
 from tollmeter.collector._cli_export import export_command
-from tollmeter.collector.fakellm import fake_llm
+from tollmeter.fakellm import fake_llm
 from tollmeter.semconv.version import __version__
 
 __all__ = ["cli"]

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tollmeter.collector._config import Config
 from tollmeter.collector._server import Collector
-from tollmeter.collector.fakellm import FakeLLMServer
+from tollmeter.fakellm import FakeLLMServer
 from tollmeter.semconv.errors import ConfigurationError, TollmeterError
 
 __all__ = ["DEMO_APP", "DEMO_CONFIG", "DemoError", "run_demo"]

@@ -21,11 +21,11 @@ def main(args: Sequence[str] | None = None) -> None:
     """Run ``tollmeter`` with ``args`` (the process's arguments when ``None``)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv == ["--version"]:  # answered in every install, without loading click
-        print(f"tollmeter, version {__version__}")
+        sys.stdout.write(f"tollmeter, version {__version__}\n")
         return
     problem = missing_extra(argv)
     if problem is not None:
-        print(problem, file=sys.stderr)
+        sys.stderr.write(f"{problem}\n")
         raise SystemExit(2)
     from tollmeter.collector._cli_group import cli
 

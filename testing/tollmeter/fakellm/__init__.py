@@ -14,11 +14,11 @@ See ``docs/fake-llm.md``.
 
 from __future__ import annotations
 
-from tollmeter.collector.fakellm._app import MAX_BODY_BYTES, FakeLLMState, create_app
-from tollmeter.collector.fakellm._cli import fake_llm
-from tollmeter.collector.fakellm._errors import FakeLLMError
-from tollmeter.collector.fakellm._journal import Exchange, ReportedUsage
-from tollmeter.collector.fakellm._server import FakeLLMServer
+from tollmeter.fakellm._app import MAX_BODY_BYTES, FakeLLMState, create_app
+from tollmeter.fakellm._cli import fake_llm
+from tollmeter.fakellm._errors import FakeLLMError
+from tollmeter.fakellm._journal import Exchange, ReportedUsage
+from tollmeter.fakellm._server import FakeLLMServer
 
 __all__ = [
     "MAX_BODY_BYTES",

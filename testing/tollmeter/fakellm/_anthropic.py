@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import ReportedUsage
-from tollmeter.collector.fakellm._openai_chat import ToolCall
-from tollmeter.collector.fakellm._reply import (
+from tollmeter.fakellm._journal import ReportedUsage
+from tollmeter.fakellm._openai_chat import ToolCall
+from tollmeter.fakellm._reply import (
     BadRequest,
     Call,
     Prepared,
@@ -20,9 +20,9 @@ from tollmeter.collector.fakellm._reply import (
     reply,
     require_list,
 )
-from tollmeter.collector.fakellm._sse import sse_event
-from tollmeter.collector.fakellm._text import Seed, json_instance
-from tollmeter.collector.fakellm._tokens import count, encoding_name, render_anthropic
+from tollmeter.fakellm._sse import sse_event
+from tollmeter.fakellm._text import Seed, json_instance
+from tollmeter.fakellm._tokens import count, encoding_name, render_anthropic
 
 __all__ = ["messages"]
 

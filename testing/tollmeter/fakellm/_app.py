@@ -15,22 +15,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tollmeter.collector.fakellm._anthropic import messages
-from tollmeter.collector.fakellm._cache import PrefixCache
-from tollmeter.collector.fakellm._errors import Provider, error_body, retry_headers
-from tollmeter.collector.fakellm._faults import (
+from tollmeter.fakellm._anthropic import messages
+from tollmeter.fakellm._cache import PrefixCache
+from tollmeter.fakellm._errors import Provider, error_body, retry_headers
+from tollmeter.fakellm._faults import (
     Directives,
     FaultError,
     parse_directives,
     split_model,
 )
-from tollmeter.collector.fakellm._journal import Exchange, Journal
-from tollmeter.collector.fakellm._models import list_models
-from tollmeter.collector.fakellm._openai_chat import chat_completions
-from tollmeter.collector.fakellm._openai_other import completions, embeddings
-from tollmeter.collector.fakellm._openai_responses import responses
-from tollmeter.collector.fakellm._reply import BadRequest, Call, Prepared, new_id
-from tollmeter.collector.fakellm._sse import PlayedResponse, install_log_filter, json_bytes
+from tollmeter.fakellm._journal import Exchange, Journal
+from tollmeter.fakellm._models import list_models
+from tollmeter.fakellm._openai_chat import chat_completions
+from tollmeter.fakellm._openai_other import completions, embeddings
+from tollmeter.fakellm._openai_responses import responses
+from tollmeter.fakellm._reply import BadRequest, Call, Prepared, new_id
+from tollmeter.fakellm._sse import PlayedResponse, install_log_filter, json_bytes
 
 __all__ = ["MAX_BODY_BYTES", "FakeLLMState", "create_app"]
 

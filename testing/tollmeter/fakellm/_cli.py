@@ -8,10 +8,10 @@ from types import FrameType
 import click
 import uvicorn
 
-from tollmeter.collector.fakellm._app import create_app
-from tollmeter.collector.fakellm._errors import FakeLLMError
-from tollmeter.collector.fakellm._server import bind_socket, uvicorn_config
-from tollmeter.collector.fakellm._tokens import preload
+from tollmeter.fakellm._app import create_app
+from tollmeter.fakellm._errors import FakeLLMError
+from tollmeter.fakellm._server import bind_socket, uvicorn_config
+from tollmeter.fakellm._tokens import preload
 
 __all__ = ["STARTUP_FAILURE", "fake_llm"]
 

@@ -9,8 +9,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import ReportedUsage
-from tollmeter.collector.fakellm._reply import (
+from tollmeter.fakellm._journal import ReportedUsage
+from tollmeter.fakellm._reply import (
     BadRequest,
     Call,
     Prepared,
@@ -21,9 +21,9 @@ from tollmeter.collector.fakellm._reply import (
     plan_output,
     reply,
 )
-from tollmeter.collector.fakellm._sse import sse_event
-from tollmeter.collector.fakellm._text import Seed
-from tollmeter.collector.fakellm._tokens import count, encoding_name, render_texts
+from tollmeter.fakellm._sse import sse_event
+from tollmeter.fakellm._text import Seed
+from tollmeter.fakellm._tokens import count, encoding_name, render_texts
 
 __all__ = ["completions", "embeddings"]
 

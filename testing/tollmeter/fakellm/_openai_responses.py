@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tollmeter.collector.fakellm._journal import ReportedUsage
-from tollmeter.collector.fakellm._openai_chat import ToolCall, choose_tool, structured_text
-from tollmeter.collector.fakellm._reply import (
+from tollmeter.fakellm._journal import ReportedUsage
+from tollmeter.fakellm._openai_chat import ToolCall, choose_tool, structured_text
+from tollmeter.fakellm._reply import (
     BadRequest,
     Call,
     Prepared,
@@ -19,8 +19,8 @@ from tollmeter.collector.fakellm._reply import (
     plan_output,
     reply,
 )
-from tollmeter.collector.fakellm._sse import sse_event
-from tollmeter.collector.fakellm._tokens import count, encoding_name, render_responses
+from tollmeter.fakellm._sse import sse_event
+from tollmeter.fakellm._tokens import count, encoding_name, render_responses
 
 __all__ = ["responses"]
 

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tollmeter.collector.fakellm._cache import PrefixCache
-from tollmeter.collector.fakellm._faults import Directives
-from tollmeter.collector.fakellm._journal import ReportedUsage
-from tollmeter.collector.fakellm._text import Seed, words
+from tollmeter.fakellm._cache import PrefixCache
+from tollmeter.fakellm._faults import Directives
+from tollmeter.fakellm._journal import ReportedUsage
+from tollmeter.fakellm._text import Seed, words
 
 __all__ = [
     "MAX_REQUEST_OUTPUT",

@@ -11,10 +11,10 @@ from typing import Any
 
 import uvicorn
 
-from tollmeter.collector.fakellm._app import FakeLLMState, create_app
-from tollmeter.collector.fakellm._errors import FakeLLMError
-from tollmeter.collector.fakellm._journal import Exchange
-from tollmeter.collector.fakellm._tokens import preload
+from tollmeter.fakellm._app import FakeLLMState, create_app
+from tollmeter.fakellm._errors import FakeLLMError
+from tollmeter.fakellm._journal import Exchange
+from tollmeter.fakellm._tokens import preload
 
 __all__ = ["FakeLLMServer", "bind_socket", "uvicorn_config"]
 

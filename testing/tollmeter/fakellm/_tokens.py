@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import tiktoken
 
-from tollmeter.collector.fakellm._errors import FakeLLMError
+from tollmeter.fakellm._errors import FakeLLMError
 
 __all__ = [
     "OVERHEAD",
