@@ -101,7 +101,8 @@ def collector_command(
 ) -> None:
     """Run the collector: OTLP in, usage ledger, management API.
 
-    Stops gracefully on SIGTERM or Ctrl-C (a second one forces exit).
+    Stops gracefully on SIGTERM or Ctrl-C (a second one forces exit). SIGHUP
+    reloads the keys, TLS files and limits from the configuration.
     """
     # Only values really given (flag or variable) override the file; the shown
     # defaults are the configuration's own.

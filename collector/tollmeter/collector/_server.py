@@ -6,7 +6,8 @@ the bound addresses are exposed). :meth:`Collector.stop` shuts down in a fixed
 order: stop the receivers and the management API (no new spans, in-flight
 requests finish) → drain the pipeline within the grace period (everything
 acknowledged is committed) → run ``on_shutdown`` hooks (a final export) → close
-the ledger. Signals are the CLI's business, never this class's.
+the ledger. :meth:`Collector.reload` swaps in new keys, TLS files and limits
+while serving. Signals are the CLI's business, never this class's.
 """
 
 from __future__ import annotations
