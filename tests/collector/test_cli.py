@@ -209,3 +209,32 @@ def test_invalid_configuration_exits_2(tmp_path, args, env_extra, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "tollmeter-data").exists()
+
+
+def test_help_lists_each_command_with_its_own_summary():
+    from tollmeter.collector._cli_group import SUBCOMMANDS
+
+    context = cli.make_context("tollmeter", ["--help"], resilient_parsing=True)
+    for name, entry in SUBCOMMANDS.items():
+        command = cli.get_command(context, name)
+        assert command is not None
+        assert command.name == name
+        assert command.get_short_help_str(limit=200) == entry.summary
+
+
+def test_help_and_the_fake_server_load_none_of_the_collector():
+    probe = (
+        "import sys\n"
+        "from tollmeter.collector.cli import main\n"
+        "for args in (['--help'], ['fake-llm', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "heavy = {'grpc', 'pyarrow', 'tollmeter.collector._server'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -1,43 +1,96 @@
 """The click group of the ``tollmeter`` command, loaded once its dependencies are known.
 
-Each subcommand lives in the module of the part it drives and is registered here;
+Each subcommand lives in the module of the part it drives. The group imports a
+subcommand's module only when that subcommand runs: the collector's modules load grpc,
+pyarrow and uvicorn, which ``tollmeter --help`` or ``tollmeter fake-llm`` never need.
 :func:`tollmeter.collector.cli.main` runs the group.
 """
 
 from __future__ import annotations
 
-import click
+import importlib
+from typing import NamedTuple
 
-from tollmeter.collector._cli_check import check_command
-from tollmeter.collector._cli_collector import (
-    collector_command,
-    usage_command,
-    validate_config_command,
-)
-from tollmeter.collector._cli_demo import demo_command
-from tollmeter.collector._cli_export import export_command
-from tollmeter.fakellm import fake_llm
+import click
+from click.utils import make_default_short_help
+
 from tollmeter.semconv.version import __version__
 
-__all__ = ["cli"]
+__all__ = ["SUBCOMMANDS", "cli"]
 
 
-@click.group(
+class Subcommand(NamedTuple):
+    module: str
+    attribute: str
+    summary: str
+    """The line ``tollmeter --help`` shows; a test keeps it equal to the command's own."""
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "collector": Subcommand(
+        "tollmeter.collector._cli_collector",
+        "collector_command",
+        "Run the collector: OTLP in, usage ledger, management API.",
+    ),
+    "usage": Subcommand(
+        "tollmeter.collector._cli_collector",
+        "usage_command",
+        "Show token usage from a running collector as a table.",
+    ),
+    "validate-config": Subcommand(
+        "tollmeter.collector._cli_collector",
+        "validate_config_command",
+        "Check a configuration FILE: print OK, or every problem (exit code 2).",
+    ),
+    "check": Subcommand(
+        "tollmeter.collector._cli_check",
+        "check_command",
+        "Would this request be allowed? Dry run, nothing is reserved.",
+    ),
+    "export": Subcommand(
+        "tollmeter.collector._cli_export",
+        "export_command",
+        "Export committed usage events not exported yet to Parquet, then print a JSON summary.",
+    ),
+    "fake-llm": Subcommand(
+        "tollmeter.fakellm._cli",
+        "fake_llm",
+        "Serve an offline OpenAI- and Anthropic-compatible API with exact, deterministic usage.",
+    ),
+    "demo": Subcommand(
+        "tollmeter.collector._cli_demo",
+        "demo_command",
+        "Show per-tenant usage, a denied request and the Parquet export, offline.",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = SUBCOMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry.module), entry.attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{entry.module}.{entry.attribute} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in SUBCOMMANDS)
+        rows = [
+            (name, make_default_short_help(SUBCOMMANDS[name].summary, limit))
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+cli = _LazyGroup(
     name="tollmeter",
+    help="Meter LLM token usage per tenant with OpenTelemetry.",
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOLLMETER"},
 )
-@click.version_option(__version__, prog_name="tollmeter")
-def cli() -> None:
-    """Meter LLM token usage per tenant with OpenTelemetry."""
-
-
-for _command in (
-    collector_command,
-    usage_command,
-    validate_config_command,
-    check_command,
-    export_command,
-    fake_llm,
-    demo_command,
-):
-    cli.add_command(_command)
+click.version_option(__version__, prog_name="tollmeter")(cli)
