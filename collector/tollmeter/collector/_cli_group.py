@@ -12,7 +12,6 @@ import importlib
 from typing import NamedTuple
 
 import click
-from click.utils import make_default_short_help
 
 from tollmeter.semconv.version import __version__
 
@@ -80,8 +79,9 @@ class _LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(len(name) for name in SUBCOMMANDS)
+        # A stand-in command shortens the summary exactly as the real one would.
         rows = [
-            (name, make_default_short_help(SUBCOMMANDS[name].summary, limit))
+            (name, click.Command(name, help=SUBCOMMANDS[name].summary).get_short_help_str(limit))
             for name in self.list_commands(ctx)
         ]
         with formatter.section("Commands"):
