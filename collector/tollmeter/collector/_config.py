@@ -170,7 +170,8 @@ class IngestConfig:
 class ManagementConfig:
     """Management API and keys.
 
-    ``admin_keys`` protect ``/api/v1/*`` when any is set. ``ingest_keys`` map an
+    Once any key of either kind is set, the admin-only ``/api/v1/*`` routes need one of
+    ``admin_keys`` (with ingest keys only, they are closed to everyone). ``ingest_keys`` map an
     ingest key to the tenant it is bound to, or to ``None`` for any tenant;
     when any is set, OTLP requests without a known key are refused. Either kind
     may be written as its digest, ``sha256:<64 hex digits>``.

@@ -4,8 +4,8 @@
 every committed usage event (pipeline subscription), serves the limits API on the
 management port, writes expired reservations and gateway reconciles through the
 ingest pipeline (so they are priced, metered and deduplicated like spans), and closes
-with the collector. ``reload_on_sighup`` re-reads the limits when the process gets
-SIGHUP, keeping the state of unchanged limits.
+with the collector. (SIGHUP reloads go through ``Collector.reload``, which swaps limits,
+keys and TLS files together.)
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import signal
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Protocol
@@ -25,13 +23,12 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._api import limits_routes
-from tollmeter.collector.limits._config import LimitsConfig
 from tollmeter.collector.limits._service import LimitsService
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import AppendResult
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["attach_limits", "reload_on_sighup"]
+__all__ = ["attach_limits"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,31 +108,3 @@ def attach_limits(collector: _Host) -> LimitsService:
 
     collector.on_shutdown(close)
     return service
-
-
-def reload_on_sighup(
-    service: LimitsService, load: Callable[[], LimitsConfig]
-) -> Callable[[], None]:
-    """On SIGHUP, ``load()`` the limits again and swap them in; returns the undo.
-
-    An invalid file is logged and the limits in force stay. Only the main thread
-    can install signal handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-
-    def reload() -> None:
-        try:
-            limits = load()
-        except TollmeterError as exc:
-            logger.error("SIGHUP: limits not reloaded, keeping the current ones: %s", exc)
-            return
-        service.reload(limits)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-
-    def restore() -> None:
-        loop.remove_signal_handler(signal.SIGHUP)
-
-    return restore
