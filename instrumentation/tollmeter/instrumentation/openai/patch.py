@@ -81,7 +81,7 @@ def _prompt(key: str) -> InputEstimate:
 def _endpoints() -> tuple[Endpoint, ...]:
     chat = "openai.resources.chat.completions"
     # Older SDKs have ``parse`` only under ``beta``, posting the request itself; newer ones
-    # keep a ``beta`` alias that calls the metered ``chat`` method (one span either way).
+    # have no such module (``client.beta.chat`` is the stable ``Chat`` there).
     beta_chat = "openai.resources.beta.chat.completions"
     responses = "openai.resources.responses"
     endpoints: list[Endpoint] = []
