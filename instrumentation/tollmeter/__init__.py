@@ -1,8 +1,10 @@
 """tollmeter: meter LLM token usage with OpenTelemetry.
 
-``tollmeter.configure``, ``tollmeter.attribute`` and ``tollmeter.budget`` are
-re-exported lazily from ``tollmeter.instrumentation`` so that importing
-``tollmeter.collector`` or ``tollmeter.semconv`` never loads the instrumentation.
+``tollmeter.configure``, ``tollmeter.attribute``, ``tollmeter.budget`` and the two
+errors an application catches around a model call, ``tollmeter.BudgetExceeded`` and
+``tollmeter.QuotaExceeded``, are re-exported lazily from ``tollmeter.instrumentation``
+so that importing ``tollmeter.collector`` or ``tollmeter.semconv`` never loads the
+instrumentation.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from typing import TYPE_CHECKING, Any
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 if TYPE_CHECKING:
-    from tollmeter.instrumentation import attribute, budget, configure
+    from tollmeter.instrumentation import (
+        BudgetExceeded,
+        QuotaExceeded,
+        attribute,
+        budget,
+        configure,
+    )
 
-__all__ = ["attribute", "budget", "configure"]
+__all__ = ["BudgetExceeded", "QuotaExceeded", "attribute", "budget", "configure"]
 
 _LAZY = frozenset(__all__)
 

@@ -1,4 +1,5 @@
-"""``tollmeter.configure`` and ``tollmeter.attribute`` at the top level, loaded lazily."""
+"""``tollmeter.configure``, ``.attribute`` and the errors an app catches, at the top level,
+loaded lazily."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ import sys
 import tollmeter.collector, tollmeter.semconv
 assert "tollmeter.instrumentation" not in sys.modules, "collector pulled in instrumentation"
 import tollmeter
+assert "tollmeter.instrumentation" not in sys.modules, "import tollmeter is not lazy"
 import tollmeter.instrumentation as instrumentation
+from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
 assert tollmeter.configure is instrumentation.configure
 assert tollmeter.attribute is instrumentation.attribute
+assert tollmeter.BudgetExceeded is BudgetExceeded
+assert tollmeter.QuotaExceeded is QuotaExceeded
+assert {"BudgetExceeded", "QuotaExceeded"} <= set(tollmeter.__all__)
 try:
     tollmeter.no_such_name
 except AttributeError as exc:
