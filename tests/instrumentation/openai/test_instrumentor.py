@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tollmeter.instrumentation import attribute
-from tollmeter.instrumentation.openai import OpenAIInstrumentor, _target, extract, wrappers
+from tollmeter.instrumentation.openai import OpenAIInstrumentor, extract, wrappers
+from tollmeter.instrumentation.openai.package import find_method
 from tollmeter.instrumentation.openai.patch import ENDPOINTS, STREAM_HELPERS
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
@@ -29,7 +30,7 @@ Instrument = Callable[..., OpenAIInstrumentor]
 def _targets() -> list[tuple[type, str]]:
     """The (class, method) pairs the installed SDK offers, as the instrumentor finds them."""
     names = [(e.module, e.method) for e in ENDPOINTS] + [(m, n) for m, n, _ in STREAM_HELPERS]
-    return [found for found in (_target(module, method) for module, method in names) if found]
+    return [found for found in (find_method(module, method) for module, method in names) if found]
 
 
 def _public_methods(chat_helpers: Callable[[Any], Any]) -> set[tuple[type, str]]:

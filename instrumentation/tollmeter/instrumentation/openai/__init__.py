@@ -55,7 +55,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
 from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._telemetry import Telemetry
-from tollmeter.instrumentation.openai.package import _instruments
+from tollmeter.instrumentation.openai.package import _instruments, find_method
 from tollmeter.instrumentation.openai.patch import (
     ENDPOINTS,
     STREAM_HELPERS,
@@ -68,21 +68,6 @@ __all__ = ["OpenAIInstrumentor"]
 
 _BASE_CLIENT = "openai._base_client"
 _BOOLEAN_OPTIONS = ("inject_stream_usage", "metric_tenant_attribute")
-
-
-def _target(module: str, method: str) -> tuple[Any, str] | None:
-    """(class, method name) when the installed SDK has ``module.Class.method``."""
-    import importlib
-
-    try:
-        owner = importlib.import_module(module)
-    except ImportError:
-        return None
-    class_name, method_name = method.split(".")
-    cls = getattr(owner, class_name, None)
-    if cls is None or not callable(getattr(cls, method_name, None)):
-        return None
-    return cls, method_name
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -108,7 +93,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         patched: list[tuple[Any, str]] = []
         for endpoint in ENDPOINTS:
-            target = _target(endpoint.module, endpoint.method)
+            target = find_method(endpoint.module, endpoint.method)
             if target is None:
                 continue
             factory = async_wrapper if endpoint.is_async else sync_wrapper
@@ -117,7 +102,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
             patched.append(target)
         for module, method, returns_async in STREAM_HELPERS:
-            target = _target(module, method)
+            target = find_method(module, method)
             if target is None:
                 continue
             wrapt.wrap_function_wrapper(target[0], target[1], stream_helper_wrapper(returns_async))
