@@ -153,6 +153,16 @@ class KeyRing:
             return True
         return key is not None and self._is_admin(key)
 
+    def admin_digest(self, key: str) -> bytes | None:
+        """The digest of ``key`` when it is an admin key (``None`` otherwise), for sessions
+        that must end when the key does (see :meth:`has_admin_digest`)."""
+        return _digest(key) if self._admin and self._is_admin(key) else None
+
+    def has_admin_digest(self, digest: bytes) -> bool:
+        """Whether ``digest`` (from :meth:`admin_digest`) is still an admin key's."""
+        matches = [hmac.compare_digest(known, digest) for known in self._admin]
+        return any(matches)
+
     def authorize(self, key: str | None, access: Access) -> Principal:
         """The principal ``key`` acts as on a route that needs ``access``.
 

@@ -28,6 +28,7 @@ from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._tls import ServerTls, TlsError
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
+from tollmeter.collector.console import attach_console
 from tollmeter.collector.export import ExportService, install_export
 from tollmeter.collector.forward import Forwarder, chain_sinks, start_forwarding
 from tollmeter.collector.limits import LimitsService
@@ -224,6 +225,7 @@ class Collector:
         await self.metrics.attach(
             self, keys=self._keys, limits=self.limits, forwarder=self.forwarder
         )
+        attach_console(self, keys=self._keys, readiness=self._readiness)
         if config.management.enabled:
             self._management_server = EmbeddedServer(
                 self._management.app,
