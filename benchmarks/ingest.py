@@ -67,7 +67,7 @@ from tollmeter.collector._meters import Meters
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import open_ledger
-from tollmeter.collector.storage._schema import EVENT_COLUMNS
+from tollmeter.collector.storage._codec import EVENT_COLUMNS
 
 START_NS = 1_793_577_600 * 10**9  # 2026-11-02 00:00 UTC
 DAY_NS = 86_400 * 10**9

@@ -12,7 +12,6 @@ the application that mounts these routes.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -24,7 +23,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tollmeter.collector._meters import METER_DIMENSIONS, Meters
-from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import (
     DIMENSIONS,
     WINDOWS,
@@ -33,8 +31,9 @@ from tollmeter.collector.storage import (
     StorageError,
     UsageQuery,
 )
+from tollmeter.collector.storage._codec import event_to_json
 
-__all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "event_to_json", "usage_routes"]
+__all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "usage_routes"]
 
 MAX_USAGE_ROWS = 10_000
 MAX_EVENTS_PAGE = 1_000
@@ -109,14 +108,6 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
         )
     except InvalidQuery as exc:
         raise _BadRequest(str(exc)) from None
-
-
-def event_to_json(event: UsageEvent) -> dict[str, Any]:
-    """A usage event as JSON: every Parquet column, the cost as a decimal string."""
-    out = dataclasses.asdict(event)
-    if event.cost is not None:
-        out["cost"] = str(event.cost)
-    return out
 
 
 def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from tollmeter.collector._event_ids import event_id, legacy_event_id
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import SQLiteLedger
-from tollmeter.collector.storage._schema import EVENT_COLUMNS, MIGRATIONS, register_functions
+from tollmeter.collector.storage._codec import EVENT_COLUMNS
+from tollmeter.collector.storage._schema import MIGRATIONS, register_functions
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 

@@ -1,7 +1,7 @@
 """The Parquet schema of the billing export, and usage events turned into Arrow tables.
 
-Events come either as ``UsageEvent`` objects or as the ledger's plain rows (every
-field in ``UsageEvent`` order, the cost as decimal text); both give the same table.
+Events come either as ``UsageEvent`` objects or as the ledger's plain rows (laid out by
+``storage._codec``, the cost as decimal text); both give the same table.
 
 The schema only ever grows: a new column is appended and ``SCHEMA_VERSION`` goes
 up, so readers of older files keep working. docs/parquet.md describes each column.
@@ -9,7 +9,6 @@ up, so readers of older files keep working. docs/parquet.md describes each colum
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import operator
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.pricing import COST_PRECISION, COST_SCALE
+from tollmeter.collector.storage._codec import ROW_COLUMNS
 
 __all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table", "rows_to_table"]
 
@@ -114,7 +114,7 @@ _NS = pa.timestamp("ns", tz="UTC")
 
 # A ledger row as one Arrow struct: pyarrow converts the row tuples in C, column by
 # column, without a Python object per value beyond those sqlite3 already made.
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(UsageEvent))
+_ROW_FIELDS = ROW_COLUMNS
 _ROW_TYPE = pa.struct(
     [
         (name, _COUNT if name == "event_time_ns" else SCHEMA.field(name).type)
@@ -153,8 +153,8 @@ def events_to_table(events: Sequence[UsageEvent], *, collector_id: str | None) -
 def rows_to_table(rows: Sequence[tuple[Any, ...]], *, collector_id: str | None) -> pa.Table:
     """Build the Arrow table of ledger rows, equal to ``events_to_table`` of their events.
 
-    A row holds every ``UsageEvent`` field in field order, text as ``str`` or UTF-8
-    ``bytes`` (checked here), the cost as decimal text.
+    A row holds the codec's ``ROW_COLUMNS``, text as ``str`` or UTF-8 ``bytes`` (checked
+    here), the cost as decimal text.
     """
     if not rows:
         return events_to_table((), collector_id=collector_id)

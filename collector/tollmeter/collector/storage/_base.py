@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage._codec import EventRow, event_values
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["EVENT_ROW_COLUMNS", "AppendResult", "EventRow", "Ledger", "StorageError"]
-
-EVENT_ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageEvent))
-"""The values of an ``EventRow``: every ``UsageEvent`` field, in field order."""
-
-EventRow = tuple[Any, ...]
-"""One event as plain values in ``EVENT_ROW_COLUMNS`` order. Text may come as ``str`` or
-as UTF-8 ``bytes``; ``cost`` is decimal text."""
-
-_EVENT_VALUES = operator.attrgetter(*EVENT_ROW_COLUMNS)
-_ROW_COST = EVENT_ROW_COLUMNS.index("cost")
+__all__ = ["AppendResult", "Ledger", "StorageError"]
 
 
 class StorageError(TollmeterError):
@@ -69,13 +57,8 @@ class Ledger(abc.ABC):
 
         Backends override it to skip building one ``UsageEvent`` per row.
         """
-        rows: list[EventRow] = []
-        for event in self.read_events(after_sequence, limit):
-            values: EventRow = _EVENT_VALUES(event)
-            if event.cost is not None:
-                values = (*values[:_ROW_COST], str(event.cost), *values[_ROW_COST + 1 :])
-            rows.append(values)
-        return rows
+        events = self.read_events(after_sequence, limit)
+        return [(*event_values(event), event.sequence) for event in events]
 
     @abc.abstractmethod
     def last_sequence(self) -> int:

@@ -12,16 +12,15 @@ binary floating point). Dimensions absent from an event are stored as ``''`` in
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
+import time
 from decimal import Decimal
 from typing import Any
 
 from tollmeter.collector._event_ids import event_id, legacy_event_id
-from tollmeter.collector._records import UsageEvent
+from tollmeter.semconv.version import __version__
 
 __all__ = [
-    "EVENT_COLUMNS",
     "MIGRATIONS",
     "ROLLUP_COUNTERS",
     "ROLLUP_DIMENSIONS",
@@ -30,9 +29,6 @@ __all__ = [
     "register_functions",
 ]
 
-EVENT_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(UsageEvent) if f.name != "sequence"
-)
 ROLLUP_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key", "usage_source")
 ROLLUP_COUNTERS = (
     "input_tokens",
@@ -44,41 +40,32 @@ ROLLUP_COUNTERS = (
     "requests",
 )
 
-_EVENT_TYPES = {
-    "event_time_ns": "INTEGER NOT NULL",
-    "event_id": "TEXT NOT NULL UNIQUE",
-    "provider": "TEXT NOT NULL",
-    "operation": "TEXT NOT NULL",
-    "tenant_id": "TEXT NOT NULL",
-    "usage_source": "TEXT NOT NULL",
-    "status": "TEXT NOT NULL",
-    "cost": "TEXT",
-    "duration_s": "REAL",
-}
-
-
-def _event_column(name: str) -> str:
-    if name in _EVENT_TYPES:
-        return f"{name} {_EVENT_TYPES[name]}"
-    if name.endswith("_tokens"):
-        return f"{name} INTEGER NOT NULL"
-    return f"{name} INTEGER" if name == "attempt" else f"{name} TEXT"
-
-
+# Each version's statements are written out as they ran: never derive them from the
+# code of today, whose fields move on (a derived CREATE TABLE would give a fresh ledger
+# columns that a migration adds again to an old one).
 _V1 = (
-    "CREATE TABLE usage_events (sequence INTEGER PRIMARY KEY, "
-    + ", ".join(_event_column(name) for name in EVENT_COLUMNS)
-    + ")",
+    "CREATE TABLE usage_events (sequence INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
+    "event_time_ns INTEGER NOT NULL, provider TEXT NOT NULL, operation TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, input_tokens INTEGER NOT NULL, "
+    "cache_read_input_tokens INTEGER NOT NULL, cache_write_input_tokens INTEGER NOT NULL, "
+    "output_tokens INTEGER NOT NULL, reasoning_output_tokens INTEGER NOT NULL, "
+    "total_tokens INTEGER NOT NULL, usage_source TEXT NOT NULL, project_id TEXT, "
+    "user_id TEXT, api_key_id TEXT, feature TEXT, environment TEXT, service_name TEXT, "
+    "request_id TEXT, workflow_id TEXT, trace_id TEXT, span_id TEXT, request_model TEXT, "
+    "response_model TEXT, response_id TEXT, cost TEXT, currency TEXT, price_source TEXT, "
+    "duration_s REAL, status TEXT NOT NULL, error_type TEXT, attempt INTEGER, "
+    "reservation_id TEXT, collector_id TEXT)",
     "CREATE INDEX usage_events_time ON usage_events (event_time_ns)",
     "CREATE TABLE dedupe_keys (event_id TEXT PRIMARY KEY, seen_ns INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX dedupe_keys_seen ON dedupe_keys (seen_ns)",
     "CREATE TABLE rollups (granularity TEXT NOT NULL, bucket INTEGER NOT NULL, "
-    + ", ".join(f"{name} TEXT NOT NULL" for name in ROLLUP_DIMENSIONS)
-    + ", "
-    + ", ".join(f"{name} INTEGER NOT NULL" for name in ROLLUP_COUNTERS)
-    + ", cost TEXT, currency TEXT, PRIMARY KEY (granularity, bucket, "
-    + ", ".join(ROLLUP_DIMENSIONS)
-    + ")) WITHOUT ROWID",
+    "tenant TEXT NOT NULL, project TEXT NOT NULL, model TEXT NOT NULL, feature TEXT NOT NULL, "
+    "api_key TEXT NOT NULL, usage_source TEXT NOT NULL, input_tokens INTEGER NOT NULL, "
+    "cache_read_input_tokens INTEGER NOT NULL, cache_write_input_tokens INTEGER NOT NULL, "
+    "output_tokens INTEGER NOT NULL, reasoning_output_tokens INTEGER NOT NULL, "
+    "total_tokens INTEGER NOT NULL, requests INTEGER NOT NULL, cost TEXT, currency TEXT, "
+    "PRIMARY KEY (granularity, bucket, tenant, project, model, feature, api_key, usage_source)"
+    ") WITHOUT ROWID",
     "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 
@@ -94,7 +81,14 @@ _V2 = (
     "WHERE e.event_id = tm_legacy_event_id(e.provider, e.response_id, e.trace_id, e.span_id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Version 3 keeps a history: one row per migration applied from now on, with the time
+# and the release that applied it (older ones happened before there was a history).
+_V3 = (
+    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL, "
+    "applied_by TEXT NOT NULL) WITHOUT ROWID",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -109,11 +103,20 @@ def migrate(conn: sqlite3.Connection) -> int:
         version = 0 if row is None else int(row[0])
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
-                f"ledger schema version {version} is newer than this tollmeter ({SCHEMA_VERSION})"
+                f"ledger schema version {version} is newer than this tollmeter "
+                f"{__version__} knows ({SCHEMA_VERSION}): upgrade tollmeter to open it"
             )
         for statements in MIGRATIONS[version:]:
             for statement in statements:
                 conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.executemany(
+                "INSERT INTO schema_migrations (version, applied_ns, applied_by) VALUES (?, ?, ?)",
+                [
+                    (applied, time.time_ns(), f"tollmeter {__version__}")
+                    for applied in range(version + 1, SCHEMA_VERSION + 1)
+                ],
+            )
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from tollmeter.collector._records import UsageEvent
-from tollmeter.collector.storage._base import (
-    EVENT_ROW_COLUMNS,
-    AppendResult,
+from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._codec import (
+    EVENT_COLUMNS,
+    ROW_COLUMNS,
     EventRow,
-    Ledger,
-    StorageError,
+    event_from_row,
+    event_values,
+    with_sequence,
 )
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import rollup_rows, select_usage
 from tollmeter.collector.storage._schema import (
-    EVENT_COLUMNS,
     ROLLUP_COUNTERS,
     ROLLUP_DIMENSIONS,
     migrate,
@@ -40,22 +39,14 @@ Synchronous = Literal["off", "normal", "full", "extra"]
 _SYNCHRONOUS: tuple[Synchronous, ...] = ("off", "normal", "full", "extra")
 # SQLite's default cap on bound variables is 32766; stay well below it.
 _CHUNK = 500
-_COST = EVENT_COLUMNS.index("cost")
 _EVENT_ID = EVENT_COLUMNS.index("event_id")
-_EVENT_VALUES = operator.attrgetter(*EVENT_COLUMNS)
-# Positional construction from a row: every column in field order, then the sequence.
-_new_event: Callable[..., UsageEvent] = UsageEvent
-_blank_event = object.__new__
-_SLOT_SETTERS: tuple[Callable[[UsageEvent, object], None], ...] = tuple(
-    getattr(UsageEvent, name).__set__ for name in (*EVENT_COLUMNS, "sequence")
-)
 
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
 )
 _SELECT_ROWS = (
-    f"SELECT {', '.join(EVENT_ROW_COLUMNS)} FROM usage_events "
+    f"SELECT {', '.join(ROW_COLUMNS)} FROM usage_events "
     "WHERE sequence > ? ORDER BY sequence LIMIT ?"
 )
 _KEY = ", ".join(("granularity", "bucket", *ROLLUP_DIMENSIONS))
@@ -200,10 +191,7 @@ class SQLiteLedger(Ledger):
         rows: list[tuple[Any, ...]] = []
         for event in fresh.values():
             sequence += 1
-            values = _EVENT_VALUES(event)
-            if event.cost is not None:
-                values = (*values[:_COST], str(event.cost), *values[_COST + 1 :])
-            rows.append((sequence, *values))
+            rows.append((sequence, *event_values(event)))
         cursor = conn.executemany(_INSERT_EVENT, rows)
         if cursor.rowcount != len(rows):
             # A late duplicate, older than the dedupe window but still in the ledger.
@@ -214,7 +202,7 @@ class SQLiteLedger(Ledger):
                 )
             }
             rows = [row for row in rows if row[_EVENT_ID + 1] in stored]
-        committed = [_with_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
+        committed = [with_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
         conn.executemany(
             "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
             [(event.event_id, now_ns) for event in fresh.values()],
@@ -234,12 +222,8 @@ class SQLiteLedger(Ledger):
         if limit < 1:
             raise ValueError("limit must be positive")
         with self._reading() as conn, _wrapped("read ledger"):
-            rows = conn.execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)}, sequence FROM usage_events "
-                "WHERE sequence > ? ORDER BY sequence LIMIT ?",
-                (after_sequence, limit),
-            ).fetchall()
-        return [_event(row) for row in rows]
+            rows = conn.execute(_SELECT_ROWS, (after_sequence, limit)).fetchall()
+        return [event_from_row(row) for row in rows]
 
     def read_event_rows(self, after_sequence: int, limit: int) -> list[EventRow]:
         # The rows exactly as sqlite3 returns them: costs stay the stored decimal text,
@@ -302,22 +286,6 @@ class SQLiteLedger(Ledger):
     @property
     def synchronous(self) -> Synchronous:
         return self._synchronous
-
-
-def _with_sequence(event: UsageEvent, sequence: int) -> UsageEvent:
-    # On the hot path: filling the slots of a new instance costs less than the frozen
-    # ``__init__`` (an ``object.__setattr__`` call per field) and copies a valid event.
-    copy = _blank_event(UsageEvent)
-    for set_slot, value in zip(_SLOT_SETTERS, (*_EVENT_VALUES(event), sequence), strict=True):
-        set_slot(copy, value)
-    return copy
-
-
-def _event(row: Sequence[object]) -> UsageEvent:
-    values = list(row)
-    if values[_COST] is not None:
-        values[_COST] = Decimal(str(values[_COST]))
-    return _new_event(*values)
 
 
 def _positive(name: str, value: float | str) -> float:

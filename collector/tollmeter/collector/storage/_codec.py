@@ -1,0 +1,116 @@
+"""Usage events to and from the ledger's rows: the one place that knows the row layout.
+
+A row holds the columns of ``usage_events`` in ``ROW_COLUMNS`` order: every
+``UsageEvent`` field, ``sequence`` last. The cost travels as decimal text, since SQLite
+has no decimal type and its REAL would round. The ledger writes rows, and the Parquet
+export and the events API read them; none of them spells the columns out again.
+
+``EVENT_COLUMNS`` is written out, not derived from ``UsageEvent``: the ledger's tables
+are literal per schema version (``_schema.py``), and a test fails when a new event field
+has no column (and so no migration) yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from tollmeter.collector._records import UsageEvent
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "ROW_COLUMNS",
+    "EventRow",
+    "event_from_row",
+    "event_to_json",
+    "event_values",
+    "with_sequence",
+]
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event_time_ns",
+    "provider",
+    "operation",
+    "tenant_id",
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_output_tokens",
+    "total_tokens",
+    "usage_source",
+    "project_id",
+    "user_id",
+    "api_key_id",
+    "feature",
+    "environment",
+    "service_name",
+    "request_id",
+    "workflow_id",
+    "trace_id",
+    "span_id",
+    "request_model",
+    "response_model",
+    "response_id",
+    "cost",
+    "currency",
+    "price_source",
+    "duration_s",
+    "status",
+    "error_type",
+    "attempt",
+    "reservation_id",
+    "collector_id",
+)
+"""The columns ``usage_events`` stores for an event, in ``UsageEvent`` field order."""
+
+ROW_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "sequence")
+
+EventRow = tuple[Any, ...]
+"""One event as plain values in ``ROW_COLUMNS`` order. Text may come as ``str`` or as
+UTF-8 ``bytes``; ``cost`` is decimal text."""
+
+_COST = EVENT_COLUMNS.index("cost")
+_VALUES = operator.attrgetter(*EVENT_COLUMNS)
+_new_event: Callable[..., UsageEvent] = UsageEvent
+_blank_event = object.__new__
+_SLOT_SETTERS: tuple[Callable[[UsageEvent, object], None], ...] = tuple(
+    getattr(UsageEvent, name).__set__ for name in ROW_COLUMNS
+)
+
+
+def event_values(event: UsageEvent) -> EventRow:
+    """The stored values of ``event`` in ``EVENT_COLUMNS`` order (no sequence)."""
+    values: EventRow = _VALUES(event)
+    if event.cost is not None:
+        values = (*values[:_COST], str(event.cost), *values[_COST + 1 :])
+    return values
+
+
+def event_from_row(row: Sequence[object]) -> UsageEvent:
+    """The event a row in ``ROW_COLUMNS`` order (text as ``str``) stands for."""
+    values = list(row)
+    if values[_COST] is not None:
+        values[_COST] = Decimal(str(values[_COST]))
+    return _new_event(*values)
+
+
+def with_sequence(event: UsageEvent, sequence: int) -> UsageEvent:
+    """A copy of ``event`` carrying ``sequence``."""
+    # On the commit path: filling the slots of a new instance costs less than the frozen
+    # ``__init__`` (an ``object.__setattr__`` call per field) and copies a valid event.
+    copy = _blank_event(UsageEvent)
+    for set_slot, value in zip(_SLOT_SETTERS, (*_VALUES(event), sequence), strict=True):
+        set_slot(copy, value)
+    return copy
+
+
+def event_to_json(event: UsageEvent) -> dict[str, Any]:
+    """``event`` as the events API shows it: every field, the cost as decimal text."""
+    out = {field.name: getattr(event, field.name) for field in dataclasses.fields(event)}
+    out["cost"] = None if event.cost is None else str(event.cost)
+    return out
