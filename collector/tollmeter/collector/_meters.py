@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from tollmeter.collector._dimensions import METER_DIMENSIONS, DimensionKey, dimension_key
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import (
     DIMENSIONS,
@@ -30,7 +31,6 @@ from tollmeter.collector.storage._windows import bucket_starts
 
 __all__ = ["DEFAULT_RETENTION_S", "METER_DIMENSIONS", "MeterTotals", "Meters"]
 
-METER_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key")
 DEFAULT_RETENTION_S: Mapping[Window, int] = {
     "minute": 3 * 3600,
     "hour": 3 * 86400,
@@ -40,8 +40,7 @@ DEFAULT_RETENTION_S: Mapping[Window, int] = {
 _NS = 1_000_000_000
 _EVICT_EVERY_S = 10.0
 
-_Key = tuple[str, str, str, str, str, str]
-"""tenant, project, model, feature, api key, usage source (absent values as "")."""
+_Key = DimensionKey
 
 
 @dataclass(slots=True)
@@ -162,14 +161,7 @@ class Meters:
         minutes: dict[tuple[int, _Key], _Cell] = {}
         for event in events:
             seconds = event.event_time_ns // _NS
-            key: _Key = (
-                event.tenant_id,
-                event.project_id or "",
-                event.model,
-                event.feature or "",
-                event.api_key_id or "",
-                event.usage_source,
-            )
+            key = dimension_key(event)
             tokens = (
                 event.input_tokens,
                 event.cache_read_input_tokens,

@@ -78,3 +78,13 @@ def test_a_ledger_newer_than_this_release_is_refused_untouched(tmp_path):
     with pytest.raises(StorageError, match=r"newer than this tollmeter .* upgrade tollmeter"):
         SQLiteLedger(str(path))
     assert path.read_bytes() == before
+
+
+def test_rollups_are_keyed_by_the_dimensions_in_their_order(tmp_path):
+    from tollmeter.collector._dimensions import DIMENSIONS
+
+    path = tmp_path / "ledger.db"
+    SQLiteLedger(str(path)).close()
+    with sqlite3.connect(path) as conn:
+        key = [row[1] for row in conn.execute("PRAGMA table_info(rollups)") if row[5] > 0]
+    assert key == ["granularity", "bucket", *DIMENSIONS]

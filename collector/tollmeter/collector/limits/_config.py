@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from tollmeter.collector._dimensions import METER_DIMENSIONS
 from tollmeter.collector.limits import _values as read
 from tollmeter.collector.limits._values import parse_duration
 
@@ -48,7 +49,7 @@ MEASURES: tuple[Measure, ...] = (
     "cost",
     "requests",
 )
-DIMENSIONS: tuple[str, ...] = ("tenant", "project", "model", "api_key", "feature")
+DIMENSIONS: tuple[str, ...] = METER_DIMENSIONS
 """Request attributes a limit can match on and keep separate counters by."""
 WEIGHT_BUCKETS: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 """The five exclusive token buckets a ``weighted`` measure can weigh."""

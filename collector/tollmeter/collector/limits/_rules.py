@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 Attributes = Mapping[str, "str | None"]
-"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, api_key, feature)."""
+"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key)."""
 
 CostEstimator = Callable[[str, int, int], "float | None"]
 """(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""

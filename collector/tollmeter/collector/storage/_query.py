@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Literal, get_args
 
+from tollmeter.collector._dimensions import DIMENSIONS, Dimension
 from tollmeter.collector.storage._windows import WINDOWS, Window
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["DIMENSIONS", "Dimension", "InvalidQuery", "UsageQuery", "UsageRow"]
 
-Dimension = Literal["tenant", "project", "model", "feature", "api_key", "usage_source"]
-DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 
 MAX_ROWS = 10_000_000
 

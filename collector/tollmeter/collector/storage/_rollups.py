@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from tollmeter.collector._dimensions import DIMENSIONS, Dimension, dimension_key
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._query import UsageQuery, UsageRow, utc_from_epoch
 from tollmeter.collector.storage._windows import WINDOWS, Window, bucket_starts, is_aligned
@@ -16,15 +17,8 @@ __all__ = ["rollup_rows", "select_usage"]
 _NS = 1_000_000_000
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
-_ROLLUP_COLUMNS = {
-    "tenant": "tenant",
-    "project": "project",
-    "model": "model",
-    "feature": "feature",
-    "api_key": "api_key",
-    "usage_source": "usage_source",
-}
-_EVENT_COLUMNS = {
+_ROLLUP_COLUMNS: Mapping[Dimension, str] = {name: name for name in DIMENSIONS}
+_EVENT_COLUMNS: Mapping[Dimension, str] = {
     "tenant": "tenant_id",
     "project": "COALESCE(project_id, '')",
     "model": "COALESCE(NULLIF(response_model, ''), request_model, '')",
@@ -56,15 +50,7 @@ def rollup_rows(
     minutes: dict[tuple[Any, ...], list[Any]] = {}
     for event in events:
         seconds = event.event_time_ns // _NS
-        key = (
-            seconds - seconds % 60,
-            event.tenant_id,
-            event.project_id or "",
-            event.model,
-            event.feature or "",
-            event.api_key_id or "",
-            event.usage_source,
-        )
+        key = (seconds - seconds % 60, *dimension_key(event))
         acc = minutes.get(key)
         if acc is None:
             minutes[key] = [

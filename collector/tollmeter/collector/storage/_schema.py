@@ -17,6 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from tollmeter.collector._dimensions import DIMENSIONS
 from tollmeter.collector._event_ids import event_id, legacy_event_id
 from tollmeter.semconv.version import __version__
 
@@ -29,7 +30,7 @@ __all__ = [
     "register_functions",
 ]
 
-ROLLUP_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key", "usage_source")
+ROLLUP_DIMENSIONS = DIMENSIONS
 ROLLUP_COUNTERS = (
     "input_tokens",
     "cache_read_input_tokens",
