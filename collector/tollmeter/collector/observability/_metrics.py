@@ -22,6 +22,7 @@ from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector.forward import Forwarder
 from tollmeter.collector.forward._config import Signal
 from tollmeter.collector.limits import LimitsService
+from tollmeter.collector.observability._activity import ActivityLog
 from tollmeter.collector.observability._config import MetricsConfig
 from tollmeter.collector.observability._health import HealthMetrics, HealthSources, TimedLedger
 from tollmeter.collector.observability._usage import UsageMetrics
@@ -96,6 +97,26 @@ class CollectorMetrics:
             sources.forward = forwarder.stats
         if self.config.enabled:
             collector.add_management_routes([self.route(keys)])
+        if self.config.activity_log_interval > 0:
+            self._log_activity(collector, limits)
+
+    def _log_activity(self, collector: _Host, limits: LimitsService | None) -> None:
+        activity = ActivityLog(
+            pipeline_stats=collector.pipeline.stats,
+            check_counts=None if limits is None else limits.engine.counts,
+            interval_s=self.config.activity_log_interval,
+            max_new=self.config.activity_log_max_new,
+        )
+        collector.pipeline.subscribe(activity.observe)
+        task = asyncio.get_running_loop().create_task(activity.run(), name="activity log")
+
+        async def stop() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            # The last, partial interval, so that a short run still leaves its trace.
+            activity.summarize()
+
+        collector.on_shutdown(stop)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition (Prometheus text, or OpenMetrics when ``accept`` asks) and its
