@@ -103,6 +103,9 @@ def test_log_in_open_every_page_and_log_out(
             page.wait_for_selector(f'figure[data-chart="{figure}"][data-rendered]')
             assert chart_painted(page, figure), path
         page.screenshot(path=str(tmp_path / f"page-{index}.png"), full_page=True)
+        if path == "/":
+            # The README's picture (docs/images/console-overview.png) is this one.
+            page.screenshot(path=str(tmp_path / "console-overview.png"))
     page.click("nav button[type=submit]")
     page.wait_for_url(re.compile(r"/console/login$"))
     assert context.cookies() == []
