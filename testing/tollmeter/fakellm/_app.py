@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -16,14 +17,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tollmeter.fakellm._anthropic import messages
+from tollmeter.fakellm._bedrock import converse, converse_stream
+from tollmeter.fakellm._bedrock_invoke import invoke, invoke_stream
 from tollmeter.fakellm._cache import PrefixCache
-from tollmeter.fakellm._errors import Provider, error_body, retry_headers
+from tollmeter.fakellm._errors import Provider, error_body, error_headers, retry_headers
 from tollmeter.fakellm._faults import (
     Directives,
     FaultError,
     parse_directives,
     split_model,
 )
+from tollmeter.fakellm._gemini import GEMINI_ROUTES
 from tollmeter.fakellm._journal import Exchange, Journal
 from tollmeter.fakellm._models import list_models
 from tollmeter.fakellm._openai_chat import chat_completions
@@ -47,7 +51,14 @@ _ENDPOINTS: dict[str, tuple[Provider, Handler]] = {
     "/v1/embeddings": ("openai", embeddings),
     "/v1/responses": ("openai", responses),
     "/v1/messages": ("anthropic", messages),
+    # Bedrock names the model in the path; ``:path`` because ARNs and profile ids hold "/".
+    "/model/{model_id:path}/converse": ("bedrock", converse),
+    "/model/{model_id:path}/converse-stream": ("bedrock", converse_stream),
+    "/model/{model_id:path}/invoke": ("bedrock", invoke),
+    "/model/{model_id:path}/invoke-with-response-stream": ("bedrock", invoke_stream),
+    **{path: ("gemini", handler) for path, handler in GEMINI_ROUTES.items()},
 }
+_BEDROCK_ATTEMPT = re.compile(r"attempt=(\d+)")
 
 
 class FakeLLMState:
@@ -89,6 +100,10 @@ async def _read_json(request: Request) -> dict[str, Any]:
 
 
 def _attempt(request: Request) -> int:
+    """The client's retry count: the OpenAI and Anthropic SDKs send it, botocore the attempt."""
+    found = _BEDROCK_ATTEMPT.search(request.headers.get("amz-sdk-request", ""))
+    if found:
+        return int(found.group(1)) - 1
     raw = request.headers.get("x-stainless-retry-count", "0")
     return int(raw) if raw.isdigit() else 0
 
@@ -103,6 +118,8 @@ class _Endpoint:
         headers = {"x-request-id": request_id}
         if self.provider == "anthropic":
             headers["request-id"] = request_id
+        elif self.provider == "bedrock":
+            headers["x-amzn-requestid"] = request_id
         headers.update(extra or {})
         return headers
 
@@ -119,7 +136,9 @@ class _Endpoint:
         body = error_body(
             self.provider, status, message, param=param, request_id=exchange.request_id
         )
-        all_headers = self._headers(exchange.request_id, headers)
+        all_headers = self._headers(
+            exchange.request_id, {**error_headers(self.provider, status), **(headers or {})}
+        )
         all_headers["x-fake-usage"] = "null"
         return Response(json_bytes(body), status, all_headers, media_type=_JSON)
 
@@ -129,7 +148,7 @@ class _Endpoint:
         base = Exchange(request_id, self.provider, self.path, 400, attempt=attempt)
         try:
             body = await _read_json(request)
-            model = body.get("model")
+            model = request.path_params.get("model_id", body.get("model"))
             if not isinstance(model, str) or not model.strip():
                 raise _Problem(400, "model is required", "model")
             model, suffix = split_model(model)
@@ -139,9 +158,8 @@ class _Endpoint:
             return self._error(exchange, problem.status, problem.message, param=problem.param)
         except FaultError as err:
             return self._error(base, 400, str(err))
-        base = replace(
-            base, model=model, stream=body.get("stream") is True, faults=directives.as_list()
-        )
+        stream = body.get("stream") is True or self.path.endswith("-stream")
+        base = replace(base, model=model, stream=stream, faults=directives.as_list())
         status = directives.error_status(attempt)
         if status is not None:
             extra = retry_headers(directives.retry_after) if status == 429 else None
@@ -172,6 +190,7 @@ class _Endpoint:
         exchange = replace(
             base,
             status=200,
+            stream=streaming,
             response_id=prepared.response_id,
             usage=prepared.usage,
             reported=reported,
@@ -181,9 +200,11 @@ class _Endpoint:
         header = json.dumps({**prepared.usage.as_dict(), "reported": reported})
         return PlayedResponse(
             status=200,
-            headers=self._headers(base.request_id, {"x-fake-usage": header}),
+            headers=self._headers(
+                base.request_id, {**(prepared.headers or {}), "x-fake-usage": header}
+            ),
             chunks=chunks,
-            media_type=_SSE if streaming else _JSON,
+            media_type=prepared.media_type or (_SSE if streaming else _JSON),
             streaming=streaming,
             first_delay=directives.first_token_delay,
             chunk_delay=directives.chunk_delay_ms / 1000,
@@ -216,6 +237,8 @@ def _inspection_routes(state: FakeLLMState) -> list[Route]:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     provider: Provider = "anthropic" if "anthropic-version" in request.headers else "openai"
+    if ":" in request.url.path:
+        provider = "gemini"
     message = (
         "unknown route" if status == 404 else "method not allowed" if status == 405 else "error"
     )

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["FakeLLMError", "Provider", "error_body", "retry_headers"]
+__all__ = ["FakeLLMError", "Provider", "error_body", "error_headers", "retry_headers"]
 
-Provider = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic", "bedrock", "gemini"]
 
 
 class FakeLLMError(TollmeterError, RuntimeError):
@@ -24,6 +24,14 @@ _OPENAI_TYPES = {
     429: ("requests", "rate_limit_exceeded"),
     500: ("server_error", None),
 }
+_GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+}
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     404: "not_found_error",
@@ -31,6 +39,15 @@ _ANTHROPIC_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+}
+
+# Bedrock names the error in a header; botocore raises the client exception of that name.
+_BEDROCK_TYPES = {
+    400: "ValidationException",
+    404: "ResourceNotFoundException",
+    413: "ValidationException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
 }
 
 
@@ -44,8 +61,20 @@ def error_body(
             "error": {"type": kind, "message": message},
             "request_id": request_id,
         }
+    if provider == "bedrock":
+        return {"message": message}
+    if provider == "gemini":
+        status_name = _GEMINI_STATUSES.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": message, "status": status_name}}
     kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_headers(provider: Provider, status: int) -> dict[str, str]:
+    """Headers that name the error, for the providers that use them."""
+    if provider == "bedrock":
+        return {"x-amzn-errortype": _BEDROCK_TYPES.get(status, "InternalServerException")}
+    return {}
 
 
 def retry_headers(seconds: float) -> dict[str, str]:

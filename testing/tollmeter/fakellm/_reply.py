@@ -86,13 +86,16 @@ class Call:
 
 @dataclass
 class Prepared:
-    """A reply ready to be played: a JSON body, or SSE events for a stream."""
+    """A reply ready to be played: a JSON body, or stream events (SSE unless ``media_type``
+    says otherwise), with any headers of the endpoint's own."""
 
     response_id: str | None
     usage: ReportedUsage
     provider_usage: dict[str, Any] | None
     body: dict[str, Any] | None = None
     events: list[bytes] | None = None
+    media_type: str | None = None
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
