@@ -39,6 +39,8 @@ def test_demo_prints_usage_a_denial_and_a_parquet_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "denied before reaching the model" in out
+    console_line = r"^console +http://127\.0\.0\.1:\d+/ +\(admin key: demo-admin-key\)$"
+    assert re.search(console_line, out.rstrip().splitlines()[-1])
     rows = {
         m.group(1): int(m.group(2))
         for m in re.finditer(r"^\s+(acme|globex|initech)\s+(\d+)", out, re.M)

@@ -60,13 +60,18 @@ def _prepare_data_dir(data_dir: Path) -> None:
     (data_dir / _MARKER).write_text("created by `tollmeter demo`; safe to delete\n")
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:
+def _auth(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+
+def _get_json(url: str, key: str | None) -> Any:
+    request = urllib.request.Request(url, headers=_auth(key))
+    with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
         return json.load(response)
 
 
-def _post_json(url: str) -> Any:
-    request = urllib.request.Request(url, data=b"", method="POST")
+def _post_json(url: str, key: str | None) -> Any:
+    request = urllib.request.Request(url, data=b"", method="POST", headers=_auth(key))
     with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
         return json.load(response)
 
@@ -142,6 +147,7 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
     with FakeLLMServer() as llm:
         async with Collector(config) as collector:
             api = collector.management_url
+            key = next(iter(config.management.admin_keys), None)
             echo(f"fake LLM server    {llm.url}")
             echo(f"collector          OTLP/gRPC {collector.grpc_endpoint}, API {api}")
             echo(f"running {app} ...")
@@ -161,13 +167,15 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
                 OPENAI_BASE_URL=f"{llm.url}/v1",
                 ANTHROPIC_BASE_URL=llm.url,
             )
+            if key is not None:
+                env["TOLLMETER_GUARD_KEY"] = key
             await _run_app(app, env, echo)
 
             # The app flushed its spans before exiting and the collector acknowledges a
             # batch only after its commit, so the ledger is complete now.
-            usage = await asyncio.to_thread(_get_json, f"{api}/api/v1/usage?group_by=tenant")
+            usage = await asyncio.to_thread(_get_json, f"{api}/api/v1/usage?group_by=tenant", key)
             by_source = await asyncio.to_thread(
-                _get_json, f"{api}/api/v1/usage?group_by=tenant,usage_source"
+                _get_json, f"{api}/api/v1/usage?group_by=tenant,usage_source", key
             )
             estimated = {
                 row["tenant"]: row["total_tokens"]
@@ -179,7 +187,7 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
             for line in _usage_table(usage["rows"], estimated):
                 echo(line)
             echo("  (estimated: tokens counted with tiktoken where the provider reported none)")
-            status = await asyncio.to_thread(_get_json, f"{api}/api/v1/tenants/globex/status")
+            status = await asyncio.to_thread(_get_json, f"{api}/api/v1/tenants/globex/status", key)
             echo("")
             echo("globex limits (GET /api/v1/tenants/globex/status):")
             for limit in status["limits"]:
@@ -188,13 +196,15 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
                     f"{limit['measure']} tokens left, resets {limit['reset_at']}"
                 )
 
-            exported = await asyncio.to_thread(_post_json, f"{api}/api/v1/export")
+            exported = await asyncio.to_thread(_post_json, f"{api}/api/v1/export", key)
             echo("")
             echo(f"Parquet for billing (POST /api/v1/export: {exported['events']} events):")
             export_dir = collector.export.exporter.directory if collector.export else Path()
             for name in exported["files"]:
                 path = export_dir / name
                 echo(f"  {path}  ({pq.ParquetFile(path).metadata.num_rows} rows)")
+            echo("")
+            echo(f"console            {api}/  (admin key: {key})")
 
 
 def run_demo(*, config_path: Path, app: Path, echo: Echo) -> None:
