@@ -3,11 +3,11 @@
 ``GET /api/v1/usage`` filters (``tenant``, ``project``, ``model``, ``feature``,
 ``api_key``, ``usage_source``), bounds (``start``, ``end``: ISO 8601, UTC when no offset
 is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
-(``window=minute|hour|day|month``) usage from the ledger. ``GET /api/v1/events`` pages
-through raw usage events by sequence (``after``, ``limit``; ``next`` is the cursor of
-the following page). ``GET /api/v1/meters`` reads the in-memory meters of the current
-window bucket. Bad parameters get a 400 with the reason; authentication is the job of
-the application that mounts these routes.
+(``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger.
+``GET /api/v1/events`` pages through raw usage events by sequence (``after``, ``limit``;
+``next`` is the cursor of the following page). ``GET /api/v1/meters`` reads the
+in-memory meters of the current window bucket. Bad parameters get a 400 with the reason;
+authentication is the job of the application that mounts these routes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.routing import Route
 from tollmeter.collector._meters import METER_DIMENSIONS, Meters
 from tollmeter.collector.storage import (
     DIMENSIONS,
+    QUERY_WINDOWS,
     WINDOWS,
     InvalidQuery,
     Ledger,
@@ -95,8 +96,10 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             f"cannot group by {_preview(', '.join(unknown))}; choose from {', '.join(DIMENSIONS)}"
         )
     window = params.get("window") or None
-    if window is not None and window not in WINDOWS:
-        raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {_preview(window)}")
+    if window is not None and window not in QUERY_WINDOWS:
+        raise _BadRequest(
+            f"window must be one of {', '.join(QUERY_WINDOWS)}, not {_preview(window)}"
+        )
     try:
         return UsageQuery(
             **{name: params[name] for name in DIMENSIONS if params.get(name)},
@@ -131,7 +134,9 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
             in: query
             description: comma-separated tenant, project, model, feature, api_key, usage_source
             schema: {type: string}
-          - {name: window, in: query, schema: {type: string, enum: [minute, hour, day, month]}}
+          - name: window
+            in: query
+            schema: {type: string, enum: [minute, hour, day, week, month]}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000}}
         responses:
           "200": {description: "rows with token buckets, requests, cost and currency"}

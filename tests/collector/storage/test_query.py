@@ -72,6 +72,24 @@ def test_windows_split_at_calendar_boundaries(ledger: Ledger, make_event) -> Non
     assert [r.requests for r in minutes] == [1, 1]
 
 
+def test_weeks_start_on_monday_utc(ledger: Ledger, make_event) -> None:
+    times = [
+        datetime(2026, 3, 9, 0, 0, tzinfo=UTC),  # a Monday
+        datetime(2026, 3, 15, 23, 59, 59, tzinfo=UTC),  # the Sunday ending that week
+        datetime(2026, 3, 16, 0, 0, tzinfo=UTC),  # the next Monday
+        datetime(2026, 3, 18, 12, 0, tzinfo=UTC),
+    ]
+    ledger.append([make_event(event_time_ns=at(t)) for t in times])
+    expected = [(datetime(2026, 3, 9, tzinfo=UTC), 2), (datetime(2026, 3, 16, tzinfo=UTC), 2)]
+    # From day rollups, and from raw events when the range is not aligned to days.
+    weeks = ledger.query_usage(UsageQuery(window="week"))
+    assert [(r.window_start, r.requests) for r in weeks] == expected
+    raw = ledger.query_usage(
+        UsageQuery(window="week", start=datetime(2026, 3, 1, 0, 0, 1, tzinfo=UTC))
+    )
+    assert [(r.window_start, r.requests) for r in raw] == expected
+
+
 def test_costs_sum_exactly(ledger: Ledger, make_event) -> None:
     ledger.append([make_event(cost=Decimal("0.1"), currency="USD") for _ in range(3)])
     ledger.append([make_event()])  # unpriced events add tokens, not cost
@@ -88,7 +106,7 @@ def test_costs_sum_exactly(ledger: Ledger, make_event) -> None:
     [
         ({"group_by": ("colour",)}, "cannot group by colour"),
         ({"group_by": ("tenant", "tenant")}, "repeats"),
-        ({"window": "week"}, "unknown window"),
+        ({"window": "fortnight"}, "unknown window"),
         ({"start": datetime(2026, 1, 2)}, "time zone"),
         ({"start": T0, "end": T0}, "before end"),
         ({"limit": 0}, "limit"),

@@ -25,15 +25,23 @@ from tollmeter.collector.storage._query import (
 )
 from tollmeter.collector.storage._registry import open_ledger, register_ledger
 from tollmeter.collector.storage._sqlite import SQLiteLedger
-from tollmeter.collector.storage._windows import WINDOWS, Window, bucket_start
+from tollmeter.collector.storage._windows import (
+    QUERY_WINDOWS,
+    WINDOWS,
+    QueryWindow,
+    Window,
+    bucket_start,
+)
 
 __all__ = [
     "DIMENSIONS",
+    "QUERY_WINDOWS",
     "WINDOWS",
     "AppendResult",
     "Dimension",
     "InvalidQuery",
     "Ledger",
+    "QueryWindow",
     "SQLiteLedger",
     "StorageError",
     "UsageQuery",

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from tollmeter.collector._dimensions import DIMENSIONS, Dimension
-from tollmeter.collector.storage._windows import WINDOWS, Window
+from tollmeter.collector.storage._windows import QUERY_WINDOWS, QueryWindow
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["DIMENSIONS", "Dimension", "InvalidQuery", "UsageQuery", "UsageRow"]
@@ -37,7 +37,7 @@ class UsageQuery:
     start: datetime | None = None
     end: datetime | None = None
     group_by: tuple[Dimension, ...] = ()
-    window: Window | None = None
+    window: QueryWindow | None = None
     limit: int = 10_000
 
     def __post_init__(self) -> None:
@@ -62,8 +62,10 @@ class UsageQuery:
             )
         if len(set(self.group_by)) != len(self.group_by):
             raise InvalidQuery("group_by repeats a dimension")
-        if self.window is not None and self.window not in WINDOWS:
-            raise InvalidQuery(f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
+        if self.window is not None and self.window not in QUERY_WINDOWS:
+            raise InvalidQuery(
+                f"unknown window {self.window!r}; choose from {', '.join(QUERY_WINDOWS)}"
+            )
         if not 1 <= self.limit <= MAX_ROWS:
             raise InvalidQuery(f"limit must be between 1 and {MAX_ROWS}")
 

@@ -10,12 +10,21 @@ from typing import Any
 from tollmeter.collector._dimensions import DIMENSIONS, Dimension, dimension_key
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._query import UsageQuery, UsageRow, utc_from_epoch
-from tollmeter.collector.storage._windows import WINDOWS, Window, bucket_starts, is_aligned
+from tollmeter.collector.storage._windows import (
+    WINDOWS,
+    QueryWindow,
+    Window,
+    bucket_starts,
+    is_aligned,
+)
 
 __all__ = ["rollup_rows", "select_usage"]
 
 _NS = 1_000_000_000
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+_WEEK_S = 7 * 86400
+_MONDAY_OFFSET_S = 3 * 86400
+"""The Unix epoch fell on a Thursday: shifted by three days, weeks start on Monday."""
 
 _ROLLUP_COLUMNS: Mapping[Dimension, str] = {name: name for name in DIMENSIONS}
 _EVENT_COLUMNS: Mapping[Dimension, str] = {
@@ -103,7 +112,9 @@ def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
     Minute rollups only cover the time since ``minute_horizon_s``: older minutes are
     pruned, so a query starting earlier (or without a start) cannot use them.
     """
-    limit = len(WINDOWS) if query.window is None else WINDOWS.index(query.window) + 1
+    # Weeks are summed from day buckets, which tile them.
+    finest = "day" if query.window == "week" else query.window
+    limit = len(WINDOWS) if finest is None else WINDOWS.index(finest) + 1
     start_ns = query.start_ns()
     bounds = [ns for ns in (start_ns, query.end_ns()) if ns is not None]
     if any(ns % _NS for ns in bounds):
@@ -116,7 +127,9 @@ def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
     return None
 
 
-def _bucket_expression(window: Window, seconds: str) -> str:
+def _bucket_expression(window: QueryWindow, seconds: str) -> str:
+    if window == "week":
+        return f"({seconds} - ({seconds} + {_MONDAY_OFFSET_S}) % {_WEEK_S})"
     if window == "month":
         return f"CAST(strftime('%s', {seconds}, 'unixepoch', 'start of month') AS INTEGER)"
     size = _FIXED_SECONDS[window]

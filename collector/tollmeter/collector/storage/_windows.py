@@ -1,4 +1,8 @@
-"""Calendar windows in UTC: minute, hour, day and month buckets as epoch seconds."""
+"""Calendar windows in UTC: minute, hour, day and month buckets as epoch seconds.
+
+Rollups keep those four; a usage query may also ask for weeks (Monday 00:00 UTC to
+the next Monday), which are summed from days.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,20 @@ import functools
 from datetime import datetime, timezone
 from typing import Literal
 
-__all__ = ["WINDOWS", "Window", "bucket_start", "bucket_starts", "is_aligned"]
+__all__ = [
+    "QUERY_WINDOWS",
+    "WINDOWS",
+    "QueryWindow",
+    "Window",
+    "bucket_start",
+    "bucket_starts",
+    "is_aligned",
+]
 
 Window = Literal["minute", "hour", "day", "month"]
 WINDOWS: tuple[Window, ...] = ("minute", "hour", "day", "month")
+QueryWindow = Literal["minute", "hour", "day", "week", "month"]
+QUERY_WINDOWS: tuple[QueryWindow, ...] = ("minute", "hour", "day", "week", "month")
 
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
