@@ -171,7 +171,8 @@ def test_meters_endpoint_reads_the_current_window(api: httpx.Client, meters: Met
     ("path", "params", "message"),
     [
         ("/api/v1/usage", {"group_by": "colour"}, "cannot group by 'colour'"),
-        ("/api/v1/usage", {"window": "week"}, "window must be one of"),
+        ("/api/v1/usage", {"window": "fortnight"}, "window must be one of"),
+        ("/api/v1/meters", {"window": "week"}, "window must be one of"),
         ("/api/v1/usage", {"start": "yesterday"}, "start must be an ISO 8601 time"),
         ("/api/v1/usage", {"start": "2026-03-02", "end": "2026-03-01"}, "before end"),
         ("/api/v1/usage", {"limit": "0"}, "limit must be between"),
