@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import datetime, time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from tollmeter.collector._cli_collector import format_table
 from tollmeter.collector._cli_group import cli
+from tollmeter.collector._cli_usage import TABLE_WIDTH, format_table
 
 TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
 
@@ -78,11 +79,11 @@ class TestUsageCommand:
         result = invoke("usage", "--url", collector.management_url)
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
-        assert lines[0].split()[0] == "tenant"
-        assert "input_tokens" in lines[0]
+        header = ["tenant", "requests", "input", "output", "cached", "total", "cost"]
+        assert lines[0].split() == header
         acme = next(line for line in lines if line.startswith("acme"))
         assert "4,500" in acme.split()
-        assert "model" not in lines[0]  # not grouped by model: column left out
+        assert all(len(line) <= TABLE_WIDTH for line in lines)
 
         result = invoke(
             "usage", "--url", collector.management_url, "--json", "--group-by", "tenant,model"
@@ -115,6 +116,11 @@ class TestUsageCommand:
         [row] = json.loads(result.output)["rows"]
         assert (row["tenant"], row["requests"]) == ("acme", 2)
         assert row["window_start"].endswith("T00:00:00+00:00")
+        week = invoke("usage", "--url", collector.management_url, "--json", "--window", "week")
+        assert week.exit_code == 0, week.output
+        [row] = json.loads(week.output)["rows"]
+        start = datetime.fromisoformat(row["window_start"])
+        assert (start.weekday(), start.time(), row["requests"]) == (0, time(0), 3)
 
     def test_admin_key_from_the_environment(self, collector_factory):
         running = collector_factory(management={"admin_keys": ["s3cret"]})
@@ -140,18 +146,61 @@ class TestUsageCommand:
         assert "cannot reach" in result.output
 
 
+def _row(**values: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "window_start": None, "tenant": None, "project": None, "model": None, "feature": None,
+        "api_key": None, "usage_source": None, "input_tokens": 0, "uncached_input_tokens": 0,
+        "cache_read_input_tokens": 0, "cache_write_input_tokens": 0, "output_tokens": 0,
+        "non_reasoning_output_tokens": 0, "reasoning_output_tokens": 0, "total_tokens": 0,
+        "requests": 0, "cost": None, "currency": None,
+    }  # fmt: skip
+    row.update(values)
+    return row
+
+
 def test_format_table():
     rows = [
-        {"tenant": "acme", "model": None, "input_tokens": 1234567, "cost": "0.50"},
-        {"tenant": "b", "model": None, "input_tokens": 5, "cost": None},
-    ]
+        _row(tenant="acme", input_tokens=1234567, total_tokens=1234600, requests=3,
+             cost="12.345", currency="USD"),
+        _row(tenant="b", input_tokens=5, total_tokens=5, requests=1, cost="0.000021750000",
+             currency="USD"),
+        _row(tenant="c", requests=1, cost="1200", currency="JPY"),
+        _row(tenant="d", requests=1),
+    ]  # fmt: skip
     assert format_table(rows).splitlines() == [
-        "tenant  input_tokens  cost",
-        "------  ------------  ----",
-        "acme       1,234,567  0.50",
-        "b                  5",
+        "tenant  requests      input  output  cached      total          cost",
+        "------  --------  ---------  ------  ------  ---------  ------------",
+        "acme           3  1,234,567       0       0  1,234,600        $12.35",
+        "b              1          5       0       0          5    $0.0000218",
+        "c              1          0       0       0          0  1,200.00 JPY",
+        "d              1          0       0       0          0",
     ]
     assert format_table([]) == "(no usage)"
+
+
+def test_format_table_fits_100_columns_unless_wide():
+    long = {name: name * 12 for name in ("tenant", "project", "model", "feature")}
+    rows = [
+        _row(**long, input_tokens=10**9, total_tokens=10**9, requests=10**6, cost="1e6",
+             currency="USD")
+    ]  # fmt: skip
+    narrow = format_table(rows).splitlines()
+    assert max(len(line) for line in narrow) <= TABLE_WIDTH
+    assert "1,000,000,000" in narrow[2]  # numbers are never shortened
+    assert "$1,000,000.00" in narrow[2]
+    assert "…" in narrow[2]
+    wide = format_table(rows, wide=True).splitlines()
+    assert wide[0].split()[4:] == [
+        "requests", "input", "uncached", "cache", "read", "cache", "write", "output",
+        "reasoning", "total", "cost",
+    ]  # fmt: skip
+    assert "tenant" * 12 in wide[2]
+
+
+def test_format_table_names_each_window():
+    rows = [_row(window_start="2026-11-30T00:00:00+00:00", tenant="acme", requests=2)]
+    assert format_table(rows, window="week").splitlines()[2].startswith("2026-11-30  acme")
+    assert format_table(rows, window="month").splitlines()[0].split()[:2] == ["month", "tenant"]
 
 
 def run_collector(*args: str, env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

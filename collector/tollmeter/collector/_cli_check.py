@@ -1,8 +1,11 @@
 """``tollmeter check``: dry-run one request against limits.
 
-Against a configuration file (``--config``): the request is evaluated with the
-limit state the collector saved in its data directory (or empty limits with
-``--fresh``), and nothing is reserved. Against a running collector (``--url``): the
+Against a configuration file (``--config``): the request is evaluated with the limit
+state the collector saved in its data directory (or empty limits with ``--fresh``), and
+nothing is reserved. The data directory is resolved as the collector resolves it: a
+relative ``data_dir`` against the working directory, so a configuration read from
+elsewhere may point at another directory than its collector's; stderr then says which
+file was looked for and not found. Against a running collector (``--url``): the
 collector's check API evaluates it with ``dry_run`` (nothing reserved either).
 
 Exit codes: 0 the request would be allowed; 1 it would be denied; 2 invalid
@@ -87,11 +90,17 @@ def check_command(
     if url is not None and config_file is not None:
         click.echo("give either --config or --url, not both", err=True)
         sys.exit(EXIT_INVALID)
-    decision = (
-        _ask_collector(url, admin_key, request, timeout)
-        if url is not None
-        else _evaluate_locally(config_file, request, fresh)
-    )
+    if url is not None:
+        decision = _ask_collector(url, admin_key, request, timeout)
+    elif config_file is not None:
+        decision = _evaluate_locally(config_file, request, fresh)
+    else:
+        # Without limits every request is allowed: an answer that would only mislead.
+        click.echo(
+            "tollmeter check: give --config FILE (or TOLLMETER_CONFIG) or --url of a collector",
+            err=True,
+        )
+        sys.exit(EXIT_INVALID)
     if as_json:
         click.echo(json.dumps(decision, indent=2, sort_keys=True))
     else:
@@ -100,7 +109,7 @@ def check_command(
         sys.exit(EXIT_DENIED)
 
 
-def _evaluate_locally(config_file: Path | None, request: CheckRequest, fresh: bool) -> Any:
+def _evaluate_locally(config_file: Path, request: CheckRequest, fresh: bool) -> Any:
     try:
         config = Config.load(config_file, environ=os.environ)
     except InvalidConfig as exc:
@@ -108,7 +117,13 @@ def _evaluate_locally(config_file: Path | None, request: CheckRequest, fresh: bo
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(EXIT_INVALID)
-    state = config.data_dir / "limits.db"
+    state = (config.data_dir / "limits.db").absolute()
+    if not fresh and not state.is_file():
+        click.echo(
+            f"no saved limit state at {state}: evaluating with empty counters "
+            "(a relative data_dir is resolved against the working directory)",
+            err=True,
+        )
     try:
         service = LimitsService(
             config.limits, state_path=None if fresh or not state.is_file() else state

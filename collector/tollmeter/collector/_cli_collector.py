@@ -1,24 +1,18 @@
-"""``tollmeter collector``, ``tollmeter usage`` and ``tollmeter validate-config``.
+"""``tollmeter collector`` and ``tollmeter validate-config``.
 
 Exit codes: 0 success; 1 the collector could not start (address in use,
-unusable ledger) or the management API could not be queried; 2 invalid
-configuration or arguments.
+unusable ledger); 2 invalid configuration or arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -26,13 +20,13 @@ import click
 
 from tollmeter.collector import _settings as settings
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig, parse_duration
+from tollmeter.collector._config_values import InvalidConfig
 from tollmeter.semconv.errors import TollmeterError
 
 if TYPE_CHECKING:
     from tollmeter.collector._server import Collector
 
-__all__ = ["collector_command", "usage_command", "validate_config_command"]
+__all__ = ["collector_command", "validate_config_command"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -222,114 +216,3 @@ def validate_config_command(file: Path) -> None:
     except InvalidConfig as exc:
         _fail_config(exc)
     click.echo(f"OK: {file}")
-
-
-@click.command("usage")
-@_option("--url", settings.URL)
-@_option("--admin-key", settings.ADMIN_KEY)
-@click.option("--tenant", help="Only this tenant.")
-@click.option("--project", help="Only this project.")
-@click.option("--model", help="Only this model.")
-@click.option("--feature", help="Only this feature.")
-@click.option(
-    "--group-by",
-    default="tenant",
-    show_default=True,
-    help="Comma-separated dimensions: tenant, project, model, feature, api_key, usage_source.",
-)
-@click.option("--window", help="Also split by window: minute, hour, day or month.")
-@click.option("--since", help="Start: an ISO 8601 time, or a duration ago such as 24h or 7d.")
-@click.option("--until", help="End (exclusive): an ISO 8601 time, or a duration ago.")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the API.")
-def usage_command(
-    url: str,
-    admin_key: str | None,
-    since: str | None,
-    until: str | None,
-    as_json: bool,
-    timeout: float,
-    **filters: str | None,
-) -> None:
-    """Show token usage from a running collector as a table."""
-    query = {name: value for name, value in filters.items() if value}
-    try:
-        if since:
-            query["start"] = _moment(since)
-        if until:
-            query["end"] = _moment(until)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    target = f"{url.rstrip('/')}/api/v1/usage?{urllib.parse.urlencode(query)}"
-    request = urllib.request.Request(target, headers={"Accept": "application/json"})
-    if admin_key:
-        request.add_header("Authorization", f"Bearer {admin_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace").strip()
-        click.echo(f"tollmeter usage: HTTP {exc.code} from {url}: {detail}", err=True)
-        sys.exit(EXIT_INVALID_CONFIG if exc.code == 400 else 1)
-    except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"tollmeter usage: cannot reach {url}: {exc}", err=True)
-        sys.exit(1)
-    document = json.loads(body)
-    if as_json:
-        click.echo(json.dumps(document, indent=2, sort_keys=True))
-        return
-    click.echo(format_table(document.get("rows", [])))
-
-
-def _moment(text: str) -> str:
-    """An ISO 8601 time as given, or ``now - duration`` for ``24h``, ``7d``..."""
-    try:
-        seconds = parse_duration(text)
-    except ValueError:
-        try:
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"expected an ISO 8601 time or a duration, got {text!r}") from None
-        return text
-    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
-
-
-def format_table(rows: Sequence[Mapping[str, object]]) -> str:
-    """JSON rows as an aligned text table: numbers right-aligned, all-null columns left out."""
-    if not rows:
-        return "(no usage)"
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    # Dimensions not grouped by are null in every row: leave them out.
-    columns = [column for column in columns if any(row.get(column) is not None for row in rows)]
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    numeric = [all(_is_number(row.get(column)) for row in rows) for column in columns]
-    widths = [
-        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
-    ]
-
-    def render(values: Sequence[str]) -> str:
-        parts = [
-            value.rjust(width) if is_number else value.ljust(width)
-            for value, width, is_number in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    lines = [render(columns), render(["-" * width for width in widths])]
-    lines.extend(render(line) for line in cells)
-    return "\n".join(lines)
-
-
-def _is_number(value: object) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)

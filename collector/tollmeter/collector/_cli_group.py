@@ -32,9 +32,19 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Run the collector: OTLP in, usage ledger, management API.",
     ),
     "usage": Subcommand(
-        "tollmeter.collector._cli_collector",
+        "tollmeter.collector._cli_usage",
         "usage_command",
         "Show token usage from a running collector as a table.",
+    ),
+    "tenants": Subcommand(
+        "tollmeter.collector._cli_tenants",
+        "tenants_command",
+        "List tenants with their usage and the state of their limits.",
+    ),
+    "status": Subcommand(
+        "tollmeter.collector._cli_tenants",
+        "status_command",
+        "Show one TENANT's limits: used, remaining and when each resets.",
     ),
     "validate-config": Subcommand(
         "tollmeter.collector._cli_collector",
@@ -75,6 +85,11 @@ class _LazyGroup(click.Group):
         command = getattr(importlib.import_module(entry.module), entry.attribute)
         if not isinstance(command, click.Command):
             raise TypeError(f"{entry.module}.{entry.attribute} is not a click command")
+        # Every option reads a TOLLMETER_* variable (its own, or the one click derives
+        # from the command and option names): --help names it.
+        for param in command.params:
+            if isinstance(param, click.Option):
+                param.show_envvar = True
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

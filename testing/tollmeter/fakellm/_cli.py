@@ -38,7 +38,8 @@ def fake_llm(ctx: click.Context, host: str, port: int) -> None:
     """Serve an offline OpenAI- and Anthropic-compatible API with exact, deterministic usage.
 
     Prints one line with the base URL once it accepts connections. OpenAI clients use
-    ``<url>/v1``, Anthropic clients ``<url>``. See docs/fake-llm.md for faults and cache rules.
+    URL/v1, Anthropic clients the URL itself. See docs/fake-llm.md for faults and cache
+    rules.
     """
     try:
         sock = bind_socket(host, port)

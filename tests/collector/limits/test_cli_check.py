@@ -35,18 +35,51 @@ def config_file(tmp_path):
     return path
 
 
-def _run(*args):
-    return CliRunner().invoke(check_command, [*args], catch_exceptions=False)
+def _run(*args, env=None):
+    return CliRunner().invoke(check_command, [*args], env=env, catch_exceptions=False)
+
+
+def test_without_config_or_url_it_refuses_to_answer():
+    result = _run("--tenant", "trial", env={"TOLLMETER_CONFIG": "", "TOLLMETER_URL": ""})
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "--config" in result.stderr
+    assert "--url" in result.stderr
+
+
+def test_saved_state_missing_is_said_with_the_path_looked_at(tmp_path, monkeypatch):
+    # A relative data_dir, as in the quick start, read from another directory.
+    config_dir = tmp_path / "deploy"
+    config_dir.mkdir()
+    path = config_dir / "tollmeter.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": "state", "limits": LIMITS}))
+    (config_dir / "state").mkdir()
+    LimitsService(
+        LimitsConfig.from_mapping(LIMITS), state_path=config_dir / "state" / "limits.db"
+    ).close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = _run("--config", str(path), "--tenant", "acme")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("ALLOWED")
+    assert f"no saved limit state at {elsewhere / 'state' / 'limits.db'}" in result.stderr
+
+    monkeypatch.chdir(config_dir)
+    found = _run("--config", str(path), "--tenant", "acme")
+    assert (found.exit_code, found.stderr) == (0, "")
+    assert _run("--config", str(path), "--tenant", "acme", "--fresh").stderr == ""
 
 
 def test_allowed_and_denied_against_a_config(config_file):
     ok = _run("--config", str(config_file), "--tenant", "acme", "--input-tokens", "900")
     assert ok.exit_code == 0, ok.output
-    assert ok.output.startswith("ALLOWED (action: allow)")
-    assert "daily" in ok.output
+    assert ok.stdout.startswith("ALLOWED (action: allow)")
+    assert "daily" in ok.stdout
     denied = _run("--config", str(config_file), "--tenant", "acme", "--input-tokens", "1001")
     assert denied.exit_code == 1
-    assert denied.output.startswith("DENIED (action: block) by limit daily")
+    assert denied.stdout.startswith("DENIED (action: block) by limit daily")
 
 
 def test_saved_state_counts_unless_fresh(config_file, tmp_path):
@@ -76,7 +109,7 @@ def test_json_output_and_downgrade(config_file):
         "--json",
     )
     assert result.exit_code == 0
-    decision = json.loads(result.output)
+    decision = json.loads(result.stdout)
     assert (decision["action"], decision["downgrade_model"]) == ("downgrade", "gpt-4o-mini")
     assert decision["reservation_id"] is None
 
