@@ -3,6 +3,9 @@
 Safe to run while a collector uses the same ledger and export directory: the
 two take turns on the directory lock and share the cursor kept in the ledger.
 
+When more than one batch (``export.batch_size`` events) is to be written, progress
+with rate and time left goes to stderr: a bar on a terminal, plain lines otherwise.
+
 Exit codes: 0 exported (or nothing to do); 1 the export failed or there is no
 ledger; 2 invalid configuration; 75 another export held the directory too long.
 """
@@ -16,10 +19,12 @@ from pathlib import Path
 
 import click
 
+from tollmeter.collector._cli_progress import Progress
 from tollmeter.collector._config import Config
 from tollmeter.collector._config_values import InvalidConfig
 from tollmeter.collector.export import ExportBusy, Exporter, ExportStatus
-from tollmeter.collector.storage import open_ledger
+from tollmeter.collector.export._cursor import load_cursor
+from tollmeter.collector.storage import Ledger, open_ledger
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["export_command"]
@@ -85,11 +90,13 @@ def export_command(
         click.echo(f"tollmeter export: cannot open the ledger: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
     with ledger:
+        progress = _ExportProgress(ledger)
         exporter = Exporter.from_config(
             ledger,
             config.export,
             data_dir=config.data_dir,
             collector_id=config.collector_id,
+            checkpoint=progress.step,
         )
         try:
             if rebuild:
@@ -97,9 +104,36 @@ def export_command(
         except ExportBusy as exc:
             click.echo(f"tollmeter export: {exc}", err=True)
             sys.exit(EXIT_BUSY)
-        result = exporter.export()
+        progress.start(batch_size=config.export.batch_size)
+        try:
+            result = exporter.export()
+        finally:
+            progress.close()
     click.echo(json.dumps({"directory": str(exporter.directory), **result.to_json()}))
     if result.status is ExportStatus.BUSY:
         sys.exit(EXIT_BUSY)
     if result.status is ExportStatus.FAILURE:
         sys.exit(EXIT_FAILURE)
+
+
+class _ExportProgress:
+    """Follows the export cursor in the ledger after each batch the exporter commits."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._first = 0
+        self._progress: Progress | None = None
+
+    def start(self, *, batch_size: int) -> None:
+        self._first = load_cursor(self._ledger).sequence
+        pending = self._ledger.last_sequence() - self._first
+        if pending > batch_size:
+            self._progress = Progress(pending, unit="events")
+
+    def step(self, name: str) -> None:
+        if self._progress is not None and name == "cursor_advanced":
+            self._progress.update(load_cursor(self._ledger).sequence - self._first)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()

@@ -172,6 +172,7 @@ class Exporter:
         data_dir: Path,
         collector_id: str | None,
         pricer: Pricer | None = None,
+        checkpoint: Callable[[str], None] = _no_checkpoint,
     ) -> Exporter:
         return cls(
             source,
@@ -182,6 +183,7 @@ class Exporter:
             file_format=FileFormat(config.row_group_size, config.compression_level),
             pricer=pricer,
             timeout_s=config.timeout_s,
+            checkpoint=checkpoint,
         )
 
     def export(self, *, timeout: float | None = None) -> ExportResult:
