@@ -76,11 +76,16 @@ def get_json(
         request.add_header("Authorization", f"Bearer {admin_key}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            body = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read(4096).decode("utf-8", "replace").strip()
         click.echo(f"tollmeter {name}: HTTP {exc.code} from {url}: {detail}", err=True)
         sys.exit(EXIT_BAD_ARGUMENTS if exc.code == 400 else EXIT_FAILURE)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         click.echo(f"tollmeter {name}: cannot reach {url}: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    try:
+        return json.loads(body)
+    except ValueError:
+        click.echo(f"tollmeter {name}: {url} did not answer with JSON", err=True)
         sys.exit(EXIT_FAILURE)
