@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,16 @@ _MAX_DIMENSIONS = 3072
 _MAX_EMBED_REQUESTS = 250
 
 
+def _get(item: Mapping[str, Any], name: str) -> Any:
+    """``item[name]`` under its camelCase name or its snake_case one: like the real service
+    (protobuf's JSON mapping), the fake takes both, and the SDK sends nested settings in the
+    latter."""
+    value = item.get(name)
+    if value is None:
+        value = item.get(re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower())
+    return value
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -73,14 +84,14 @@ def _part_tokens(part: Any) -> list[int]:
     tokens: list[int] = []
     if isinstance(part.get("text"), str):
         tokens += encode(part["text"], ENCODING)
-    call = part.get("functionCall")
+    call = _get(part, "functionCall")
     if isinstance(call, Mapping):
         tokens += encode(str(call.get("name", "")) + _compact(call.get("args", {})), ENCODING)
-    answer = part.get("functionResponse")
+    answer = _get(part, "functionResponse")
     if isinstance(answer, Mapping):
         text = str(answer.get("name", "")) + _compact(answer.get("response", {}))
         tokens += encode(text, ENCODING)
-    if "inlineData" in part or "fileData" in part:
+    if _get(part, "inlineData") is not None or _get(part, "fileData") is not None:
         # Token ids that stand for the media; their values only matter to the cache.
         tokens += [-1] * MEDIA_PART_TOKENS
     return tokens
@@ -102,7 +113,7 @@ def _declarations(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     declared: list[Mapping[str, Any]] = []
     for tool in body.get("tools") or ():
         if isinstance(tool, Mapping):
-            found = tool.get("functionDeclarations") or ()
+            found = _get(tool, "functionDeclarations") or ()
             declared.extend(d for d in found if isinstance(d, Mapping) and "name" in d)
     return declared
 
@@ -113,7 +124,7 @@ def render(body: Mapping[str, Any]) -> list[int]:
     declarations = _declarations(body)
     if declarations:
         tokens += encode(_compact(declarations), ENCODING)
-    system = body.get("systemInstruction")
+    system = _get(body, "systemInstruction")
     if isinstance(system, Mapping):
         for part in system.get("parts") or ():
             tokens += _part_tokens(part)
@@ -124,14 +135,14 @@ def render(body: Mapping[str, Any]) -> list[int]:
 
 
 def _generation(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = body.get("generationConfig") or {}
+    config = _get(body, "generationConfig") or {}
     if not isinstance(config, Mapping):
         raise BadRequest("generationConfig must be an object", "generationConfig")
     return config
 
 
 def _positive(config: Mapping[str, Any], name: str, *, minimum: int = 1) -> int | None:
-    value = config.get(name)
+    value = _get(config, name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -141,11 +152,11 @@ def _positive(config: Mapping[str, Any], name: str, *, minimum: int = 1) -> int 
 
 def _thinking(model: str, config: Mapping[str, Any]) -> tuple[bool, int | None, bool]:
     """(whether the model thinks, its budget if capped, whether thoughts are returned)."""
-    settings = config.get("thinkingConfig") or {}
+    settings = _get(config, "thinkingConfig") or {}
     if not isinstance(settings, Mapping):
         raise BadRequest("thinkingConfig must be an object", "thinkingConfig")
     budget = _positive(settings, "thinkingBudget", minimum=-1)
-    include = settings.get("includeThoughts") is True
+    include = _get(settings, "includeThoughts") is True
     name = model.lower()
     default = name.startswith(_THINKING_PREFIXES) and "lite" not in name
     if budget == 0 or (budget is None and not default):
@@ -156,16 +167,16 @@ def _thinking(model: str, config: Mapping[str, Any]) -> tuple[bool, int | None, 
 def _choose_call(body: Mapping[str, Any], seed: Seed) -> dict[str, Any] | None:
     """Call the first declared function unless told not to, or just given its response."""
     declarations = _declarations(body)
-    config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    config = _get(_get(body, "toolConfig") or {}, "functionCallingConfig") or {}
     mode = str(config.get("mode", "AUTO")).upper() if isinstance(config, Mapping) else "AUTO"
     if not declarations or mode == "NONE":
         return None
     last = body["contents"][-1]["parts"]
-    answered = any(isinstance(p, Mapping) and "functionResponse" in p for p in last)
+    answered = any(isinstance(p, Mapping) and _get(p, "functionResponse") for p in last)
     if answered and mode != "ANY":
         return None
     chosen = declarations[0]
-    schema = chosen.get("parametersJsonSchema") or chosen.get("parameters") or {}
+    schema = _get(chosen, "parametersJsonSchema") or chosen.get("parameters") or {}
     args = json_instance(_lower_types(schema), seed.child("args"))
     return {"name": str(chosen["name"]), "args": args if isinstance(args, dict) else {}}
 
@@ -282,7 +293,7 @@ def _events(
             candidate["finishReason"] = finish
         chunk: dict[str, Any] = {"candidates": [candidate], **head}
         if visible:
-            call = part.get("functionCall")
+            call = _get(part, "functionCall")
             sent += part["text"] if call is None else call["name"] + _compact(call["args"])
         if counts is not None:
             prompt, cached, thought_tokens = counts
