@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tollmeter.collector import Collector, StartupError
+from tollmeter.collector._components import COMPONENTS
 from tollmeter.collector.storage import open_ledger
 
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -132,29 +133,61 @@ def test_disabled_listeners(make_config):
     asyncio.run(scenario())
 
 
-def test_shutdown_hooks_run_after_the_drain_and_before_the_ledger_closes(make_config, caplog):
+class _Probe:
+    """A component that records what it sees when it stops; ``fail`` or ``hang`` there."""
+
+    def __init__(self, seen: list[str], name: str, *, fail: bool = False, hang: bool = False):
+        self.name = name
+        self._seen = seen
+        self._fail = fail
+        self._hang = hang
+        self._collector: Collector | None = None
+
+    async def start(self, collector: Collector) -> None:
+        self._collector = collector
+
+    async def stop(self, deadline: float) -> None:
+        assert self._collector is not None
+        pipeline = self._collector.pipeline
+        ledger = self._collector.ledger
+        self._seen.append(
+            f"{self.name}: pipeline ready={pipeline.ready}, open={ledger is not None}"
+        )
+        if self._fail:
+            raise RuntimeError("export target gone")
+        if self._hang:
+            await asyncio.Event().wait()
+
+
+def test_components_stop_in_reverse_order_and_one_failure_stops_none_of_the_others(
+    make_config, caplog
+):
     seen: list[str] = []
+    order = list(COMPONENTS)
+    # Between the pipeline and the receivers, like the export: stopped before the drain.
+    at = order.index(COMPONENTS[2]) + 1
+    order[at:at] = [
+        lambda: _Probe(seen, "before the drain"),
+        lambda: _Probe(seen, "hangs", hang=True),
+        lambda: _Probe(seen, "fails", fail=True),
+    ]
 
     async def scenario() -> None:
-        collector = Collector(make_config())
-
-        async def failing() -> None:
-            seen.append("failing")
-            raise RuntimeError("export target gone")
-
-        async def final_export() -> None:
-            seen.append(f"ready={collector.pipeline.ready}")
-            seen.append(f"sequence={collector.ledger.last_sequence()}")
-
-        collector.on_shutdown(failing)
-        collector.on_shutdown(final_export)
+        collector = Collector(make_config(shutdown_grace="200ms"), components=order)
         await collector.start()
         await collector.stop()
+        with pytest.raises(RuntimeError, match="not started"):
+            _ = collector.ledger
 
     with caplog.at_level(logging.ERROR, logger="tollmeter.collector"):
         asyncio.run(scenario())
-    assert seen == ["failing", "ready=False", "sequence=0"]
-    assert "shutdown hook" in caplog.text
+    assert seen == [
+        "fails: pipeline ready=True, open=True",
+        "hangs: pipeline ready=True, open=True",
+        "before the drain: pipeline ready=True, open=True",
+    ]
+    assert "error while stopping the fails" in caplog.text
+    assert "the hangs did not stop in time" in caplog.text
 
 
 def test_stop_commits_the_request_in_flight(gated_collector, make_spans, tmp_path):

@@ -1,13 +1,13 @@
-"""The collector process in one object: ledger, pipeline, receivers, management API.
+"""The collector process in one object: its components, started and stopped in order.
 
-``Collector(config)`` is cheap; :meth:`Collector.start` opens the ledger, starts
-the pipeline, then binds the management API and both receivers (port 0 allowed:
-the bound addresses are exposed). :meth:`Collector.stop` shuts down in a fixed
-order: stop the receivers and the management API (no new spans, in-flight
-requests finish) → drain the pipeline within the grace period (everything
-acknowledged is committed) → run ``on_shutdown`` hooks (a final export) → close
-the ledger. :meth:`Collector.reload` swaps in new keys, TLS files and limits
-while serving. Signals are the CLI's business, never this class's.
+``Collector(config)`` is cheap; :meth:`Collector.start` starts the components of
+``_components.COMPONENTS`` in order (ledger, forwarding, pipeline, limits, export,
+metrics, console, receivers, management API; port 0 allowed: the bound addresses are
+exposed). :meth:`Collector.stop` stops those that started in the reverse order within
+one deadline, ``config.shutdown_grace`` from the stop: the listeners first (no new
+spans, in-flight requests finish), the ledger last. :meth:`Collector.reload` swaps in new
+keys, TLS files and limits while serving. Signals are the CLI's business, never this
+class's.
 """
 
 from __future__ import annotations
@@ -15,26 +15,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from tollmeter.collector._asgi_server import EmbeddedServer
 from tollmeter.collector._auth import KeyRing
+from tollmeter.collector._components import COMPONENTS, Component, remaining
 from tollmeter.collector._config import Config
 from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._tls import ServerTls, TlsError
-from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
-from tollmeter.collector.console import attach_console
-from tollmeter.collector.export import ExportService, install_export
-from tollmeter.collector.forward import Forwarder, chain_sinks, start_forwarding
+from tollmeter.collector.export import ExportService
+from tollmeter.collector.forward import Forwarder
 from tollmeter.collector.limits import LimitsService
-from tollmeter.collector.limits._attach import attach_limits
 from tollmeter.collector.observability import CollectorMetrics
-from tollmeter.collector.receivers import GrpcReceiver, OtlpIngest, SignalSink, http_receiver_app
+from tollmeter.collector.pricing import Pricer
+from tollmeter.collector.receivers import GrpcReceiver, SignalSink
 from tollmeter.collector.storage import Ledger
 from tollmeter.semconv.errors import TollmeterError
 
@@ -42,7 +43,8 @@ __all__ = ["Collector", "StartupError"]
 
 _logger = logging.getLogger(__name__)
 
-ShutdownHook = Callable[[], Awaitable[None]]
+
+_LAST_MOMENT_S = 1.0
 
 
 class StartupError(TollmeterError):
@@ -60,39 +62,48 @@ class Collector:
     """A running tollmeter collector; use ``async with Collector(config):`` or start/stop."""
 
     def __init__(
-        self, config: Config | None = None, *, signal_sink: SignalSink | None = None
+        self,
+        config: Config | None = None,
+        *,
+        signal_sink: SignalSink | None = None,
+        components: Sequence[Callable[[], Component]] = COMPONENTS,
     ) -> None:
         self.config = config or Config()
-        self._signal_sink = signal_sink
-        self._keys = KeyRing(
+        self._components = tuple(components)
+        self.signal_sink = signal_sink
+        self.keys = KeyRing(
             admin_keys=self.config.management.admin_keys,
             ingest_keys=self.config.management.ingest_keys,
         )
-        self._management = ManagementApi(keys=self._keys, readiness=self._readiness)
+        self.pricer = Pricer(self.config.pricing)
+        self._management = ManagementApi(keys=self.keys, readiness=self.readiness)
         self._state = _State.NEW
+        self._started: list[Component] = []
         self._ledger: Ledger | None = None
         self._pipeline: Pipeline | None = None
         self._grpc: GrpcReceiver | None = None
         self._http: EmbeddedServer | None = None
         self._management_server: EmbeddedServer | None = None
-        self._shutdown_hooks: list[ShutdownHook] = []
-        self._receivers_bound = False
-        self._tls: ServerTls | None = None
+        self.receivers_bound = False
+        self.tls: ServerTls | None = None
         self.limits: LimitsService | None = None
         self.export: ExportService | None = None
         self.forwarder: Forwarder | None = None
         self.metrics = CollectorMetrics(self.config.metrics)
 
-    # -- wiring for features -------------------------------------------------
+    # -- the context components start with -------------------------------------
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None:
         """Serve more routes on the management API (``/api/*`` ones need an admin key)."""
         self._management.add_routes(routes)
 
-    def on_shutdown(self, hook: ShutdownHook) -> None:
-        """Run ``hook`` during :meth:`stop`, after the pipeline drained, before the
-        ledger closes. A failing hook is logged and does not stop the others."""
-        self._shutdown_hooks.append(hook)
+    @property
+    def management_app(self) -> ASGIApp:
+        return self._management.app
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return None if self.tls is None else self.tls.ssl_context
 
     # -- state -----------------------------------------------------------------
 
@@ -133,11 +144,12 @@ class Collector:
     def _scheme(self) -> str:
         return "https" if self.config.server.tls.enabled else "http"
 
-    def _readiness(self) -> dict[str, str | None]:
+    def readiness(self) -> dict[str, str | None]:
+        """Each readiness check's failure reason, ``None`` where it passes."""
         pipeline = self._pipeline
         return {
             "ledger": None if self._ledger is not None else "the ledger is not open",
-            "receivers": None if self._receivers_bound else "the receivers are not listening",
+            "receivers": None if self.receivers_bound else "the receivers are not listening",
             "pipeline": (
                 None if pipeline is not None and pipeline.ready else "the pipeline is not running"
             ),
@@ -154,11 +166,11 @@ class Collector:
         the new certificates cannot be used.
         """
         tls = config.server.tls
-        if (self._tls is None) != (not tls.enabled):
+        if (self.tls is None) != (not tls.enabled):
             raise TlsError("turning TLS on or off needs a restart")
-        if self._tls is not None and self._tls.reload(tls):
+        if self.tls is not None and self.tls.reload(tls):
             _logger.info("TLS certificates reloaded from %s", tls.cert_file)
-        self._keys.replace(
+        self.keys.replace(
             admin_keys=config.management.admin_keys,
             ingest_keys=config.management.ingest_keys,
         )
@@ -205,56 +217,13 @@ class Collector:
         )
 
     async def _start(self) -> None:
-        config = self.config
-        edge = config.server
-        self._tls = ServerTls(edge.tls) if edge.tls.enabled else None
-        ssl_context = None if self._tls is None else self._tls.ssl_context
-        self._ledger = await asyncio.to_thread(open_configured_ledger, config)
-        self._pipeline = build_pipeline(config, self.metrics.timed(self._ledger))
-        await self._pipeline.start()
-        self._management.add_routes(usage_api_routes(self._ledger, self._pipeline))
-        self.limits = attach_limits(self)
-        self.export = install_export(
-            self,
-            config.export,
-            data_dir=config.data_dir,
-            collector_id=config.collector_id,
-            shutdown_timeout_s=config.shutdown_grace,
-        )
-        self.forwarder = start_forwarding(config.forward)
-        await self.metrics.attach(
-            self, keys=self._keys, limits=self.limits, forwarder=self.forwarder
-        )
-        attach_console(self, keys=self._keys, readiness=self._readiness)
-        if config.management.enabled:
-            self._management_server = EmbeddedServer(
-                self._management.app,
-                config.management.endpoint,
-                name="management API",
-                limits=edge,
-                ssl_context=ssl_context,
-            )
-            await self._management_server.start()
-        sink = chain_sinks(
-            self.metrics.count_request,
-            self._signal_sink,
-            self.forwarder.offer if self.forwarder is not None else None,
-        )
-        ingest = OtlpIngest(self._pipeline, self._keys, signal_sink=sink)
-        if config.receivers.grpc.enabled:
-            self._grpc = GrpcReceiver(ingest, config.receivers.grpc, limits=edge, tls=self._tls)
-            await self._grpc.start()
-        if config.receivers.http.enabled:
-            app = http_receiver_app(ingest, max_body_bytes=config.receivers.http.max_body_bytes)
-            self._http = EmbeddedServer(
-                app,
-                config.receivers.http.endpoint,
-                name="OTLP/HTTP",
-                limits=edge,
-                ssl_context=ssl_context,
-            )
-            await self._http.start()
-        self._receivers_bound = True
+        tls = self.config.server.tls
+        self.tls = ServerTls(tls) if tls.enabled else None
+        for make in self._components:
+            component = make()
+            # Listed before it starts: one that fails half-way still stops what it began.
+            self._started.append(component)
+            await component.start(self)
 
     async def stop(self) -> None:
         """Shut down in order within ``config.shutdown_grace``; idempotent."""
@@ -266,42 +235,19 @@ class Collector:
         _logger.info("collector %s stopped", self.config.collector_id)
 
     async def _teardown(self, *, grace: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-
-        def remaining() -> float:
-            return max(0.0, deadline - loop.time())
-
-        self._receivers_bound = False
-        grpc_receiver, self._grpc = self._grpc, None
-        http_server, self._http = self._http, None
-        management, self._management_server = self._management_server, None
-        # The management API stops with the receivers: it serves nothing a
-        # draining collector needs, and stopping both at once halves the wait.
-        stops: list[Awaitable[None]] = []
-        if grpc_receiver is not None:
-            stops.append(grpc_receiver.stop(remaining()))
-        if http_server is not None:
-            stops.append(http_server.stop(timeout=remaining()))
-        if management is not None:
-            stops.append(management.stop(timeout=min(1.0, remaining())))
-        await _quietly(asyncio.gather(*stops), "stopping the receivers")
-        forwarder = self.forwarder
-        if forwarder is not None:
-            # Nothing new can arrive: forwarding flushes alongside the drain and the hooks.
-            forwarder.close(time.monotonic() + remaining())
-        pipeline = self._pipeline
-        if pipeline is not None:
-            await _quietly(pipeline.stop(timeout=remaining()), "draining the pipeline")
-        for hook in self._shutdown_hooks:
-            await _quietly(asyncio.wait_for(hook(), max(remaining(), 1.0)), "a shutdown hook")
-        if forwarder is not None:
-            await _quietly(
-                asyncio.to_thread(forwarder.shutdown, remaining()), "flushing forwarding"
-            )
-        ledger, self._ledger = self._ledger, None
-        if ledger is not None:
-            await _quietly(asyncio.to_thread(ledger.close), "closing the ledger")
+        deadline = time.monotonic() + grace
+        self.receivers_bound = False
+        started, self._started = self._started, []
+        for component in reversed(started):
+            # Past the deadline each still gets a moment: the ledger must close.
+            budget = max(remaining(deadline), _LAST_MOMENT_S)
+            try:
+                await asyncio.wait_for(component.stop(deadline), budget)
+            except asyncio.TimeoutError:
+                _logger.error("the %s did not stop in time; going on without it", component.name)
+            except Exception:
+                _logger.exception("error while stopping the %s; continuing", component.name)
+        self._grpc = self._http = self._management_server = None
 
     def _warn_if_exposed(self) -> None:
         config = self.config
@@ -326,10 +272,3 @@ class Collector:
                 "management.ingest_keys and management.admin_keys",
                 ", ".join(exposed),
             )
-
-
-async def _quietly(step: Awaitable[object], what: str) -> None:
-    try:
-        await step
-    except Exception:
-        _logger.exception("error while %s; continuing shutdown", what)

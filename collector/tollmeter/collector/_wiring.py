@@ -25,7 +25,7 @@ def open_configured_ledger(config: Config) -> Ledger:
     return open_ledger(config.storage_url, dedupe_window_s=config.ingest.dedupe_window)
 
 
-def build_pipeline(config: Config, ledger: Ledger) -> Pipeline:
+def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
     ingest = config.ingest
     extractor = Extractor(
         tenant_attributes=ingest.tenant_attributes,
@@ -37,7 +37,7 @@ def build_pipeline(config: Config, ledger: Ledger) -> Pipeline:
         extractor=extractor,
         max_pending_spans=ingest.max_pending_spans,
         commit_interval_s=ingest.commit_interval,
-        pricer=Pricer(config.pricing),
+        pricer=pricer,
     )
 
 

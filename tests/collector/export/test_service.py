@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -98,18 +98,14 @@ def test_export_route_reports_failure(ledger: Ledger, tmp_path: Path, make_event
 
 
 class _Host:
-    """The collector's three export hooks, as the real Collector provides them."""
+    """What the export takes from the collector, as the real Collector provides it."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.routes: list[BaseRoute] = []
-        self.hooks: list[Callable[[], Awaitable[None]]] = []
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None:
         self.routes.extend(routes)
-
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
-        self.hooks.append(hook)
 
 
 def test_install_export_wires_route_periodic_and_shutdown(
@@ -123,8 +119,7 @@ def test_install_export_wires_route_periodic_and_shutdown(
     ledger.append(make_events(4))
     _wait_for(lambda: _count(tmp_path / "export") == 4)
     ledger.append(make_events(2, start=4))
-    (hook,) = host.hooks
-    asyncio.run(hook())
+    service.shutdown(30)
     assert _count(tmp_path / "export") == 6
 
     disabled = _Host(ledger)
@@ -132,4 +127,4 @@ def test_install_export_wires_route_periodic_and_shutdown(
         install_export(disabled, ExportConfig(enabled=False), data_dir=tmp_path, collector_id="c")
         is None
     )
-    assert (disabled.routes, disabled.hooks) == ([], [])
+    assert disabled.routes == []

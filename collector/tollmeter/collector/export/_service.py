@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -79,8 +78,6 @@ class CollectorHooks(Protocol):
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None: ...
 
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None: ...
-
 
 def install_export(
     collector: CollectorHooks,
@@ -89,9 +86,9 @@ def install_export(
     data_dir: Path,
     collector_id: str | None,
     pricer: Pricer | None = None,
-    shutdown_timeout_s: float = 30.0,
 ) -> ExportService | None:
-    """Start periodic export on ``collector``, add ``POST /api/v1/export``, export at shutdown.
+    """Start periodic export on ``collector`` and add ``POST /api/v1/export``; the caller
+    ``shutdown()``s the service, which exports what is left.
 
     Returns ``None`` when ``config.enabled`` is false. Call after the ledger is open.
     """
@@ -102,10 +99,5 @@ def install_export(
     )
     service = ExportService(exporter, interval_s=config.interval_s)
     collector.add_management_routes(export_routes(exporter))
-
-    async def final_export() -> None:
-        await asyncio.to_thread(service.shutdown, shutdown_timeout_s)
-
-    collector.on_shutdown(final_export)
     service.start()
     return service

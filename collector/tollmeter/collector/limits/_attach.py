@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Protocol
 
@@ -45,8 +45,6 @@ class _Host(Protocol):
     def pipeline(self) -> Pipeline: ...
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None: ...
-
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None: ...
 
 
 class _PipelineSink:
@@ -86,8 +84,9 @@ def _cost_estimator(pricer: Pricer) -> Callable[[str, int, int], float | None]:
     return estimate
 
 
-def attach_limits(collector: _Host) -> LimitsService:
-    """Start the limits service of a started collector (call from its event loop)."""
+def attach_limits(collector: _Host, *, pricer: Pricer) -> LimitsService:
+    """Start the limits service of a started collector (call from its event loop);
+    the caller closes it. ``pricer`` estimates the cost of a check's tokens."""
     config = collector.config
     pipeline = collector.pipeline
     service = LimitsService(
@@ -96,15 +95,10 @@ def attach_limits(collector: _Host) -> LimitsService:
         ledger=_PipelineSink(pipeline, asyncio.get_running_loop()),
         ledger_notifies=True,
         state_path=config.data_dir / "limits.db",
-        cost_estimator=_cost_estimator(Pricer(config.pricing)),
+        cost_estimator=_cost_estimator(pricer),
         collector_id=config.collector_id,
     )
     pipeline.subscribe(service.on_committed)
     collector.add_management_routes(limits_routes(service))
     service.start()
-
-    async def close() -> None:
-        await asyncio.to_thread(service.close)
-
-    collector.on_shutdown(close)
     return service

@@ -44,14 +44,13 @@ class _Host(Protocol):
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None: ...
 
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None: ...
-
 
 class CollectorMetrics:
     """The Prometheus metrics of one collector."""
 
     def __init__(self, config: MetricsConfig | None = None) -> None:
         self.config = config or MetricsConfig()
+        self._stop_activity: Callable[[], Awaitable[None]] | None = None
         self.registry = CollectorRegistry()
         self.commit_seconds = Histogram(
             "tollmeter_ledger_commit_seconds",
@@ -116,7 +115,13 @@ class CollectorMetrics:
             # The last, partial interval, so that a short run still leaves its trace.
             activity.summarize()
 
-        collector.on_shutdown(stop)
+        self._stop_activity = stop
+
+    async def detach(self) -> None:
+        """Stop what :meth:`attach` started (the activity log); idempotent."""
+        stop, self._stop_activity = self._stop_activity, None
+        if stop is not None:
+            await stop()
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition (Prometheus text, or OpenMetrics when ``accept`` asks) and its
