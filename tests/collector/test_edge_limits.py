@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import grpc
 import httpx
@@ -156,6 +157,15 @@ def test_grpc_connections_beyond_the_cap_are_refused(capped, make_spans):
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.DEADLINE_EXCEEDED,
         )
-    with grpc.insecure_channel(capped.grpc_endpoint) as channel:
-        channel.unary_unary(method)(payload, timeout=10)
+    # The server frees the closed connections' slots once it notices them: retry until then.
+    deadline = time.monotonic() + 20
+    while True:
+        with grpc.insecure_channel(capped.grpc_endpoint) as channel:
+            try:
+                channel.unary_unary(method)(payload, timeout=10)
+                break
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+        time.sleep(0.1)
     assert [event.response_id for event in capped.events()] == ["capped-0"]
