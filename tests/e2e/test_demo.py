@@ -135,3 +135,45 @@ def test_the_quickstart_example_is_the_shipped_demo() -> None:
     for name, shipped in (("app.py", DEMO_APP), ("tollmeter.yaml", DEMO_CONFIG)):
         assert (ROOT / "examples" / "quickstart" / name).samefile(shipped)
     assert DEMO_APP.is_relative_to(ROOT / "collector" / "tollmeter")
+
+
+def test_demo_serves_its_console_until_interrupted(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tollmeter.collector.cli", "demo", "--serve"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        console = next(line for line in lines if line.startswith("console"))
+        match = re.search(r"(http://\S+)/\s+\(admin key: (\S+)\)", console)
+        assert match is not None, console
+        url, key = match.groups()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.post("/console/login", data={"key": key}).status_code in (200, 303)
+            page = http.get("/console/tenants").text
+        assert all(tenant in page for tenant in ("acme", "globex", "initech"))
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(10)
+        if demo.stdout is not None:
+            demo.stdout.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -28,13 +29,21 @@ __all__ = ["demo_command"]
     show_default="the quickstart app, shipped with tollmeter",
     help="Instrumented application to run against the collector.",
 )
-def demo_command(config_path: Path, app: Path) -> None:
+@click.option(
+    "--serve/--no-serve",
+    default=None,
+    help="Keep the collector up after the demo so its console can be opened, until "
+    "Ctrl-C. Default: serve when run from a terminal.",
+)
+def demo_command(config_path: Path, app: Path, serve: bool | None) -> None:
     """Show per-tenant usage, a denied request and the Parquet export, offline.
 
     Works from any directory; the data (ledger, Parquet files) goes to the configuration's
     data directory, ./demo-data for the shipped one.
     """
     try:
-        run_demo(config_path=config_path, app=app, echo=click.echo)
+        if serve is None:
+            serve = sys.stdin.isatty() and sys.stdout.isatty()
+        run_demo(config_path=config_path, app=app, echo=click.echo, serve=serve)
     except TollmeterError as exc:
         raise click.ClickException(str(exc)) from exc

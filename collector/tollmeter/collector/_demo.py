@@ -143,7 +143,7 @@ def _usage_table(rows: Sequence[Mapping[str, Any]], estimated: Mapping[str, int]
     ]
 
 
-async def _demo(config: Config, app: Path, echo: Echo) -> None:
+async def _demo(config: Config, app: Path, echo: Echo, *, serve: bool) -> None:
     with FakeLLMServer() as llm:
         async with Collector(config) as collector:
             api = collector.management_url
@@ -205,10 +205,17 @@ async def _demo(config: Config, app: Path, echo: Echo) -> None:
                 echo(f"  {path}  ({pq.ParquetFile(path).metadata.num_rows} rows)")
             echo("")
             echo(f"console            {api}/  (admin key: {key})")
+            if serve:
+                echo("the collector keeps serving the console: press Ctrl-C to stop")
+                await asyncio.Event().wait()
 
 
-def run_demo(*, config_path: Path, app: Path, echo: Echo) -> None:
-    """Run the demo; raises :class:`DemoError` or ``ConfigurationError`` on failure."""
+def run_demo(*, config_path: Path, app: Path, echo: Echo, serve: bool = False) -> None:
+    """Run the demo; raises :class:`DemoError` or ``ConfigurationError`` on failure.
+
+    With ``serve``, the collector stays up after the demo (for its console) until the
+    process is interrupted, then stops as usual.
+    """
     if not app.is_file():
         raise DemoError(f"example app {app} not found")
     if not config_path.is_file():
@@ -216,4 +223,9 @@ def run_demo(*, config_path: Path, app: Path, echo: Echo) -> None:
     config = Config.load(config_path)
     _prepare_data_dir(config.data_dir)
     echo(f"data directory     {config.data_dir.resolve()}")
-    asyncio.run(_demo(config, app, echo))
+    try:
+        asyncio.run(_demo(config, app, echo, serve=serve))
+    except KeyboardInterrupt:
+        if not serve:
+            raise
+        # asyncio.run stopped the collector on its way out: an ordinary end of the demo.
