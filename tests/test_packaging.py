@@ -55,6 +55,8 @@ def test_wheel_declares_console_script_and_instrumentors(wheel: Path) -> None:
     assert "tollmeter_anthropic = tollmeter.instrumentation.anthropic:AnthropicInstrumentor" in text
     google = "tollmeter.instrumentation.google_genai:GoogleGenAIInstrumentor"
     assert f"tollmeter_google_genai = {google}" in text
+    bedrock = "tollmeter.instrumentation.bedrock:BedrockInstrumentor"
+    assert f"tollmeter_bedrock = {bedrock}" in text
 
 
 def test_unpacked_wheel_imports_all_portions(wheel: Path, tmp_path: Path) -> None:

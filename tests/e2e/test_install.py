@@ -152,6 +152,72 @@ def test_base_install_meters_a_call_under_opentelemetry_instrument(
     )
 
 
+BEDROCK_APP = """
+import json, os
+import boto3
+from tollmeter import attribute
+
+# Explicit region and dummy credentials: no lookup of real ones, no metadata service.
+client = boto3.client(
+    "bedrock-runtime", endpoint_url=os.environ["FAKE_LLM_URL"], region_name="us-east-1",
+    aws_access_key_id="test", aws_secret_access_key="test",
+)
+hello = [{"role": "user", "content": [{"text": "Name three rivers."}]}]
+with attribute(tenant="bedrock-install"):
+    client.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=hello)
+    list(client.converse_stream(modelId="amazon.nova-micro-v1:0", messages=hello)["stream"])
+    body = json.dumps({"prompt": "Name three rivers.", "max_gen_len": 64})
+    client.invoke_model(modelId="meta.llama3-8b-instruct-v1:0", body=body)["body"].read()
+    body = json.dumps({"inputText": "Name three rivers."})
+    stream = client.invoke_model_with_response_stream(
+        modelId="amazon.titan-text-express-v1", body=body
+    )
+    list(stream["body"])
+    client.converse(modelId="acme.house-model-v1", messages=hello)
+"""
+
+
+def test_base_install_meters_bedrock_calls_under_opentelemetry_instrument(
+    install, collector_process, fake_llm, tmp_path
+):
+    venv = install("", "boto3")
+    collector = collector_process()
+    app = tmp_path / "app.py"
+    app.write_text(BEDROCK_APP)
+    env = clean_env(
+        FAKE_LLM_URL=fake_llm.url,
+        OTEL_SERVICE_NAME="bedrock-app",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    )
+    bin_dir = venv / "bin"
+    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
+
+    events = wait_for_events(collector.management_url, 5)
+    truths = [exchange.usage for exchange in fake_llm.requests()[-5:]]
+    assert len(events) == 5
+    for event, truth in zip(events, truths, strict=True):
+        assert event["provider"] == "aws.bedrock"
+        assert event["tenant_id"] == "bedrock-install"
+        assert event["usage_source"] == "provider"
+        assert (event["input_tokens"], event["output_tokens"]) == (
+            truth.input_tokens,
+            truth.output_tokens,
+        )
+    *known, unknown = events
+    operations = ["chat", "chat", "text_completion", "text_completion", "chat"]
+    assert [e["operation"] for e in events] == operations
+    for event in known:
+        assert event["cost"] is not None, event
+        assert "(aws/" in event["price_source"], event
+    assert unknown["request_model"] == "acme.house-model-v1"
+    assert unknown["cost"] is None
+    assert unknown["price_source"].startswith("unpriced"), unknown
+
+
 def test_base_install_command_names_the_collector_extra(install):
     venv = install("", "openai")
     result = subprocess.run(

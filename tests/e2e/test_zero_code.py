@@ -197,7 +197,7 @@ def _assert_metered(received: Received, service: str) -> None:
 CONFIGURE_TOO = """
 from tollmeter.instrumentation import configure
 handle = configure()
-assert set(handle.instrumented) == {"openai", "anthropic"}, handle.instrumented
+assert set(handle.instrumented) == {"openai", "anthropic", "bedrock"}, handle.instrumented
 # The instrumentors belong to opentelemetry-instrument: this shutdown leaves them on.
 handle.shutdown()
 """

@@ -81,6 +81,7 @@ _TIMEOUT_VARIABLES = {
 _INSTRUMENTORS: Mapping[str, tuple[str, str, str]] = {
     "openai": ("openai", "tollmeter.instrumentation.openai", "OpenAIInstrumentor"),
     "anthropic": ("anthropic", "tollmeter.instrumentation.anthropic", "AnthropicInstrumentor"),
+    "bedrock": ("botocore", "tollmeter.instrumentation.bedrock", "BedrockInstrumentor"),
 }
 """Instrumentor name -> (client library it needs, module, class)."""
 
@@ -165,7 +166,7 @@ def configure(
     headers: Mapping[str, str] | None = None,
     protocol: OtlpProtocol | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
-    instrument: Iterable[str] = ("openai", "anthropic"),
+    instrument: Iterable[str] = ("openai", "anthropic", "bedrock"),
     guard_url: str | None = None,
 ) -> TelemetryHandle:
     """Export traces and metrics over OTLP and instrument every installed LLM client library.
