@@ -1,8 +1,10 @@
 """An offline OpenAI- and Anthropic-compatible LLM server with exact, deterministic usage.
 
 Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/completions``, ``/v1/embeddings``
-and ``/v1/messages`` (streamed or not), counts tokens with tiktoken, reports prompt-cache and
-reasoning tokens where the real APIs do, and injects faults on request. Every answer carries
+and ``/v1/messages`` (streamed or not), and Bedrock's ``/model/{modelId}/converse`` and
+``/invoke`` with their streamed twins (AWS event-stream framing); counts tokens with tiktoken,
+reports prompt-cache and reasoning tokens where the real APIs do, and injects faults on
+request. Every answer carries
 the usage it reported in an ``x-fake-usage`` header, and ``GET /_fake/requests`` lists them.
 See ``docs/fake-llm.md``.
 
