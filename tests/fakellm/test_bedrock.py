@@ -99,7 +99,7 @@ def _client(fake_llm, attempts: int = 1) -> Any:
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-        config=Config(retries={"mode": "standard", "max_attempts": attempts}),
+        config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
     )
 
 

@@ -26,7 +26,7 @@ def make_client(fake_llm: Any, service: str = "bedrock-runtime", attempts: int =
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-        config=Config(retries={"mode": "standard", "max_attempts": attempts}),
+        config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
     )
 
 

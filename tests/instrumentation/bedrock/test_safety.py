@@ -47,6 +47,23 @@ def test_botocore_error_propagates_unchanged(client: Any, one_span: Any) -> None
     assert attrs.GEN_AI_USAGE_INPUT_TOKENS not in values
 
 
+def test_botocore_retries_are_the_attempt_number(
+    fake_llm: Any, instrumentor: Any, span_exporter: Any
+) -> None:
+    retrying = make_client(fake_llm, attempts=3)
+    try:
+        retrying.converse(modelId=f"{NOVA}?fault=500&attempts=1", messages=HELLO)
+        with pytest.raises(retrying.exceptions.InternalServerException):
+            retrying.converse(modelId=f"{NOVA}?fault=500", messages=HELLO)
+    finally:
+        retrying.close()
+    answered, refused = (dict(s.attributes or {}) for s in span_exporter.get_finished_spans())
+    assert answered[attrs.TOLLMETER_ATTEMPT] == 1
+    assert answered[attrs.TOLLMETER_USAGE_SOURCE] == "provider"
+    assert refused[attrs.TOLLMETER_ATTEMPT] == 2
+    assert refused[attrs.ERROR_TYPE] == "InternalServerException"
+
+
 def test_failed_call_has_an_error_status(client: Any, wait_spans: Any) -> None:
     with pytest.raises(client.exceptions.InternalServerException):
         client.invoke_model_with_response_stream(

@@ -12,8 +12,9 @@ Each metered call:
    model) before anything is sent;
 2. opens the call (``Telemetry.start``) with the model id as request model and an input
    estimate evaluated only if no usage is reported;
-3. makes the span current for the request itself (botocore's retries happen inside),
-   records a botocore exception and re-raises it unchanged;
+3. makes the span current for the request itself (botocore's retries happen inside, and
+   the retry number of the attempt that answered becomes ``tollmeter.attempt``), records a
+   botocore exception and re-raises it unchanged;
 4. finishes at once for a Converse reply, or puts a metering proxy in the response dict
    (the ``stream`` of ``converse_stream``, the ``body`` of the ``invoke_model`` calls)
    that finishes it when the caller is done with it.
@@ -177,6 +178,16 @@ def _prepare(
     return call, request, params
 
 
+def _note_retries(call: Call, response: Any) -> None:
+    """The retry number of the attempt that answered, as botocore reports it in the response
+    (or a ``ClientError``'s) metadata: its retry loop runs inside ``_make_api_call``."""
+    with contained("bedrock.retries"):
+        if isinstance(response, Mapping):
+            retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+            if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
+                call.attempts.retries = retries
+
+
 def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     if len(args) == 2:
         return args[0], args[1]
@@ -205,8 +216,10 @@ def make_api_call_wrapper(telemetry: Telemetry) -> Wrapper:
             with call.activate():
                 result = wrapped(name, params)
         except BaseException as exc:
+            _note_retries(call, getattr(exc, "response", None))
             telemetry.finish(call, usage=None, error=exc)
             raise
+        _note_retries(call, result)
         try:
             operation.observe(telemetry, call, result, request)
         except Exception as exc:
