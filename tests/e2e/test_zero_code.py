@@ -197,7 +197,9 @@ def _assert_metered(received: Received, service: str) -> None:
 CONFIGURE_TOO = """
 from tollmeter.instrumentation import configure
 handle = configure()
-assert set(handle.instrumented) == {"openai", "anthropic", "bedrock"}, handle.instrumented
+assert set(handle.instrumented) == {"openai", "anthropic", "bedrock", "google_genai"}, (
+    handle.instrumented
+)
 # The instrumentors belong to opentelemetry-instrument: this shutdown leaves them on.
 handle.shutdown()
 """

@@ -118,7 +118,7 @@ def test_providers_the_app_set_are_kept_and_configure_is_idempotent(
     assert result["same_warnings"] == []
     assert result["different_warnings"] == ["RuntimeWarning"]
     assert result["kept"] is True
-    assert result["instrumented"] == ["openai", "anthropic", "bedrock"]
+    assert result["instrumented"] == ["openai", "anthropic", "bedrock", "google_genai"]
     assert "does not add an exporter" in result["stderr"]
     spans = result["spans"]
     metered = [s for s in spans if "tollmeter.usage.source" in s["attributes"]]

@@ -82,6 +82,11 @@ _INSTRUMENTORS: Mapping[str, tuple[str, str, str]] = {
     "openai": ("openai", "tollmeter.instrumentation.openai", "OpenAIInstrumentor"),
     "anthropic": ("anthropic", "tollmeter.instrumentation.anthropic", "AnthropicInstrumentor"),
     "bedrock": ("botocore", "tollmeter.instrumentation.bedrock", "BedrockInstrumentor"),
+    "google_genai": (
+        "google.genai",
+        "tollmeter.instrumentation.google_genai",
+        "GoogleGenAIInstrumentor",
+    ),
 }
 """Instrumentor name -> (client library it needs, module, class)."""
 
@@ -166,7 +171,7 @@ def configure(
     headers: Mapping[str, str] | None = None,
     protocol: OtlpProtocol | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
-    instrument: Iterable[str] = ("openai", "anthropic", "bedrock"),
+    instrument: Iterable[str] = ("openai", "anthropic", "bedrock", "google_genai"),
     guard_url: str | None = None,
 ) -> TelemetryHandle:
     """Export traces and metrics over OTLP and instrument every installed LLM client library.
