@@ -304,3 +304,61 @@ def test_collector_and_redis_extras_start(install, collector_process):
     assert importable(venv, ("redis", "grpc", "pyarrow")) == ["redis", "grpc", "pyarrow"]
     collector = collector_process(command=str(venv / "bin" / "tollmeter"), env=clean_env())
     assert httpx.get(f"{collector.management_url}/readyz", timeout=10).status_code == 200
+
+
+GEMINI_APP = """
+import os
+from google import genai
+from google.genai import types
+from tollmeter import attribute
+
+client = genai.Client(
+    api_key="test-key", http_options=types.HttpOptions(base_url=os.environ["FAKE_LLM_URL"])
+)
+with attribute(tenant="gemini-install"):
+    client.models.generate_content(model="gemini-2.5-flash", contents="Name three rivers.")
+    list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="Hi there."))
+    client.models.embed_content(model="gemini-embedding-001", contents=["rivers", "lakes"])
+    client.models.generate_content(model="gemini-house-model", contents="Name three rivers.")
+"""
+
+
+def test_base_install_meters_gemini_calls_under_opentelemetry_instrument(
+    install, collector_process, fake_llm, tmp_path
+):
+    venv = install("", "google-genai")
+    collector = collector_process()
+    app = tmp_path / "app.py"
+    app.write_text(GEMINI_APP)
+    env = clean_env(
+        FAKE_LLM_URL=fake_llm.url,
+        OTEL_SERVICE_NAME="gemini-app",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    )
+    bin_dir = venv / "bin"
+    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
+
+    events = wait_for_events(collector.management_url, 4)
+    truths = [exchange.usage for exchange in fake_llm.requests()[-4:]]
+    assert len(events) == 4
+    for event, truth in zip(events, truths, strict=True):
+        assert event["provider"] == "gcp.gen_ai"
+        assert event["tenant_id"] == "gemini-install"
+        assert event["usage_source"] == "provider"
+        assert (event["input_tokens"], event["output_tokens"]) == (
+            truth.input_tokens,
+            truth.output_tokens,
+        )
+    *known, unknown = events
+    operations = ["generate_content", "generate_content", "embeddings", "generate_content"]
+    assert [e["operation"] for e in events] == operations
+    for event in known:
+        assert event["cost"] is not None, event
+        assert "(google/" in event["price_source"], event
+    assert unknown["request_model"] == "gemini-house-model"
+    assert unknown["cost"] is None
+    assert unknown["price_source"].startswith("unpriced"), unknown
