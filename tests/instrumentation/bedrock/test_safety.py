@@ -267,3 +267,31 @@ def test_failure_before_the_request_leaves_the_call_unmetered(
     monkeypatch.setattr(extract, "server_attributes", broken)
     assert client.converse(modelId=NOVA, messages=HELLO)["usage"]
     assert span_exporter.get_finished_spans() == ()
+
+
+def test_invoke_stream_cut_keeps_the_input_the_vendor_reported(
+    client: Any, fake_llm: Any, one_span: Any
+) -> None:
+    claude = "anthropic.claude-3-haiku-20240307-v1:0"
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}],
+    }
+    stream = client.invoke_model_with_response_stream(
+        modelId=f"{claude}?fault=disconnect&disconnect_after=8", body=json.dumps(body)
+    )["body"]
+    texts: list[str] = []
+
+    def consume() -> None:
+        for event in stream:
+            delta = json.loads(event["chunk"]["bytes"]).get("delta", {})
+            texts.append(delta.get("text", ""))
+
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        consume()
+    values = one_span()
+    # message_start gave the input; the output is counted on the text that arrived.
+    assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] == fake_llm.last().usage.input_tokens
+    assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == count_text_tokens("".join(texts), "claude")
+    assert values[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
