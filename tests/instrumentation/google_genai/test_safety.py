@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from tollmeter.instrumentation import BudgetExceeded, budget
 from tollmeter.instrumentation.google_genai import GoogleGenAIInstrumentor, extract, wrappers
 from tollmeter.instrumentation.google_genai.patch import ENDPOINTS
 from tollmeter.semconv import attributes as attrs
@@ -147,3 +148,19 @@ def test_the_entry_point_loads_without_the_sdk() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_budget_reserves_the_output_limit_set_in_config(
+    client: genai.Client, fake_llm: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    sent = len(fake_llm.requests())
+    config = types.GenerateContentConfig(max_output_tokens=500)
+    with budget(max_tokens=200), pytest.raises(BudgetExceeded):
+        client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
+    # Refused before anything reached the service.
+    assert len(fake_llm.requests()) == sent
+    assert span_exporter.get_finished_spans() == ()
+    with budget(max_tokens=200):
+        small = types.GenerateContentConfig(max_output_tokens=50)
+        client.models.generate_content(model=MODEL, contents=PROMPT, config=small)
+    assert len(fake_llm.requests()) == sent + 1

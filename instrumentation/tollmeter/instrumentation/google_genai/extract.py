@@ -42,7 +42,9 @@ __all__ = [
     "VERTEX_AI",
     "contents_input_estimate",
     "embed_outcome",
+    "finish_reason",
     "generate_outcome",
+    "max_output_tokens",
     "model_id",
     "part_texts",
     "provider",
@@ -108,12 +110,17 @@ def model_id(model: Any) -> str | None:
     return rest if found and rest and not model.startswith("tunedModels/") else model
 
 
+def max_output_tokens(kwargs: Mapping[str, Any]) -> int | None:
+    """The request's output limit (``config.max_output_tokens``), if it sets one."""
+    return _int(_get(kwargs.get("config"), "max_output_tokens", "maxOutputTokens"))
+
+
 def request_attributes(kwargs: Mapping[str, Any], *, stream: bool) -> dict[str, AttributeValue]:
     """Request attributes beyond operation/provider/model: stream flag and output limit."""
     values: dict[str, AttributeValue] = {}
     if stream:
         values[attrs.GEN_AI_REQUEST_STREAM] = True
-    limit = _int(_get(kwargs.get("config"), "max_output_tokens", "maxOutputTokens"))
+    limit = max_output_tokens(kwargs)
     if limit is not None:
         values[attrs.GEN_AI_REQUEST_MAX_TOKENS] = limit
     return values

@@ -111,8 +111,12 @@ def _prepare(
     enforcement: dict[str, AttributeValue] = {}
     model = extract.model_id(kwargs.get("model"))
     estimate = extract.contents_input_estimate(kwargs, model)
+    # The output limit sits in ``config``: hand the guard a flat view of the request.
+    view = {"model": model, "max_output_tokens": extract.max_output_tokens(kwargs)}
     # Budgets and the guard may refuse the call (raising) before anything is sent.
-    kwargs = dict(before_call(model, estimate, kwargs, enforcement))
+    checked = before_call(model, estimate, view, enforcement)
+    if checked.get("model") != model:
+        kwargs = {**kwargs, "model": checked["model"]}
     call: Call | None = None
     with contained("google_genai.start"):
         call = _start(telemetry, endpoint, instance, kwargs, enforcement)
