@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tollmeter.instrumentation._telemetry import Usage
-from tollmeter.instrumentation.bedrock.extract import body_outcome, estimate_model
+from tollmeter.instrumentation.bedrock.extract import body_outcome, converse_outcome, estimate_model
 from tollmeter.instrumentation.bedrock.wrappers import InvokeStreamHandler
 
 HEADERS = {
@@ -40,3 +40,19 @@ def test_model_ids_name_the_tokenizer_family() -> None:
     arn = "arn:aws:bedrock:us-east-1:1:inference-profile/eu.anthropic.claude-3-haiku-v1:0"
     assert estimate_model(arn) == "claude-3-haiku-v1:0"
     assert estimate_model("meta.llama3-8b-instruct-v1:0") == "meta.llama3-8b-instruct-v1:0"
+
+
+def test_converse_reasoning_counts_as_output_text() -> None:
+    reply = {
+        "output": {
+            "message": {
+                "role": "assistant",
+                "content": [
+                    {"reasoningContent": {"reasoningText": {"text": "Think.", "signature": "s"}}},
+                    {"text": "Answer."},
+                ],
+            }
+        },
+        "stopReason": "end_turn",
+    }
+    assert converse_outcome(reply).output_text == "Think.Answer."

@@ -145,7 +145,7 @@ def invoke_operation(model_id: str | None, body: Mapping[str, Any]) -> str:
 
 
 def _block_texts(content: Any) -> Iterable[str]:
-    """Texts of Converse (or Nova) content blocks; tool use and results as JSON."""
+    """Texts of Converse (or Nova) content blocks: text, reasoning, tool use and results."""
     if isinstance(content, str):
         yield content
         return
@@ -160,6 +160,10 @@ def _block_texts(content: Any) -> Iterable[str]:
             yield from _block_texts(_map(block["toolResult"]).get("content"))
         elif "json" in block:
             yield json.dumps(block["json"], separators=(",", ":"))
+        elif "reasoningContent" in block:
+            reasoning = _map(_map(block["reasoningContent"]).get("reasoningText"))
+            if isinstance(reasoning.get("text"), str):
+                yield reasoning["text"]
 
 
 def converse_texts(messages: Any, system: Any = None) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from tollmeter.instrumentation.bedrock.wrappers import (
 )
 from tollmeter.semconv import attributes as attrs
 
-__all__ = ["OPERATIONS", "Operation", "make_api_call_wrapper"]
+__all__ = ["OPERATIONS", "Operation", "Request", "make_api_call_wrapper"]
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
