@@ -9,7 +9,9 @@
 - ``AttributionSpanProcessor``: copies the attribution onto GenAI spans made by
   any instrumentation.
 - ``OpenAIInstrumentor`` (``tollmeter.instrumentation.openai``): spans and
-  metrics for every call of the ``openai`` SDK.
+  metrics for every call of the ``openai`` SDK; likewise ``AnthropicInstrumentor``
+  (``.anthropic``) and ``GoogleGenAIInstrumentor`` (``.google_genai``, Gemini API and
+  Vertex AI).
 - ``budget(max_tokens=..., max_calls=...)``: cap the model calls of one request or
   agent run in process; ``BudgetExceeded`` before the call that would pass it.
 - ``Guard(url=...)``: pre-flight checks against the collector's limits (also enabled by

@@ -2,7 +2,9 @@
 
 Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/completions``, ``/v1/embeddings``
 and ``/v1/messages`` (streamed or not), and Bedrock's ``/model/{modelId}/converse`` and
-``/invoke`` with their streamed twins (AWS event-stream framing); counts tokens with tiktoken,
+``/invoke`` with their streamed twins (AWS event-stream framing), and the Gemini API's
+``/v1/models/{model}:generateContent``, ``:streamGenerateContent`` and
+``:batchEmbedContents``; counts tokens with tiktoken,
 reports prompt-cache and reasoning tokens where the real APIs do, and injects faults on
 request. Every answer carries
 the usage it reported in an ``x-fake-usage`` header, and ``GET /_fake/requests`` lists them.
