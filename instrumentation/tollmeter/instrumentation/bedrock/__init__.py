@@ -34,6 +34,12 @@ botocore's exceptions propagate unchanged; tollmeter's own failures are logged o
 swallowed; ``suppress_instrumentation`` is honoured. aiobotocore's async clients are not
 metered.
 
+Zero-code: ``opentelemetry-instrument`` also enables OpenTelemetry's own botocore
+instrumentation when it is installed; its Bedrock extension adds a GenAI span with usage of
+its own for the same call, and Converse has no response id by which the collector could
+count the two once. Keep one of them for Bedrock: ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+botocore`` (which also ends its spans for other AWS services) or ``tollmeter_bedrock``.
+
 Options of ``instrument()`` (keyword-only): ``tracer_provider``, ``meter_provider``,
 ``metric_tenant_attribute=False`` (see ``OpenAIInstrumentor``).
 """
