@@ -226,7 +226,7 @@ def _walk(value: Any, depth: int = 0) -> Iterator[str | None]:
         media = ("inline_data", "inlineData"), ("file_data", "fileData")
         if any(_get(value, name, camel) is not None for name, camel in media):
             yield None
-        elif not isinstance(value, Mapping) and not hasattr(value, "model_fields"):
+        elif not isinstance(value, Mapping) and not hasattr(type(value), "model_fields"):
             # Anything else the SDK accepts as a part (an image object, a file): media.
             yield None
 
