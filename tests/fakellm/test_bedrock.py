@@ -15,7 +15,9 @@ from typing import Any
 import boto3
 import botocore.session
 import httpx
+import pydantic
 import pytest
+from anthropic.types import Message, RawMessageStreamEvent
 from botocore.config import Config
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from botocore.model import Shape
@@ -180,6 +182,17 @@ def test_invoke_stream_chunks_match_the_service_model(fake_llm, model):
         truth.input_tokens,
         truth.output_tokens,
     )
+
+
+def test_anthropic_bodies_on_bedrock_validate_as_the_anthropic_sdks_types(fake_llm):
+    body = BODIES[CLAUDE]
+    Message.model_validate(_post(fake_llm, f"/model/{CLAUDE}/invoke", body).json())
+    streamed = _post(fake_llm, f"/model/{CLAUDE}/invoke-with-response-stream", body)
+    adapter = pydantic.TypeAdapter(RawMessageStreamEvent)
+    for _, payload in _events(streamed.content):
+        chunk = json.loads(base64.b64decode(json.loads(payload)["bytes"]))
+        chunk.pop("amazon-bedrock-invocationMetrics", None)  # Bedrock's own addition
+        adapter.validate_python(chunk)
 
 
 def test_converse_through_boto3_reports_the_journal_usage(bedrock, fake_llm):

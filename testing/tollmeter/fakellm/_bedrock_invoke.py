@@ -91,8 +91,10 @@ def _anthropic(call: Call, stream: bool) -> _Answer:
     prepared = messages(Call(body, call.model, call.directives, call.cache))
     payloads: list[dict[str, Any]] = []
     for event in prepared.events or ():
-        data = event.decode().split("data: ", 1)[1]
-        payloads.append(json.loads(data))
+        data = json.loads(event.decode().split("data: ", 1)[1])
+        # ``ping`` keeps an SSE connection alive; Bedrock's event stream has no use for it.
+        if data.get("type") != "ping":
+            payloads.append(data)
     return _Answer(prepared, prepared.body or {}, lambda: payloads, prepared.provider_usage)
 
 
