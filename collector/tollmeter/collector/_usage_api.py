@@ -102,7 +102,12 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
         )
     try:
         return UsageQuery(
-            **{name: params[name] for name in DIMENSIONS if params.get(name)},
+            tenant=params.get("tenant") or None,
+            project=params.get("project") or None,
+            model=params.get("model") or None,
+            feature=params.get("feature") or None,
+            api_key=params.get("api_key") or None,
+            usage_source=params.get("usage_source") or None,
             start=_time("start", params.get("start")),
             end=_time("end", params.get("end")),
             group_by=group_by,  # type: ignore[arg-type]  # names checked above

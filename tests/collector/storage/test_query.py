@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections import defaultdict
@@ -99,6 +100,16 @@ def test_costs_sum_exactly(ledger: Ledger, make_event) -> None:
     assert row.to_json()["cost"] == "0.3"
     (raw,) = ledger.query_usage(UsageQuery(start=datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC)))
     assert raw.cost == Decimal("0.3")
+
+
+def test_a_query_without_costs_has_the_same_tokens(ledger: Ledger, make_event) -> None:
+    ledger.append([make_event(cost=Decimal("0.1"), currency="USD") for _ in range(3)])
+    raw_start = datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC)  # not aligned: raw events
+    for query in (UsageQuery(window="day"), UsageQuery(window="day", start=raw_start)):
+        (priced,) = ledger.query_usage(query)
+        (tokens,) = ledger.query_usage(dataclasses.replace(query, costs=False))
+        assert (tokens.cost, tokens.currency) == (None, None)
+        assert dataclasses.replace(tokens, cost=priced.cost, currency=priced.currency) == priced
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ class Series:
 def read_series(ledger: Ledger, span: Period, *, tenant: str | None = None) -> Series:
     """Tokens over ``span`` per bucket and token type (zeros where nothing was used)."""
     rows = ledger.query_usage(
-        UsageQuery(tenant=tenant, start=span.start, end=span.end, window=span.window)
+        UsageQuery(tenant=tenant, start=span.start, end=span.end, window=span.window, costs=False)
     )
     by_start = {row.window_start: row for row in rows}
     starts = span.bucket_starts()

@@ -39,6 +39,9 @@ class UsageQuery:
     group_by: tuple[Dimension, ...] = ()
     window: QueryWindow | None = None
     limit: int = 10_000
+    costs: bool = True
+    """``False`` leaves ``cost`` and ``currency`` out (``None``): summing exact decimals is
+    the slow part of a query over many rows, and a token chart needs none."""
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):

@@ -35,16 +35,13 @@ _EVENT_COLUMNS: Mapping[Dimension, str] = {
     "api_key": "COALESCE(api_key_id, '')",
     "usage_source": "usage_source",
 }
-_ROLLUP_SUMS = (
+_TOKEN_SUMS = (
     "SUM(input_tokens), SUM(cache_read_input_tokens), SUM(cache_write_input_tokens), "
-    "SUM(output_tokens), SUM(reasoning_output_tokens), SUM(total_tokens), SUM(requests), "
-    "tm_decimal_sum(cost), MAX(currency)"
+    "SUM(output_tokens), SUM(reasoning_output_tokens), SUM(total_tokens)"
 )
-_EVENT_SUMS = (
-    "SUM(input_tokens), SUM(cache_read_input_tokens), SUM(cache_write_input_tokens), "
-    "SUM(output_tokens), SUM(reasoning_output_tokens), SUM(total_tokens), COUNT(*), "
-    "tm_decimal_sum(cost), MAX(currency)"
-)
+_ROLLUP_SUMS = f"{_TOKEN_SUMS}, SUM(requests)"
+_EVENT_SUMS = f"{_TOKEN_SUMS}, COUNT(*)"
+_COST_SUMS = "tm_decimal_sum(cost), MAX(currency)"
 
 
 def rollup_rows(
@@ -171,7 +168,8 @@ def select_usage(
     else:
         window_sql = _bucket_expression(query.window, seconds or f"(event_time_ns / {_NS})")
     group_sql = [columns[name] for name in query.group_by]
-    sql = f"SELECT {window_sql}, {', '.join([*group_sql, sums])} FROM {table}"
+    costs = _COST_SUMS if query.costs else "NULL, NULL"
+    sql = f"SELECT {window_sql}, {', '.join([*group_sql, sums, costs])} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     keys = ["1", *(str(i + 2) for i in range(len(group_sql)))]
