@@ -11,6 +11,8 @@ import botocore.client
 import botocore.exceptions
 import pytest
 import urllib3.exceptions
+from botocore.eventstream import EventStream
+from botocore.response import StreamingBody
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -295,3 +297,13 @@ def test_invoke_stream_cut_keeps_the_input_the_vendor_reported(
     assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] == fake_llm.last().usage.input_tokens
     assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == count_text_tokens("".join(texts), "claude")
     assert values[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+
+
+def test_the_proxies_are_transparent(client: Any) -> None:
+    stream = client.converse_stream(modelId=NOVA, messages=HELLO)["stream"]
+    assert isinstance(stream, EventStream)
+    list(stream)
+    reply = client.invoke_model(modelId=LLAMA, body=json.dumps({"prompt": "Hi"}))
+    assert isinstance(reply["body"], StreamingBody)
+    assert reply["body"].readable()
+    assert json.loads(reply["body"].read())["generation"]
