@@ -82,3 +82,19 @@ def test_the_cookie_is_secure_over_tls(collector_factory: Any, tls_files: Any) -
         assert answer.status_code == 303
         assert "secure" in answer.headers["set-cookie"].lower().split("; ")
         assert http.get("/").status_code == 200
+
+
+def test_the_tenant_page_lists_the_checks_it_was_denied(collector_factory: Any) -> None:
+    rule = {"name": "tiny", "limit": 10, "window": "day", "action": "block"}
+    running = collector_factory(limits={"rules": [rule]})
+    with client(running) as http:
+        for request_id in ("fits", "<b>too-big</b>"):
+            http.post(
+                "/api/v1/check",
+                json={"tenant": "acme", "estimated_input_tokens": 8, "request_id": request_id},
+            )
+        page = http.get("/console/tenant", params={"id": "acme"}).text
+        other = http.get("/console/tenant", params={"id": "globex"}).text
+    assert "Recent checks denied" in page
+    assert "&lt;b&gt;too-big&lt;/b&gt;" in page
+    assert "Recent checks denied" not in other

@@ -143,6 +143,20 @@ def test_status_says_what_is_blocked_until_when(api):
     assert client.get("/api/v1/tenants/nobody/status").json()["limits"] == []
 
 
+def test_recent_denials_are_kept_per_tenant(api):
+    client, _, _ = api
+    assert _check(client, estimated_input_tokens=600, request_id="fits").json()["allowed"]
+    for number in range(3):
+        denied = _check(client, estimated_input_tokens=60, request_id=f"over-{number}").json()
+        assert denied["allowed"] is False
+    _check(client, tenant="globex", estimated_input_tokens=10, request_id="other")
+    decisions = client.get("/api/v1/tenants/acme/decisions").json()
+    assert decisions["tenant"] == "acme"
+    assert [d["request_id"] for d in decisions["decisions"]] == ["over-2", "over-1", "over-0"]
+    assert {(d["event"], d["limit"]) for d in decisions["decisions"]} == {("request_denied", "tpm")}
+    assert client.get("/api/v1/tenants/globex/decisions").json()["decisions"] == []
+
+
 def test_admin_reload_keeps_state_and_rejects_invalid_limits(api):
     client, _, _ = api
     _check(client, estimated_input_tokens=400)
@@ -221,6 +235,7 @@ def test_the_routes_document_themselves_in_openapi(make_limits):
         "/api/v1/check",
         "/api/v1/reconcile",
         "/api/v1/tenants/{tenant}/status",
+        "/api/v1/tenants/{tenant}/decisions",
         "/api/v1/limits",
     }
     assert set(paths["/api/v1/limits"]) == {"get", "put"}

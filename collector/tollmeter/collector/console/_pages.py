@@ -209,10 +209,11 @@ class Console:
                 None if limits is None else limits.status(tenant),
                 read_recent_calls(ledger, tenant, _RECENT_CALLS),
                 None if limits is None else limits.engine.counts(),
+                [] if limits is None else limits.decisions.of(tenant),
             )
 
-        usage, series, status, calls, checks = await run_in_threadpool(read)
-        body = tenant_body(tenant, span, usage, series, status, calls, checks)
+        usage, series, status, calls, checks, denials = await run_in_threadpool(read)
+        body = tenant_body(tenant, span, usage, series, status, calls, checks, denials)
         return self._page(request, f"Tenant {tenant}", body, active=None)
 
     async def health(self, request: Request) -> Response:

@@ -27,6 +27,7 @@ from tollmeter.collector.console._html import (
     table,
     text,
 )
+from tollmeter.collector.limits._model import Notice, iso_time
 from tollmeter.collector.storage import UsageRow
 
 __all__ = ["login_body", "overview_body", "tenant_body", "tenants_body"]
@@ -225,6 +226,7 @@ def tenant_body(
     status: Mapping[str, Any] | None,
     calls: tuple[list[UsageEvent], int],
     checks: Mapping[str, int] | None,
+    denials: Sequence[Notice] = (),
 ) -> Markup:
     limits = [] if status is None else list(status["limits"])
     gauges = table(
@@ -242,6 +244,20 @@ def tenant_body(
         if blocked
         else "<p>No limit denies this tenant's checks now.</p>"
     )
+    if denials:
+        decisions += "<p>Recent checks denied (newest first):</p>" + table(
+            ["Time", "Limit", "Request id", "Key"],
+            numeric_from=4,
+            rows=(
+                [
+                    text(iso_time(notice.time)),
+                    name(notice.limit),
+                    name(notice.request_id),
+                    text(", ".join(f"{k}={v}" for k, v in sorted(notice.key.items()))),
+                ]
+                for notice in denials
+            ),
+        )
     if checks is not None:
         decisions += (
             f"<p>Collector-wide since start: {number(checks.get('checks_denied', 0))} checks "

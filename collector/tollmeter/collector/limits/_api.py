@@ -275,6 +275,19 @@ def limits_routes(service: LimitsService) -> list[Route]:
             return _error(400, "bad_request", "tenant id too long")
         return JSONResponse(service.status(tenant))
 
+    async def tenant_decisions(request: Request) -> Response:
+        """The checks this tenant was recently denied, newest first (kept in memory: the
+        last 50 per tenant since the collector started).
+        ---
+        responses:
+          "200": {description: "{\"tenant\": id, \"decisions\": [notice, ...]}"}
+        """
+        tenant = request.path_params["tenant"]
+        if len(tenant) > _MAX_TEXT:
+            return _error(400, "bad_request", "tenant id too long")
+        decisions = [notice.to_json() for notice in service.decisions.of(tenant)]
+        return JSONResponse({"tenant": tenant, "decisions": decisions})
+
     async def get_limits(request: Request) -> Response:
         """The limits in force, check and reservation counters, and every hook's deliveries."""
         stats = {
@@ -331,6 +344,12 @@ def limits_routes(service: LimitsService) -> list[Route]:
             tenant_status,
             methods=["GET"],
             name="tenant_status",
+        ),
+        Route(
+            "/api/v1/tenants/{tenant}/decisions",
+            tenant_decisions,
+            methods=["GET"],
+            name="tenant_decisions",
         ),
         Route("/api/v1/limits", get_limits, methods=["GET"], name="get_limits"),
         Route("/api/v1/limits", put_limits, methods=["PUT"], name="put_limits"),

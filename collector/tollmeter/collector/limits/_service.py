@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
+from tollmeter.collector.limits._decisions import RecentDecisions
 from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
@@ -71,6 +72,7 @@ class LimitsService:
     ) -> None:
         self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
         self.hooks = HookDispatcher(hooks or HooksConfig())
+        self.decisions = RecentDecisions()
         self._ledger = ledger
         # A pipeline calls ``on_committed`` itself for what it commits; a bare ledger does not.
         self._ledger_notifies = ledger_notifies
@@ -205,6 +207,7 @@ class LimitsService:
                 self._store.add_marks(marks)
             except LimitStateError:
                 logger.exception("threshold marks not saved; they may fire again after a restart")
+        self.decisions.record(notices)
         for notice in notices:
             self.hooks.emit(notice)
 
