@@ -108,6 +108,41 @@ def wait_for_events(management_url: str, count: int, timeout: float = 30.0) -> l
     raise AssertionError(f"{len(events)} of {count} events at {management_url}: {events}")
 
 
+def run_instrumented(
+    venv: Path, app: str, service: str, otlp_endpoint: str, llm_url: str, tmp_path: Path
+) -> None:
+    """Run ``app`` with the venv's ``opentelemetry-instrument``, exporting to ``otlp_endpoint``
+    over OTLP/HTTP, its SDK pointed at the fake LLM server (``FAKE_LLM_URL``)."""
+    script = tmp_path / "app.py"
+    script.write_text(app)
+    env = clean_env(
+        FAKE_LLM_URL=llm_url,
+        OTEL_SERVICE_NAME=service,
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
+    )
+    bin_dir = venv / "bin"
+    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(script)], env=env)
+
+
+def assert_metered_as_served(
+    events: list[dict[str, Any]], truths: list[Any], *, provider: str, tenant: str
+) -> None:
+    """Each event is its call, attributed, with the counts the fake server reported."""
+    assert len(events) == len(truths)
+    for event, truth in zip(events, truths, strict=True):
+        assert event["provider"] == provider
+        assert event["tenant_id"] == tenant
+        assert event["usage_source"] == "provider"
+        assert (event["input_tokens"], event["output_tokens"]) == (
+            truth.input_tokens,
+            truth.output_tokens,
+        )
+
+
 APP = """
 import os
 import openai
@@ -127,29 +162,12 @@ def test_base_install_meters_a_call_under_opentelemetry_instrument(
     venv = install("", "openai")
     assert importable(venv, DEV_ONLY) == ["openai"]
     collector = collector_process()
-    app = tmp_path / "app.py"
-    app.write_text(APP)
-    env = clean_env(
-        FAKE_LLM_URL=fake_llm.url,
-        OTEL_SERVICE_NAME="base-install-app",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
-    )
-    bin_dir = venv / "bin"
-    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
+    run_instrumented(venv, APP, "base-install-app", collector.http_endpoint, fake_llm.url, tmp_path)
 
-    (event,) = wait_for_events(collector.management_url, 1)
-    truth = fake_llm.last().usage
-    assert event["tenant_id"] == "base-install"
-    assert event["service_name"] == "base-install-app"
-    assert event["usage_source"] == "provider"
-    assert (event["input_tokens"], event["output_tokens"]) == (
-        truth.input_tokens,
-        truth.output_tokens,
-    )
+    events = wait_for_events(collector.management_url, 1)
+    truths = [fake_llm.last().usage]
+    assert_metered_as_served(events, truths, provider="openai", tenant="base-install")
+    assert events[0]["service_name"] == "base-install-app"
 
 
 BEDROCK_APP = """
@@ -182,31 +200,13 @@ def test_base_install_meters_bedrock_calls_under_opentelemetry_instrument(
 ):
     venv = install("", "boto3")
     collector = collector_process()
-    app = tmp_path / "app.py"
-    app.write_text(BEDROCK_APP)
-    env = clean_env(
-        FAKE_LLM_URL=fake_llm.url,
-        OTEL_SERVICE_NAME="bedrock-app",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    run_instrumented(
+        venv, BEDROCK_APP, "bedrock-app", collector.http_endpoint, fake_llm.url, tmp_path
     )
-    bin_dir = venv / "bin"
-    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
 
     events = wait_for_events(collector.management_url, 5)
     truths = [exchange.usage for exchange in fake_llm.requests()[-5:]]
-    assert len(events) == 5
-    for event, truth in zip(events, truths, strict=True):
-        assert event["provider"] == "aws.bedrock"
-        assert event["tenant_id"] == "bedrock-install"
-        assert event["usage_source"] == "provider"
-        assert (event["input_tokens"], event["output_tokens"]) == (
-            truth.input_tokens,
-            truth.output_tokens,
-        )
+    assert_metered_as_served(events, truths, provider="aws.bedrock", tenant="bedrock-install")
     *known, unknown = events
     operations = ["chat", "chat", "text_completion", "text_completion", "chat"]
     assert [e["operation"] for e in events] == operations
@@ -328,31 +328,13 @@ def test_base_install_meters_gemini_calls_under_opentelemetry_instrument(
 ):
     venv = install("", "google-genai")
     collector = collector_process()
-    app = tmp_path / "app.py"
-    app.write_text(GEMINI_APP)
-    env = clean_env(
-        FAKE_LLM_URL=fake_llm.url,
-        OTEL_SERVICE_NAME="gemini-app",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    run_instrumented(
+        venv, GEMINI_APP, "gemini-app", collector.http_endpoint, fake_llm.url, tmp_path
     )
-    bin_dir = venv / "bin"
-    run([str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(app)], env=env)
 
     events = wait_for_events(collector.management_url, 4)
     truths = [exchange.usage for exchange in fake_llm.requests()[-4:]]
-    assert len(events) == 4
-    for event, truth in zip(events, truths, strict=True):
-        assert event["provider"] == "gcp.gen_ai"
-        assert event["tenant_id"] == "gemini-install"
-        assert event["usage_source"] == "provider"
-        assert (event["input_tokens"], event["output_tokens"]) == (
-            truth.input_tokens,
-            truth.output_tokens,
-        )
+    assert_metered_as_served(events, truths, provider="gcp.gen_ai", tenant="gemini-install")
     *known, unknown = events
     operations = ["generate_content", "generate_content", "embeddings", "generate_content"]
     assert [e["operation"] for e in events] == operations
