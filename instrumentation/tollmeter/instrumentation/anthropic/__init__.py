@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
@@ -40,8 +39,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
-from tollmeter.instrumentation._configure import ensure_attribution_processor
-from tollmeter.instrumentation._telemetry import Telemetry
+from tollmeter.instrumentation._instrumentor import telemetry_for
 from tollmeter.instrumentation.anthropic.package import (
     BASE_CLIENT,
     SPAN_FACTORY,
@@ -61,13 +59,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        ensure_attribution_processor(tracer_provider)
-        telemetry = Telemetry(
-            __name__,
-            tracer_provider=tracer_provider,
-            meter_provider=kwargs.get("meter_provider"),
-        )
+        telemetry = telemetry_for(__name__, kwargs)
         factory_module = span_factory()
         watch_sdk(BASE_CLIENT)
         patch = AnthropicPatch(telemetry, native_hook=factory_module is not None)

@@ -51,14 +51,12 @@ from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
 
-from tollmeter.instrumentation._configure import ensure_attribution_processor
-from tollmeter.instrumentation._telemetry import Telemetry
+from tollmeter.instrumentation._instrumentor import telemetry_for
 from tollmeter.instrumentation.bedrock.package import MAKE_API_CALL, _instruments
 from tollmeter.instrumentation.bedrock.patch import make_api_call_wrapper
 
@@ -72,17 +70,7 @@ class BedrockInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        tenant = kwargs.get("metric_tenant_attribute", False)
-        if not isinstance(tenant, bool):
-            raise ValueError(f"metric_tenant_attribute must be a bool, got {tenant!r}")
-        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        ensure_attribution_processor(tracer_provider)
-        telemetry = Telemetry(
-            __name__,
-            tracer_provider=tracer_provider,
-            meter_provider=kwargs.get("meter_provider"),
-            metric_tenant_attribute=tenant,
-        )
+        telemetry = telemetry_for(__name__, kwargs)
         module, method = MAKE_API_CALL
         wrapt.wrap_function_wrapper(module, method, make_api_call_wrapper(telemetry))
 

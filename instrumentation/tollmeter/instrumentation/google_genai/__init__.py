@@ -38,14 +38,12 @@ from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
 
-from tollmeter.instrumentation._configure import ensure_attribution_processor
-from tollmeter.instrumentation._telemetry import Telemetry
+from tollmeter.instrumentation._instrumentor import telemetry_for
 from tollmeter.instrumentation.google_genai.package import _instruments, first_method
 from tollmeter.instrumentation.google_genai.patch import (
     ENDPOINTS,
@@ -64,19 +62,7 @@ class GoogleGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        tenant_attribute = kwargs.get("metric_tenant_attribute", False)
-        if not isinstance(tenant_attribute, bool):
-            raise ValueError(f"metric_tenant_attribute must be a bool, got {tenant_attribute!r}")
-        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        # Under opentelemetry-instrument nothing else adds it, and the spans of other
-        # instrumentations need the attribution too.
-        ensure_attribution_processor(tracer_provider)
-        telemetry = Telemetry(
-            __name__,
-            tracer_provider=tracer_provider,
-            meter_provider=kwargs.get("meter_provider"),
-            metric_tenant_attribute=tenant_attribute,
-        )
+        telemetry = telemetry_for(__name__, kwargs)
         patched: list[tuple[type, str]] = []
         for endpoint in ENDPOINTS:
             target = first_method(MODULE, endpoint.cls, endpoint.methods)

@@ -46,15 +46,13 @@ from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
 
 from tollmeter.instrumentation._attempts import unwatch_sdk, watch_sdk
-from tollmeter.instrumentation._configure import ensure_attribution_processor
-from tollmeter.instrumentation._telemetry import Telemetry
+from tollmeter.instrumentation._instrumentor import telemetry_for
 from tollmeter.instrumentation.openai.package import _instruments, find_method
 from tollmeter.instrumentation.openai.patch import (
     ENDPOINTS,
@@ -81,16 +79,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if not isinstance(kwargs.get(option, False), bool):
                 raise ValueError(f"{option} must be a bool, got {kwargs[option]!r}")
         inject = bool(kwargs.get("inject_stream_usage", False))
-        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        # Under opentelemetry-instrument nothing else adds it, and the spans of other
-        # instrumentations need the attribution too.
-        ensure_attribution_processor(tracer_provider)
-        telemetry = Telemetry(
-            __name__,
-            tracer_provider=tracer_provider,
-            meter_provider=kwargs.get("meter_provider"),
-            metric_tenant_attribute=bool(kwargs.get("metric_tenant_attribute", False)),
-        )
+        telemetry = telemetry_for(__name__, kwargs)
         patched: list[tuple[Any, str]] = []
         for endpoint in ENDPOINTS:
             target = find_method(endpoint.module, endpoint.method)

@@ -1,0 +1,34 @@
+"""What every tollmeter instrumentor does first in ``_instrument(**kwargs)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+
+from tollmeter.instrumentation._configure import ensure_attribution_processor
+from tollmeter.instrumentation._telemetry import Telemetry
+
+__all__ = ["telemetry_for"]
+
+
+def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Telemetry:
+    """The spans and metrics of one instrumentor, from its ``instrument()`` options:
+    ``tracer_provider``, ``meter_provider`` and ``metric_tenant_attribute`` (a bool).
+
+    Also adds the attribution processor to the tracer provider: under
+    ``opentelemetry-instrument`` nothing else does, and the spans of other
+    instrumentations need the attribution too.
+    """
+    tenant_attribute = options.get("metric_tenant_attribute", False)
+    if not isinstance(tenant_attribute, bool):
+        raise ValueError(f"metric_tenant_attribute must be a bool, got {tenant_attribute!r}")
+    tracer_provider = options.get("tracer_provider") or trace.get_tracer_provider()
+    ensure_attribution_processor(tracer_provider)
+    return Telemetry(
+        instrumenting_module,
+        tracer_provider=tracer_provider,
+        meter_provider=options.get("meter_provider"),
+        metric_tenant_attribute=tenant_attribute,
+    )
