@@ -155,9 +155,21 @@ class TelemetryHandle:
                 _log.warning("metrics not flushed at shutdown: %s", exc)
 
     def _shutdown_at_exit(self) -> None:
-        self.shutdown(EXIT_TIMEOUT_S)
+        # OTLP exporters before opentelemetry 1.34 keep retrying for about a minute whatever
+        # their timeout: wait for the shutdown at most EXIT_TIMEOUT_S, then let the process
+        # end (the thread is a daemon; what it has not sent is lost, as the docs say).
+        worker = threading.Thread(
+            target=self.shutdown, args=(EXIT_TIMEOUT_S,), name="tollmeter-exit", daemon=True
+        )
+        worker.start()
+        worker.join(EXIT_TIMEOUT_S + _EXIT_MARGIN_S)
+        if worker.is_alive():
+            _log.warning(
+                "telemetry not flushed within %.0f s at exit; the rest is dropped", EXIT_TIMEOUT_S
+            )
 
 
+_EXIT_MARGIN_S = 0.5
 _LOCK = threading.Lock()
 _HANDLE: TelemetryHandle | None = None
 _ATTRIBUTED: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
