@@ -3,12 +3,15 @@
 End to end (``--mode e2e``): the real collector runs as its own process (``python -m
 tollmeter.collector.cli collector``, temporary data directory, free ports) and
 ``--senders`` load-generator processes each send pre-serialized, unique
-``ExportTraceServiceRequest`` batches of chat and embeddings spans over a raw gRPC
-channel, one request at a time. Reported per batch size: accepted spans (from the
-responses' partial success) per second and per collector CPU second (utime + stime of
-the collector from ``/proc``, i.e. spans per core), p50/p99 export latency, the
-collector's peak RSS (``VmHWM``), and whether the ledger's request count equals the
-accepted spans. Every acknowledgement follows a durable (``synchronous=FULL``) commit.
+``ExportTraceServiceRequest`` batches over a raw gRPC channel, one request at a time:
+``--traffic genai`` (chat and embeddings spans only) and ``mixed`` (one model call in
+ten spans, the others HTTP and database spans of the same app). Reported per traffic
+and batch size: accepted spans (from the responses' partial success) per second and per
+collector CPU second (utime + stime of the collector from ``/proc``, i.e. spans per
+core), beside the parse-only floor of the same run (``ParseFromString`` of the same
+payloads in this process) and the ratio to it, p50/p99 export latency, the collector's
+peak RSS (``VmHWM``), and whether the ledger's request count equals the accepted model
+calls. Every acknowledgement follows a durable (``synchronous=FULL``) commit.
 
 Stages (``--mode stages``), on the same synthetic spans in this process:
 
@@ -316,7 +319,7 @@ def measure_rebuild(workdir: Path, count: int) -> dict[str, Any]:
 # The sizing figure the issue quotes for the Go OpenTelemetry Collector, as a reference
 # constant (not measured here): roughly 12-15k spans/s per core.
 GO_COLLECTOR_SPANS_PER_CORE = (12_000, 15_000)
-GOAL_SPANS_PER_CORE = 50_000
+GOAL_SPANS_PER_CORE = {"genai": 50_000, "mixed": 200_000}
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # Stands for (sender, request) in every response id and trace id of a template, so one
 # serialized template yields unique requests by a same-length byte substitution.
@@ -329,8 +332,73 @@ _CALLS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
-def e2e_template(batch: int, now_ns: int) -> bytes:
-    """One request of ``batch`` chat and embeddings spans whose ids contain PLACEHOLDER."""
+# The ordinary spans of an app's trace around its model calls: the server span, its
+# database queries and outgoing HTTP calls, with the attributes their instrumentations set.
+_APP_SPANS: tuple[tuple[str, int, dict[str, str | int]], ...] = (
+    (
+        "GET /api/orders/{id}",
+        Span.SPAN_KIND_SERVER,
+        {
+            "http.request.method": "GET",
+            "http.route": "/api/orders/{id}",
+            "http.response.status_code": 200,
+            "url.scheme": "https",
+            "url.path": "/api/orders/12345",
+            "server.address": "shop.example.com",
+            "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+            "client.address": "10.0.3.17",
+            "network.protocol.version": "1.1",
+        },
+    ),
+    (
+        "SELECT orders",
+        Span.SPAN_KIND_CLIENT,
+        {
+            "db.system.name": "postgresql",
+            "db.namespace": "shop",
+            "db.collection.name": "orders",
+            "db.operation.name": "SELECT",
+            "db.query.text": "SELECT id, total, status FROM orders WHERE customer_id = $1",
+            "server.address": "db.internal",
+            "server.port": 5432,
+        },
+    ),
+    (
+        "POST",
+        Span.SPAN_KIND_CLIENT,
+        {
+            "http.request.method": "POST",
+            "http.response.status_code": 201,
+            "url.full": "https://payments.internal/v1/charges",
+            "server.address": "payments.internal",
+            "server.port": 443,
+            "network.peer.address": "10.0.7.4",
+        },
+    ),
+)
+TRAFFIC = ("genai", "mixed")
+"""``genai``: every span a model call; ``mixed``: one in ten, the rest ordinary app spans."""
+
+
+def _app_span(i: int, start: int) -> Span:
+    name, kind, attributes = _APP_SPANS[i % len(_APP_SPANS)]
+    return Span(
+        trace_id=PLACEHOLDER + i.to_bytes(8, "big"),
+        span_id=(i + 1).to_bytes(8, "big"),
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + 12_000_000,
+        attributes=[_kv(k, v) for k, v in attributes.items()],
+    )
+
+
+def e2e_template(batch: int, now_ns: int, traffic: str = "genai") -> bytes:
+    """One request of ``batch`` spans whose ids contain PLACEHOLDER.
+
+    With ``traffic="genai"`` every span is a chat or embeddings call; with ``"mixed"``
+    one span in ten is, and the others are HTTP and database spans of the same app.
+    """
     message = ExportTraceServiceRequest()
     resource_spans = message.resource_spans.add()
     resource_spans.resource.attributes.extend(
@@ -344,7 +412,13 @@ def e2e_template(batch: int, now_ns: int) -> bytes:
     )
     scope = resource_spans.scope_spans.add()
     scope.scope.name = "tollmeter.instrumentation.openai"
+    calls = 0
     for i in range(batch):
+        start = now_ns - (batch - i) * 1_000_000
+        if traffic == "mixed" and i % 10:
+            scope.spans.append(_app_span(i, start))
+            continue
+        calls += 1
         operation, provider, model, response_model, id_prefix = _CALLS[i % len(_CALLS)]
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": operation,
@@ -369,7 +443,6 @@ def e2e_template(batch: int, now_ns: int) -> bytes:
                     "gen_ai.usage.cache_read.input_tokens": 1024 * (i % 2),
                 }
             )
-        start = now_ns - (batch - i) * 1_000_000
         scope.spans.append(
             Span(
                 trace_id=PLACEHOLDER + i.to_bytes(8, "big"),
@@ -382,17 +455,24 @@ def e2e_template(batch: int, now_ns: int) -> bytes:
             )
         )
     raw = message.SerializeToString()
-    if raw.count(PLACEHOLDER) != 2 * batch:
+    # Every trace id holds the placeholder, and every model call's response id.
+    if raw.count(PLACEHOLDER) != batch + calls:
         raise RuntimeError("placeholder collides with other payload bytes")
     return raw
 
 
+def sender_payloads(
+    sender: int, batch: int, requests: int, traffic: str, now_ns: int
+) -> list[bytes]:
+    template = e2e_template(batch, now_ns, traffic)
+    return [template.replace(PLACEHOLDER, b"%02d%06d" % (sender, n)) for n in range(requests)]
+
+
 def send_load(
-    sender: int, target: str, batch: int, requests: int, start: Any, results: Any
+    sender: int, target: str, batch: int, requests: int, traffic: str, start: Any, results: Any
 ) -> None:
     """One sender process: ``requests`` unique pre-serialized requests, one at a time."""
-    template = e2e_template(batch, time.time_ns())
-    payloads = [template.replace(PLACEHOLDER, b"%02d%06d" % (sender, n)) for n in range(requests)]
+    payloads = sender_payloads(sender, batch, requests, traffic, time.time_ns())
     channel = grpc.insecure_channel(
         target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
     )
@@ -485,16 +565,65 @@ def ledger_requests(api: str) -> int:
     return sum(int(row["requests"]) for row in response.json()["rows"])
 
 
-def measure_end_to_end(workdir: Path, batch: int, spans: int, senders: int) -> dict[str, Any]:
+def _calls(batch: int, traffic: str) -> int:
+    """Model calls in one request of ``batch`` spans."""
+    return batch if traffic == "genai" else len(range(0, batch, 10))
+
+
+def parse_floor(batch: int, requests: int, senders: int, traffic: str) -> float:
+    """Spans per CPU second that decoding the senders' payloads alone costs in Python.
+
+    The same requests the senders send, each parsed once with ``ParseFromString``: what
+    any Python OTLP receiver pays before looking at a span.
+    """
+    now_ns = time.time_ns()
+    payloads = [
+        raw
+        for sender in range(senders)
+        for raw in sender_payloads(sender, batch, requests, traffic, now_ns)
+    ]
+    cpu = time.process_time()
+    for raw in payloads:
+        ExportTraceServiceRequest().ParseFromString(raw)
+    cpu = time.process_time() - cpu
+    return len(payloads) * batch / cpu if cpu > 0 else 0.0
+
+
+def ledger_bytes_per_event(data_dir: Path, events: int) -> dict[str, float]:
+    """On-disk bytes per committed event of the ledger, per table with its indexes."""
+    groups = {
+        "usage_events": ("usage_events", "sqlite_autoindex_usage_events_1", "usage_events_time"),
+        "dedupe_keys": ("dedupe_keys", "dedupe_keys_seen"),
+        "rollups": ("rollups", "sqlite_autoindex_rollups_1"),
+    }
+    path = data_dir / "ledger.db"
+    conn = sqlite3.connect(path)
+    try:
+        sizes = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"))
+    finally:
+        conn.close()
+    out = {
+        group: round(sum(sizes.get(name, 0) for name in names) / events, 1)
+        for group, names in groups.items()
+    }
+    out["file"] = round(sum(sizes.values()) / events, 1)
+    return out
+
+
+def measure_end_to_end(
+    workdir: Path, batch: int, spans: int, senders: int, traffic: str = "genai"
+) -> dict[str, Any]:
     """Accepted spans per collector CPU second, latency and RSS for one batch size."""
     requests = max(1, spans // (batch * senders))
-    rundir = workdir / f"e2e-{batch}"
+    rundir = workdir / f"e2e-{traffic}-{batch}"
     rundir.mkdir()
     collector, target, api = start_collector(rundir)
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     processes = [
-        context.Process(target=send_load, args=(n, target, batch, requests, start, results))
+        context.Process(
+            target=send_load, args=(n, target, batch, requests, traffic, start, results)
+        )
         for n in range(senders)
     ]
     try:
@@ -514,10 +643,13 @@ def measure_end_to_end(workdir: Path, batch: int, spans: int, senders: int) -> d
     finally:
         collector.terminate()
         collector.wait(60)
+    on_disk = ledger_bytes_per_event(rundir / "data", in_ledger) if in_ledger else None
     latencies = sorted(x for outcome in outcomes for x in outcome["latencies"])
     accepted = sum(outcome["accepted"] for outcome in outcomes)
     per_core = accepted / cpu if cpu > 0 else 0.0
+    floor = parse_floor(batch, requests, senders, traffic)
     return {
+        "traffic": traffic,
         "batch": batch,
         "senders": senders,
         "requests": len(latencies),
@@ -525,7 +657,7 @@ def measure_end_to_end(workdir: Path, batch: int, spans: int, senders: int) -> d
         "rejected_spans": sum(outcome["rejected"] for outcome in outcomes),
         "failed_requests": sum(outcome["failed"] for outcome in outcomes),
         "ledger_requests": in_ledger,
-        "ledger_matches_accepted": in_ledger == accepted,
+        "ledger_matches_accepted": in_ledger == accepted * _calls(batch, traffic) // batch,
         "seconds": round(wall, 3),
         "collector_cpu_seconds": round(cpu, 3),
         "spans_per_s": round(accepted / wall),
@@ -533,11 +665,16 @@ def measure_end_to_end(workdir: Path, batch: int, spans: int, senders: int) -> d
         "latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "latency_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
         "collector_peak_rss_mib": round(peak_rss_kib / 1024, 1),
+        # dedupe_keys holds every event of the dedupe window (a week by default).
+        "ledger_bytes_per_event": on_disk,
         "vs_go_collector_per_core": [
             round(per_core / GO_COLLECTOR_SPANS_PER_CORE[1], 2),
             round(per_core / GO_COLLECTOR_SPANS_PER_CORE[0], 2),
         ],
-        "vs_goal_per_core": round(per_core / GOAL_SPANS_PER_CORE, 2),
+        "goal_spans_per_core": GOAL_SPANS_PER_CORE[traffic],
+        "vs_goal_per_core": round(per_core / GOAL_SPANS_PER_CORE[traffic], 2),
+        "parse_floor_spans_per_cpu_s": round(floor),
+        "vs_parse_floor": round(per_core / floor, 3) if floor else None,
     }
 
 
@@ -549,6 +686,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, action="append", help="spans per request")
     parser.add_argument("--e2e-spans", type=int, default=40_000, help="end-to-end spans per batch")
     parser.add_argument("--senders", type=int, default=4, help="end-to-end sender processes")
+    parser.add_argument(
+        "--traffic", action="append", choices=TRAFFIC, help="end-to-end span mix (default: both)"
+    )
     parser.add_argument("--spans", type=int, default=10_000, help="stage spans per batch size")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--synchronous", default="full", choices=["off", "normal", "full"])
@@ -565,7 +705,8 @@ def main() -> None:
                 "go_collector_spans_per_core_reference": list(GO_COLLECTOR_SPANS_PER_CORE),
                 "goal_spans_per_core": GOAL_SPANS_PER_CORE,
                 "batches": [
-                    measure_end_to_end(workdir, batch, args.e2e_spans, args.senders)
+                    measure_end_to_end(workdir, batch, args.e2e_spans, args.senders, traffic)
+                    for traffic in args.traffic or TRAFFIC
                     for batch in batches
                 ],
             }
