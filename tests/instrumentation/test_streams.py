@@ -20,6 +20,9 @@ from tollmeter.instrumentation._streams import (
     AsyncStreamProxy,
     StreamOutcome,
     SyncStreamProxy,
+    finish_open_streams,
+    track_open,
+    untrack,
 )
 from tollmeter.instrumentation._telemetry import Telemetry, Usage
 from tollmeter.semconv import attributes as attrs
@@ -330,3 +333,41 @@ def test_async_break_then_gc_marks_abandoned(telemetry: Telemetry, wait_spans: W
     asyncio.run(main())
     (span,) = wait_spans(1)
     assert attributes_of(span)[attrs.TOLLMETER_USAGE_ABANDONED] is True
+
+
+def test_exit_sweep_ends_open_streams_as_abandoned_with_their_estimate(
+    telemetry: Telemetry, span_exporter: InMemorySpanExporter
+) -> None:
+    kept = sync_proxy(telemetry, FakeStream(CHUNKS))
+    assert next(kept).text == "Hello "
+    closed = sync_proxy(telemetry, FakeStream(CHUNKS))
+    closed.close()
+    finish_open_streams()
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) == 2
+    (swept,) = [span for span in spans if attributes_of(span).get(attrs.TOLLMETER_USAGE_ABANDONED)]
+    values = attributes_of(swept)
+    assert values[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+    assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] == 11
+    assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+    finish_open_streams()  # a second sweep finds nothing left
+    assert len(span_exporter.get_finished_spans()) == 2
+    assert [chunk.text for chunk in kept] == ["world", ""]  # the stream itself still works
+
+
+@dataclass
+class Tracked:
+    abandoned: int = 0
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+def test_other_streams_join_the_exit_sweep_until_untracked() -> None:
+    open_one, finished_one = Tracked(), Tracked()
+    track_open(open_one)
+    track_open(finished_one)
+    untrack(finished_one)
+    finish_open_streams()
+    finish_open_streams()
+    assert (open_one.abandoned, finished_one.abandoned) == (1, 0)

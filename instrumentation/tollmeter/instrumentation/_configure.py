@@ -9,8 +9,10 @@ depends on it.
 Exit stays quick when the collector is down or stalls: each export, retries included, gets
 ``EXPORT_TIMEOUT_S`` unless ``OTEL_EXPORTER_OTLP_TIMEOUT`` (or its per-signal variant) says
 otherwise, and the providers ``configure()`` creates are shut down at exit by one handler with
-one ``EXIT_TIMEOUT_S`` deadline: spans first, then metrics. What has not reached the collector by
-then is dropped (a warning from the OpenTelemetry SDK says so); nothing is written to disk.
+one ``EXIT_TIMEOUT_S`` deadline: streams still open are ended first (flagged abandoned, with
+their estimate: see ``_streams``), then spans are flushed, then metrics. What has not reached the
+collector by then is dropped (a warning from the OpenTelemetry SDK says so); nothing is written
+to disk.
 
 Providers the application already installed are never replaced: OpenTelemetry allows one global
 tracer provider and one global meter provider per process, and the application's choice wins.
@@ -45,6 +47,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tollmeter.instrumentation._attribution import AttributionSpanProcessor
+from tollmeter.instrumentation._streams import finish_open_streams
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = [
@@ -139,6 +142,8 @@ class TelemetryHandle:
                 _HANDLE = None
         atexit.unregister(self._shutdown_at_exit)
         deadline = time.monotonic() + timeout
+        # Streams the application never finished would otherwise end after their provider.
+        finish_open_streams()
         for instrumentor in self._instrumentors:
             try:
                 instrumentor.uninstrument()

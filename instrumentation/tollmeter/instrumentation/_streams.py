@@ -23,30 +23,52 @@ finalizer itself, which could run while the same thread holds a span
 processor's lock: it hands the stream's state to ``queue.SimpleQueue`` (whose
 ``put`` is documented as safe in ``__del__``) and a daemon thread finishes the
 span.
+
+Streams still open when the interpreter exits (dropped but not yet collected, or
+held by a module-level name) are ended at exit, flagged abandoned with their
+estimate: every proxy is tracked (weakly, so that a dropped one still reaches
+the reaper), and an ``atexit`` handler, registered when the first stream opens,
+ends what is still open or still waiting for the reaper. ``atexit`` runs
+handlers in reverse order of registration, so this one runs before the
+shutdown of any tracer or meter provider created before that first stream (the
+OpenTelemetry SDK's own ``shutdown_on_exit``, ``opentelemetry-instrument``'s
+providers, ``tollmeter.configure()``'s exit handler), whose shutdown then
+exports the ended spans and their metrics. ``configure()``'s handler also calls
+``finish_open_streams`` itself, for providers created after the first stream.
+
+A stream that cannot be wrapped in ``MeteredProxy`` joins the same sweep with
+``track_open(item)`` (any weakly referenceable object with an ``abandon()``
+method) and leaves it with ``untrack(item)`` once it has finished its call.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
 
 __all__ = [
+    "Abandonable",
     "AsyncStreamProxy",
     "MeteredProxy",
     "StreamHandler",
     "StreamOutcome",
     "SyncStreamProxy",
+    "finish_open_streams",
     "finish_stream",
     "finish_with_outcome",
+    "track_open",
+    "untrack",
 ]
 
 
@@ -91,6 +113,82 @@ class StreamHandler(Protocol):
     def on_chunk(self, chunk: Any) -> None: ...
 
     def outcome(self) -> StreamOutcome: ...
+
+
+class Abandonable(Protocol):
+    """An open call that exit can still finish."""
+
+    def abandon(self) -> None:
+        """Finish the call now, flagged abandoned (does nothing once it is finished)."""
+
+
+class _OpenCalls:
+    """Open streams, held weakly (a dropped one still reaches the reaper), for the exit sweep."""
+
+    def __init__(self) -> None:
+        self._items: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._hooked = False
+
+    def add(self, item: object) -> None:
+        with self._lock:
+            self._items[id(item)] = item
+            if not self._hooked:
+                self._hooked = True
+                atexit.register(finish_open_streams)
+
+    def discard(self, item: object) -> None:
+        with self._lock:
+            if self._items.get(id(item)) is item:
+                del self._items[id(item)]
+
+    def take_all(self) -> list[object]:
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        return items
+
+    def after_fork(self) -> None:
+        # The parent's streams are the parent's to finish; the child inherits the handler.
+        self._items = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+
+
+_open = _OpenCalls()
+
+
+def track_open(item: Abandonable) -> None:
+    """Have ``item.abandon()`` called at interpreter exit unless ``untrack(item)`` comes first.
+
+    ``item`` is held weakly: one that is garbage collected first must finish its call itself.
+    """
+    _open.add(item)
+
+
+def untrack(item: Abandonable) -> None:
+    """Leave the exit sweep (the call finished, or another object now owns it)."""
+    _open.discard(item)
+
+
+def finish_open_streams() -> int:
+    """End every tracked call that is still open, flagged abandoned; how many there were.
+
+    Runs at interpreter exit, before the providers shut down. Safe to call more than once.
+    """
+    states = _reaper.take_pending()
+    for item in _open.take_all():
+        if isinstance(item, MeteredProxy):
+            if item._self_owner:
+                states.append(item._self_state)
+        else:
+            states.append(cast(Abandonable, item))
+    ended = 0
+    for state in states:
+        with contained("stream.exit"):
+            if not (isinstance(state, _StreamState) and state.call.finished):
+                state.abandon()
+                ended += 1
+    return ended
 
 
 def _ignore(chunk: Any) -> None:
@@ -160,6 +258,9 @@ class _StreamState:
             outcome = self.handler.outcome()
         finish_with_outcome(self.telemetry, self.call, outcome, error=error, abandoned=abandoned)
 
+    def abandon(self) -> None:
+        self.finish(abandoned=True)
+
 
 class _Reaper:
     """Finishes streams dropped by the caller, off the garbage collector's path."""
@@ -182,6 +283,15 @@ class _Reaper:
     def submit(self, state: _StreamState) -> None:
         self._queue.put(state)
 
+    def take_pending(self) -> list[Abandonable]:
+        """The dropped streams the thread has not reached yet (exit finishes them itself)."""
+        pending: list[Abandonable] = []
+        while True:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                return pending
+
     def _run(self) -> None:
         while True:
             state = self._queue.get()
@@ -200,6 +310,7 @@ class _Reaper:
 
 _reaper = _Reaper()
 os.register_at_fork(after_in_child=_reaper.after_fork)
+os.register_at_fork(after_in_child=_open.after_fork)
 
 
 class MeteredProxy(AnyProxy):
@@ -217,9 +328,11 @@ class MeteredProxy(AnyProxy):
         self._self_state = _StreamState(telemetry, call, handler, next_chunk)
         self._self_owner = True
         _reaper.ensure_running()
+        _open.add(self)
 
     def _self_detach(self) -> None:
         self._self_owner = False
+        _open.discard(self)
 
     def __del__(self) -> None:
         state = self._self_state
