@@ -9,7 +9,12 @@ request is metered.
 Only the attributes that extraction reads are converted from protobuf: the set is
 found once by asking the ``tollmeter.semconv`` readers which names they look up, so a
 new dialect alias there is picked up without a change here, and prompt or reply text
-captured by other instrumentations is never copied.
+captured by other instrumentations is never copied. A span carrying none of the names
+an operation is read from (HTTP, database and other app spans) is skipped on that test
+alone, before any value is converted.
+
+With a ``pricer``, each event is priced while it is built, so it is built once, with
+its cost; a pricer that fails leaves the event unpriced rather than losing it.
 
 Hostile input is bounded: spans with more than ``MAX_ATTRIBUTES`` attributes are
 rejected, nested values are read to ``MAX_DEPTH`` levels (and ``_MAX_ITEMS`` items),
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -42,14 +49,20 @@ from tollmeter.semconv import (
 )
 from tollmeter.semconv import attributes as attrs
 
+if TYPE_CHECKING:
+    from tollmeter.collector.pricing import Quote
+
 __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_DEPTH",
     "MAX_LABEL",
+    "CallPricer",
     "ExtractResult",
     "Extractor",
     "event_id",
 ]
+
+logger = logging.getLogger(__name__)
 
 MAX_ATTRIBUTES = 1024
 MAX_DEPTH = 4
@@ -154,6 +167,14 @@ def _semconv_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
+@functools.cache
+def _operation_keys() -> frozenset[str]:
+    """The attributes ``operation_of`` reads: a span without any of them is no model call."""
+    recorder = _Recorder(None)
+    operation_of(recorder)
+    return frozenset(recorder.seen)
+
+
 _OWN_KEYS = frozenset(
     {
         attrs.GEN_AI_RESPONSE_ID,
@@ -200,11 +221,24 @@ class _Rejected(Exception):
     """A span is refused; the message says why."""
 
 
+class CallPricer(Protocol):
+    def quote_call(
+        self,
+        *,
+        provider: str,
+        model: str,
+        tenant: str,
+        time_ns: int,
+        buckets: tuple[int, int, int, int, int],
+    ) -> Quote: ...
+
+
 class Extractor:
     """Builds usage events from OTLP trace requests.
 
     ``tenant_attributes`` are the fallbacks read (on the span, then on its resource)
     when neither carries ``tollmeter.tenant.id``; ``default_tenant`` is the last resort.
+    ``pricer`` sets each event's cost, currency and price source as it is built.
     """
 
     def __init__(
@@ -213,13 +247,16 @@ class Extractor:
         tenant_attributes: Sequence[str] = (),
         default_tenant: str = "unknown",
         collector_id: str | None = None,
+        pricer: CallPricer | None = None,
     ) -> None:
         if not default_tenant:
             raise ValueError("default_tenant must not be empty")
         self._fallbacks = tuple(tenant_attributes)
         self._wanted = _semconv_keys() | _OWN_KEYS | frozenset(self._fallbacks)
+        self._operation_keys = _operation_keys()
         self._default_tenant = default_tenant
         self._collector_id = collector_id
+        self._pricer = pricer
 
     def extract(
         self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
@@ -227,6 +264,8 @@ class Extractor:
         """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant."""
         events: list[UsageEvent] = []
         errors: list[str] = []
+        # Pricing failures of this request, logged once at the end.
+        unpriced: list[Exception] = []
         total = 0
         now_ns = time.time_ns()
         for resource_spans in request.resource_spans:
@@ -237,12 +276,18 @@ class Extractor:
                     if resource is None:
                         resource = self._resource(resource_spans.resource.attributes)
                     try:
-                        event = self._event(span, resource, bound_tenant, now_ns)
+                        event = self._event(span, resource, bound_tenant, now_ns, unpriced)
                     except (_Rejected, InvalidUsage) as exc:
                         errors.append(f"span {span.span_id.hex() or '?'} ({_name(span)}): {exc}")
                         continue
                     if event is not None:
                         events.append(event)
+        if unpriced:
+            logger.error(
+                "pricing %d usage events failed (%r); storing them unpriced",
+                len(unpriced),
+                unpriced[0],
+            )
         return ExtractResult(
             events=events,
             accepted_spans=total - len(errors),
@@ -257,11 +302,19 @@ class Extractor:
         return _attributes(pairs, self._wanted)
 
     def _event(
-        self, span: Span, resource: Mapping[str, object], bound: str | None, now_ns: int
+        self,
+        span: Span,
+        resource: Mapping[str, object],
+        bound: str | None,
+        now_ns: int,
+        unpriced: list[Exception],
     ) -> UsageEvent | None:
-        if len(span.attributes) > MAX_ATTRIBUTES:
-            raise _Rejected(f"{len(span.attributes)} attributes, more than {MAX_ATTRIBUTES}")
-        span_attrs = _attributes(span.attributes, self._wanted)
+        pairs = span.attributes
+        if len(pairs) > MAX_ATTRIBUTES:
+            raise _Rejected(f"{len(pairs)} attributes, more than {MAX_ATTRIBUTES}")
+        if self._operation_keys.isdisjoint([pair.key for pair in pairs]):
+            return None
+        span_attrs = _attributes(pairs, self._wanted)
         operation = operation_of(span_attrs)
         if not is_metered_operation(operation):
             return None
@@ -282,20 +335,39 @@ class Extractor:
             raise _Rejected(f"start time {start} ns is not a plausible time")
         request_model, response_model = model_of(span_attrs)
         failed = span.status.code == Status.STATUS_CODE_ERROR
-
-        def label(name: str) -> str | None:
-            found = span_attrs.get(name)
-            return _text(resource.get(name) if found is None else found)
-
-        environment = label(attrs.TOLLMETER_ENVIRONMENT) or _text(
+        # Span attributes win over the resource's; converted values are never None.
+        labels = {**resource, **span_attrs} if resource else span_attrs
+        environment = _text(labels.get(attrs.TOLLMETER_ENVIRONMENT)) or _text(
             resource.get(_DEPLOYMENT_ENVIRONMENT)
         )
         attempt = span_attrs.get(attrs.TOLLMETER_ATTEMPT)
         source = span_attrs.get(attrs.TOLLMETER_USAGE_SOURCE)
+        stored_provider = _text(provider) or "unknown"
+        stored_request_model = _text(request_model)
+        stored_response_model = _text(response_model)
+        quote: Quote | None = None
+        if self._pricer is not None:
+            cached, written = usage.cache_read_input_tokens, usage.cache_write_input_tokens
+            try:
+                quote = self._pricer.quote_call(
+                    provider=stored_provider,
+                    model=stored_response_model or stored_request_model or "",
+                    tenant=tenant,
+                    time_ns=start,
+                    buckets=(
+                        usage.input_tokens - cached - written,
+                        cached,
+                        written,
+                        usage.output_tokens - usage.reasoning_output_tokens,
+                        usage.reasoning_output_tokens,
+                    ),
+                )
+            except Exception as exc:
+                unpriced.append(exc)
         return UsageEvent(
             event_id=event_id(tenant, provider, response_id, trace_id, span_id),
             event_time_ns=start,
-            provider=_text(provider) or "unknown",
+            provider=stored_provider,
             operation=_text(operation) or "",
             tenant_id=tenant,
             input_tokens=usage.input_tokens,
@@ -305,24 +377,27 @@ class Extractor:
             reasoning_output_tokens=usage.reasoning_output_tokens,
             total_tokens=usage.total_tokens,
             usage_source="estimate" if source == "estimate" else "provider",
-            project_id=label(attrs.TOLLMETER_PROJECT_ID),
-            user_id=label(attrs.USER_ID),
-            api_key_id=label(attrs.TOLLMETER_API_KEY_ID),
-            feature=label(attrs.TOLLMETER_FEATURE),
+            project_id=_text(labels.get(attrs.TOLLMETER_PROJECT_ID)),
+            user_id=_text(labels.get(attrs.USER_ID)),
+            api_key_id=_text(labels.get(attrs.TOLLMETER_API_KEY_ID)),
+            feature=_text(labels.get(attrs.TOLLMETER_FEATURE)),
             environment=environment,
             service_name=_text(resource.get(attrs.SERVICE_NAME)),
-            request_id=label(attrs.TOLLMETER_REQUEST_ID),
-            workflow_id=label(attrs.TOLLMETER_WORKFLOW_ID),
+            request_id=_text(labels.get(attrs.TOLLMETER_REQUEST_ID)),
+            workflow_id=_text(labels.get(attrs.TOLLMETER_WORKFLOW_ID)),
             trace_id=trace_id or None,
             span_id=span_id or None,
-            request_model=_text(request_model),
-            response_model=_text(response_model),
+            request_model=stored_request_model,
+            response_model=stored_response_model,
             response_id=_text(response_id),
+            cost=None if quote is None else quote.cost,
+            currency=None if quote is None else quote.currency,
+            price_source=None if quote is None else quote.price_source,
             duration_s=(end - start) / 1e9 if end >= start else None,
             status="error" if failed else "ok",
             error_type=(_text(span_attrs.get(attrs.ERROR_TYPE)) or "_OTHER") if failed else None,
             attempt=attempt if type(attempt) is int and 0 <= attempt < 2**31 else None,
-            reservation_id=label(attrs.TOLLMETER_RESERVATION_ID),
+            reservation_id=_text(labels.get(attrs.TOLLMETER_RESERVATION_ID)),
             collector_id=self._collector_id,
         )
 

@@ -31,13 +31,14 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
         tenant_attributes=ingest.tenant_attributes,
         default_tenant=ingest.default_tenant,
         collector_id=config.collector_id,
+        # Priced as they are extracted, so that each event is built once.
+        pricer=pricer,
     )
     return Pipeline(
         ledger=ledger,
         extractor=extractor,
         max_pending_spans=ingest.max_pending_spans,
         commit_interval_s=ingest.commit_interval,
-        pricer=pricer,
     )
 
 

@@ -31,6 +31,7 @@ _PER_MILLION = Decimal(1_000_000)
 # Wide enough that no product or rounding of a representable cost loses a digit.
 _CONTEXT = Context(prec=2 * COST_PRECISION, rounding=ROUND_HALF_EVEN)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MAX_SOURCES = 4096
 
 # OpenTelemetry ``gen_ai.provider.name`` values whose genai-prices id differs.
 _PROVIDER_IDS = {
@@ -69,6 +70,7 @@ class Pricer:
         for override in (config or PricingConfig()).overrides:
             self._overrides.setdefault(override.model.lower(), []).append(override)
         self._package = PackagePrices()
+        self._sources: dict[tuple[str, dt.date], str] = {}
 
     def price(self, event: UsageEvent) -> UsageEvent:
         quote = self.quote(event)
@@ -80,28 +82,59 @@ class Pricer:
         return [self.price(event) for event in events]
 
     def quote(self, event: UsageEvent) -> Quote:
-        model = event.model
+        return self.quote_call(
+            provider=event.provider,
+            model=event.model,
+            tenant=event.tenant_id,
+            time_ns=event.event_time_ns,
+            buckets=(
+                event.uncached_input_tokens,
+                event.cache_read_input_tokens,
+                event.cache_write_input_tokens,
+                event.non_reasoning_output_tokens,
+                event.reasoning_output_tokens,
+            ),
+        )
+
+    def quote_call(
+        self,
+        *,
+        provider: str,
+        model: str,
+        tenant: str,
+        time_ns: int,
+        buckets: tuple[int, int, int, int, int],
+    ) -> Quote:
+        """The quote of one call from its parts, before any ``UsageEvent`` exists.
+
+        ``buckets`` are the five exclusive token counts: uncached input, cache read,
+        cache write, non-reasoning output, reasoning.
+        """
         if not model:
             return Quote(None, None, "unpriced: no model")
-        buckets = _buckets(event)
-        if buckets is None:
+        if min(buckets) < 0:
             return Quote(None, None, "unpriced: inconsistent token counts")
-        when = _EPOCH + dt.timedelta(microseconds=event.event_time_ns // 1000)
-        override = self._override_for(event, model, when.date())
+        when = _EPOCH + dt.timedelta(microseconds=time_ns // 1000)
+        override = self._override_for(provider, tenant, model, when.date())
         if override is not None:
             return _bounded(
                 _override_cost(override, buckets), override.currency, _describe(override)
             )
-        return self._package_quote(event, model, buckets, when)
+        return self._package_quote(provider, model, buckets, when)
 
-    def _override_for(self, event: UsageEvent, model: str, day: dt.date) -> PriceOverride | None:
+    def _override_for(
+        self, provider: str, tenant: str, model: str, day: dt.date
+    ) -> PriceOverride | None:
+        overrides = self._overrides.get(model.lower())
+        if not overrides:
+            return None
         best: PriceOverride | None = None
         best_key: tuple[bool, bool, dt.date] | None = None
-        provider = event.provider.lower()
-        for override in self._overrides.get(model.lower(), ()):
+        provider = provider.lower()
+        for override in overrides:
             if override.effective_from > day:
                 continue
-            if override.tenant is not None and override.tenant != event.tenant_id:
+            if override.tenant is not None and override.tenant != tenant:
                 continue
             if override.provider is not None and override.provider.lower() != provider:
                 continue
@@ -115,31 +148,26 @@ class Pricer:
         return best
 
     def _package_quote(
-        self, event: UsageEvent, model: str, buckets: Sequence[int], when: dt.datetime
+        self, provider: str, model: str, buckets: Sequence[int], when: dt.datetime
     ) -> Quote:
-        provider = event.provider.lower()
+        provider = provider.lower()
         provider_id = _PROVIDER_IDS.get(provider, provider) or None
         quote = self._package.quote(provider_id, model, buckets, when, _CONTEXT)
         if quote.cost is None:
             return Quote(None, None, f"unpriced: {quote.detail}")
-        source = (
-            f"genai-prices {self._package.version} ({quote.detail}, "
-            f"prices as of {when.date().isoformat()})"
-        )
-        return _bounded(quote.cost, "USD", source)
+        return _bounded(quote.cost, "USD", self._source(quote.detail, when.date()))
 
-
-def _buckets(event: UsageEvent) -> tuple[int, int, int, int, int] | None:
-    buckets = (
-        event.uncached_input_tokens,
-        event.cache_read_input_tokens,
-        event.cache_write_input_tokens,
-        event.non_reasoning_output_tokens,
-        event.reasoning_output_tokens,
-    )
-    if any(count < 0 for count in buckets):
-        return None
-    return buckets
+    def _source(self, detail: str, day: dt.date) -> str:
+        # The same few texts for every call of a model on a day: formatted once.
+        key = (detail, day)
+        source = self._sources.get(key)
+        if source is None:
+            if len(self._sources) >= _MAX_SOURCES:
+                self._sources.clear()
+            source = self._sources[key] = (
+                f"genai-prices {self._package.version} ({detail}, prices as of {day.isoformat()})"
+            )
+        return source
 
 
 def _override_cost(override: PriceOverride, buckets: Sequence[int]) -> Decimal:
