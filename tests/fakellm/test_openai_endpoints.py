@@ -213,3 +213,22 @@ def test_async_responses_embeddings_and_completions(fake_llm):
             assert chunks[-1].usage.prompt_tokens == 2
 
     asyncio.run(main())
+
+
+def test_azure_deployment_routes(fake_llm) -> None:
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_llm.url, api_version="2024-10-21", api_key="k", max_retries=0
+    ) as azure:
+        # Without ``azure_deployment`` the SDK names the deployment after the model argument.
+        reply = azure.embeddings.create(model="text-embedding-3-small", input="tides")
+    assert reply.usage.prompt_tokens > 0
+    assert fake_llm.last().endpoint == "/openai/deployments/{deployment}/embeddings"
+    # A body without ``model`` is answered by the model named like the deployment.
+    raw = httpx.post(
+        f"{fake_llm.url}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
+        json={"messages": [{"role": "user", "content": "Hello"}]},
+        timeout=10,
+    )
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["model"] == "gpt-4o-mini"
+    assert raw.json()["usage"]["prompt_tokens"] > 0

@@ -134,3 +134,28 @@ def test_providers_the_app_set_are_kept_and_configure_is_idempotent(
     else:
         # Without spans of the SDK's own, the uninstrumented call leaves no span at all.
         assert spans[-1]["name"] == "chat other"
+
+
+PROVIDER_HOSTS = """
+import json, os
+import openai
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tollmeter.instrumentation import configure
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+configure(instrument=["openai"], provider_hosts={"127.0.0.1": "local_vllm"})
+client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="k", max_retries=0)
+client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+(span,) = exporter.get_finished_spans()
+print(json.dumps({"provider": span.attributes["gen_ai.provider.name"]}))
+"""
+
+
+def test_provider_hosts_reach_the_openai_instrumentor(tmp_path: Path, fake_llm: Any) -> None:
+    assert _run_script(PROVIDER_HOSTS, tmp_path, fake_llm)["provider"] == "local_vllm"

@@ -103,6 +103,7 @@ class _Settings:
     resource_attributes: tuple[tuple[str, Any], ...]
     instrument: tuple[str, ...]
     guard_url: str | None
+    provider_hosts: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass
@@ -190,12 +191,15 @@ def configure(
     resource_attributes: Mapping[str, Any] | None = None,
     instrument: Iterable[str] = ("openai", "anthropic", "bedrock", "google_genai"),
     guard_url: str | None = None,
+    provider_hosts: Mapping[str, str] | None = None,
 ) -> TelemetryHandle:
     """Export traces and metrics over OTLP and instrument every installed LLM client library.
 
     ``endpoint`` is the collector's base address (``http://host:4317`` for gRPC,
     ``http://host:4318`` for HTTP; the signal paths are added for HTTP). ``instrument`` names the
     instrumentors to enable; a name whose client library is not installed is skipped.
+    ``provider_hosts`` (``{"llm.internal": "vllm"}``) names the provider of OpenAI SDK clients
+    whose ``base_url`` has that host, for hosts the OpenAI instrumentor does not recognise.
 
     Idempotent: a second call returns the first handle, with a warning when its arguments differ.
     """
@@ -208,6 +212,7 @@ def configure(
         resource_attributes=tuple(sorted((resource_attributes or {}).items())),
         instrument=_checked_names(instrument),
         guard_url=guard_url,
+        provider_hosts=None if provider_hosts is None else tuple(sorted(provider_hosts.items())),
     )
     with _LOCK:
         if _HANDLE is not None:
@@ -257,7 +262,10 @@ def _configure(settings: _Settings) -> TelemetryHandle:
     instrumentors: list[BaseInstrumentor] = []
     names: list[str] = []
     for name in settings.instrument:
-        active, enabled_here = _instrument(name, tracer_provider, meter_provider)
+        options: dict[str, Any] = {}
+        if name == "openai" and settings.provider_hosts is not None:
+            options["provider_hosts"] = dict(settings.provider_hosts)
+        active, enabled_here = _instrument(name, tracer_provider, meter_provider, options)
         if active:
             names.append(name)
         if enabled_here is not None:
@@ -293,7 +301,10 @@ def ensure_attribution_processor(provider: object) -> None:
 
 
 def _instrument(
-    name: str, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider
+    name: str,
+    tracer_provider: trace.TracerProvider,
+    meter_provider: metrics.MeterProvider,
+    options: Mapping[str, Any],
 ) -> tuple[bool, BaseInstrumentor | None]:
     """Enable one instrumentor: (whether it is active, itself if this call enabled it)."""
     library, module_name, class_name = _INSTRUMENTORS[name]
@@ -307,7 +318,9 @@ def _instrument(
         # `opentelemetry-instrument` may have enabled it already; that owner undoes it, not us.
         if instrumentor.is_instrumented_by_opentelemetry:
             return True, None
-        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        instrumentor.instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, **options
+        )
     except Exception:
         _log.exception("could not instrument %s; calls through it are not metered", library)
         return False, None

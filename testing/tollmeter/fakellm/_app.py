@@ -51,6 +51,11 @@ _ENDPOINTS: dict[str, tuple[Provider, Handler]] = {
     "/v1/embeddings": ("openai", embeddings),
     "/v1/responses": ("openai", responses),
     "/v1/messages": ("anthropic", messages),
+    # Azure OpenAI names a deployment in the path (and takes ``?api-version=``); the model that
+    # answers is the body's ``model`` when given, else one named like the deployment.
+    "/openai/deployments/{deployment}/chat/completions": ("openai", chat_completions),
+    "/openai/deployments/{deployment}/completions": ("openai", completions),
+    "/openai/deployments/{deployment}/embeddings": ("openai", embeddings),
     # Bedrock names the model in the path; ``:path`` because ARNs and profile ids hold "/".
     "/model/{model_id:path}/converse": ("bedrock", converse),
     "/model/{model_id:path}/converse-stream": ("bedrock", converse_stream),
@@ -149,6 +154,8 @@ class _Endpoint:
         try:
             body = await _read_json(request)
             model = request.path_params.get("model_id", body.get("model"))
+            if not model:
+                model = request.path_params.get("deployment")
             if not isinstance(model, str) or not model.strip():
                 raise _Problem(400, "model is required", "model")
             model, suffix = split_model(model)

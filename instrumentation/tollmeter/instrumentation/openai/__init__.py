@@ -12,9 +12,9 @@ Usage::
 or without code: ``opentelemetry-instrument python app.py`` (entry point
 ``tollmeter_openai``).
 
-Metered, for ``OpenAI`` and ``AsyncOpenAI`` clients: ``chat.completions.create``
-(streamed or not), ``.parse`` and ``.stream``; ``responses.create``,
-``.parse`` and ``.stream``; ``embeddings.create``; legacy
+Metered, for ``OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI`` and ``AsyncAzureOpenAI``
+clients: ``chat.completions.create`` (streamed or not), ``.parse`` and
+``.stream``; ``responses.create``, ``.parse`` and ``.stream``; ``embeddings.create``; legacy
 ``completions.create``; each also through ``with_raw_response`` and
 ``with_streaming_response``. Every call yields one CLIENT span
 ``"{operation} {model}"`` with the GenAI request/response/usage attributes,
@@ -32,6 +32,14 @@ Options of ``instrument()`` (keyword-only):
   application's loop sees: one extra final chunk with an empty ``choices`` list.
 - ``metric_tenant_attribute=False``: add ``tollmeter.tenant.id`` to metric
   attributes (one time series per tenant: keep it off with many tenants).
+- ``provider_hosts=None``: ``{"llm.internal": "my_gateway"}``, the
+  ``gen_ai.provider.name`` to report for clients whose ``base_url`` has that
+  host (default: the ``TOLLMETER_OPENAI_PROVIDER_HOSTS`` variable).
+
+The provider is told from the client: ``AzureOpenAI`` clients report
+``azure.ai.openai`` with the deployment as request model, OpenAI-compatible
+services (Groq, DeepSeek, Mistral, xAI, Together, ...) their own name from the
+``base_url`` host, any other host ``openai``; see ``providers``.
 
 Prompt and reply text is never recorded. Instrumentation never changes what
 the application sees: SDK exceptions propagate unchanged, tollmeter's own
@@ -57,10 +65,12 @@ from tollmeter.instrumentation.openai.package import _instruments, find_method
 from tollmeter.instrumentation.openai.patch import (
     ENDPOINTS,
     STREAM_HELPERS,
+    Options,
     async_wrapper,
     stream_helper_wrapper,
     sync_wrapper,
 )
+from tollmeter.instrumentation.openai.providers import ProviderResolver, checked_hosts
 
 __all__ = ["OpenAIInstrumentor"]
 
@@ -78,7 +88,10 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for option in _BOOLEAN_OPTIONS:
             if not isinstance(kwargs.get(option, False), bool):
                 raise ValueError(f"{option} must be a bool, got {kwargs[option]!r}")
-        inject = bool(kwargs.get("inject_stream_usage", False))
+        options = Options(
+            inject_stream_usage=bool(kwargs.get("inject_stream_usage", False)),
+            providers=ProviderResolver(checked_hosts(kwargs.get("provider_hosts"))),
+        )
         telemetry = telemetry_for(__name__, kwargs)
         patched: list[tuple[Any, str]] = []
         for endpoint in ENDPOINTS:
@@ -86,9 +99,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if target is None:
                 continue
             factory = async_wrapper if endpoint.is_async else sync_wrapper
-            wrapt.wrap_function_wrapper(
-                target[0], target[1], factory(telemetry, endpoint, inject_stream_usage=inject)
-            )
+            wrapt.wrap_function_wrapper(target[0], target[1], factory(telemetry, endpoint, options))
             patched.append(target)
         for module, method, returns_async in STREAM_HELPERS:
             target = find_method(module, method)

@@ -38,7 +38,6 @@ from tollmeter.instrumentation._telemetry import Usage
 from tollmeter.semconv import attributes as attrs
 
 __all__ = [
-    "PROVIDER",
     "chat_input_estimate",
     "chat_outcome",
     "completion_outcome",
@@ -55,8 +54,6 @@ __all__ = [
     "server_attributes",
     "usage_from_completion",
 ]
-
-PROVIDER = "openai"
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 

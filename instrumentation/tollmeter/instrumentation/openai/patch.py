@@ -36,7 +36,8 @@ from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.openai import extract
+from tollmeter.instrumentation.openai import extract, providers
+from tollmeter.instrumentation.openai.providers import ProviderResolver
 from tollmeter.instrumentation.openai.wrappers import (
     AsyncStreamManagerProxy,
     ChatStreamHandler,
@@ -51,6 +52,7 @@ __all__ = [
     "ENDPOINTS",
     "STREAM_HELPERS",
     "Endpoint",
+    "Options",
     "async_wrapper",
     "stream_helper_wrapper",
     "sync_wrapper",
@@ -72,6 +74,14 @@ class Endpoint:
     outcome: Callable[[Any], StreamOutcome]
     handler: Callable[[], StreamHandler]
     injects_usage: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``instrument()`` was asked for, shared by every wrapper."""
+
+    inject_stream_usage: bool
+    providers: ProviderResolver
 
 
 def _prompt(key: str) -> InputEstimate:
@@ -189,11 +199,13 @@ def _model(kwargs: Mapping[str, Any]) -> str | None:
 def _start(
     telemetry: Telemetry,
     endpoint: Endpoint,
+    resolver: ProviderResolver,
     instance: Any,
     kwargs: dict[str, Any],
     enforcement: Mapping[str, AttributeValue],
 ) -> Call:
     model = _model(kwargs)
+    client = getattr(instance, "_client", None)
     attributes = extract.server_attributes(instance)
     attributes.update(extract.request_attributes(kwargs))
     if endpoint.injects_usage and extract.needs_stream_estimate(kwargs):
@@ -201,8 +213,8 @@ def _start(
     attributes.update(enforcement)
     return telemetry.start(
         operation=endpoint.operation,
-        provider=extract.PROVIDER,
-        request_model=model,
+        provider=resolver.provider(client),
+        request_model=providers.request_model(client, model),
         attributes=attributes,
         input_estimate=endpoint.input_estimate(kwargs, model),
     )
@@ -258,7 +270,7 @@ def _is_legacy(result: Any) -> bool:
 def _prepare(
     telemetry: Telemetry,
     endpoint: Endpoint,
-    inject_stream_usage: bool,
+    options: Options,
     instance: Any,
     kwargs: dict[str, Any],
 ) -> tuple[Call | None, dict[str, Any]]:
@@ -270,14 +282,14 @@ def _prepare(
     kwargs = dict(before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement))
     with contained("openai.start"):
         request = kwargs
-        if inject_stream_usage and endpoint.injects_usage:
+        if options.inject_stream_usage and endpoint.injects_usage:
             request = _with_stream_usage(kwargs)
-        call = _start(telemetry, endpoint, instance, request, enforcement)
+        call = _start(telemetry, endpoint, options.providers, instance, request, enforcement)
         kwargs = request
     return call, kwargs
 
 
-def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usage: bool) -> Wrapper:
+def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, options: Options) -> Wrapper:
     """The ``wrapt`` wrapper metering a synchronous SDK method."""
 
     def wrapper(
@@ -285,7 +297,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usag
     ) -> Any:
         if _in_call.get() or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
-        call, kwargs = _prepare(telemetry, endpoint, inject_stream_usage, instance, kwargs)
+        call, kwargs = _prepare(telemetry, endpoint, options, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         token = _in_call.set(True)
@@ -302,9 +314,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usag
     return wrapper
 
 
-def async_wrapper(
-    telemetry: Telemetry, endpoint: Endpoint, *, inject_stream_usage: bool
-) -> Wrapper:
+def async_wrapper(telemetry: Telemetry, endpoint: Endpoint, options: Options) -> Wrapper:
     """The ``wrapt`` wrapper metering an ``async`` SDK method."""
 
     async def wrapper(
@@ -315,7 +325,7 @@ def async_wrapper(
     ) -> Any:
         if _in_call.get() or not is_instrumentation_enabled():
             return await wrapped(*args, **kwargs)
-        call, kwargs = _prepare(telemetry, endpoint, inject_stream_usage, instance, kwargs)
+        call, kwargs = _prepare(telemetry, endpoint, options, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = _in_call.set(True)
