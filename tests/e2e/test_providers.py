@@ -1,0 +1,110 @@
+"""Providers behind the OpenAI SDK, end to end: an app makes calls through ``AzureOpenAI`` and
+through OpenAI clients for other services (served by the fake LLM server), with
+``tollmeter.configure()``; a real ``tollmeter collector`` process prices each at its own
+provider's list price, or marks it unpriced with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+APP = """
+import json, os
+import httpx, openai
+from tollmeter.instrumentation import configure
+
+handle = configure(
+    service_name="providers-app",
+    endpoint=os.environ["COLLECTOR"],
+    protocol="http/protobuf",
+    provider_hosts={"llm.internal": "vllm"},
+)
+fake = httpx.URL(os.environ["FAKE_LLM_URL"])
+
+
+def to_fake(request):
+    path = request.url.raw_path.decode().split("/chat/", 1)[1]
+    request.url = fake.copy_with(raw_path=f"/v1/chat/{path}".encode())
+
+
+def client(base_url):
+    http = httpx.Client(event_hooks={"request": [to_fake]})
+    return openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, http_client=http)
+
+
+prompt = [{"role": "user", "content": "Write two sentences about tides."}]
+azure = openai.AzureOpenAI(
+    azure_endpoint=str(fake), azure_deployment="prod-chat", api_version="2024-10-21",
+    api_key="k", max_retries=0,
+)
+ids = {
+    "azure": azure.chat.completions.create(model="gpt-4o-mini", messages=prompt).id,
+    "groq": client("https://api.groq.com/openai/v1").chat.completions.create(
+        model="llama-3.3-70b-versatile", messages=prompt
+    ).id,
+    "vllm": client("http://llm.internal:8000/v1").chat.completions.create(
+        model="my-finetune", messages=prompt
+    ).id,
+}
+assert handle.force_flush(10)
+handle.shutdown()
+print(json.dumps(ids))
+"""
+
+
+def _events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = httpx.get(f"{management_url}/api/v1/events", timeout=10)
+        assert reply.status_code == 200, reply.text
+        events: list[dict[str, Any]] = reply.json()["events"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.1)
+
+
+def test_each_provider_is_priced_at_its_own_prices(
+    collector_process: Any, fake_llm: Any, tmp_path: Path
+) -> None:
+    collector = collector_process()
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(COLLECTOR=collector.http_endpoint, FAKE_LLM_URL=fake_llm.url)
+    done = subprocess.run(
+        [sys.executable, str(app)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    ids = json.loads(done.stdout.strip().splitlines()[-1])
+    events = {event["response_id"]: event for event in _events(collector.management_url, 3)}
+    assert len(events) == 3, events
+
+    azure = events[ids["azure"]]
+    assert azure["provider"] == "azure.ai.openai"
+    assert (azure["request_model"], azure["response_model"]) == ("prod-chat", "gpt-4o-mini")
+    assert azure["price_source"].startswith("genai-prices"), azure["price_source"]
+    assert "(azure/gpt-4o-mini," in azure["price_source"]
+    assert float(azure["cost"]) > 0
+
+    groq = events[ids["groq"]]
+    assert groq["provider"] == "groq"
+    assert "(groq/llama-3.3-70b-versatile," in groq["price_source"]
+    assert float(groq["cost"]) > 0
+
+    vllm = events[ids["vllm"]]
+    assert vllm["provider"] == "vllm"
+    assert vllm["cost"] is None
+    assert vllm["price_source"].startswith("unpriced:"), vllm["price_source"]
