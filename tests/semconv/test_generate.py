@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from tollmeter.semconv import attributes, metrics
-from tollmeter.semconv._registry import REGISTRY_PATH, constant_name, parse_registry
+from tollmeter.semconv._registry import (
+    REGISTRY_PATH,
+    constant_name,
+    load_registry,
+    parse_registry,
+)
 from tollmeter.semconv.errors import ConfigurationError
 from tollmeter.semconv.generate import (
     ATTRIBUTES_FILE,
@@ -159,6 +164,22 @@ def test_metric_constants() -> None:
     assert tuple(round(0.01 * 2**n, 2) for n in range(14)) == metrics.DURATION_BUCKETS
     assert metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK_BUCKETS == metrics.DURATION_BUCKETS
     assert metrics.GEN_AI_CLIENT_TOKEN_USAGE_BUCKETS is metrics.TOKEN_USAGE_BUCKETS
+    assert (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS
+        == "gen_ai.client.inference.usage.cache_write.input_tokens"
+    )
+
+
+def test_every_name_records_its_origin_and_status() -> None:
+    registry = load_registry()
+    status = {item.name: (item.origin, item.status) for item in registry.attributes}
+    status.update({item.name: (item.origin, item.status) for item in registry.metrics})
+    assert status["gen_ai.client.token.usage"] == ("otel", "deprecated")
+    assert status["gen_ai.token.type"] == ("otel", "deprecated")
+    assert status["gen_ai.client.inference.usage.input_tokens"] == ("otel", "experimental")
+    assert status["gen_ai.token.modality"] == ("otel", "experimental")
+    assert status["server.address"] == ("otel", "stable")
+    assert status["tollmeter.tenant.id"] == ("tollmeter", "stable")
 
 
 def _document() -> dict[str, object]:
@@ -168,7 +189,14 @@ def _document() -> dict[str, object]:
 
 
 def _attribute(**fields: object) -> dict[str, object]:
-    return {"name": "x.y", "type": "string", "brief": "B.", "origin": "tollmeter", **fields}
+    return {
+        "name": "x.y",
+        "type": "string",
+        "brief": "B.",
+        "origin": "tollmeter",
+        "status": "stable",
+        **fields,
+    }
 
 
 @pytest.mark.parametrize(
@@ -177,6 +205,9 @@ def _attribute(**fields: object) -> dict[str, object]:
         (lambda d: d["attributes"].append(_attribute(name="gen_ai.request.model")), "duplicate"),
         (lambda d: d["attributes"].append(_attribute(type="float")), "type must be"),
         (lambda d: d["attributes"].append(_attribute(origin="vendor")), "origin must be"),
+        (lambda d: d["attributes"].append(_attribute(status="beta")), "status must be"),
+        (lambda d: d["attributes"].append(_attribute(status=None)), "status must be"),
+        (lambda d: d["metrics"][0].update(status="final"), "status must be"),
         (lambda d: d["attributes"].append(_attribute(name="Bad Name")), "dotted lower-case"),
         (lambda d: d["attributes"].append(_attribute(brief="")), "non-empty string"),
         (lambda d: d["attributes"].append(_attribute(brief='say "hi"')), "cannot quote"),

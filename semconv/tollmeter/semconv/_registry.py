@@ -26,6 +26,7 @@ REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 
 ATTRIBUTE_TYPES = frozenset({"string", "int", "double", "boolean", "string[]"})
 ORIGINS = frozenset({"otel", "tollmeter"})
+STATUSES = frozenset({"stable", "experimental", "deprecated"})
 INSTRUMENTS = frozenset({"counter", "histogram", "gauge", "updowncounter"})
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
@@ -42,6 +43,7 @@ class Attribute:
     type: str
     brief: str
     origin: str
+    status: str
     unit: str | None = None
     aliases: tuple[str, ...] = ()
     values: tuple[tuple[str, str], ...] = ()
@@ -75,6 +77,7 @@ class Metric:
     unit: str
     brief: str
     origin: str
+    status: str
     buckets: BucketSet | None
     attributes: tuple[str, ...]
 
@@ -152,6 +155,7 @@ def _attribute(entry: Mapping[str, object]) -> Attribute:
         type=kind,
         brief=_text(entry.get("brief"), f"{where}: brief"),
         origin=_choice(entry, "origin", ORIGINS, where),
+        status=_choice(entry, "status", STATUSES, where),
         unit=_optional_text(entry.get("unit"), f"{where}: unit"),
         aliases=tuple(
             _text(alias, f"{where}: alias") for alias in _list(entry.get("aliases", []), where)
@@ -196,6 +200,7 @@ def _metric(
         unit=_text(entry.get("unit"), f"{where}: unit"),
         brief=_text(entry.get("brief"), f"{where}: brief"),
         origin=_choice(entry, "origin", ORIGINS, where),
+        status=_choice(entry, "status", STATUSES, where),
         buckets=buckets[bucket_key] if isinstance(bucket_key, str) else None,
         attributes=attributes,
     )

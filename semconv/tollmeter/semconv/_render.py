@@ -86,7 +86,7 @@ def _attribute_constant(attribute: Attribute) -> str:
     details = [f"Type ``{attribute.type}``"]
     if attribute.unit:
         details.append(f"unit ``{attribute.unit}``")
-    details.append(f"origin {attribute.origin}")
+    details.append(f"origin {attribute.origin}, {attribute.status}")
     if attribute.aliases:
         details.append("also read from " + ", ".join(f"``{a}``" for a in attribute.aliases))
     doc = f"{attribute.brief} {'; '.join(details)}."
@@ -129,7 +129,10 @@ def _bucket_constant(bucket: BucketSet) -> str:
 
 
 def _metric_constants(metric: Metric) -> str:
-    doc = f"{metric.brief} A {metric.instrument} in ``{metric.unit}``, origin {metric.origin}."
+    doc = (
+        f"{metric.brief} A {metric.instrument} in ``{metric.unit}``, "
+        f"origin {metric.origin}, {metric.status}."
+    )
     if metric.attributes:
         doc += " Attributes: " + ", ".join(f"``{a}``" for a in metric.attributes) + "."
     text = f'\n{metric.constant}: Final = "{metric.name}"\n{_docstring(doc, 0)}'

@@ -19,13 +19,16 @@ semconv/tollmeter/semconv/registry.yaml and normalization.md. Do not edit. -->
 
 Every attribute and metric tollmeter emits or reads. Names of origin `otel` come from the
 OpenTelemetry semantic conventions (GenAI and general); `tollmeter.*` is this project's own
-namespace, for which no OpenTelemetry standard exists. Python constants for every name are in
-`tollmeter.semconv.attributes` and `tollmeter.semconv.metrics`.
+namespace, for which no OpenTelemetry standard exists. Status is OpenTelemetry's for `otel`
+names (its GenAI conventions are still in development: experimental) and this project's
+commitment for its own. Python constants for every name are in `tollmeter.semconv.attributes`
+and `tollmeter.semconv.metrics`.
 
 """
 
 _ATTRIBUTE_HEADER = (
-    "| Attribute | Type | Unit | Description | Also read from |\n|---|---|---|---|---|\n"
+    "| Attribute | Type | Unit | Status | Description | Also read from |\n"
+    "|---|---|---|---|---|---|\n"
 )
 
 
@@ -45,14 +48,16 @@ def render_docs(registry: Registry, rules: str) -> str:
             parts.extend(f"| `{value}` | {brief} |\n" for value, brief in attribute.values)
             parts.append("\n")
     parts.append(
-        "## Metrics\n\n| Metric | Instrument | Unit | Description | Buckets | Attributes |\n"
+        "## Metrics\n\n| Metric | Instrument | Unit | Status | Description | Buckets "
+        "| Attributes |\n"
     )
-    parts.append("|---|---|---|---|---|---|\n")
+    parts.append("|---|---|---|---|---|---|---|\n")
     for metric in registry.metrics:
         buckets = ", ".join(f"{b:g}" for b in metric.buckets.boundaries) if metric.buckets else ""
         attributes = ", ".join(f"`{a}`" for a in metric.attributes)
         parts.append(
-            f"| `{metric.name}` | {metric.instrument} | `{metric.unit}` | {metric.brief} "
+            f"| `{metric.name}` | {metric.instrument} | `{metric.unit}` | {metric.status} "
+            f"| {metric.brief} "
             f"| {buckets} | {attributes} |\n"
         )
     parts.append("\n")
@@ -63,4 +68,7 @@ def render_docs(registry: Registry, rules: str) -> str:
 def _attribute_row(attribute: Attribute) -> str:
     unit = f"`{attribute.unit}`" if attribute.unit else ""
     aliases = ", ".join(f"`{alias}`" for alias in attribute.aliases)
-    return f"| `{attribute.name}` | {attribute.type} | {unit} | {attribute.brief} | {aliases} |\n"
+    return (
+        f"| `{attribute.name}` | {attribute.type} | {unit} | {attribute.status} "
+        f"| {attribute.brief} | {aliases} |\n"
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "GEN_AI_RESPONSE_FINISH_REASONS",
     "GEN_AI_RESPONSE_ID",
     "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOKEN_MODALITY",
     "GEN_AI_TOKEN_TYPE",
     "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
     "GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS",
@@ -57,163 +58,177 @@ __all__ = [
     "ErrorTypeValues",
     "GenAiOperationNameValues",
     "GenAiProviderNameValues",
+    "GenAiTokenModalityValues",
     "GenAiTokenTypeValues",
     "TollmeterUsageSourceValues",
 ]
 
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
-"""The name of the GenAI operation being performed. Type ``string``; origin otel; also read from
-``llm.request.type``, ``openinference.span.kind``, ``traceloop.span.kind``.
+"""The name of the GenAI operation being performed. Type ``string``; origin otel, experimental; also
+read from ``llm.request.type``, ``openinference.span.kind``, ``traceloop.span.kind``.
 """
 
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 """The GenAI provider as identified by the client or server instrumentation. Type ``string``; origin
-otel; also read from ``gen_ai.system``, ``llm.provider``, ``llm.system``.
+otel, experimental; also read from ``gen_ai.system``, ``llm.provider``, ``llm.system``.
 """
 
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
-"""The name of the GenAI model a request is being made to. Type ``string``; origin otel; also read
-from ``llm.request.model``, ``llm.request.model_name``.
+"""The name of the GenAI model a request is being made to. Type ``string``; origin otel,
+experimental; also read from ``llm.request.model``, ``llm.request.model_name``.
 """
 
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
-"""The name of the model that generated the response. Type ``string``; origin otel; also read from
-``llm.response.model``, ``llm.response.model_name``, ``llm.model_name``,
+"""The name of the model that generated the response. Type ``string``; origin otel, experimental;
+also read from ``llm.response.model``, ``llm.response.model_name``, ``llm.model_name``,
 ``embedding.model_name``.
 """
 
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 """The unique identifier for the completion, as returned by the provider. Type ``string``; origin
-otel.
+otel, experimental.
 """
 
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
-"""Reasons the model stopped generating tokens, one per choice. Type ``string[]``; origin otel."""
+"""Reasons the model stopped generating tokens, one per choice. Type ``string[]``; origin otel,
+experimental.
+"""
 
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
-"""Whether the response was requested as a stream. Type ``boolean``; origin otel."""
+"""Whether the response was requested as a stream. Type ``boolean``; origin otel, experimental."""
 
 GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
 """The maximum number of tokens the model may generate for a request. Type ``int``; unit
-``{token}``; origin otel.
+``{token}``; origin otel, experimental.
 """
 
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 """The unique identifier of a conversation (session, thread) the operation belongs to. Type
-``string``; origin otel.
+``string``; origin otel, experimental.
 """
 
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 """The number of tokens in the GenAI input, including cached tokens. Type ``int``; unit ``{token}``;
-origin otel; also read from ``gen_ai.usage.prompt_tokens``, ``llm.usage.prompt_tokens``,
-``llm.token_count.prompt``.
+origin otel, experimental; also read from ``gen_ai.usage.prompt_tokens``,
+``llm.usage.prompt_tokens``, ``llm.token_count.prompt``.
 """
 
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 """The number of tokens in the GenAI response, including reasoning tokens. Type ``int``; unit
-``{token}``; origin otel; also read from ``gen_ai.usage.completion_tokens``,
+``{token}``; origin otel, experimental; also read from ``gen_ai.usage.completion_tokens``,
 ``llm.usage.completion_tokens``, ``llm.token_count.completion``.
 """
 
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 """The number of input tokens served from a provider-managed cache. Type ``int``; unit ``{token}``;
-origin otel; also read from ``gen_ai.usage.cache_read_input_tokens``,
+origin otel, experimental; also read from ``gen_ai.usage.cache_read_input_tokens``,
 ``llm.usage.cache_read_input_tokens``, ``llm.token_count.prompt_details.cache_read``.
 """
 
 GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
 """The number of input tokens written to a provider-managed cache. Type ``int``; unit ``{token}``;
-origin otel; also read from ``gen_ai.usage.cache_creation.input_tokens``,
+origin otel, experimental; also read from ``gen_ai.usage.cache_creation.input_tokens``,
 ``gen_ai.usage.cache_creation_input_tokens``, ``llm.usage.cache_creation_input_tokens``,
 ``llm.token_count.prompt_details.cache_write``.
 """
 
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
-"""The number of output tokens spent on reasoning. Type ``int``; unit ``{token}``; origin otel; also
-read from ``gen_ai.usage.reasoning_tokens``, ``llm.usage.reasoning_tokens``,
+"""The number of output tokens spent on reasoning. Type ``int``; unit ``{token}``; origin otel,
+experimental; also read from ``gen_ai.usage.reasoning_tokens``, ``llm.usage.reasoning_tokens``,
 ``llm.token_count.completion_details.reasoning``.
 """
 
 TOLLMETER_USAGE_TOTAL_TOKENS: Final = "tollmeter.usage.total_tokens"
 """The total token count, emitted only when part of it cannot be split into input and output. Type
-``int``; unit ``{token}``; origin tollmeter; also read from ``gen_ai.usage.total_tokens``,
-``llm.usage.total_tokens``, ``llm.token_count.total``.
+``int``; unit ``{token}``; origin tollmeter, stable; also read from
+``gen_ai.usage.total_tokens``, ``llm.usage.total_tokens``, ``llm.token_count.total``.
 """
 
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 """The type of token counted by a gen_ai.client.token.usage data point. Type ``string``; origin
-otel.
+otel, deprecated.
+"""
+
+GEN_AI_TOKEN_MODALITY: Final = "gen_ai.token.modality"
+"""The modality of the tokens counted by a gen_ai.client.inference.usage.* data point. Type
+``string``; origin otel, experimental.
 """
 
 SERVER_ADDRESS: Final = "server.address"
-"""The GenAI server host name or IP address. Type ``string``; origin otel."""
+"""The GenAI server host name or IP address. Type ``string``; origin otel, stable."""
 
 SERVER_PORT: Final = "server.port"
-"""The GenAI server port. Type ``int``; origin otel."""
+"""The GenAI server port. Type ``int``; origin otel, stable."""
 
 ERROR_TYPE: Final = "error.type"
 """The class of error an operation ended with (exception type or HTTP status code). Type ``string``;
-origin otel.
+origin otel, stable.
 """
 
 USER_ID: Final = "user.id"
 """The end user on whose behalf the call is made; a fallback for the tenant. Type ``string``; origin
-otel.
+otel, experimental.
 """
 
 SERVICE_NAME: Final = "service.name"
 """The logical name of the service (a resource attribute); a fallback for the tenant. Type
-``string``; origin otel.
+``string``; origin otel, experimental.
 """
 
 TOLLMETER_TENANT_ID: Final = "tollmeter.tenant.id"
-"""The tenant (customer, organisation) the usage is billed to. Type ``string``; origin tollmeter."""
+"""The tenant (customer, organisation) the usage is billed to. Type ``string``; origin tollmeter,
+stable.
+"""
 
 TOLLMETER_PROJECT_ID: Final = "tollmeter.project.id"
-"""The project inside a tenant the usage belongs to. Type ``string``; origin tollmeter."""
+"""The project inside a tenant the usage belongs to. Type ``string``; origin tollmeter, stable."""
 
 TOLLMETER_API_KEY_ID: Final = "tollmeter.api_key.id"
 """The id or hash of the API key the call was made with, never the secret itself. Type ``string``;
-origin tollmeter.
+origin tollmeter, stable.
 """
 
 TOLLMETER_FEATURE: Final = "tollmeter.feature"
 """The product feature that made the call, for per-feature metering. Type ``string``; origin
-tollmeter.
+tollmeter, stable.
 """
 
 TOLLMETER_ENVIRONMENT: Final = "tollmeter.environment"
-"""The deployment environment, such as production or staging. Type ``string``; origin tollmeter."""
+"""The deployment environment, such as production or staging. Type ``string``; origin tollmeter,
+stable.
+"""
 
 TOLLMETER_REQUEST_ID: Final = "tollmeter.request.id"
-"""The application's id of the request that led to the call. Type ``string``; origin tollmeter."""
+"""The application's id of the request that led to the call. Type ``string``; origin tollmeter,
+stable.
+"""
 
 TOLLMETER_WORKFLOW_ID: Final = "tollmeter.workflow.id"
 """The id of the parent workflow or agent run the call belongs to. Type ``string``; origin
-tollmeter.
+tollmeter, stable.
 """
 
 TOLLMETER_ATTEMPT: Final = "tollmeter.attempt"
 """The retry number of the call, 0 for the first attempt (the SDK's retry count of the attempt that
-answered or failed last). Type ``int``; origin tollmeter.
+answered or failed last). Type ``int``; origin tollmeter, stable.
 """
 
 TOLLMETER_BUDGET_CALL: Final = "tollmeter.budget.call"
 """The 1-based number of the call within the innermost active budget (the agent loop iteration).
-Type ``int``; origin tollmeter.
+Type ``int``; origin tollmeter, stable.
 """
 
 TOLLMETER_USAGE_SOURCE: Final = "tollmeter.usage.source"
-"""Where the token counts on the span come from. Type ``string``; origin tollmeter."""
+"""Where the token counts on the span come from. Type ``string``; origin tollmeter, stable."""
 
 TOLLMETER_USAGE_ABANDONED: Final = "tollmeter.usage.abandoned"
 """True when a stream was dropped by the application before it finished. Type ``boolean``; origin
-tollmeter.
+tollmeter, stable.
 """
 
 TOLLMETER_RESERVATION_ID: Final = "tollmeter.reservation.id"
 """The id of the quota reservation made before the call, reconciled when the span arrives. Type
-``string``; origin tollmeter.
+``string``; origin tollmeter, stable.
 """
 
 
@@ -305,6 +320,25 @@ class GenAiTokenTypeValues:
 
     OUTPUT: Final = "output"
     """Output tokens (completion, reasoning)."""
+
+
+class GenAiTokenModalityValues:
+    """Well-known values of ``gen_ai.token.modality``."""
+
+    TEXT: Final = "text"
+    """Text tokens."""
+
+    IMAGE: Final = "image"
+    """Image tokens."""
+
+    AUDIO: Final = "audio"
+    """Audio tokens."""
+
+    VIDEO: Final = "video"
+    """Video tokens."""
+
+    UNKNOWN: Final = "unknown"
+    """Tokens whose modality the provider did not report."""
 
 
 class ErrorTypeValues:

@@ -13,6 +13,21 @@ from typing import Final
 
 __all__ = [
     "DURATION_BUCKETS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_DESCRIPTION",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_UNIT",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_DESCRIPTION",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_UNIT",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_DESCRIPTION",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_UNIT",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_DESCRIPTION",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_UNIT",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_DESCRIPTION",
+    "GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_UNIT",
     "GEN_AI_CLIENT_OPERATION_DURATION",
     "GEN_AI_CLIENT_OPERATION_DURATION_BUCKETS",
     "GEN_AI_CLIENT_OPERATION_DURATION_DESCRIPTION",
@@ -65,22 +80,104 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
 """Explicit histogram boundaries for durations in seconds (doubling from 0.01 to 81.92)."""
 
 GEN_AI_CLIENT_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
-"""Number of input and output tokens used. A histogram in ``{token}``, origin otel. Attributes:
-``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.token.type``,
-``gen_ai.request.model``, ``gen_ai.response.model``, ``server.address``, ``server.port``.
+"""Number of input and output tokens used (replaced by usage counters). A histogram in ``{token}``,
+origin otel, deprecated. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
+``gen_ai.token.type``, ``gen_ai.request.model``, ``gen_ai.response.model``, ``server.address``,
+``server.port``.
 """
 
 GEN_AI_CLIENT_TOKEN_USAGE_UNIT: Final = "{token}"
 """The unit of ``gen_ai.client.token.usage``."""
 
-GEN_AI_CLIENT_TOKEN_USAGE_DESCRIPTION: Final = "Number of input and output tokens used."
+GEN_AI_CLIENT_TOKEN_USAGE_DESCRIPTION: Final = (
+    "Number of input and output tokens used (replaced by usage counters)."
+)
 """The description of ``gen_ai.client.token.usage``."""
 
 GEN_AI_CLIENT_TOKEN_USAGE_BUCKETS: Final = TOKEN_USAGE_BUCKETS
 """The explicit bucket boundaries of ``gen_ai.client.token.usage``."""
 
+GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS: Final = "gen_ai.client.inference.usage.input_tokens"
+"""Input tokens used, including cached ones. A counter in ``{token}``, origin otel, experimental.
+Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.token.modality``,
+``gen_ai.request.model``, ``gen_ai.response.model``, ``server.address``, ``server.port``.
+"""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_UNIT: Final = "{token}"
+"""The unit of ``gen_ai.client.inference.usage.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_DESCRIPTION: Final = (
+    "Input tokens used, including cached ones."
+)
+"""The description of ``gen_ai.client.inference.usage.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS: Final = "gen_ai.client.inference.usage.output_tokens"
+"""Output tokens used, including reasoning ones. A counter in ``{token}``, origin otel,
+experimental. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
+``gen_ai.token.modality``, ``gen_ai.request.model``, ``gen_ai.response.model``,
+``server.address``, ``server.port``.
+"""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_UNIT: Final = "{token}"
+"""The unit of ``gen_ai.client.inference.usage.output_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_DESCRIPTION: Final = (
+    "Output tokens used, including reasoning ones."
+)
+"""The description of ``gen_ai.client.inference.usage.output_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS: Final = (
+    "gen_ai.client.inference.usage.cache_read.input_tokens"
+)
+"""Input tokens served from a provider-managed cache. A counter in ``{token}``, origin otel,
+experimental. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
+``gen_ai.token.modality``, ``gen_ai.request.model``, ``gen_ai.response.model``,
+``server.address``, ``server.port``.
+"""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_UNIT: Final = "{token}"
+"""The unit of ``gen_ai.client.inference.usage.cache_read.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_DESCRIPTION: Final = (
+    "Input tokens served from a provider-managed cache."
+)
+"""The description of ``gen_ai.client.inference.usage.cache_read.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = (
+    "gen_ai.client.inference.usage.cache_write.input_tokens"
+)
+"""Input tokens written to a provider-managed cache. A counter in ``{token}``, origin otel,
+experimental. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
+``gen_ai.token.modality``, ``gen_ai.request.model``, ``gen_ai.response.model``,
+``server.address``, ``server.port``.
+"""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_UNIT: Final = "{token}"
+"""The unit of ``gen_ai.client.inference.usage.cache_write.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_DESCRIPTION: Final = (
+    "Input tokens written to a provider-managed cache."
+)
+"""The description of ``gen_ai.client.inference.usage.cache_write.input_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS: Final = (
+    "gen_ai.client.inference.usage.reasoning.output_tokens"
+)
+"""Output tokens spent on reasoning. A counter in ``{token}``, origin otel, experimental.
+Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.token.modality``,
+``gen_ai.request.model``, ``gen_ai.response.model``, ``server.address``, ``server.port``.
+"""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_UNIT: Final = "{token}"
+"""The unit of ``gen_ai.client.inference.usage.reasoning.output_tokens``."""
+
+GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_DESCRIPTION: Final = (
+    "Output tokens spent on reasoning."
+)
+"""The description of ``gen_ai.client.inference.usage.reasoning.output_tokens``."""
+
 GEN_AI_CLIENT_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
-"""GenAI operation duration. A histogram in ``s``, origin otel. Attributes:
+"""GenAI operation duration. A histogram in ``s``, origin otel, experimental. Attributes:
 ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
 ``gen_ai.response.model``, ``server.address``, ``server.port``, ``error.type``.
 """
@@ -96,7 +193,7 @@ GEN_AI_CLIENT_OPERATION_DURATION_BUCKETS: Final = DURATION_BUCKETS
 
 GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 """Time from the start of a streamed operation to its first chunk of output. A histogram in ``s``,
-origin otel. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
+origin otel, experimental. Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``,
 ``gen_ai.request.model``, ``gen_ai.response.model``, ``server.address``, ``server.port``.
 """
 
