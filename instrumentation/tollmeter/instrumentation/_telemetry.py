@@ -1,10 +1,12 @@
 """Spans and metrics of one instrumented model call.
 
-One ``Telemetry`` object per instrumentor holds a tracer and the three GenAI
-client histograms (``gen_ai.client.token.usage`` per token type,
-``gen_ai.client.operation.duration`` and
-``gen_ai.client.operation.time_to_first_chunk``, with the semconv bucket
-boundaries as advice).
+One ``Telemetry`` object per instrumentor holds a tracer and the GenAI client
+instruments: ``gen_ai.client.operation.duration`` and
+``gen_ai.client.operation.time_to_first_chunk`` histograms, and for token
+usage the ``gen_ai.client.token.usage`` histogram per token type, the
+``gen_ai.client.inference.usage.*`` counters, or both, as the GenAI
+conventions opt-in asks (see ``_conventions``). Histograms get the semconv
+bucket boundaries as advice.
 
 Life of a call::
 
@@ -53,12 +55,13 @@ from typing import Final, Literal
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import MeterProvider, get_meter
+from opentelemetry.metrics import Counter, Histogram, MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._attribution import current_attribution
+from tollmeter.instrumentation._conventions import Conventions, conventions_from_env
 from tollmeter.instrumentation._estimate import count_text_tokens
 from tollmeter.instrumentation._safety import contained
 from tollmeter.semconv import attributes as attrs
@@ -175,17 +178,27 @@ class Telemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         metric_tenant_attribute: bool = False,
+        conventions: Conventions | None = None,
     ) -> None:
+        self.conventions = conventions_from_env() if conventions is None else conventions
         self.tracer = trace.get_tracer(
             instrumenting_module, __version__, tracer_provider, schema_url=_SCHEMA_URL
         )
         meter = get_meter(instrumenting_module, __version__, meter_provider, schema_url=_SCHEMA_URL)
-        self.token_usage = meter.create_histogram(
-            metrics.GEN_AI_CLIENT_TOKEN_USAGE,
-            unit=metrics.GEN_AI_CLIENT_TOKEN_USAGE_UNIT,
-            description=metrics.GEN_AI_CLIENT_TOKEN_USAGE_DESCRIPTION,
-            explicit_bucket_boundaries_advisory=list(metrics.GEN_AI_CLIENT_TOKEN_USAGE_BUCKETS),
-        )
+        self.token_usage: Histogram | None = None
+        if self.conventions.token_histogram:
+            self.token_usage = meter.create_histogram(
+                metrics.GEN_AI_CLIENT_TOKEN_USAGE,
+                unit=metrics.GEN_AI_CLIENT_TOKEN_USAGE_UNIT,
+                description=metrics.GEN_AI_CLIENT_TOKEN_USAGE_DESCRIPTION,
+                explicit_bucket_boundaries_advisory=list(metrics.GEN_AI_CLIENT_TOKEN_USAGE_BUCKETS),
+            )
+        self.usage_counters: tuple[tuple[Counter, Callable[[Usage], int | None]], ...] = ()
+        if self.conventions.usage_counters:
+            self.usage_counters = tuple(
+                (meter.create_counter(name, unit=unit, description=description), part)
+                for name, unit, description, part in _COUNTERS
+            )
         self.duration = meter.create_histogram(
             metrics.GEN_AI_CLIENT_OPERATION_DURATION,
             unit=metrics.GEN_AI_CLIENT_OPERATION_DURATION_UNIT,
@@ -349,6 +362,8 @@ class Telemetry:
             source = "estimate"
         if usage is not None:
             span_attributes.update(_usage_attributes(usage, source))
+            if self.conventions.deprecated_span_names:
+                span_attributes.update(_deprecated_usage_attributes(usage))
         if response_model:
             span_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model
         if response_id:
@@ -378,12 +393,70 @@ class Telemetry:
                 call.first_chunk_at - call.started_at, metric_attributes
             )
         if usage is not None:
+            self._record_usage(usage, metric_attributes)
+
+    def _record_usage(self, usage: Usage, metric_attributes: dict[str, AttributeValue]) -> None:
+        if self.token_usage is not None:
             self.token_usage.record(
                 usage.input_tokens, {**metric_attributes, attrs.GEN_AI_TOKEN_TYPE: "input"}
             )
             self.token_usage.record(
                 usage.output_tokens, {**metric_attributes, attrs.GEN_AI_TOKEN_TYPE: "output"}
             )
+        if self.usage_counters:
+            counted = {
+                **metric_attributes,
+                attrs.GEN_AI_TOKEN_MODALITY: attrs.GenAiTokenModalityValues.UNKNOWN,
+            }
+            for counter, part in self.usage_counters:
+                tokens = part(usage)
+                # Counters only add: a zero or unreported part would only add a time series.
+                if tokens:
+                    counter.add(tokens, counted)
+
+
+_COUNTERS: Final = (
+    (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_UNIT,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_DESCRIPTION,
+        lambda usage: usage.input_tokens,
+    ),
+    (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_UNIT,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_DESCRIPTION,
+        lambda usage: usage.output_tokens,
+    ),
+    (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_UNIT,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_DESCRIPTION,
+        lambda usage: usage.cache_read_input_tokens,
+    ),
+    (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_UNIT,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_DESCRIPTION,
+        lambda usage: usage.cache_write_input_tokens,
+    ),
+    (
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_UNIT,
+        metrics.GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_DESCRIPTION,
+        lambda usage: usage.reasoning_output_tokens,
+    ),
+)
+"""(name, unit, description, the part of ``Usage`` it counts) of each usage counter."""
+
+# The conventions' former name of the cache write count: the first alias the registry reads.
+_DEPRECATED_CACHE_WRITE: Final = attrs.ALIASES[attrs.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS][0]
+
+
+def _deprecated_usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    if usage.cache_write_input_tokens is None:
+        return {}
+    return {_DEPRECATED_CACHE_WRITE: usage.cache_write_input_tokens}
 
 
 def _usage_attributes(usage: Usage, source: UsageSource) -> dict[str, AttributeValue]:
