@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from tollmeter.collector._dimensions import METER_DIMENSIONS, DimensionKey, dimension_key
+from tollmeter.collector._dimensions import METER_DIMENSIONS, DimensionKey
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import (
     DIMENSIONS,
@@ -27,6 +27,7 @@ from tollmeter.collector.storage import (
     Window,
     bucket_start,
 )
+from tollmeter.collector.storage._rollups import MinuteSums, minute_sums
 from tollmeter.collector.storage._windows import bucket_starts
 
 __all__ = ["DEFAULT_RETENTION_S", "METER_DIMENSIONS", "MeterTotals", "Meters"]
@@ -156,35 +157,21 @@ class Meters:
         self._last_evict = 0.0
 
     def apply(self, events: Sequence[UsageEvent]) -> None:
-        """Count newly committed events (a pipeline subscriber)."""
-        # Sum per minute and key first: a batch touches far fewer cells than it has events.
-        minutes: dict[tuple[int, _Key], _Cell] = {}
-        for event in events:
-            seconds = event.event_time_ns // _NS
-            key = dimension_key(event)
-            tokens = (
-                event.input_tokens,
-                event.cache_read_input_tokens,
-                event.cache_write_input_tokens,
-                event.output_tokens,
-                event.reasoning_output_tokens,
-                event.total_tokens,
-            )
-            amount = _cell(tokens, 1, event.usage_source, event.cost)
-            slot = (seconds - seconds % 60, key)
-            found = minutes.get(slot)
-            if found is None:
-                minutes[slot] = amount
-            else:
-                _add(found, amount)
-        # Then per minute into a bucket of its own, whose total and per-dimension sums
-        # each window's bucket takes in one addition per distinct value, not one per key.
+        """Count newly committed events."""
+        self.apply_minutes(minute_sums(events))
+
+    def apply_minutes(self, minutes: MinuteSums) -> None:
+        """Count a commit's per-minute sums, as the ledger computed them for its rollups."""
+        # Per minute into a bucket of its own, whose total and per-dimension sums each
+        # window's bucket takes in one addition per distinct value, not one per key.
         batches: dict[int, _Bucket] = {}
-        for (minute, key), amount in minutes.items():
+        for minute_key, sums in minutes.items():
+            minute, key = minute_key[0], minute_key[1:]
             batch = batches.get(minute)
             if batch is None:
                 batches[minute] = batch = _Bucket()
-            batch.add(key, amount)
+            tokens = (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5])
+            batch.add(key, _cell(tokens, sums[6], key[5], sums[7]))
         now = time.time()
         with self._lock:
             horizons = self._horizons(now)

@@ -31,10 +31,12 @@ from tollmeter.collector._extract import Extractor, ExtractResult
 from tollmeter.collector._meters import Meters
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector._shared_ids import SharedResponseIds
+from tollmeter.collector.errors import PipelineFull
 from tollmeter.collector.storage import AppendResult, Ledger
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.storage._rollups import MinuteSums
 
 __all__ = [
+    "CommitSubscriber",
     "EventPricer",
     "IngestResult",
     "Pipeline",
@@ -49,13 +51,9 @@ logger = logging.getLogger(__name__)
 Subscriber = Callable[[Sequence[UsageEvent]], None]
 """Called on the writer thread with each commit's new events; must be quick and not raise."""
 
-
-class PipelineFull(TollmeterError):
-    """The pipeline cannot take more spans now (or is stopping); retry after ``retry_after_s``."""
-
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+CommitSubscriber = Callable[[Sequence[UsageEvent], MinuteSums], None]
+"""Like ``Subscriber``, with the commit's per-minute sums beside its events (computed once,
+by the ledger, for its rollups)."""
 
 
 class SpanExtractor(Protocol):
@@ -162,7 +160,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._stats = PipelineStats()
         self._shared_ids = SharedResponseIds()
-        self._subscribers: list[Subscriber] = [self._meters.apply, self._count_shared_ids]
+        self._subscribers: list[Subscriber] = [self._count_shared_ids]
+        self._commit_subscribers: list[CommitSubscriber] = [self._apply_to_meters]
         self._writer: threading.Thread | None = None
         self._accepting = False
         self._stopped = False
@@ -188,6 +187,10 @@ class Pipeline:
     def subscribe(self, callback: Subscriber) -> None:
         """Call ``callback`` after every commit with the newly committed events."""
         self._subscribers.append(callback)
+
+    def subscribe_commits(self, callback: CommitSubscriber) -> None:
+        """Call ``callback`` after every commit with its new events and per-minute sums."""
+        self._commit_subscribers.append(callback)
 
     async def start(self) -> None:
         """Rebuild the meters from the ledger, then start the writer thread."""
@@ -304,6 +307,9 @@ class Pipeline:
 
     # -- writer thread -------------------------------------------------------
 
+    def _apply_to_meters(self, events: Sequence[UsageEvent], minutes: MinuteSums) -> None:
+        self._meters.apply_minutes(minutes)
+
     def _count_shared_ids(self, events: Sequence[UsageEvent]) -> None:
         shared = self._shared_ids.observe(events)
         if shared:
@@ -388,6 +394,13 @@ class Pipeline:
     def _publish(self, result: AppendResult) -> None:
         self._failure = None
         if result.committed:
+            for commit_subscriber in self._commit_subscribers:
+                try:
+                    commit_subscriber(result.committed, result.minutes)
+                except Exception:
+                    logger.exception(
+                        "usage subscriber %r failed; ingest continues", commit_subscriber
+                    )
             for subscriber in self._subscribers:
                 try:
                     subscriber(result.committed)

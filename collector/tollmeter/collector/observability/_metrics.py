@@ -86,7 +86,7 @@ class CollectorMetrics:
         """
         await asyncio.to_thread(self.usage.restore, collector.ledger)
         pipeline = collector.pipeline
-        pipeline.subscribe(self.usage.apply)
+        pipeline.subscribe_commits(self.usage.apply_commit)
         sources = self.health.sources
         sources.pipeline = pipeline.stats
         if limits is not None:

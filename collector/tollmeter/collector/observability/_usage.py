@@ -30,6 +30,7 @@ from prometheus_client.samples import Exemplar
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage import Ledger, UsageQuery
 from tollmeter.collector.storage._query import MAX_ROWS
+from tollmeter.collector.storage._rollups import MinuteSums, minute_sums
 
 __all__ = ["OTHER_TENANT", "TOKEN_TYPES", "UsageMetrics"]
 
@@ -84,26 +85,19 @@ class UsageMetrics:
                     self._cost[key] = self._cost.get(key, Decimal(0)) + row.cost
 
     def apply(self, events: Sequence[UsageEvent]) -> None:
-        """Count newly committed events (runs on the ledger writer thread)."""
+        """Count newly committed events."""
+        self.apply_commit(events, minute_sums(events))
+
+    def apply_commit(self, events: Sequence[UsageEvent], minutes: MinuteSums) -> None:
+        """Count a commit (runs on the ledger writer thread): tokens and requests from
+        its per-minute sums; costs per currency and exemplars from its events."""
         now = time.time()
         with self._lock:
+            for (_, tenant_id, project, model, _, _, source), sums in minutes.items():
+                buckets = _buckets(sums[0], sums[1], sums[2], sums[3], sums[4])
+                self._add(self._tenant(tenant_id), project, model, source, buckets, sums[6])
             for event in events:
                 tenant = self._tenant(event.tenant_id)
-                buckets = _buckets(
-                    event.input_tokens,
-                    event.cache_read_input_tokens,
-                    event.cache_write_input_tokens,
-                    event.output_tokens,
-                    event.reasoning_output_tokens,
-                )
-                self._add(
-                    tenant,
-                    event.project_id or "",
-                    event.model,
-                    event.usage_source,
-                    buckets,
-                    1,
-                )
                 if event.cost is not None:
                     key = (tenant, event.currency or _DEFAULT_CURRENCY)
                     self._cost[key] = self._cost.get(key, Decimal(0)) + event.cost

@@ -7,18 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import StorageError
 from tollmeter.collector.storage._codec import EventRow, event_values
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.storage._rollups import MinuteSums
 
 __all__ = ["AppendResult", "Ledger", "StorageError"]
-
-
-class StorageError(TollmeterError):
-    """The storage backend failed (disk full, corrupt file, lock timeout...).
-
-    The driver's own exception is kept as ``__cause__``.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +21,14 @@ class AppendResult:
 
     ``committed`` holds the new events with their sequences, in sequence order;
     ``duplicates`` counts the events dropped because their ``event_id`` was already
-    in the ledger or earlier in the same batch.
+    in the ledger or earlier in the same batch; ``minutes`` are the committed events'
+    ``minute_sums``, which the rollups were folded from, for meters and metrics to
+    take instead of summing the events again.
     """
 
     committed: list[UsageEvent] = field(default_factory=list)
     duplicates: int = 0
+    minutes: MinuteSums = field(default_factory=dict)
 
 
 class Ledger(abc.ABC):

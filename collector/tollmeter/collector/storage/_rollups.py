@@ -18,7 +18,13 @@ from tollmeter.collector.storage._windows import (
     is_aligned,
 )
 
-__all__ = ["rollup_rows", "select_usage"]
+__all__ = ["MinuteKey", "MinuteSums", "minute_sums", "rollup_rows", "select_usage"]
+
+MinuteKey = tuple[int, str, str, str, str, str, str]
+"""A minute's start (Unix seconds) followed by a ``DimensionKey``."""
+MinuteSums = dict[MinuteKey, list[Any]]
+"""Per minute and dimensions: input, cache read, cache write, output, reasoning and total
+tokens, requests, cost (``Decimal`` or ``None`` when nothing was priced) and currency."""
 
 _NS = 1_000_000_000
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -44,16 +50,13 @@ _EVENT_SUMS = f"{_TOKEN_SUMS}, COUNT(*)"
 _COST_SUMS = "tm_decimal_sum(cost), MAX(currency)"
 
 
-def rollup_rows(
-    events: Sequence[UsageEvent], *, minute_horizon_s: int = 0
-) -> list[tuple[object, ...]]:
-    """Per-bucket sums of ``events`` for every window, ready for the rollup upsert.
+def minute_sums(events: Sequence[UsageEvent]) -> MinuteSums:
+    """``events`` summed per minute and dimensions: one dictionary update per event.
 
-    Events are first summed per minute and dimensions (one dictionary update per
-    event); the coarser windows are then folded from those minute sums. Minutes before
-    ``minute_horizon_s`` get no minute rollup (they would be pruned at once).
+    The one place a commit's events are summed: the rollups are folded from the result,
+    and the ledger hands it on to meters and metrics with the committed events.
     """
-    minutes: dict[tuple[Any, ...], list[Any]] = {}
+    minutes: MinuteSums = {}
     for event in events:
         seconds = event.event_time_ns // _NS
         key = (seconds - seconds % 60, *dimension_key(event))
@@ -81,6 +84,14 @@ def rollup_rows(
         if event.cost is not None:
             acc[7] = event.cost if acc[7] is None else acc[7] + event.cost
             acc[8] = acc[8] or event.currency
+    return minutes
+
+
+def rollup_rows(minutes: MinuteSums, *, minute_horizon_s: int = 0) -> list[tuple[object, ...]]:
+    """Per-bucket sums for every window, folded from ``minute_sums``, ready for the upsert.
+
+    Minutes before ``minute_horizon_s`` get no minute rollup (they would be pruned at once).
+    """
     buckets: dict[tuple[Any, ...], list[Any]] = {}
     for key, acc in minutes.items():
         dims = key[1:]

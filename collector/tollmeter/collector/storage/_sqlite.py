@@ -22,7 +22,12 @@ from tollmeter.collector.storage._codec import (
     with_sequence,
 )
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
-from tollmeter.collector.storage._rollups import rollup_rows, select_usage
+from tollmeter.collector.storage._rollups import (
+    MinuteSums,
+    minute_sums,
+    rollup_rows,
+    select_usage,
+)
 from tollmeter.collector.storage._schema import (
     ROLLUP_COUNTERS,
     ROLLUP_DIMENSIONS,
@@ -164,7 +169,7 @@ class SQLiteLedger(Ledger):
             now_ns = time.time_ns()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                committed = self._append_locked(conn, fresh, now_ns)
+                committed, minutes = self._append_locked(conn, fresh, now_ns)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -172,11 +177,13 @@ class SQLiteLedger(Ledger):
                 raise
             if committed:
                 self._last_sequence = committed[-1].sequence
-        return AppendResult(committed=committed, duplicates=len(events) - len(committed))
+        return AppendResult(
+            committed=committed, duplicates=len(events) - len(committed), minutes=minutes
+        )
 
     def _append_locked(
         self, conn: sqlite3.Connection, fresh: dict[str, UsageEvent], now_ns: int
-    ) -> list[UsageEvent]:
+    ) -> tuple[list[UsageEvent], MinuteSums]:
         ids = list(fresh)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -186,7 +193,7 @@ class SQLiteLedger(Ledger):
             ):
                 del fresh[seen]
         if not fresh:
-            return []
+            return [], {}
         sequence = self._last_sequence
         rows: list[tuple[Any, ...]] = []
         for event in fresh.values():
@@ -208,7 +215,8 @@ class SQLiteLedger(Ledger):
             [(event.event_id, now_ns) for event in fresh.values()],
         )
         minute_horizon_s = self._minute_horizon_s(now_ns)
-        conn.executemany(_UPSERT_ROLLUP, rollup_rows(committed, minute_horizon_s=minute_horizon_s))
+        minutes = minute_sums(committed)
+        conn.executemany(_UPSERT_ROLLUP, rollup_rows(minutes, minute_horizon_s=minute_horizon_s))
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
             conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < ?", (now_ns - self._window_ns,))
             conn.execute(
@@ -216,7 +224,7 @@ class SQLiteLedger(Ledger):
                 (minute_horizon_s,),
             )
             self._last_prune_ns = now_ns
-        return committed
+        return committed, minutes
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         if limit < 1:
