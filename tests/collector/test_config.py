@@ -11,12 +11,12 @@ import pytest
 from tollmeter.collector._config import Config
 from tollmeter.collector._config_values import (
     Endpoint,
-    InvalidConfig,
     Section,
     parse_duration,
     parse_endpoint,
     parse_size,
 )
+from tollmeter.collector.errors import InvalidConfig
 from tollmeter.semconv.errors import ConfigurationError
 
 FULL = """

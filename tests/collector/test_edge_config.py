@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.errors import InvalidConfig
 
 
 def test_defaults_bound_every_port():

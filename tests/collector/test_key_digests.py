@@ -11,7 +11,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.errors import InvalidConfig
 
 ADMIN = "admin-secret-1"
 INGEST = "ingest-secret-1"

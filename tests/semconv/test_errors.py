@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,50 @@ def test_public_exceptions_derive_from_tollmeter_error(package: str) -> None:
         value = getattr(module, name)
         if inspect.isclass(value) and issubclass(value, BaseException):
             assert issubclass(value, TollmeterError), f"{package}.{name}"
+
+
+def _collector_exceptions() -> list[type[BaseException]]:
+    """Every exception class defined in a module of the collector, private ones included."""
+    import tollmeter.collector
+
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(tollmeter.collector.__path__, "tollmeter.collector."):
+        if "_demo_files" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+            ):
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return [found[name] for name in sorted(found)]
+
+
+def test_every_collector_exception_derives_from_tollmeter_error() -> None:
+    classes = _collector_exceptions()
+    # The walk reaches private modules and private classes, not only the public ones.
+    names = {f"{cls.__module__}.{cls.__name__}" for cls in classes}
+    assert "tollmeter.collector._extract._Rejected" in names
+    assert "tollmeter.collector.errors.StorageError" in names
+    outside = [
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in classes
+        if not issubclass(cls, TollmeterError)
+    ]
+    assert outside == []
+
+
+def test_public_collector_exceptions_live_in_errors_module() -> None:
+    from tollmeter.collector import errors
+
+    public = [cls for cls in _collector_exceptions() if not cls.__name__.startswith("_")]
+    assert sorted(cls.__name__ for cls in public) == sorted(errors.__all__)
+    assert {cls.__module__ for cls in public} == {"tollmeter.collector.errors"}
+    # The tree in the module's docstring names every class it defines.
+    for name in errors.__all__:
+        assert f" {name} " in errors.__doc__, name
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tollmeter.collector._auth import Unauthenticated
     from tollmeter.collector._config import (
         Config,
         GrpcReceiverConfig,
@@ -22,20 +21,21 @@ if TYPE_CHECKING:
         ReceiversConfig,
         StorageConfig,
     )
-    from tollmeter.collector._config_values import (
-        ConfigProblem,
-        Endpoint,
-        InvalidConfig,
-        InvalidSetting,
-        Section,
-    )
+    from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
     from tollmeter.collector._extract import Extractor, ExtractResult
     from tollmeter.collector._meters import Meters, MeterTotals
-    from tollmeter.collector._pipeline import IngestResult, Pipeline, PipelineFull, PipelineStats
+    from tollmeter.collector._pipeline import IngestResult, Pipeline, PipelineStats
     from tollmeter.collector._records import UsageEvent
-    from tollmeter.collector._server import Collector, StartupError
+    from tollmeter.collector._server import Collector
     from tollmeter.collector._usage_api import usage_routes
-    from tollmeter.collector.storage import StorageError
+    from tollmeter.collector.errors import (
+        InvalidConfig,
+        InvalidSetting,
+        PipelineFull,
+        StartupError,
+        StorageError,
+        Unauthenticated,
+    )
 
 __all__: list[str] = [
     "Collector",
@@ -69,7 +69,6 @@ __all__: list[str] = [
 # Where each public name is defined; tests check this against ``__all__`` and the imports
 # above, which give type checkers the same names.
 _HOMES: dict[str, str] = {
-    "Unauthenticated": "_auth",
     **dict.fromkeys(
         (
             "Config",
@@ -83,19 +82,28 @@ _HOMES: dict[str, str] = {
         "_config",
     ),
     **dict.fromkeys(
-        ("ConfigProblem", "Endpoint", "InvalidConfig", "InvalidSetting", "Section"),
+        ("ConfigProblem", "Endpoint", "Section"),
         "_config_values",
     ),
     "Extractor": "_extract",
     "ExtractResult": "_extract",
     "Meters": "_meters",
     "MeterTotals": "_meters",
-    **dict.fromkeys(("IngestResult", "Pipeline", "PipelineFull", "PipelineStats"), "_pipeline"),
+    **dict.fromkeys(("IngestResult", "Pipeline", "PipelineStats"), "_pipeline"),
     "UsageEvent": "_records",
     "Collector": "_server",
-    "StartupError": "_server",
     "usage_routes": "_usage_api",
-    "StorageError": "storage",
+    **dict.fromkeys(
+        (
+            "InvalidConfig",
+            "InvalidSetting",
+            "PipelineFull",
+            "StartupError",
+            "StorageError",
+            "Unauthenticated",
+        ),
+        "errors",
+    ),
 }
 
 

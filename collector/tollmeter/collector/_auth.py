@@ -23,17 +23,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.errors import Forbidden, Unauthenticated
 
 __all__ = [
     "ANONYMOUS",
     "DIGEST_PREFIX",
     "INGEST_KEY_HEADER",
     "Access",
-    "Forbidden",
     "KeyRing",
     "Principal",
-    "Unauthenticated",
     "is_key_digest",
     "key_from_headers",
 ]
@@ -44,14 +42,6 @@ _DIGEST_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 Access = Literal["admin", "ingest"]
 """What a management route accepts: admin keys only, or admin and ingest keys."""
-
-
-class Unauthenticated(TollmeterError):
-    """A request carried no key, or one that is not configured."""
-
-
-class Forbidden(TollmeterError):
-    """A known key that does not grant what the request asks for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.errors import InvalidConfig
 from tollmeter.collector.limits import CheckRequest, LimitsService
 from tollmeter.semconv.errors import TollmeterError
 

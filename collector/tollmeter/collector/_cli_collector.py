@@ -20,7 +20,7 @@ import click
 
 from tollmeter.collector import _settings as settings
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.errors import InvalidConfig
 from tollmeter.semconv.errors import TollmeterError
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def collector_command(
 
 
 async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
-    from tollmeter.collector._server import Collector, StartupError
+    from tollmeter.collector._server import Collector
+    from tollmeter.collector.errors import StartupError
 
     collector = Collector(config)
     try:

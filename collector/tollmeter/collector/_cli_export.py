@@ -21,7 +21,7 @@ import click
 
 from tollmeter.collector._cli_progress import Progress
 from tollmeter.collector._config import Config
-from tollmeter.collector._config_values import InvalidConfig
+from tollmeter.collector.errors import InvalidConfig
 from tollmeter.collector.export import ExportBusy, Exporter, ExportStatus
 from tollmeter.collector.export._cursor import load_cursor
 from tollmeter.collector.storage import Ledger, open_ledger

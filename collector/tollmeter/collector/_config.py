@@ -27,15 +27,10 @@ from typing import Literal
 import yaml
 
 from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
-from tollmeter.collector._config_values import (
-    ConfigProblem,
-    Endpoint,
-    InvalidConfig,
-    InvalidSetting,
-    Section,
-)
+from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
 from tollmeter.collector._edge_config import ServerConfig, TlsConfig
 from tollmeter.collector._settings import environment_overrides
+from tollmeter.collector.errors import InvalidConfig, InvalidSetting
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig

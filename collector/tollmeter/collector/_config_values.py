@@ -16,13 +16,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
-from tollmeter.semconv.errors import ConfigurationError
+from tollmeter.collector.errors import InvalidSetting
 
 __all__ = [
     "ConfigProblem",
     "Endpoint",
-    "InvalidConfig",
-    "InvalidSetting",
     "Section",
     "parse_duration",
     "parse_endpoint",
@@ -47,15 +45,6 @@ _SIZE_UNITS = {
 }
 
 
-class InvalidSetting(ConfigurationError):
-    """One configuration value is invalid: ``key`` is its dotted path."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
-
-
 class ConfigProblem(NamedTuple):
     """Where a rejected value came from, which key, and why."""
 
@@ -65,14 +54,6 @@ class ConfigProblem(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.source}: {self.key}: {self.reason}"
-
-
-class InvalidConfig(ConfigurationError):
-    """A configuration was rejected; ``problems`` lists every reason found."""
-
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = tuple(problems)
 
 
 class Endpoint(NamedTuple):

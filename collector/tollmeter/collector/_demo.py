@@ -29,10 +29,11 @@ import pyarrow.parquet as pq
 
 from tollmeter.collector._config import Config
 from tollmeter.collector._server import Collector
+from tollmeter.collector.errors import DemoError
 from tollmeter.fakellm import FakeLLMServer
-from tollmeter.semconv.errors import ConfigurationError, TollmeterError
+from tollmeter.semconv.errors import ConfigurationError
 
-__all__ = ["DEMO_APP", "DEMO_CONFIG", "DemoError", "run_demo"]
+__all__ = ["DEMO_APP", "DEMO_CONFIG", "run_demo"]
 
 _FILES = Path(__file__).with_name("_demo_files")
 #: The quickstart app and its collector configuration, shipped as package data.
@@ -44,10 +45,6 @@ _APP_TIMEOUT_S = 120.0
 _HTTP_TIMEOUT_S = 30.0
 
 Echo = Callable[[str], None]
-
-
-class DemoError(TollmeterError):
-    """The demo could not run (missing example app, data dir in use, app failure)."""
 
 
 def _prepare_data_dir(data_dir: Path) -> None:

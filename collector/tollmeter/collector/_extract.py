@@ -48,6 +48,7 @@ from tollmeter.semconv import (
     usage_from_attributes,
 )
 from tollmeter.semconv import attributes as attrs
+from tollmeter.semconv.errors import TollmeterError
 
 if TYPE_CHECKING:
     from tollmeter.collector.pricing import Quote
@@ -217,7 +218,7 @@ class ExtractResult:
     errors: list[str] = field(default_factory=list)
 
 
-class _Rejected(Exception):
+class _Rejected(TollmeterError):
     """A span is refused; the message says why."""
 
 

@@ -26,15 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollmeter.collector._auth import (
-    ANONYMOUS,
-    Access,
-    Forbidden,
-    KeyRing,
-    Principal,
-    Unauthenticated,
-    key_from_headers,
-)
+from tollmeter.collector._auth import ANONYMOUS, Access, KeyRing, Principal, key_from_headers
+from tollmeter.collector.errors import Forbidden, Unauthenticated
 from tollmeter.semconv.version import __version__
 
 __all__ = ["ManagementApi", "Readiness", "ingest_keys_allowed", "principal_of"]

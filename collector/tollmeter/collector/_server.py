@@ -29,7 +29,8 @@ from tollmeter.collector._components import COMPONENTS, Component, remaining
 from tollmeter.collector._config import Config
 from tollmeter.collector._management import ManagementApi
 from tollmeter.collector._pipeline import Pipeline
-from tollmeter.collector._tls import ServerTls, TlsError
+from tollmeter.collector._tls import ServerTls
+from tollmeter.collector.errors import StartupError, TlsError
 from tollmeter.collector.export import ExportService
 from tollmeter.collector.forward import Forwarder
 from tollmeter.collector.limits import LimitsService
@@ -39,16 +40,12 @@ from tollmeter.collector.receivers import GrpcReceiver, SignalSink
 from tollmeter.collector.storage import Ledger
 from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["Collector", "StartupError"]
+__all__ = ["Collector"]
 
 _logger = logging.getLogger(__name__)
 
 
 _LAST_MOMENT_S = 1.0
-
-
-class StartupError(TollmeterError):
-    """The collector could not start (address in use, ledger unusable...)."""
 
 
 class _State(enum.Enum):

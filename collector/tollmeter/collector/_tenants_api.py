@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import InvalidQuery, Ledger, StorageError, UsageQuery, UsageRow
 
 __all__ = ["MAX_TENANTS_PAGE", "TenantPage", "TenantSort", "read_tenants", "tenants_routes"]
@@ -104,17 +105,13 @@ def _limit_state(limits: LimitStatus, tenant: str) -> dict[str, Any]:
     return state
 
 
-class _BadRequest(Exception):
-    pass
-
-
 def _moment(name: str, text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadRequest(f"{name} must be an ISO 8601 time") from None
+        raise BadRequest(f"{name} must be an ISO 8601 time") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
@@ -123,23 +120,23 @@ def _number(params: Mapping[str, str], name: str, default: int, high: int) -> in
     if text is None:
         return default
     if not text.isdigit() or not 0 <= int(text) <= high:
-        raise _BadRequest(f"{name} must be an integer from 0 to {high}")
+        raise BadRequest(f"{name} must be an integer from 0 to {high}")
     return int(text)
 
 
 def _page_arguments(params: Mapping[str, str]) -> dict[str, Any]:
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
-        raise _BadRequest(f"unknown parameter; expected {', '.join(sorted(_PARAMS))}")
+        raise BadRequest(f"unknown parameter; expected {', '.join(sorted(_PARAMS))}")
     sort = params.get("sort", "tenant")
     if sort not in _SORTS:
-        raise _BadRequest(f"sort must be one of {', '.join(_SORTS)}")
+        raise BadRequest(f"sort must be one of {', '.join(_SORTS)}")
     contains = params.get("contains") or None
     if contains is not None and len(contains) > _MAX_TEXT:
-        raise _BadRequest(f"contains must be at most {_MAX_TEXT} characters")
+        raise BadRequest(f"contains must be at most {_MAX_TEXT} characters")
     limit = _number(params, "limit", 100, MAX_TENANTS_PAGE)
     if limit < 1:
-        raise _BadRequest(f"limit must be an integer from 1 to {MAX_TENANTS_PAGE}")
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_TENANTS_PAGE}")
     return {
         "start": _moment("start", params.get("start")),
         "end": _moment("end", params.get("end")),
@@ -174,7 +171,7 @@ def tenants_routes(ledger: Ledger, limits: LimitStatus | None) -> list[Route]:
         try:
             arguments = _page_arguments(request.query_params)
             page = await run_in_threadpool(read_tenants, ledger, limits, **arguments)
-        except (_BadRequest, InvalidQuery) as exc:
+        except (BadRequest, InvalidQuery) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except StorageError as exc:
             return JSONResponse({"error": f"ledger unavailable: {exc}"}, status_code=503)

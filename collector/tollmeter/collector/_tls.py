@@ -21,13 +21,9 @@ from dataclasses import dataclass
 import grpc
 
 from tollmeter.collector._edge_config import TlsConfig
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.errors import TlsError
 
-__all__ = ["ServerTls", "TlsError"]
-
-
-class TlsError(TollmeterError):
-    """Certificate, key or CA files that cannot be used."""
+__all__ = ["ServerTls"]
 
 
 @dataclass(frozen=True, slots=True)

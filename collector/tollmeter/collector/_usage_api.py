@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tollmeter.collector._meters import METER_DIMENSIONS, Meters
+from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import (
     DIMENSIONS,
     QUERY_WINDOWS,
@@ -43,10 +44,6 @@ _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
 
 
-class _BadRequest(Exception):
-    pass
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -54,7 +51,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise _BadRequest(
+        raise BadRequest(
             f"unknown parameter {_preview(', '.join(unknown))}; "
             f"expected {', '.join(sorted(allowed))}"
         )
@@ -71,7 +68,7 @@ def _time(name: str, text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadRequest(f"{name} must be an ISO 8601 time, not {_preview(text)}") from None
+        raise BadRequest(f"{name} must be an ISO 8601 time, not {_preview(text)}") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
@@ -81,9 +78,9 @@ def _integer(name: str, text: str | None, default: int, low: int, high: int) -> 
     try:
         value = int(text)
     except ValueError:
-        raise _BadRequest(f"{name} must be an integer, not {_preview(text)}") from None
+        raise BadRequest(f"{name} must be an integer, not {_preview(text)}") from None
     if not low <= value <= high:
-        raise _BadRequest(f"{name} must be between {low} and {high}")
+        raise BadRequest(f"{name} must be between {low} and {high}")
     return value
 
 
@@ -92,12 +89,12 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
     group_by = tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
     unknown = [name for name in group_by if name not in DIMENSIONS]
     if unknown:
-        raise _BadRequest(
+        raise BadRequest(
             f"cannot group by {_preview(', '.join(unknown))}; choose from {', '.join(DIMENSIONS)}"
         )
     window = params.get("window") or None
     if window is not None and window not in QUERY_WINDOWS:
-        raise _BadRequest(
+        raise BadRequest(
             f"window must be one of {', '.join(QUERY_WINDOWS)}, not {_preview(window)}"
         )
     try:
@@ -115,7 +112,7 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             limit=_integer("limit", params.get("limit"), MAX_USAGE_ROWS, 1, MAX_USAGE_ROWS),
         )
     except InvalidQuery as exc:
-        raise _BadRequest(str(exc)) from None
+        raise BadRequest(str(exc)) from None
 
 
 def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
@@ -201,10 +198,10 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
         _check_names(params, _METERS_PARAMS)
         window = params.get("window", "day")
         if window not in WINDOWS:
-            raise _BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {_preview(window)}")
+            raise BadRequest(f"window must be one of {', '.join(WINDOWS)}, not {_preview(window)}")
         dimension = params.get("group_by", "tenant")
         if dimension not in METER_DIMENSIONS:
-            raise _BadRequest(
+            raise BadRequest(
                 f"group_by must be one of {', '.join(METER_DIMENSIONS)}, not {_preview(dimension)}"
             )
         cells = meters.breakdown(window, dimension)
@@ -230,7 +227,7 @@ def _guarded(
     async def handle(request: Request) -> JSONResponse:
         try:
             response: JSONResponse = await endpoint(request)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error(400, str(exc))
         except StorageError as exc:
             return _error(503, f"ledger unavailable: {exc}")

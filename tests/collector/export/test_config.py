@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tollmeter.collector._config_values import InvalidSetting
+from tollmeter.collector.errors import InvalidSetting
 from tollmeter.collector.export import ExportConfig
 
 

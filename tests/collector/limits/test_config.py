@@ -191,7 +191,7 @@ def test_bad_durations(value):
 
 def test_a_config_file_with_non_finite_limits_names_every_problem(tmp_path):
     from tollmeter.collector._config import Config
-    from tollmeter.collector._config_values import InvalidConfig
+    from tollmeter.collector.errors import InvalidConfig
 
     path = tmp_path / "tollmeter.yaml"
     path.write_text(

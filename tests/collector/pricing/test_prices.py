@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tollmeter.collector._config_values import InvalidSetting
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import InvalidSetting
 from tollmeter.collector.pricing import COST_SCALE, Pricer, PricingConfig
 from tollmeter.semconv.errors import ConfigurationError
 

@@ -5,9 +5,10 @@ See docs/parquet.md for the file layout and the columns.
 
 from __future__ import annotations
 
+from tollmeter.collector.errors import ExportBusy
 from tollmeter.collector.export._api import export_routes
 from tollmeter.collector.export._config import ExportConfig
-from tollmeter.collector.export._cursor import CURSOR_KEY, ExportBusy, ExportSource
+from tollmeter.collector.export._cursor import CURSOR_KEY, ExportSource
 from tollmeter.collector.export._exporter import Exporter, ExportResult, ExportStatus
 from tollmeter.collector.export._schema import SCHEMA, SCHEMA_VERSION, events_to_table
 from tollmeter.collector.export._service import ExportService, install_export

@@ -19,7 +19,8 @@ import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
-from tollmeter.collector._config_values import InvalidSetting, Section
+from tollmeter.collector._config_values import Section
+from tollmeter.collector.errors import InvalidSetting
 
 __all__ = ["ExportConfig"]
 

@@ -31,14 +31,13 @@ from types import TracebackType
 from typing import Protocol
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import ExportBusy
 from tollmeter.collector.export._writer import fsync_directory
-from tollmeter.semconv.errors import TollmeterError
 
 __all__ = [
     "CURSOR_KEY",
     "Cursor",
     "DirectoryLock",
-    "ExportBusy",
     "ExportSource",
     "directory_identity",
     "load_cursor",
@@ -58,10 +57,6 @@ class ExportSource(Protocol):
     def get_state(self, key: str) -> str | None: ...
 
     def set_state(self, key: str, value: str) -> None: ...
-
-
-class ExportBusy(TollmeterError):
-    """Another export into the same directory is running."""
 
 
 @dataclass(frozen=True, slots=True)

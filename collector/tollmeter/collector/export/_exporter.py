@@ -33,11 +33,11 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import ExportBusy
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import (
     Cursor,
     DirectoryLock,
-    ExportBusy,
     ExportSource,
     directory_identity,
     load_cursor,

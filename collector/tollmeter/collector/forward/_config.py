@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from tollmeter.collector._config_values import InvalidSetting, Section, parse_endpoint
+from tollmeter.collector._config_values import Section, parse_endpoint
+from tollmeter.collector.errors import InvalidSetting
 
 __all__ = [
     "SIGNAL_NAMES",

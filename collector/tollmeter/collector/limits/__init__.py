@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._api import limits_routes, limits_to_mapping
 from tollmeter.collector.limits._config import (
     HookConfig,
@@ -13,7 +14,6 @@ from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._hooks import HookStats, sign, verify_signature
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, LimitStatus, Notice
 from tollmeter.collector.limits._service import LimitsService
-from tollmeter.collector.limits._state import LimitStateError
 
 __all__ = [
     "CheckRequest",

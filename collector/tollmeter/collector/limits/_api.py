@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tollmeter.collector._config_values import InvalidConfig, InvalidSetting
 from tollmeter.collector._management import ingest_keys_allowed, principal_of
+from tollmeter.collector.errors import BadRequest, InvalidConfig, InvalidSetting
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
     LimitConfig,
@@ -51,10 +51,6 @@ _USAGE_INTS = (
 _USAGE_TEXT = ("provider", "operation", "response_model", "response_id", "status")
 
 
-class _BadRequest(Exception):
-    pass
-
-
 def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
@@ -80,7 +76,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > MAX_BODY_BYTES:
-            raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+            raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
         body = await request.body()
     else:
         # Chunked: count while reading, so that an endless body cannot fill memory.
@@ -88,13 +84,13 @@ async def _json_body(request: Request) -> dict[str, Any]:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY_BYTES:
-                raise _BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+                raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _BadRequest(f"body is not JSON: {exc}") from exc
+        raise BadRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise _BadRequest("body must be a JSON object")
+        raise BadRequest("body must be a JSON object")
     return data
 
 
@@ -105,23 +101,23 @@ def _text(data: dict[str, Any], key: str) -> str | None:
 def _required(data: dict[str, Any], key: str) -> str:
     value = data.get(key)
     if value is None:
-        raise _BadRequest(f"{key}: required")
+        raise BadRequest(f"{key}: required")
     if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
-        raise _BadRequest(f"{key}: expected a string of 1 to {_MAX_TEXT} characters")
+        raise BadRequest(f"{key}: expected a string of 1 to {_MAX_TEXT} characters")
     return value
 
 
 def _count(data: dict[str, Any], key: str) -> int:
     value = data.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
-        raise _BadRequest(f"{key}: expected an integer from 0 to {_MAX_TOKENS}")
+        raise BadRequest(f"{key}: expected an integer from 0 to {_MAX_TOKENS}")
     return value
 
 
 def check_request_from_json(data: dict[str, Any]) -> CheckRequest:
     unknown = data.keys() - _CHECK_FIELDS
     if unknown:
-        raise _BadRequest(f"{sorted(unknown)[0]}: unknown field")
+        raise BadRequest(f"{sorted(unknown)[0]}: unknown field")
     return CheckRequest(
         tenant=_required(data, "tenant"),
         estimated_input_tokens=_count(data, "estimated_input_tokens"),
@@ -193,9 +189,9 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 data["tenant"] = bound
             dry_run = data.get("dry_run", False)
             if not isinstance(dry_run, bool):
-                raise _BadRequest("dry_run: expected a boolean")
+                raise BadRequest("dry_run: expected a boolean")
             check_request = check_request_from_json(data)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error(400, "bad_request", str(exc))
         if bound is not None and check_request.tenant != bound:
             return _other_tenant(bound)
@@ -222,7 +218,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
             rid = _required(data, "reservation_id")
             cancelled = data.get("cancelled", False)
             if not isinstance(cancelled, bool):
-                raise _BadRequest("cancelled: expected a boolean")
+                raise BadRequest("cancelled: expected a boolean")
             unknown = set(data) - {
                 "reservation_id",
                 "cancelled",
@@ -231,7 +227,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 *_USAGE_TEXT,
             }
             if unknown:
-                raise _BadRequest(f"{sorted(unknown)[0]}: unknown field")
+                raise BadRequest(f"{sorted(unknown)[0]}: unknown field")
             usage: dict[str, Any] = {k: _count(data, k) for k in _USAGE_INTS if k in data}
             usage.update({k: _text(data, k) for k in _USAGE_TEXT if k in data})
             duration = data.get("duration_s")
@@ -241,11 +237,11 @@ def limits_routes(service: LimitsService) -> list[Route]:
                     or not isinstance(duration, (int, float))
                     or not 0 <= duration <= _MAX_DURATION_S
                 ):
-                    raise _BadRequest(
+                    raise BadRequest(
                         f"duration_s: expected a number of seconds from 0 to {_MAX_DURATION_S:g}"
                     )
                 usage["duration_s"] = float(duration)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error(400, "bad_request", str(exc))
         bound = principal_of(request).tenant
         if bound is not None:
@@ -316,7 +312,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         """
         try:
             data = await _json_body(request)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error(400, "invalid_limits", str(exc))
         if "rules" not in data:
             # An empty or misspelt body must not silently remove every limit.

@@ -29,6 +29,7 @@ from typing import Any
 
 from tollmeter.collector.limits._config import HookConfig, HooksConfig
 from tollmeter.collector.limits._model import Notice
+from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["HookDispatcher", "HookStats", "sign", "verify_signature"]
 
@@ -70,7 +71,7 @@ class HookStats:
     retries: int = 0
 
 
-class _Undeliverable(Exception):
+class _Undeliverable(TollmeterError):
     """A delivery failed; ``retry_after`` is the server's hint, when it gave one."""
 
     def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:

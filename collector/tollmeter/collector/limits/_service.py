@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.limits._decisions import RecentDecisions
 from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
 from tollmeter.collector.limits._rules import CostEstimator
-from tollmeter.collector.limits._state import LimitStateError, LimitStateStore
+from tollmeter.collector.limits._state import LimitStateStore
 from tollmeter.semconv import Usage
 from tollmeter.semconv.errors import TollmeterError
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._model import Changes, CounterKey, Reservation
-from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["LimitStateError", "LimitStateStore"]
+__all__ = ["LimitStateStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS limit_counters (
@@ -41,10 +41,6 @@ CREATE TABLE IF NOT EXISTS limit_marks (
 """
 _MARK_RETENTION_S = 40 * 86400.0
 """Marks outlive the longest window (a month) so a restart never re-fires them."""
-
-
-class LimitStateError(TollmeterError):
-    """The limit state file cannot be read or written."""
 
 
 class LimitStateStore:

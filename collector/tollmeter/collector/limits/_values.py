@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tollmeter.collector._config_values import ConfigProblem, InvalidConfig, InvalidSetting
+from tollmeter.collector._config_values import ConfigProblem
+from tollmeter.collector.errors import InvalidConfig, InvalidSetting
 
 __all__ = [
     "MAX_DURATION_S",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tollmeter.collector.errors import Undecodable
 from tollmeter.collector.receivers._grpc import GrpcReceiver
 from tollmeter.collector.receivers._http import http_receiver_app
 from tollmeter.collector.receivers._ingest import (
@@ -11,7 +12,6 @@ from tollmeter.collector.receivers._ingest import (
     Signal,
     SignalSink,
     TracePipeline,
-    Undecodable,
 )
 
 __all__ = [

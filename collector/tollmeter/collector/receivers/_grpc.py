@@ -37,17 +37,17 @@ from google.rpc import (  # type: ignore[import-untyped]
     status_pb2,
 )
 
-from tollmeter.collector._auth import Unauthenticated, key_from_headers
+from tollmeter.collector._auth import key_from_headers
 from tollmeter.collector._config import GrpcReceiverConfig
 from tollmeter.collector._config_values import Endpoint
 from tollmeter.collector._edge_config import ServerConfig
 from tollmeter.collector._tls import ServerTls
+from tollmeter.collector.errors import Unauthenticated, Undecodable
 from tollmeter.collector.receivers._ingest import (
     RETRYABLE,
     SIGNALS,
     OtlpIngest,
     Signal,
-    Undecodable,
     decode,
     retry_advice,
 )

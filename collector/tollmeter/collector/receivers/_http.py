@@ -25,18 +25,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tollmeter.collector._auth import Unauthenticated, key_from_headers
+from tollmeter.collector._auth import key_from_headers
+from tollmeter.collector.errors import Unauthenticated, Undecodable
 from tollmeter.collector.receivers._ingest import (
     RETRYABLE,
     SIGNALS,
     Encoding,
     OtlpIngest,
     Signal,
-    Undecodable,
     decode,
     retry_advice,
 )
 from tollmeter.collector.receivers._otlp_json import to_otlp_json
+from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["http_receiver_app"]
 
@@ -51,7 +52,7 @@ _MEDIA_TYPES: dict[Encoding, str] = {
 }
 
 
-class _TooLarge(Exception):
+class _TooLarge(TollmeterError):
     pass
 
 

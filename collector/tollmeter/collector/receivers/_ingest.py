@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tollmeter.collector._auth import KeyRing
 from tollmeter.collector._pipeline import IngestResult, PipelineFull
+from tollmeter.collector.errors import Undecodable
 from tollmeter.collector.receivers._otlp_json import from_otlp_json
 from tollmeter.collector.storage import StorageError
 
@@ -46,7 +47,6 @@ __all__ = [
     "SignalSink",
     "SignalSpec",
     "TracePipeline",
-    "Undecodable",
     "decode",
     "retry_advice",
 ]
@@ -79,10 +79,6 @@ def retry_advice(exc: PipelineFull | StorageError) -> tuple[str, float]:
         message = "ledger unavailable, retry later"
         base = RETRY_DELAY_S
     return message, base * random.uniform(0.5, 1.5)
-
-
-class Undecodable(ValueError):
-    """A payload is not a valid OTLP request of its signal."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from tollmeter.semconv.errors import TollmeterError
+
 __all__ = ["from_otlp_json", "to_otlp_json"]
 
 _M = TypeVar("_M", bound=Message)
@@ -23,7 +25,7 @@ _M = TypeVar("_M", bound=Message)
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 
 
-class _BadId(ValueError):
+class _BadId(TollmeterError, ValueError):
     pass
 
 

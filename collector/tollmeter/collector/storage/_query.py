@@ -7,17 +7,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from tollmeter.collector._dimensions import DIMENSIONS, Dimension
+from tollmeter.collector.errors import InvalidQuery
 from tollmeter.collector.storage._windows import QUERY_WINDOWS, QueryWindow
-from tollmeter.semconv.errors import TollmeterError
 
-__all__ = ["DIMENSIONS", "Dimension", "InvalidQuery", "UsageQuery", "UsageRow"]
+__all__ = ["DIMENSIONS", "Dimension", "UsageQuery", "UsageRow"]
 
 
 MAX_ROWS = 10_000_000
-
-
-class InvalidQuery(TollmeterError, ValueError):
-    """A usage query names an unknown dimension or window, or an impossible range."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
