@@ -143,8 +143,6 @@ class TelemetryHandle:
                 _HANDLE = None
         atexit.unregister(self._shutdown_at_exit)
         deadline = time.monotonic() + timeout
-        # Streams the application never finished would otherwise end after their provider.
-        finish_open_streams()
         for instrumentor in self._instrumentors:
             try:
                 instrumentor.uninstrument()
@@ -160,13 +158,17 @@ class TelemetryHandle:
             except Exception as exc:  # the SDK raises a bare Exception when time ran out
                 _log.warning("metrics not flushed at shutdown: %s", exc)
 
+    def _exit(self) -> None:
+        # Streams still open would otherwise end after their provider: end them first (their
+        # own exit handler usually has, unless a provider was made after the first stream).
+        finish_open_streams()
+        self.shutdown(EXIT_TIMEOUT_S)
+
     def _shutdown_at_exit(self) -> None:
         # OTLP exporters before opentelemetry 1.34 keep retrying for about a minute whatever
         # their timeout: wait for the shutdown at most EXIT_TIMEOUT_S, then let the process
         # end (the thread is a daemon; what it has not sent is lost, as the docs say).
-        worker = threading.Thread(
-            target=self.shutdown, args=(EXIT_TIMEOUT_S,), name="tollmeter-exit", daemon=True
-        )
+        worker = threading.Thread(target=self._exit, name="tollmeter-exit", daemon=True)
         worker.start()
         worker.join(EXIT_TIMEOUT_S + _EXIT_MARGIN_S)
         if worker.is_alive():
