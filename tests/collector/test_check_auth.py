@@ -110,8 +110,8 @@ def test_a_bound_ingest_key_is_refused_for_another_tenant_and_reserves_nothing(a
     for tenant in ("globex", "ACME", "acme "):
         refused = check(api, BOUND, tenant=tenant, request_id=f"steal-{tenant}", dry_run=dry_run)
         assert refused.status_code == 403
-        assert refused.json()["error"] == "forbidden"
-        assert "bound to tenant 'acme'" in refused.json()["detail"]
+        assert refused.json()["code"] == "forbidden"
+        assert "bound to tenant 'acme'" in refused.json()["error"]
     assert status(api, "globex") == before
     assert before["active_reservations"] == 0
     assert api.get("/api/v1/limits", headers=bearer(ADMIN)).json()["counters"] == counts
@@ -128,7 +128,7 @@ def test_a_bound_ingest_key_cannot_settle_another_tenants_reservation(api, runni
     ):
         refused = api.post("/api/v1/reconcile", json=body, headers=bearer(BOUND))
         assert refused.status_code == 403
-        assert refused.json()["error"] == "forbidden"
+        assert refused.json()["code"] == "forbidden"
     assert running.collector.limits.engine.reservation(rid) is not None
     assert remaining(api, "globex") == 10_000 - 400
     assert running.events() == []
@@ -146,7 +146,7 @@ def test_an_unbound_ingest_key_checks_any_tenant_but_must_name_it(api):
         assert check(api, UNBOUND, tenant=tenant).json()["allowed"]
     missing = check(api, UNBOUND)
     assert missing.status_code == 400
-    assert missing.json()["detail"] == "tenant: required"
+    assert missing.json()["error"] == "tenant: required"
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_check_and_reconcile_without_a_known_key_are_401(api, headers):
         refused = api.post(path, json=body, headers=headers)
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
-        assert refused.json()["error"] == "unauthorized"
+        assert refused.json()["code"] == "unauthorized"
     assert api.get("/api/v1/limits", headers=bearer(ADMIN)).json()["counters"] == before
 
 
@@ -189,7 +189,7 @@ def test_every_other_api_route_refuses_ingest_keys(api, key):
     for method, path, body in requests:
         refused = api.request(method, path, json=body, headers=bearer(key))
         assert refused.status_code == 403, path
-        assert "admin key" in refused.json()["detail"]
+        assert "admin key" in refused.json()["error"]
     rules = api.get("/api/v1/limits", headers=bearer(ADMIN)).json()["limits"]["rules"]
     assert [rule["name"] for rule in rules] == ["quota"]
     for path in ("/api/v1/usage", "/api/v1/events", "/api/v1/tenants/acme/status"):

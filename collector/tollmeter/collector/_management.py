@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollmeter.collector._auth import ANONYMOUS, Access, KeyRing, Principal, key_from_headers
+from tollmeter.collector._http_errors import EXCEPTION_HANDLERS, error_response
 from tollmeter.collector.errors import Forbidden, Unauthenticated
 from tollmeter.semconv.version import __version__
 
@@ -99,12 +100,8 @@ class _KeyGuard:
 
 def _refusal(exc: Unauthenticated | Forbidden) -> Response:
     if isinstance(exc, Forbidden):
-        return JSONResponse({"error": "forbidden", "detail": str(exc)}, status_code=403)
-    return JSONResponse(
-        {"error": "unauthorized", "detail": str(exc)},
-        status_code=401,
-        headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'},
-    )
+        return error_response(403, str(exc))
+    return error_response(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'})
 
 
 def _operation(route: Route, method: str) -> dict[str, Any]:
@@ -170,7 +167,8 @@ class ManagementApi:
                 Route("/healthz", self._healthz, methods=["GET"], name="healthz"),
                 Route("/readyz", self._readyz, methods=["GET"], name="readyz"),
                 Route("/openapi.json", self._openapi, methods=["GET"], name="openapi"),
-            ]
+            ],
+            exception_handlers=EXCEPTION_HANDLERS,
         )
         self.app: ASGIApp = _KeyGuard(self._starlette, keys, lambda: self._starlette.router.routes)
 

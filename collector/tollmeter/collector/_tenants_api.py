@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tollmeter.collector._http_errors import error_response
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import InvalidQuery, Ledger, StorageError, UsageQuery, UsageRow
 
@@ -172,9 +173,9 @@ def tenants_routes(ledger: Ledger, limits: LimitStatus | None) -> list[Route]:
             arguments = _page_arguments(request.query_params)
             page = await run_in_threadpool(read_tenants, ledger, limits, **arguments)
         except (BadRequest, InvalidQuery) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return error_response(400, str(exc))
         except StorageError as exc:
-            return JSONResponse({"error": f"ledger unavailable: {exc}"}, status_code=503)
+            return error_response(503, f"ledger unavailable: {exc}")
         return JSONResponse(page.to_json())
 
     return [Route("/api/v1/tenants", tenants, methods=["GET"], name="tenants")]

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._meters import METER_DIMENSIONS, Meters
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import (
@@ -42,10 +43,6 @@ MAX_EVENTS_PAGE = 1_000
 _USAGE_PARAMS = frozenset({*DIMENSIONS, "start", "end", "group_by", "window", "limit"})
 _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
@@ -228,9 +225,9 @@ def _guarded(
         try:
             response: JSONResponse = await endpoint(request)
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         except StorageError as exc:
-            return _error(503, f"ledger unavailable: {exc}")
+            return error_response(503, f"ledger unavailable: {exc}")
         return response
 
     return handle

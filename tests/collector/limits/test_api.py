@@ -175,7 +175,7 @@ def test_admin_reload_keeps_state_and_rejects_invalid_limits(api):
         "/api/v1/limits", json={"rules": [{"name": "x", "limit": -5, "window": "day"}]}
     )
     assert bad.status_code == 400
-    assert "limits.rules[0].limit" in bad.json()["detail"]
+    assert "limits.rules[0].limit" in bad.json()["error"]
     assert [r["name"] for r in client.get("/api/v1/limits").json()["limits"]["rules"]] == [
         "daily",
         "tpm",
@@ -195,7 +195,6 @@ def test_admin_reload_keeps_state_and_rejects_invalid_limits(api):
         (b'{"tenant": "a", "surprise": 1}', "surprise: unknown field"),
         (b'{"tenant": "a", "dry_run": "yes"}', "dry_run"),
         (b'{"tenant": "' + b"x" * 300 + b'"}', "tenant"),
-        (b'{"tenant": "a", "pad": "' + b"x" * 70_000 + b'"}', "larger than"),
         (b"\xff\xfe", "not JSON"),
     ],
 )
@@ -203,7 +202,20 @@ def test_malformed_checks_are_rejected(api, body, detail):
     client, _, _ = api
     answer = client.post("/api/v1/check", content=body)
     assert answer.status_code == 400
-    assert detail in answer.json()["detail"]
+    assert answer.json()["code"] == "bad_request"
+    assert detail in answer.json()["error"]
+
+
+def test_oversized_bodies_are_too_large(api):
+    client, _, _ = api
+    body = b'{"tenant": "a", "pad": "' + b"x" * 70_000 + b'"}'
+    for path in ("/api/v1/check", "/api/v1/reconcile"):
+        answer = client.post(path, content=body)
+        assert answer.status_code == 413
+        assert answer.json()["code"] == "too_large"
+        assert "larger than" in answer.json()["error"]
+    answer = client.put("/api/v1/limits", content=body)
+    assert (answer.status_code, answer.json()["code"]) == (413, "too_large")
 
 
 def test_malformed_reconciles_are_rejected(api):

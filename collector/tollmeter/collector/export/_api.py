@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from tollmeter.collector._http_errors import CODES, error_response
 from tollmeter.collector.export._exporter import Exporter, ExportStatus
 
 __all__ = ["export_routes"]
@@ -32,11 +33,15 @@ def export_routes(exporter: Exporter) -> list[BaseRoute]:
             except ValueError:
                 timeout = -1.0
             if not 0 < timeout <= _MAX_TIMEOUT_S:
-                return JSONResponse(
-                    {"error": f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT_S:g}]"},
-                    status_code=400,
+                return error_response(
+                    400, f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT_S:g}]"
                 )
         result = await asyncio.to_thread(exporter.export, timeout=timeout)
-        return JSONResponse(result.to_json(), status_code=_STATUS_CODES[result.status])
+        status = _STATUS_CODES[result.status]
+        body = result.to_json()
+        if status != 200:
+            # A failed run's report is also an error body: ``error`` holds its message.
+            body["code"] = CODES[status]
+        return JSONResponse(body, status_code=status)
 
     return [Route("/api/v1/export", run_export, methods=["POST"])]

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._management import ingest_keys_allowed, principal_of
 from tollmeter.collector.errors import BadRequest, InvalidConfig, InvalidSetting
 from tollmeter.collector.limits._config import (
@@ -51,24 +52,14 @@ _USAGE_INTS = (
 _USAGE_TEXT = ("provider", "operation", "response_model", "response_id", "status")
 
 
-def _error(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
-
-
 def _invalid_limits(problems: list[tuple[str, str]]) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": "invalid_limits",
-            "detail": "; ".join(f"{key}: {reason}" for key, reason in problems),
-            "problems": [{"key": key, "reason": reason} for key, reason in problems],
-        },
-        status_code=400,
-    )
+    message = "; ".join(f"{key}: {reason}" for key, reason in problems)
+    return error_response(400, message, code="invalid_limits", problems=problems)
 
 
 def _other_tenant(bound: str) -> JSONResponse:
-    return _error(
-        403, "forbidden", f"this ingest key is bound to tenant {bound!r} and cannot act for another"
+    return error_response(
+        403, f"this ingest key is bound to tenant {bound!r} and cannot act for another"
     )
 
 
@@ -76,7 +67,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > MAX_BODY_BYTES:
-            raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+            raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
         body = await request.body()
     else:
         # Chunked: count while reading, so that an endless body cannot fill memory.
@@ -84,7 +75,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY_BYTES:
-                raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+                raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -192,7 +183,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 raise BadRequest("dry_run: expected a boolean")
             check_request = check_request_from_json(data)
         except BadRequest as exc:
-            return _error(400, "bad_request", str(exc))
+            return error_response(exc.status, str(exc))
         if bound is not None and check_request.tenant != bound:
             return _other_tenant(bound)
         result = service.check(check_request, dry_run=dry_run)
@@ -242,7 +233,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
                     )
                 usage["duration_s"] = float(duration)
         except BadRequest as exc:
-            return _error(400, "bad_request", str(exc))
+            return error_response(exc.status, str(exc))
         bound = principal_of(request).tenant
         if bound is not None:
             reservation = service.engine.reservation(rid)
@@ -250,16 +241,16 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 return _other_tenant(bound)
         if cancelled:
             if not service.release(rid):
-                return _error(404, "not_found", f"no open reservation {rid}")
+                return error_response(404, f"no open reservation {rid}")
             return JSONResponse({"reservation_id": rid, "released": True})
         try:
             event = await run_in_threadpool(service.reconcile, rid, usage)
         except InvalidUsage as exc:
-            return _error(400, "bad_request", str(exc))
+            return error_response(400, str(exc))
         except TollmeterError as exc:
-            return _error(503, "unavailable", str(exc))
+            return error_response(503, str(exc))
         if event is None:
-            return _error(404, "not_found", f"no open reservation {rid}")
+            return error_response(404, f"no open reservation {rid}")
         return JSONResponse(
             {"reservation_id": rid, "event_id": event.event_id, "sequence": event.sequence}
         )
@@ -268,7 +259,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         """What is blocked for a tenant and until when, with every limit's remainder."""
         tenant = request.path_params["tenant"]
         if len(tenant) > _MAX_TEXT:
-            return _error(400, "bad_request", "tenant id too long")
+            return error_response(400, "tenant id too long")
         return JSONResponse(service.status(tenant))
 
     async def tenant_decisions(request: Request) -> Response:
@@ -280,7 +271,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         """
         tenant = request.path_params["tenant"]
         if len(tenant) > _MAX_TEXT:
-            return _error(400, "bad_request", "tenant id too long")
+            return error_response(400, "tenant id too long")
         decisions = [notice.to_json() for notice in service.decisions.of(tenant)]
         return JSONResponse({"tenant": tenant, "decisions": decisions})
 
@@ -313,7 +304,8 @@ def limits_routes(service: LimitsService) -> list[Route]:
         try:
             data = await _json_body(request)
         except BadRequest as exc:
-            return _error(400, "invalid_limits", str(exc))
+            code = "invalid_limits" if exc.status == 400 else None
+            return error_response(exc.status, str(exc), code=code)
         if "rules" not in data:
             # An empty or misspelt body must not silently remove every limit.
             return _invalid_limits(

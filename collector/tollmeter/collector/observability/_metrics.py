@@ -14,10 +14,11 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tollmeter.collector._auth import KeyRing
+from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector.forward import Forwarder
 from tollmeter.collector.forward._config import Signal
@@ -135,9 +136,9 @@ class CollectorMetrics:
         async def metrics(request: Request) -> Response:
             """Prometheus metrics: usage per tenant and the collector's health."""
             if require_admin and not keys.admin_allowed(_bearer(request.headers)):
-                return JSONResponse(
-                    {"error": "unauthorized", "detail": "a valid admin key is required"},
-                    status_code=401,
+                return error_response(
+                    401,
+                    "a valid admin key is required",
                     headers={"WWW-Authenticate": 'Bearer realm="tollmeter"'},
                 )
             body, content_type = await asyncio.to_thread(
