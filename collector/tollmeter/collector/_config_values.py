@@ -5,23 +5,29 @@ Every configuration section, the collector's own and those added by features
 converts durations (``"500ms"``, ``"7d"``), sizes (``"4MiB"``) and endpoints
 (``"127.0.0.1:4317"``), and :meth:`Section.finish` rejects unknown keys. Each
 problem is an :class:`InvalidSetting` naming the dotted key and the reason; the
-loader adds the file (or environment variable, or flag) it came from.
+loader adds the file (or environment variable, or flag) it came from. A section
+with many keys gathers its problems in :class:`Problems` to report all of them at
+once rather than the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
-from tollmeter.collector.errors import InvalidSetting
+from tollmeter.collector.errors import InvalidConfig, InvalidSetting
 
 __all__ = [
+    "MAX_DURATION_S",
     "ConfigProblem",
     "Endpoint",
+    "Problems",
     "Section",
+    "duration_setting",
     "parse_duration",
     "parse_endpoint",
     "parse_size",
@@ -30,7 +36,8 @@ __all__ = [
 _T = TypeVar("_T", bound=str)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_MAX_DURATION_S = 10 * 366 * 86400.0
+MAX_DURATION_S = 10 * 366 * 86400.0
+"""The longest duration accepted (ten years): anything longer is a typo or an attack."""
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
 _SIZE_UNITS = {
@@ -79,8 +86,38 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+class Problems:
+    """Every problem of a section, gathered so that all are reported at once."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigProblem] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record the problems raised inside the block instead of stopping at them."""
+        try:
+            yield
+        except InvalidConfig as exc:
+            self.found.extend(exc.problems)
+        except InvalidSetting as exc:
+            self.found.append(ConfigProblem("", exc.key, exc.reason))
+
+    def add(self, key: str, reason: str) -> None:
+        self.found.append(ConfigProblem("", key, reason))
+
+    def raise_any(self) -> None:
+        """Raise what was found: one ``InvalidSetting``, or an ``InvalidConfig`` of several."""
+        if len(self.found) == 1:
+            raise InvalidSetting(self.found[0].key, self.found[0].reason)
+        if self.found:
+            raise InvalidConfig(self.found)
+
+
 def parse_duration(value: object) -> float:
     """Seconds from ``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"``, ``"1w"`` or a number."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DURATION_S:
+        # Checked before converting: an int too large for a float would raise OverflowError.
+        raise ValueError(f"expected a duration of at most ten years, got {str(value)[:40]}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
@@ -89,9 +126,20 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected a duration like '500ms', '30s', '7d', got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected a non-negative duration, got {value!r}")
-    if seconds > _MAX_DURATION_S:
+    if seconds > MAX_DURATION_S:
         # Longer than any sensible setting, and too long for the timeouts it is handed to.
         raise ValueError(f"expected a duration of at most ten years, got {str(value)[:40]}")
+    return seconds
+
+
+def duration_setting(value: object, key: str, *, positive: bool = False) -> float:
+    """:func:`parse_duration` for the setting at ``key``; ``positive`` refuses zero."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise InvalidSetting(key, str(exc)) from None
+    if positive and seconds <= 0:
+        raise InvalidSetting(key, f"expected a positive duration, got {value!r}")
     return seconds
 
 
@@ -196,13 +244,7 @@ class Section:
         value = self.raw(name)
         if value is None:
             return default
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-        if positive and seconds <= 0:
-            raise self.error(name, f"expected a positive duration, got {value!r}")
-        return seconds
+        return duration_setting(value, self.key(name), positive=positive)
 
     def size(self, name: str, default: int) -> int:
         value = self.raw(name)
@@ -258,8 +300,10 @@ class Section:
         return Section(self.raw(name), self.key(name))
 
     def finish(self) -> None:
-        """Reject every key that no getter asked for."""
-        unknown = sorted(set(self._mapping) - self._read)
-        if unknown:
-            expected = ", ".join(sorted(self._read)) or "nothing"
-            raise self.error(unknown[0], f"unknown key (expected one of: {expected})")
+        """Reject every key that no getter asked for, naming each of them."""
+        expected = ", ".join(sorted(self._read)) or "nothing"
+        problems = Problems()
+        for name in sorted(set(self._mapping) - self._read):
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            problems.add(self.key(shown), f"unknown key (expected one of: {expected})")
+        problems.raise_any()

@@ -75,7 +75,7 @@ RULE = {"name": "r", "limit": 10, "window": "day"}
         ([{**RULE, "limit": True}], r"limits\.rules\[0\]\.limit: expected a number"),
         ([{"name": "r", "limit": 1}], r"limits\.rules\[0\]\.window: required"),
         ([{**RULE, "window": "fortnight"}], r"limits\.rules\[0\]\.window: expected a duration"),
-        ([{**RULE, "window": {"per": "0s"}}], r"window\.per: a duration must be positive"),
+        ([{**RULE, "window": {"per": "0s"}}], r"window\.per: expected a positive duration"),
         (
             [{**RULE, "window": {"period": "day", "timezone": "Mars/Olympus"}}],
             r"window\.timezone: unknown time zone",
@@ -175,18 +175,22 @@ def test_validate_config_reports_limit_and_hook_problems(tmp_path):
     ("value", "seconds"),
     [("500ms", 0.5), ("30s", 30), ("1.5h", 5400), ("7d", 604800), ("2w", 1209600), (90, 90)],
 )
-def test_durations(value, seconds):
-    from tollmeter.collector.limits._values import parse_duration
+def test_durations_mean_what_they_mean_everywhere(value, seconds):
+    from tollmeter.collector._config_values import parse_duration
 
-    assert parse_duration(value, "x") == seconds
+    config = LimitsConfig.from_mapping(
+        {"reservation_ttl": value, "rules": [{**RULE, "window": {"per": value}}]}
+    )
+    assert config.reservation_ttl_s == parse_duration(value) == seconds
+    assert config.rules[0].window == RollingWindowConfig(per_s=seconds)
 
 
-@pytest.mark.parametrize("value", [0, -1, True, "soon", "5 parsecs", None, "1e3s"])
+# A bare number in a string ("90") is refused, as in every other section: only a YAML or
+# JSON number means seconds.
+@pytest.mark.parametrize("value", [0, -1, True, "soon", "5 parsecs", "1e3s", "90", "1h30m"])
 def test_bad_durations(value):
-    from tollmeter.collector.limits._values import parse_duration
-
-    with pytest.raises(ConfigurationError, match=r"^x: "):
-        parse_duration(value, "x")
+    with pytest.raises(ConfigurationError, match=r"^limits\.reservation_ttl: "):
+        LimitsConfig.from_mapping({"reservation_ttl": value})
 
 
 def test_a_config_file_with_non_finite_limits_names_every_problem(tmp_path):
@@ -214,7 +218,44 @@ def test_a_config_file_with_non_finite_limits_names_every_problem(tmp_path):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400, "9" * 40 + "d"])
 def test_durations_must_be_finite_and_bounded(value):
-    from tollmeter.collector.limits._values import parse_duration
+    with pytest.raises(ConfigurationError, match=r"^limits\.rules\[0\]\.window: "):
+        LimitsConfig.from_mapping({"rules": [{**RULE, "window": value}]})
 
-    with pytest.raises(ConfigurationError, match=r"^x: "):
-        parse_duration(value, "x")
+
+def test_validate_config_names_every_problem_of_limits_and_hooks_at_once(tmp_path):
+    from click.testing import CliRunner
+
+    from tollmeter.collector._cli_group import cli
+
+    path = tmp_path / "tollmeter.yaml"
+    path.write_text(
+        "limits:\n"
+        "  surprise: 1\n"
+        "  state_flush_interval: 0\n"
+        "  rules:\n"
+        "    - {name: a, limit: 5, window: {per: soon, burst: -2, colour: red}, extra: 1}\n"
+        "    - {name: b, limit: 5, window: {period: fortnight, timezone: Nowhere/Land}}\n"
+        "    - {name: c, limit: 5, window: day, weights: {inptu: 2}, measure: weighted}\n"
+        "hooks:\n"
+        "  - {type: webhook, url: 'ftp://x', timeout: 0, max_retries: -1, colour: 1}\n"
+        "  - {type: python}\n"
+    )
+    result = CliRunner().invoke(cli, ["validate-config", str(path)])
+    assert result.exit_code == 2
+    for key in (
+        "limits.surprise",
+        "limits.state_flush_interval",
+        "limits.rules[0].extra",
+        "limits.rules[0].window.per",
+        "limits.rules[0].window.burst",
+        "limits.rules[0].window.colour",
+        "limits.rules[1].window.period",
+        "limits.rules[1].window.timezone",
+        "limits.rules[2].weights.inptu",
+        "hooks[0].url",
+        "hooks[0].timeout",
+        "hooks[0].max_retries",
+        "hooks[0].colour",
+        "hooks[1].target",
+    ):
+        assert f"{path}: {key}: " in result.output, key

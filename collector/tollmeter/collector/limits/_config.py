@@ -1,21 +1,23 @@
 """Typed ``limits:`` and ``hooks:`` configuration sections.
 
 Both are parsed from plain mappings (YAML already loaded) by ``from_mapping(mapping,
-path)``; every error is an ``InvalidSetting`` (a ``ConfigurationError``) naming the key
-path and the reason,
-so ``tollmeter validate-config`` can point at the offending line of a config file.
+path)`` with the collector's config toolkit (:class:`Section`, durations as everywhere
+else); every problem is an ``InvalidSetting`` (a ``ConfigurationError``) naming the key
+path and the reason, and a section with several problems reports all of them at once
+(``InvalidConfig``), so ``tollmeter validate-config`` lists them together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
+from tollmeter.collector._config_values import Problems, Section, duration_setting
 from tollmeter.collector._dimensions import METER_DIMENSIONS
 from tollmeter.collector.limits import _values as read
-from tollmeter.collector.limits._values import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -31,7 +33,6 @@ __all__ = [
     "LimitsConfig",
     "Measure",
     "RollingWindowConfig",
-    "parse_duration",
 ]
 
 Action = Literal["block", "throttle", "alert", "downgrade"]
@@ -98,57 +99,61 @@ class LimitConfig:
         cls, mapping: object, path: str, *, default_timezone: str = "UTC"
     ) -> LimitConfig:
         """Parse one rule; every problem of it is reported at once."""
-        m = read.mapping(mapping, path)
-        problems = read.Problems()
+        section = Section(mapping, path)
+        raw = {key: section.raw(key) for key in _RULE_KEYS}
+        problems = Problems()
         with problems.collect():
-            read.no_unknown(m, _RULE_KEYS, path)
+            section.finish()
         for required in ("name", "limit", "window"):
-            if required not in m:
-                problems.add(f"{path}.{required}", "required")
+            if raw[required] is None:
+                problems.add(section.key(required), "required")
         values: dict[str, object] = {}
         with problems.collect():
-            name = read.text(m.get("name"), f"{path}.name")
-            if not _NAME.match(name):
-                raise read.error(
-                    f"{path}.name: use letters, digits, '_', '.', ':' or '-' (got {name[:140]!r})"
-                )
-            values["name"] = name
+            if raw["name"] is not None:
+                name = read.text(raw["name"], section.key("name"))
+                if not _NAME.match(name):
+                    raise section.error(
+                        "name", f"use letters, digits, '_', '.', ':' or '-' (got {name[:140]!r})"
+                    )
+                values["name"] = name
         measure = "total"
         with problems.collect():
-            measure = read.choice(m.get("measure", "total"), MEASURES, f"{path}.measure")
+            measure = section.choice("measure", "total", MEASURES)
             values["measure"] = measure
         with problems.collect():
-            values["weights"] = _weights(m.get("weights"), measure, f"{path}.weights")
+            values["weights"] = _weights(raw["weights"], measure, section.key("weights"))
         action = "block"
         with problems.collect():
-            action = read.choice(m.get("action", "block"), ACTIONS, f"{path}.action")
+            action = section.choice("action", "block", ACTIONS)
             values["action"] = action
         with problems.collect():
-            downgrade = m.get("downgrade_model")
+            downgrade = raw["downgrade_model"]
             if action == "downgrade":
-                downgrade = read.text(downgrade, f"{path}.downgrade_model")
+                downgrade = read.text(downgrade, section.key("downgrade_model"))
             elif downgrade is not None:
-                raise read.error(f"{path}.downgrade_model: only valid with action: downgrade")
+                raise section.error("downgrade_model", "only valid with action: downgrade")
             values["downgrade_model"] = downgrade
         with problems.collect():
-            currency = m.get("currency")
+            currency = raw["currency"]
             if currency is not None:
-                currency = read.text(currency, f"{path}.currency")
+                currency = read.text(currency, section.key("currency"))
                 if measure != "cost":
-                    raise read.error(f"{path}.currency: only valid with measure: cost")
+                    raise section.error("currency", "only valid with measure: cost")
             values["currency"] = currency
         with problems.collect():
-            if "limit" in m:
-                values["limit"] = read.number(m["limit"], f"{path}.limit")
+            if raw["limit"] is not None:
+                values["limit"] = read.number(raw["limit"], section.key("limit"))
         with problems.collect():
-            if "window" in m:
-                values["window"] = _window(m["window"], f"{path}.window", default_timezone)
+            if raw["window"] is not None:
+                values["window"] = _window(raw["window"], section.key("window"), default_timezone)
         with problems.collect():
-            values["match"] = _match(m.get("match", {}), f"{path}.match")
+            values["match"] = _match(raw["match"], section.key("match"))
         with problems.collect():
-            values["group_by"] = _group_by(m.get("group_by", ["tenant"]), f"{path}.group_by")
+            group_by = ["tenant"] if raw["group_by"] is None else raw["group_by"]
+            values["group_by"] = _group_by(group_by, section.key("group_by"))
         with problems.collect():
-            values["alert_at"] = _alert_at(m.get("alert_at", []), f"{path}.alert_at")
+            alert_at = [] if raw["alert_at"] is None else raw["alert_at"]
+            values["alert_at"] = _alert_at(alert_at, section.key("alert_at"))
         problems.raise_any()
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
 
@@ -175,11 +180,20 @@ def _weights(value: object, measure: str, path: str) -> Mapping[str, float]:
         return {}
     if measure != "weighted":
         raise read.error(f"{path}: only valid with measure: weighted")
-    m = read.mapping(value, path)
-    read.no_unknown(m, WEIGHT_BUCKETS, path)
-    weights = {k: read.number(v, f"{path}.{k}", positive=False) for k, v in m.items()}
-    # Unlisted buckets count once: "output: 4" alone must not make input free.
-    return {bucket: weights.get(bucket, 1.0) for bucket in WEIGHT_BUCKETS}
+    section = Section(value, path)
+    problems = Problems()
+    weights: dict[str, float] = {}
+    for bucket in WEIGHT_BUCKETS:
+        with problems.collect():
+            weight = section.raw(bucket)
+            # Unlisted buckets count once: "output: 4" alone must not make input free.
+            weights[bucket] = (
+                1.0 if weight is None else read.number(weight, section.key(bucket), positive=False)
+            )
+    with problems.collect():
+        section.finish()
+    problems.raise_any()
+    return weights
 
 
 def _window(
@@ -188,39 +202,65 @@ def _window(
     if isinstance(value, str) and value in _PERIODS:
         return CalendarWindowConfig(period=value, timezone=default_timezone)
     if isinstance(value, (str, int, float)):
-        return RollingWindowConfig(per_s=parse_duration(value, path))
-    m = read.mapping(value, path)
-    kind = read.choice(
-        m.get("type", "rolling" if "per" in m else "calendar"), _KINDS, f"{path}.type"
+        return RollingWindowConfig(per_s=duration_setting(value, path, positive=True))
+    section = Section(value, path)
+    kind = section.choice(
+        "type", "rolling" if section.raw("per") is not None else "calendar", _KINDS
     )
+    problems = Problems()
     if kind == "rolling":
-        read.no_unknown(m, ("type", "per", "burst"), path)
-        if "per" not in m:
-            raise read.error(f"{path}.per: required for a rolling window")
-        burst = m.get("burst")
-        return RollingWindowConfig(
-            per_s=parse_duration(m["per"], f"{path}.per"),
-            burst=None if burst is None else read.number(burst, f"{path}.burst"),
+        per_s = 0.0
+        burst: float | None = None
+        with problems.collect():
+            if section.raw("per") is None:
+                raise section.error("per", "required for a rolling window")
+            per_s = section.duration("per", 0.0, positive=True)
+        with problems.collect():
+            raw_burst = section.raw("burst")
+            burst = None if raw_burst is None else read.number(raw_burst, section.key("burst"))
+        with problems.collect():
+            section.finish()
+        problems.raise_any()
+        return RollingWindowConfig(per_s=per_s, burst=burst)
+    period: str = "day"
+    timezone = default_timezone
+    with problems.collect():
+        raw_period = section.raw("period")
+        period = read.choice(raw_period, _PERIODS, section.key("period"))
+    with problems.collect():
+        timezone = read.timezone(
+            section.string("timezone", default_timezone), section.key("timezone")
         )
-    read.no_unknown(m, ("type", "period", "timezone"), path)
-    return CalendarWindowConfig(
-        period=cast("Period", read.choice(m.get("period"), _PERIODS, f"{path}.period")),
-        timezone=read.timezone(m.get("timezone", default_timezone), f"{path}.timezone"),
-    )
+    with problems.collect():
+        section.finish()
+    problems.raise_any()
+    return CalendarWindowConfig(period=cast("Period", period), timezone=timezone)
 
 
 _KINDS = ("rolling", "calendar")
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    # Slotted dataclasses keep their defaults in their fields, not as class attributes.
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
 def _match(value: object, path: str) -> Mapping[str, tuple[str, ...]]:
-    m = read.mapping(value, path)
-    read.no_unknown(m, DIMENSIONS, path)
+    section = Section(value, path)
+    problems = Problems()
     result: dict[str, tuple[str, ...]] = {}
-    for key, patterns in m.items():
-        items = [patterns] if isinstance(patterns, str) else patterns
-        if not isinstance(items, list) or not items:
-            raise read.error(f"{path}.{key}: expected a pattern or a list of patterns")
-        result[key] = tuple(read.text(p, f"{path}.{key}") for p in items)
+    for key in DIMENSIONS:
+        patterns = section.raw(key)
+        if patterns is None:
+            continue
+        with problems.collect():
+            items = [patterns] if isinstance(patterns, str) else patterns
+            if not isinstance(items, list) or not items:
+                raise section.error(key, "expected a pattern or a list of patterns")
+            result[key] = tuple(read.text(p, section.key(key)) for p in items)
+    with problems.collect():
+        section.finish()
+    problems.raise_any()
     return result
 
 
@@ -261,18 +301,18 @@ class LimitsConfig:
             return cls()
         if isinstance(mapping, list):
             mapping = {"rules": mapping}
-        m = read.mapping(mapping, path)
-        problems = read.Problems()
-        with problems.collect():
-            read.no_unknown(m, _LIMITS_KEYS, path)
+        section = Section(mapping, path)
+        problems = Problems()
         values: dict[str, object] = {}
         tz = "UTC"
         with problems.collect():
-            tz = read.timezone(m.get("timezone", "UTC"), f"{path}.timezone")
+            tz = read.timezone(section.string("timezone", "UTC"), section.key("timezone"))
             values["timezone"] = tz
-        raw_rules = m.get("rules", [])
+        raw_rules = section.raw("rules")
+        if raw_rules is None:
+            raw_rules = []
         if not isinstance(raw_rules, list):
-            problems.add(f"{path}.rules", "expected a list of limits")
+            problems.add(section.key("rules"), "expected a list of limits")
             raw_rules = []
         rules: list[LimitConfig] = []
         for i, raw in enumerate(raw_rules):
@@ -286,19 +326,19 @@ class LimitsConfig:
                 problems.add(f"{path}.rules[{i}].name", f"duplicate name {name[:140]!r}")
         values["rules"] = tuple(rules)
         with problems.collect():
-            values["expired_reservations"] = read.choice(
-                m.get("expired_reservations", "charge"),
-                ("charge", "release"),
-                f"{path}.expired_reservations",
+            values["expired_reservations"] = section.choice(
+                "expired_reservations", "charge", ("charge", "release")
             )
         with problems.collect():
-            values["reservation_ttl_s"] = parse_duration(
-                m.get("reservation_ttl", 300), f"{path}.reservation_ttl"
+            values["reservation_ttl_s"] = section.duration(
+                "reservation_ttl", _defaults(cls)["reservation_ttl_s"], positive=True
             )
         with problems.collect():
-            values["state_flush_interval_s"] = parse_duration(
-                m.get("state_flush_interval", 0.05), f"{path}.state_flush_interval"
+            values["state_flush_interval_s"] = section.duration(
+                "state_flush_interval", _defaults(cls)["state_flush_interval_s"], positive=True
             )
+        with problems.collect():
+            section.finish()
         problems.raise_any()
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
 
@@ -330,69 +370,65 @@ class HookConfig:
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str, *, index: int = 0) -> HookConfig:
-        m = read.mapping(mapping, path)
-        read.no_unknown(
-            m,
-            (
-                "name",
-                "type",
-                "events",
-                "url",
-                "secret",
-                "target",
-                "timeout",
-                "max_retries",
-                "backoff",
-                "max_backoff",
-                "queue_size",
-            ),
-            path,
-        )
-        kind = read.choice(m.get("type"), ("log", "webhook", "python"), f"{path}.type")
-        raw_events = m.get("events", list(HOOK_EVENTS))
-        if not isinstance(raw_events, list) or not raw_events:
-            raise read.error(f"{path}.events: expected a non-empty list of events")
-        events = tuple(
-            cast("HookEvent", read.choice(e, HOOK_EVENTS, f"{path}.events[{i}]"))
-            for i, e in enumerate(raw_events)
-        )
-        url = m.get("url")
-        target = m.get("target")
-        if kind == "webhook":
-            url = read.text(url, f"{path}.url")
-            if not url.startswith(("http://", "https://")):
-                raise read.error(f"{path}.url: expected an http(s) URL, got {url!r}")
-        elif url is not None:
-            raise read.error(f"{path}.url: only valid for a webhook hook")
-        if kind == "python":
-            target = read.text(target, f"{path}.target")
-            module, _, func = target.partition(":")
-            if not module or not func:
-                raise read.error(f"{path}.target: expected 'module:function', got {target!r}")
-        elif target is not None:
-            raise read.error(f"{path}.target: only valid for a python hook")
-        secret = m.get("secret")
-        if secret is not None:
-            secret = read.text(secret, f"{path}.secret")
-        retries = m.get("max_retries", 5)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise read.error(f"{path}.max_retries: expected an integer >= 0")
-        queue_size = m.get("queue_size", 1000)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise read.error(f"{path}.queue_size: expected an integer >= 1")
-        return cls(
-            name=read.text(m.get("name", f"{kind}-{index}"), f"{path}.name"),
-            type=cast("Literal['log', 'webhook', 'python']", kind),
-            events=events,
-            url=url,
-            secret=secret,
-            target=target,
-            timeout_s=parse_duration(m.get("timeout", 5), f"{path}.timeout"),
-            max_retries=retries,
-            backoff_s=parse_duration(m.get("backoff", 0.5), f"{path}.backoff"),
-            max_backoff_s=parse_duration(m.get("max_backoff", 30), f"{path}.max_backoff"),
-            queue_size=queue_size,
-        )
+        """Parse one hook; every problem of it is reported at once."""
+        section = Section(mapping, path)
+        problems = Problems()
+        kind = "log"
+        with problems.collect():
+            kind = read.choice(
+                section.raw("type"), ("log", "webhook", "python"), section.key("type")
+            )
+        values: dict[str, object] = {"type": kind}
+        with problems.collect():
+            name = section.raw("name")
+            values["name"] = read.text(
+                f"{kind}-{index}" if name is None else name, section.key("name")
+            )
+        with problems.collect():
+            values["events"] = _hook_events(section.raw("events"), section.key("events"))
+        with problems.collect():
+            url = section.raw("url")
+            if kind == "webhook":
+                url = read.text(url, section.key("url"))
+                if not url.startswith(("http://", "https://")):
+                    raise section.error("url", f"expected an http(s) URL, got {url!r}")
+            elif url is not None:
+                raise section.error("url", "only valid for a webhook hook")
+            values["url"] = url
+        with problems.collect():
+            target = section.raw("target")
+            if kind == "python":
+                target = read.text(target, section.key("target"))
+                module, _, func = target.partition(":")
+                if not module or not func:
+                    raise section.error("target", f"expected 'module:function', got {target!r}")
+            elif target is not None:
+                raise section.error("target", "only valid for a python hook")
+            values["target"] = target
+        with problems.collect():
+            secret = section.raw("secret")
+            values["secret"] = None if secret is None else read.text(secret, section.key("secret"))
+        for name, minimum in (("max_retries", 0), ("queue_size", 1)):
+            with problems.collect():
+                values[name] = section.integer(name, _defaults(cls)[name], minimum=minimum)
+        for name in ("timeout", "backoff", "max_backoff"):
+            with problems.collect():
+                default = _defaults(cls)[f"{name}_s"]
+                values[f"{name}_s"] = section.duration(name, default, positive=True)
+        with problems.collect():
+            section.finish()
+        problems.raise_any()
+        return cls(**values)  # type: ignore[arg-type]  # each value checked above
+
+
+def _hook_events(value: object, path: str) -> tuple[HookEvent, ...]:
+    if value is None:
+        return HOOK_EVENTS
+    if not isinstance(value, list) or not value:
+        raise read.error(f"{path}: expected a non-empty list of events")
+    return tuple(
+        cast("HookEvent", read.choice(e, HOOK_EVENTS, f"{path}[{i}]")) for i, e in enumerate(value)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,11 +443,13 @@ class HooksConfig:
             return cls()
         if not isinstance(mapping, list):
             raise read.error(f"{path}: expected a list of hooks")
-        hooks = tuple(
-            HookConfig.from_mapping(h, f"{path}[{i}]", index=i) for i, h in enumerate(mapping)
-        )
-        names = [h.name for h in hooks]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise read.error(f"{path}[{i}].name: duplicate name {name!r}")
-        return cls(hooks=hooks)
+        problems = Problems()
+        hooks: list[HookConfig] = []
+        for i, raw in enumerate(mapping):
+            with problems.collect():
+                hook = HookConfig.from_mapping(raw, f"{path}[{i}]", index=i)
+                if hook.name in (h.name for h in hooks):
+                    raise read.error(f"{path}[{i}].name: duplicate name {hook.name!r}")
+                hooks.append(hook)
+        problems.raise_any()
+        return cls(hooks=tuple(hooks))
