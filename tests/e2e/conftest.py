@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -103,6 +104,20 @@ class CollectorProcess:
             raise RuntimeError("not started")
         self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+    def wait_for_events(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The ledger's events (``GET /api/v1/events``) once there are ``count``, or what
+        there is when ``timeout`` runs out (the caller asserts on it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = httpx.get(
+                f"{self.management_url}/api/v1/events", params={"limit": 1000}, timeout=10
+            )
+            assert reply.status_code == 200, reply.text
+            events: list[dict[str, Any]] = reply.json()["events"]
+            if len(events) >= count or time.monotonic() > deadline:
+                return events
+            time.sleep(0.1)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

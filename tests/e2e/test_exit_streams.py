@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -87,17 +85,6 @@ configure(service_name="exit-app", endpoint=os.environ["COLLECTOR"], protocol="h
 STREAMS = 6
 
 
-def _events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = httpx.get(f"{management_url}/api/v1/events", timeout=10)
-        assert reply.status_code == 200, reply.text
-        events: list[dict[str, Any]] = reply.json()["events"]
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("mode", ["opentelemetry-instrument", "configure"])
 def test_streams_open_at_exit_are_metered(
     collector_process: Any, fake_llm: Any, tmp_path: Path, mode: str
@@ -133,7 +120,7 @@ def test_streams_open_at_exit_are_metered(
     assert done.returncode == 0, done.stderr[-4000:]
     assert "Traceback" not in done.stderr, done.stderr[-4000:]
 
-    events = _events(collector.management_url, STREAMS)
+    events = collector.wait_for_events(STREAMS)
     assert len(events) == STREAMS, events
     providers = sorted(event["provider"] for event in events)
     assert providers == ["anthropic"] * 2 + ["openai"] * 4, providers

@@ -9,11 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 APP = """
 import json, os
@@ -41,17 +38,6 @@ print(json.dumps([made.response_id, streamed[-1].response_id, unknown.response_i
 """
 
 
-def _events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = httpx.get(f"{management_url}/api/v1/events", timeout=10)
-        assert reply.status_code == 200, reply.text
-        events: list[dict[str, Any]] = reply.json()["events"]
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.1)
-
-
 def test_gemini_calls_are_metered_and_priced_in_the_ledger(
     collector_process: Any, fake_llm: Any, tmp_path: Path
 ) -> None:
@@ -71,7 +57,7 @@ def test_gemini_calls_are_metered_and_priced_in_the_ledger(
     )
     assert done.returncode == 0, done.stderr[-4000:]
     made, streamed, unknown = json.loads(done.stdout.strip().splitlines()[-1])
-    events = _events(collector.management_url, 4)
+    events = collector.wait_for_events(4)
     assert len(events) == 4, events
     by_id = {event["response_id"]: event for event in events}
     for response_id in (made, streamed):

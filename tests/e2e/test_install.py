@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,17 +96,6 @@ def importable(venv: Path, modules: tuple[str, ...]) -> list[str]:
     return out.split()
 
 
-def wait_for_events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    events: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        events = httpx.get(f"{management_url}/api/v1/events", timeout=10).json()["events"]
-        if len(events) >= count:
-            return events
-        time.sleep(0.1)
-    raise AssertionError(f"{len(events)} of {count} events at {management_url}: {events}")
-
-
 def run_instrumented(
     venv: Path, app: str, service: str, otlp_endpoint: str, llm_url: str, tmp_path: Path
 ) -> None:
@@ -164,7 +152,7 @@ def test_base_install_meters_a_call_under_opentelemetry_instrument(
     collector = collector_process()
     run_instrumented(venv, APP, "base-install-app", collector.http_endpoint, fake_llm.url, tmp_path)
 
-    events = wait_for_events(collector.management_url, 1)
+    events = collector.wait_for_events(1)
     truths = [fake_llm.last().usage]
     assert_metered_as_served(events, truths, provider="openai", tenant="base-install")
     assert events[0]["service_name"] == "base-install-app"
@@ -204,7 +192,7 @@ def test_base_install_meters_bedrock_calls_under_opentelemetry_instrument(
         venv, BEDROCK_APP, "bedrock-app", collector.http_endpoint, fake_llm.url, tmp_path
     )
 
-    events = wait_for_events(collector.management_url, 5)
+    events = collector.wait_for_events(5)
     truths = [exchange.usage for exchange in fake_llm.requests()[-5:]]
     assert_metered_as_served(events, truths, provider="aws.bedrock", tenant="bedrock-install")
     *known, unknown = events
@@ -288,9 +276,9 @@ def test_collector_extra_alone_ingests_forwards_and_exports(install, collector_p
 
     _span_sender(GrpcExporter(endpoint=collector.grpc_endpoint, insecure=True))("resp-grpc")
     _span_sender(HttpExporter(endpoint=f"{collector.http_endpoint}/v1/traces"))("resp-http")
-    events = wait_for_events(collector.management_url, 2)
+    events = collector.wait_for_events(2)
     assert sorted(e["response_id"] for e in events) == ["resp-grpc", "resp-http"]
-    forwarded = wait_for_events(downstream.management_url, 2)
+    forwarded = downstream.wait_for_events(2)
     assert sorted(e["response_id"] for e in forwarded) == ["resp-grpc", "resp-http"]
 
     assert collector.stop() == 0  # a graceful stop writes the last Parquet file
@@ -332,7 +320,7 @@ def test_base_install_meters_gemini_calls_under_opentelemetry_instrument(
         venv, GEMINI_APP, "gemini-app", collector.http_endpoint, fake_llm.url, tmp_path
     )
 
-    events = wait_for_events(collector.management_url, 4)
+    events = collector.wait_for_events(4)
     truths = [exchange.usage for exchange in fake_llm.requests()[-4:]]
     assert_metered_as_served(events, truths, provider="gcp.gen_ai", tenant="gemini-install")
     *known, unknown = events

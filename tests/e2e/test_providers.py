@@ -9,11 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 APP = """
 import json, os
@@ -59,17 +56,6 @@ print(json.dumps(ids))
 """
 
 
-def _events(management_url: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = httpx.get(f"{management_url}/api/v1/events", timeout=10)
-        assert reply.status_code == 200, reply.text
-        events: list[dict[str, Any]] = reply.json()["events"]
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.1)
-
-
 def test_each_provider_is_priced_at_its_own_prices(
     collector_process: Any, fake_llm: Any, tmp_path: Path
 ) -> None:
@@ -89,7 +75,7 @@ def test_each_provider_is_priced_at_its_own_prices(
     )
     assert done.returncode == 0, done.stderr[-4000:]
     ids = json.loads(done.stdout.strip().splitlines()[-1])
-    events = {event["response_id"]: event for event in _events(collector.management_url, 3)}
+    events = {event["response_id"]: event for event in collector.wait_for_events(3)}
     assert len(events) == 3, events
 
     azure = events[ids["azure"]]
