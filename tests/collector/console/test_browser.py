@@ -150,9 +150,10 @@ def test_the_tenant_pages_show_what_the_apis_answer(console: Any, kit: Any, page
     assert gauges.count() == 1
     cells = gauges.first.locator("td")
     assert cells.nth(0).inner_text().startswith("daily-tokens")
-    assert cells.nth(4).inner_text() == f"{limit['remaining']:,.2f}"
-    assert cells.nth(6).inner_text() == limit["reset_at"]
-    assert "blocked until" in cells.nth(7).inner_text()
+    assert cells.nth(4).inner_text() == f"{limit['reserved']:,.2f}"
+    assert cells.nth(5).inner_text() == f"{limit['remaining']:,.2f}"
+    assert cells.nth(7).inner_text() == limit["reset_at"]
+    assert "blocked until" in cells.nth(8).inner_text()
     decisions = page.locator("section", has_text="Policy decisions").inner_text()
     assert f"daily-tokens until {limit['blocked_until']}" in decisions
     assert "1 checks denied" in decisions

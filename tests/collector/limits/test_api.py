@@ -143,6 +143,19 @@ def test_status_says_what_is_blocked_until_when(api):
     assert client.get("/api/v1/tenants/nobody/status").json()["limits"] == []
 
 
+def test_status_shows_what_open_reservations_hold_on_each_limit(api):
+    client, _, _ = api
+    reservation = _check(client, estimated_input_tokens=500, max_output_tokens=100).json()
+    status = client.get("/api/v1/tenants/acme/status").json()
+    assert {s["name"]: s["reserved"] for s in status["limits"]} == {"daily": 600, "tpm": 600}
+    client.post(
+        "/api/v1/reconcile",
+        json={"reservation_id": reservation["reservation_id"], "cancelled": True},
+    )
+    status = client.get("/api/v1/tenants/acme/status").json()
+    assert {s["name"]: s["reserved"] for s in status["limits"]} == {"daily": 0, "tpm": 0}
+
+
 def test_recent_denials_are_kept_per_tenant(api):
     client, _, _ = api
     assert _check(client, estimated_input_tokens=600, request_id="fits").json()["allowed"]

@@ -183,6 +183,7 @@ def _gauge(limit: Mapping[str, Any]) -> list[Markup]:
         text(f"{limit['measure']}, {limit['action']}"),
         meter,
         number(round(used, 2)),
+        number(round(float(limit.get("reserved", 0.0)), 2)),
         number(round(remaining, 2)),
         number(total),
         text(limit.get("reset_at")),
@@ -230,7 +231,7 @@ def tenant_body(
 ) -> Markup:
     limits = [] if status is None else list(status["limits"])
     gauges = table(
-        ["Limit", "Measure", "Gauge", "Used", "Remaining", "Limit", "Resets", "State"],
+        ["Limit", "Measure", "Gauge", "Used", "Reserved", "Remaining", "Limit", "Resets", "State"],
         (_gauge(limit) for limit in limits),
         numeric_from=3,
     )

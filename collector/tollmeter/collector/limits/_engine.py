@@ -419,8 +419,13 @@ class LimitEngine:
                 if key[rule.config.group_by.index("tenant")] == tenant:
                     rule.window.advance(counter, now)
                     entries.append((rule, key, counter))
-            active = sum(1 for r in self._reservations.values() if r.request.tenant == tenant)
-            return tenant_status(tenant, entries, now, active)
+            mine = [r for r in self._reservations.values() if r.request.tenant == tenant]
+            reserved: dict[tuple[str, tuple[str, ...]], float] = {}
+            for reservation in mine:
+                for charge in reservation.charges:
+                    slot = (charge.limit, charge.key)
+                    reserved[slot] = reserved.get(slot, 0.0) + charge.amount
+            return tenant_status(tenant, entries, now, len(mine), reserved)
 
     # -- persistence --------------------------------------------------------------------
 

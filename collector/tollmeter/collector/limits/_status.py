@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tollmeter.collector.limits._model import LimitStatus, iso_time
@@ -34,8 +34,12 @@ def tenant_status(
     entries: Iterable[tuple[Rule, tuple[str, ...], Counter]],
     now: float,
     active_reservations: int,
+    reserved: Mapping[tuple[str, tuple[str, ...]], float],
 ) -> dict[str, Any]:
-    """The answer of ``GET /api/v1/tenants/{id}/status`` for up-to-date counters."""
+    """The answer of ``GET /api/v1/tenants/{id}/status`` for up-to-date counters.
+
+    ``reserved`` is what open reservations hold on each (limit, key): part of the usage
+    the counter already counts, shown apart so that a gauge can tell it from usage."""
     limits: list[dict[str, Any]] = []
     blocked_until: float | None = None
     for rule, key, counter in entries:
@@ -44,6 +48,7 @@ def tenant_status(
         blocking = rule.config.action in ("block", "throttle")
         status["blocked"] = blocking and rule.window.available(counter) < 1.0 - _EPSILON
         status["used_fraction"] = round(rule.window.used_fraction(counter), 6)
+        status["reserved"] = round(reserved.get((rule.name, key), 0.0), 6)
         if status["blocked"]:
             wait = rule.window.wait_for(counter, 1.0, now)
             until = now + (wait if wait is not None else 0.0)
