@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import count_text_tokens, estimate_chat_input_tokens
 from tollmeter.instrumentation._telemetry import Usage, UsageSource
 from tollmeter.semconv import attributes as attrs
@@ -47,14 +48,7 @@ def request_attributes(
     max_tokens = kwargs.get("max_tokens")
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         values[attrs.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    base_url = getattr(client, "base_url", None)
-    host = getattr(base_url, "host", None)
-    if isinstance(host, str) and host:
-        values[attrs.SERVER_ADDRESS] = host
-        port = getattr(base_url, "port", None)
-        if not isinstance(port, int):
-            port = 80 if getattr(base_url, "scheme", "https") == "http" else 443
-        values[attrs.SERVER_PORT] = port
+    values.update(endpoint_attributes(getattr(client, "base_url", None)))
     return values
 
 

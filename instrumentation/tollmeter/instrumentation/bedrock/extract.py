@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import (
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
@@ -50,7 +50,6 @@ __all__ = [
 
 PROVIDER: Final = attrs.GenAiProviderNameValues.AWS_BEDROCK
 SERVICE: Final = "bedrock-runtime"
-_DEFAULT_PORTS = {"https": 443, "http": 80}
 _HEADER = "x-amzn-bedrock-{}-token-count"
 
 
@@ -94,16 +93,7 @@ def estimate_model(model_id: str | None) -> str | None:
 def server_attributes(client: Any) -> dict[str, AttributeValue]:
     """``server.address``/``server.port`` from the client's endpoint URL."""
     url = getattr(getattr(client, "meta", None), "endpoint_url", None)
-    if not isinstance(url, str):
-        return {}
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return {}
-    values: dict[str, AttributeValue] = {attrs.SERVER_ADDRESS: parts.hostname}
-    port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-    if port is not None:
-        values[attrs.SERVER_PORT] = port
-    return values
+    return endpoint_attributes(url) if isinstance(url, str) else {}
 
 
 def parse_body(body: Any) -> Mapping[str, Any]:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import IMAGE_PART_TOKENS, count_text_tokens
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation._telemetry import Usage
@@ -55,8 +55,6 @@ __all__ = [
 
 GEMINI_API = GenAiProviderNameValues.GCP_GEN_AI
 VERTEX_AI = GenAiProviderNameValues.GCP_VERTEX_AI
-
-_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _int(value: Any) -> int | None:
@@ -88,16 +86,7 @@ def server_attributes(resource: Any) -> dict[str, AttributeValue]:
     """``server.address``/``server.port`` from the client's base URL."""
     options = getattr(_api_client(resource), "_http_options", None)
     base_url = getattr(options, "base_url", None)
-    if not isinstance(base_url, str) or not base_url:
-        return {}
-    parts = urlsplit(base_url)
-    if not parts.hostname:
-        return {}
-    values: dict[str, AttributeValue] = {attrs.SERVER_ADDRESS: parts.hostname}
-    port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-    if port is not None:
-        values[attrs.SERVER_PORT] = port
-    return values
+    return endpoint_attributes(base_url) if isinstance(base_url, str) else {}
 
 
 def model_id(model: Any) -> str | None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import (
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
@@ -55,8 +56,6 @@ __all__ = [
     "usage_from_completion",
 ]
 
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-
 
 def given(value: Any) -> Any:
     """``value``, or ``None`` for the SDK's "not given"/"omit" sentinels (which are falsy)."""
@@ -71,15 +70,7 @@ def _int(value: Any) -> int | None:
 
 def server_attributes(resource: Any) -> dict[str, AttributeValue]:
     """``server.address``/``server.port`` from the client's ``base_url``."""
-    url = getattr(getattr(resource, "_client", None), "base_url", None)
-    host = getattr(url, "host", None)
-    if not isinstance(host, str) or not host:
-        return {}
-    values: dict[str, AttributeValue] = {attrs.SERVER_ADDRESS: host}
-    port = _int(getattr(url, "port", None)) or _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
-    if port is not None:
-        values[attrs.SERVER_PORT] = port
-    return values
+    return endpoint_attributes(getattr(getattr(resource, "_client", None), "base_url", None))
 
 
 def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
