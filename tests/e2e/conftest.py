@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -162,3 +163,28 @@ def collector_process(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess
     yield factory
     for process in processes:
         process.kill()
+
+
+@pytest.fixture
+def run_app(tmp_path: Path) -> Callable[..., Any]:
+    """``run_app(source, **env)``: run ``source`` as a script in ``tmp_path`` with this
+    interpreter, no ``OTEL_*`` variables of the test run and ``env`` added; it must exit 0.
+    Returns the JSON value of its last line of output."""
+
+    def run(source: str, **env: str) -> Any:
+        script = tmp_path / "app.py"
+        script.write_text(source)
+        variables = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            env={**variables, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run

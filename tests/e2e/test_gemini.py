@@ -5,11 +5,6 @@ marked unpriced with the reason for a model no price list knows)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 APP = """
@@ -39,24 +34,12 @@ print(json.dumps([made.response_id, streamed[-1].response_id, unknown.response_i
 
 
 def test_gemini_calls_are_metered_and_priced_in_the_ledger(
-    collector_process: Any, fake_llm: Any, tmp_path: Path
+    collector_process: Any, fake_llm: Any, run_app: Any
 ) -> None:
     collector = collector_process()
-    app = tmp_path / "app.py"
-    app.write_text(APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(COLLECTOR=collector.http_endpoint, FAKE_LLM_URL=fake_llm.url)
-    done = subprocess.run(
-        [sys.executable, str(app)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    made, streamed, unknown = run_app(
+        APP, COLLECTOR=collector.http_endpoint, FAKE_LLM_URL=fake_llm.url
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    made, streamed, unknown = json.loads(done.stdout.strip().splitlines()[-1])
     events = collector.wait_for_events(4)
     assert len(events) == 4, events
     by_id = {event["response_id"]: event for event in events}

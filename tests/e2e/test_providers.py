@@ -5,11 +5,6 @@ provider's list price, or marks it unpriced with the reason."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 APP = """
@@ -57,24 +52,10 @@ print(json.dumps(ids))
 
 
 def test_each_provider_is_priced_at_its_own_prices(
-    collector_process: Any, fake_llm: Any, tmp_path: Path
+    collector_process: Any, fake_llm: Any, run_app: Any
 ) -> None:
     collector = collector_process()
-    app = tmp_path / "app.py"
-    app.write_text(APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(COLLECTOR=collector.http_endpoint, FAKE_LLM_URL=fake_llm.url)
-    done = subprocess.run(
-        [sys.executable, str(app)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    ids = json.loads(done.stdout.strip().splitlines()[-1])
+    ids = run_app(APP, COLLECTOR=collector.http_endpoint, FAKE_LLM_URL=fake_llm.url)
     events = {event["response_id"]: event for event in collector.wait_for_events(3)}
     assert len(events) == 3, events
 
