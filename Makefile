@@ -19,7 +19,8 @@ COMPILE := $(UV) pip compile --quiet --universal --python-version 3.10 --generat
 SDK_VARIANTS := $(basename $(notdir $(wildcard requirements/sdk/*.in)))
 
 # Programs the tests run, as COMMAND=DEBIAN_PACKAGE.
-SYSTEM_PACKAGES := prometheus=prometheus chromium=chromium
+SYSTEM_PACKAGES := prometheus=prometheus chromium=chromium redis-server=redis-server \
+	'/usr/lib/postgresql/*/bin/initdb=postgresql'
 
 # tiktoken cannot download here: use the encodings shipped beside the project when present.
 ifneq ($(wildcard ../shared/tiktoken),)

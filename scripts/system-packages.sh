@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the programs the test suite runs are installed.
 #
-# Each argument is COMMAND=DEBIAN_PACKAGE. Missing packages are installed with
+# Each argument is COMMAND=DEBIAN_PACKAGE, where COMMAND is a program on PATH or a
+# path pattern (Debian keeps PostgreSQL's programs off PATH). Missing packages are installed with
 # apt-get when running as root; otherwise one line names what to install and
 # the script exits non-zero, so `make test` stops before any test runs.
 set -euo pipefail
@@ -10,7 +11,11 @@ missing=()
 for pair in "$@"; do
     command="${pair%%=*}"
     package="${pair#*=}"
-    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    if [[ $command == */* ]]; then
+        compgen -G "$command" >/dev/null || missing+=("$package")
+    else
+        command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    fi
 done
 ((${#missing[@]})) || exit 0
 
