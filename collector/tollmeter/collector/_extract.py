@@ -9,9 +9,9 @@ request is metered.
 Only the attributes that extraction reads are converted from protobuf: the set is
 found once by asking the ``tollmeter.semconv`` readers which names they look up, so a
 new dialect alias there is picked up without a change here, and prompt or reply text
-captured by other instrumentations is never copied. A span carrying none of the names
-an operation is read from (HTTP, database and other app spans) is skipped on that test
-alone, before any value is converted.
+captured by other instrumentations is never copied. That one pass over a span's
+attributes is all a span pays when it carries none of the names an operation is read
+from (HTTP, database and other app spans): it is skipped without further reading.
 
 With a ``pricer``, each event is priced while it is built, so it is built once, with
 its cost; a pricer that fails leaves the event unpriced rather than losing it.
@@ -313,9 +313,9 @@ class Extractor:
         pairs = span.attributes
         if len(pairs) > MAX_ATTRIBUTES:
             raise _Rejected(f"{len(pairs)} attributes, more than {MAX_ATTRIBUTES}")
-        if self._operation_keys.isdisjoint([pair.key for pair in pairs]):
-            return None
         span_attrs = _attributes(pairs, self._wanted)
+        if self._operation_keys.isdisjoint(span_attrs):
+            return None
         operation = operation_of(span_attrs)
         if not is_metered_operation(operation):
             return None
