@@ -109,7 +109,7 @@ def export_command(
             result = exporter.export()
         finally:
             progress.close()
-    click.echo(json.dumps({"directory": str(exporter.directory), **result.to_json()}))
+    click.echo(json.dumps({"directory": exporter.store.location, **result.to_json()}))
     if result.status is ExportStatus.BUSY:
         sys.exit(EXIT_BUSY)
     if result.status is ExportStatus.FAILURE:

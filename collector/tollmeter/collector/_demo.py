@@ -196,7 +196,7 @@ async def _demo(config: Config, app: Path, echo: Echo, *, serve: bool) -> None:
             exported = await asyncio.to_thread(_post_json, f"{api}/api/v1/export", key)
             echo("")
             echo(f"Parquet for billing (POST /api/v1/export: {exported['events']} events):")
-            export_dir = collector.export.exporter.directory if collector.export else Path()
+            export_dir = Path(collector.export.exporter.store.location if collector.export else "")
             for name in exported["files"]:
                 path = export_dir / name
                 echo(f"  {path}  ({pq.ParquetFile(path).metadata.num_rows} rows)")

@@ -17,6 +17,7 @@ Hierarchy::
     ├── StorageError                    the usage ledger's backend failed
     ├── LimitStateError                 the limit state file cannot be read or written
     ├── ExportBusy                      another export into the same directory is running
+    ├── ExportStoreError                the export's object store refused or did not answer
     └── DemoError                       ``tollmeter demo`` could not run
 
 A few modules keep a private exception that never leaves them (a span refused while
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequest",
     "DemoError",
     "ExportBusy",
+    "ExportStoreError",
     "Forbidden",
     "InvalidConfig",
     "InvalidQuery",
@@ -126,6 +128,11 @@ class LimitStateError(TollmeterError):
 
 class ExportBusy(TollmeterError):
     """Another export into the same directory is running."""
+
+
+class ExportStoreError(TollmeterError):
+    """The export's object store cannot be used: the message says why in one line
+    (bucket missing, credentials refused, endpoint unreachable) and names no secret."""
 
 
 class DemoError(TollmeterError):

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from tollmeter.collector._records import USAGE_SOURCES, UsageEvent
 from tollmeter.collector.export import Exporter, events_to_table
 from tollmeter.collector.export._schema import rows_to_table
-from tollmeter.collector.export._writer import list_export_files
+from tollmeter.collector.export._local import LocalStore
 from tollmeter.collector.observability import TimedLedger
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Ledger, SQLiteLedger
@@ -143,9 +143,11 @@ class _ObjectsOnly:
 
 
 def _exported(directory: Path) -> tuple[list[str], pa.Table]:
-    files = list_export_files(directory, "c")
-    names = [f"{file.path.parent.name}/{file.path.name}" for file in files]
-    tables = [pq.read_table(file.path) for file in files]
+    files = sorted(
+        LocalStore(directory).export_files(), key=lambda f: (f.first_sequence, f.relative)
+    )
+    names = [file.relative for file in files if file.collector == "c"]
+    tables = [pq.read_table(directory / name) for name in names]
     return names, pa.concat_tables(tables)
 
 

@@ -7,10 +7,8 @@ the ledger's export cursor, the ingest rate from the ledger's calls per minute.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
@@ -20,6 +18,7 @@ from tollmeter.collector.export import ExportService
 from tollmeter.collector.export._cursor import load_cursor
 from tollmeter.collector.observability._health import HealthMetrics
 from tollmeter.collector.storage import Ledger, UsageQuery
+from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["ExportState", "Health", "health_body", "read_health"]
 
@@ -48,30 +47,18 @@ class Health:
 
 
 def _export_state(ledger: Ledger, export: ExportService) -> ExportState:
-    directory = export.exporter.directory
-    count = size = 0
-    newest: list[tuple[float, str]] = []
-    complete = True
-    for root, _, names in os.walk(directory):
-        for file_name in names:
-            if not file_name.endswith(".parquet"):
-                continue
-            if count >= _MAX_LISTED:
-                complete = False
-                break
-            path = Path(root, file_name)
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            count += 1
-            size += stat.st_size
-            newest.append((stat.st_mtime, str(path.relative_to(directory))))
-        if not complete:
-            break
+    store = export.exporter.store
+    try:
+        stored, complete = store.list_parquet(_MAX_LISTED)
+    except (OSError, TollmeterError):
+        # An object store that does not answer shows as no files, counted incompletely.
+        stored, complete = [], False
+    count = len(stored)
+    size = sum(file.size for file in stored)
+    newest = [(file.mtime, file.relative) for file in stored]
     newest.sort(reverse=True)
     return ExportState(
-        directory=str(directory),
+        directory=store.location,
         cursor=load_cursor(ledger).sequence,
         files=count,
         bytes=size,

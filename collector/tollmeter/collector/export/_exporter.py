@@ -1,18 +1,23 @@
 """The exporter: ledger events after the cursor, written once to date-partitioned Parquet.
 
-One export run, under the directory lock:
+One export run, under the store's lock:
 
-1. check the export directory's identity against the cursor's (start over when
-   the directory is new or was wiped) and, once per process, remove this
-   collector's files beyond the cursor and any temporary files, which only an
-   interrupted run or a restored ledger can leave behind;
+1. check the store's identity against the cursor's (start over when the
+   directory or bucket prefix is new or was wiped) and, once per process, remove
+   this collector's files beyond the cursor (and those of the collector named in
+   the pending intent) and any temporary files, which only an interrupted run or a
+   restored ledger can leave behind;
 2. per batch: take the pending intent, or read up to ``batch_size`` events after
-   the cursor and record ``pending = (first, last)`` durably;
-3. write one file per date partition of the batch (temp, fsync, rename, fsync dir);
+   the cursor and record ``pending = (first, last)`` and the writer's name durably;
+3. write one file per date partition of the batch, each complete or absent
+   (directory: temp, fsync, rename, fsync dir; object storage: one upload to the
+   final key);
 4. advance the cursor to ``last`` and clear the intent, in one state write.
 
 A crash anywhere leaves either the old cursor with the same intent (so the same
-batch is rewritten under the same names) or the new cursor (so nothing is redone).
+batch is rewritten under the same names, with the same content) or the new cursor
+(so nothing is redone). The store (``_store.py``) is the only part that differs
+between a directory and object storage.
 """
 
 from __future__ import annotations
@@ -33,25 +38,17 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from tollmeter.collector._records import UsageEvent
-from tollmeter.collector.errors import ExportBusy
+from tollmeter.collector.errors import ExportBusy, ExportStoreError
 from tollmeter.collector.export._config import ExportConfig
-from tollmeter.collector.export._cursor import (
-    Cursor,
-    DirectoryLock,
-    ExportSource,
-    directory_identity,
-    load_cursor,
-    save_cursor,
-)
+from tollmeter.collector.export._cursor import Cursor, ExportSource, load_cursor, save_cursor
+from tollmeter.collector.export._local import LocalStore
 from tollmeter.collector.export._schema import events_to_table, rows_to_table
+from tollmeter.collector.export._store import ExportStore, open_store
 from tollmeter.collector.export._writer import (
     FileFormat,
     file_name,
-    list_export_files,
-    remove_temporary_files,
     safe_collector_name,
     split_by_date,
-    write_atomically,
 )
 from tollmeter.collector.pricing import Pricer
 
@@ -124,21 +121,22 @@ def _priced_row(pricer: Pricer, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class Exporter:
-    """Exports ledger events to ``directory`` exactly once. Thread-safe.
+    """Exports ledger events to ``target`` (a directory or a store) exactly once. Thread-safe.
 
     ``batch_size`` events at most go into one batch (one file per date);
     ``read_chunk_size`` bounds how many events are alive as Python values at once
     while a batch is read. A source with ``read_event_rows`` (the ledgers) is read as
     plain rows, converted to Arrow column by column in C; other sources through
     ``read_events``. ``checkpoint`` is called with the name of each step as it completes
-    (``intent_recorded``, ``temp_written``, ``renamed``, ``between_partitions``,
-    ``cursor_advanced``); crash tests stop the process there.
+    (``intent_recorded``, ``temp_written`` and ``renamed`` in a directory, ``uploaded``
+    in object storage, ``between_partitions``, ``cursor_advanced``); crash tests stop
+    the process there.
     """
 
     def __init__(
         self,
         source: ExportSource,
-        directory: Path,
+        target: Path | ExportStore,
         *,
         collector_id: str | None = None,
         timezone: str = "UTC",
@@ -149,7 +147,7 @@ class Exporter:
         read_chunk_size: int = 10_000,
         checkpoint: Callable[[str], None] = _no_checkpoint,
     ) -> None:
-        self.directory = directory
+        self.store = target if isinstance(target, ExportStore) else LocalStore(target)
         self._source = source
         self._collector_id = collector_id
         self._collector = safe_collector_name(collector_id)
@@ -176,7 +174,7 @@ class Exporter:
     ) -> Exporter:
         return cls(
             source,
-            config.resolve_directory(data_dir),
+            open_store(config, data_dir=data_dir),
             collector_id=collector_id,
             timezone=config.timezone,
             batch_size=config.batch_size,
@@ -192,13 +190,18 @@ class Exporter:
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return ExportResult(ExportStatus.BUSY, error="an export is already running")
         try:
-            with DirectoryLock(self.directory, timeout_s=max(0.0, deadline - time.monotonic())):
+            with self.store.lock(max(0.0, deadline - time.monotonic())):
                 return self._export(deadline)
         except ExportBusy as exc:
             return ExportResult(ExportStatus.BUSY, error=str(exc))
+        except ExportStoreError as exc:
+            # The operator's to fix (bucket, credentials, endpoint): one line, no traceback.
+            self._reconciled = False
+            logger.error("%s; the next run tries again", exc)
+            return ExportResult(ExportStatus.FAILURE, error=str(exc))
         except Exception as exc:
             self._reconciled = False
-            logger.exception("Parquet export into %s failed", self.directory)
+            logger.exception("Parquet export into %s failed", self.store.location)
             return ExportResult(ExportStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
         finally:
             self._lock.release()
@@ -211,7 +214,7 @@ class Exporter:
         if not self._lock.acquire(timeout=self._timeout_s):
             raise ExportBusy("an export is already running")
         try:
-            with DirectoryLock(self.directory, timeout_s=self._timeout_s):
+            with self.store.lock(self._timeout_s):
                 save_cursor(self._source, Cursor())
                 self._reconciled = False
         finally:
@@ -230,7 +233,7 @@ class Exporter:
             if cursor.pending is None:
                 return ExportResult(ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence)
             if table is not None:
-                files.extend(self._write_table(table))
+                files.extend(self._write_table(table, cursor.writer or self._collector))
                 exported += table.num_rows
             # Without rows the intent pointed past a restored ledger: it is dropped.
             cursor = Cursor(
@@ -255,7 +258,7 @@ class Exporter:
                 return cursor, None
             sequences = table.column("sequence")
             pending = (sequences[0].as_py(), sequences[-1].as_py())
-            cursor = Cursor(cursor.sequence, pending, cursor.directory_id)
+            cursor = Cursor(cursor.sequence, pending, cursor.directory_id, self._collector)
             save_cursor(self._source, cursor)
             self._checkpoint("intent_recorded")
             return cursor, table
@@ -311,12 +314,12 @@ class Exporter:
 
     def _open(self) -> Cursor:
         cursor = load_cursor(self._source)
-        identity = directory_identity(self.directory)
+        identity = self.store.identity()
         if cursor.directory_id != identity:
             if cursor.directory_id is not None:
                 logger.warning(
-                    "export directory %s is new or was emptied: exporting every event again",
-                    self.directory,
+                    "export store %s is new or was emptied: exporting every event again",
+                    self.store.location,
                 )
             cursor = Cursor(directory_id=identity)
             save_cursor(self._source, cursor)
@@ -327,15 +330,17 @@ class Exporter:
         return cursor
 
     def _reconcile(self, cursor: Cursor) -> Cursor:
-        """Remove this collector's files holding events beyond the cursor.
+        """Remove this collector's files holding events beyond the cursor, and those
+        of the writer of a pending batch (another replica sharing the ledger).
 
         Only an interrupted batch (rewritten next under the same names) or a
         restored ledger (whose cursor is older than the files) leaves such files.
         A file that straddles the cursor moves it back to just before the file,
         so that every event is in exactly one file afterwards.
         """
-        removed = remove_temporary_files(self.directory)
-        files = list_export_files(self.directory, self._collector)
+        removed = self.store.remove_leftovers()
+        ours = {self._collector, cursor.writer or self._collector}
+        files = [file for file in self.store.export_files() if file.collector in ours]
         sequence = cursor.sequence
         moved = True
         while moved:
@@ -346,7 +351,7 @@ class Exporter:
         if sequence != cursor.sequence:
             logger.warning(
                 "export files in %s go past the ledger's cursor %d: exporting again from %d",
-                self.directory,
+                self.store.location,
                 cursor.sequence,
                 sequence,
             )
@@ -354,26 +359,26 @@ class Exporter:
             save_cursor(self._source, cursor)
         for file in files:
             if file.last_sequence > sequence:
-                file.path.unlink(missing_ok=True)
+                self.store.delete(file.relative)
                 removed += 1
         if removed:
-            logger.info("removed %d unfinished export files from %s", removed, self.directory)
+            logger.info("removed %d unfinished export files from %s", removed, self.store.location)
         return cursor
 
-    def _write_table(self, table: pa.Table) -> list[str]:
+    def _write_table(self, table: pa.Table, writer: str) -> list[str]:
         written: list[str] = []
         for index, (day, part) in enumerate(split_by_date(table, self._timezone)):
             if index:
                 self._checkpoint("between_partitions")
             sequences = part.column("sequence")
             first, last = sequences[0].as_py(), sequences[-1].as_py()
-            relative = f"date={day}/{file_name(self._collector, first, last)}"
-            write_atomically(
+            relative = f"date={day}/{file_name(writer, first, last)}"
+            self.store.write(
+                relative,
                 part,
-                self.directory / relative,
                 file_format=self._format,
                 metadata={
-                    "tollmeter.collector_id": self._collector,
+                    "tollmeter.collector_id": writer,
                     "tollmeter.first_sequence": str(first),
                     "tollmeter.last_sequence": str(last),
                 },

@@ -1,21 +1,18 @@
-"""Durable Parquet files: partitioning, naming, and the atomic write protocol.
-
-A file is written under a hidden temporary name, flushed to disk, renamed to its
-final name, and the directory entry is flushed too. Readers therefore see either
-no file or the whole file, and a file that was renamed survives a power loss.
+"""Parquet files of the export: partitioning, naming and encoding.
 
 File names sort in sequence order and say what they hold::
 
     date=2026-11-01/<collector>-<first sequence:020>-<last sequence:020>.parquet
+
+Where the bytes go, and how a file appears complete or not at all, is the store's
+part (``_local.py``, ``_s3.py``).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,31 +21,14 @@ import pyarrow.parquet as pq
 from tollmeter.collector.export._schema import DICTIONARY_COLUMNS, SCHEMA
 
 __all__ = [
-    "ExportFile",
     "FileFormat",
     "file_name",
-    "fsync_directory",
-    "list_export_files",
-    "remove_temporary_files",
     "safe_collector_name",
     "split_by_date",
-    "write_atomically",
+    "write_parquet",
 ]
 
-_FILE = re.compile(r"^(?P<collector>.+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
-_PARTITION = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_TEMP_SUFFIX = ".tmp"
-
-
-@dataclass(frozen=True, slots=True)
-class ExportFile:
-    """A final export file found on disk, parsed from its name."""
-
-    path: Path
-    collector: str
-    first_sequence: int
-    last_sequence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,94 +66,25 @@ def split_by_date(table: pa.Table, timezone: str) -> Iterator[tuple[str, pa.Tabl
         yield day.as_py().isoformat(), table.filter(pc.equal(days, day))
 
 
-def write_atomically(
+def write_parquet(
     table: pa.Table,
-    path: Path,
+    where: str | pa.NativeFile,
     *,
     file_format: FileFormat,
     metadata: dict[str, str],
-    checkpoint: Callable[[str], None],
 ) -> None:
-    """Write ``table`` to ``path`` so that ``path`` appears complete or not at all.
-
-    ``checkpoint`` is called with ``"temp_written"`` once the temporary file is on
-    disk and ``"renamed"`` after the rename, so tests can stop the process there.
-    """
-    partition_dir = path.parent
-    if not partition_dir.is_dir():
-        partition_dir.mkdir(parents=True, exist_ok=True)
-        fsync_directory(partition_dir.parent)
-    temporary = partition_dir / f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}"
+    """Encode ``table`` as one Parquet file with the export's schema metadata plus
+    ``metadata``; the same table and metadata always give the same bytes."""
     schema_metadata = {
         **(SCHEMA.metadata or {}),
         **{k.encode(): v.encode() for k, v in metadata.items()},
     }
     pq.write_table(
         table.replace_schema_metadata(schema_metadata),
-        temporary,
+        where,
         row_group_size=file_format.row_group_size,
         compression="zstd",
         compression_level=file_format.compression_level,
         use_dictionary=list(DICTIONARY_COLUMNS),
         write_statistics=True,
     )
-    _fsync_file(temporary)
-    checkpoint("temp_written")
-    os.replace(temporary, path)
-    fsync_directory(partition_dir)
-    checkpoint("renamed")
-
-
-def list_export_files(directory: Path, collector: str) -> list[ExportFile]:
-    """Every final file of ``collector`` under ``directory``'s date partitions."""
-    found: list[ExportFile] = []
-    if not directory.is_dir():
-        return found
-    for partition in directory.iterdir():
-        if not (_PARTITION.match(partition.name) and partition.is_dir()):
-            continue
-        for entry in partition.iterdir():
-            match = _FILE.match(entry.name)
-            if match and match.group("collector") == collector:
-                found.append(
-                    ExportFile(
-                        entry,
-                        collector,
-                        int(match.group("first")),
-                        int(match.group("last")),
-                    )
-                )
-    found.sort(key=lambda file: (file.first_sequence, file.path.name, file.path.parent.name))
-    return found
-
-
-def remove_temporary_files(directory: Path) -> int:
-    """Delete temporary files left by an interrupted write; return how many."""
-    removed = 0
-    if not directory.is_dir():
-        return removed
-    for partition in directory.iterdir():
-        if not (_PARTITION.match(partition.name) and partition.is_dir()):
-            continue
-        for entry in partition.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(_TEMP_SUFFIX):
-                entry.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make renames and new entries in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
