@@ -14,6 +14,8 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
 
 import pytest  # noqa: E402
 
+from tests._postgres import postgres_server, postgres_url  # noqa: E402, F401
+
 _ROOT = Path(__file__).resolve().parents[1]
 _TOOL_CACHES = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
 

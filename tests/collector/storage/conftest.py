@@ -1,4 +1,5 @@
-"""Ledger fixtures: every backend on a fresh database, and a usage event factory."""
+"""Ledger fixtures: every backend (SQLite file, in memory, PostgreSQL) on a fresh database,
+and a usage event factory."""
 
 from __future__ import annotations
 
@@ -44,8 +45,12 @@ def make_event() -> EventFactory:
     return make
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        # A database of its own on the session's server.
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else "memory://"
 
 
@@ -53,3 +58,22 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def ledger(ledger_url: str) -> Iterator[Ledger]:
     with open_ledger(ledger_url) as opened:
         yield opened
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ledger that outlives the process that opened it: a SQLite file or a PostgreSQL
+    database."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path}/ledger.db"
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def fresh_ledger_url(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Makes the URL of a new, empty ledger at each call (for property tests)."""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        return server.create_database  # type: ignore[no-any-return]
+    return lambda: "memory://"

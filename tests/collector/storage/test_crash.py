@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from tollmeter.collector.storage import UsageQuery, open_ledger
 
@@ -56,8 +55,8 @@ def _run_and_kill(url: str, first_batch: int, acks_before_kill: int) -> int:
     return last
 
 
-def test_sigkill_mid_append_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def test_sigkill_mid_append_loses_and_duplicates_nothing(durable_url: str) -> None:
+    url = durable_url
     rng = random.Random(5)
     next_batch = 0
     acked = -1

@@ -92,8 +92,8 @@ def test_duplicates_across_batches_count_once(ledger: Ledger, make_event) -> Non
     assert ledger.query_usage(UsageQuery())[0].requests == 2
 
 
-def test_duplicates_after_restart_count_once(tmp_path: Path, make_event) -> None:
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def test_duplicates_after_restart_count_once(durable_url: str, make_event) -> None:
+    url = durable_url
     event = make_event()
     with open_ledger(url) as ledger:
         ledger.append([event])
@@ -130,8 +130,8 @@ def test_empty_append_is_a_no_op(ledger: Ledger) -> None:
     assert (result.committed, result.duplicates, ledger.last_sequence()) == ([], 0, 0)
 
 
-def test_state_is_durable(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def test_state_is_durable(durable_url: str) -> None:
+    url = durable_url
     with open_ledger(url) as ledger:
         assert ledger.get_state("export.cursor") is None
         ledger.set_state("export.cursor", "41")

@@ -192,9 +192,13 @@ def _expected(events: list[UsageEvent], query: UsageQuery) -> dict[tuple[object,
     return dict(expected)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(specs=_events, queries=st.lists(_queries, min_size=1, max_size=5))
-def test_rollups_and_raw_events_agree_with_python_sums(specs, queries) -> None:
+def test_rollups_and_raw_events_agree_with_python_sums(fresh_ledger_url, specs, queries) -> None:
     base = int(T0.timestamp())
     events = [
         UsageEvent(
@@ -215,7 +219,7 @@ def test_rollups_and_raw_events_agree_with_python_sums(specs, queries) -> None:
         )
         for i, spec in enumerate(specs)
     ]
-    with open_ledger("memory://") as ledger:
+    with open_ledger(fresh_ledger_url()) as ledger:
         ledger.append(events)
         for spec in queries:
             start = None

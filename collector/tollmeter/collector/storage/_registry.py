@@ -26,19 +26,43 @@ def _memory(path: str, **options: Any) -> Ledger:
     return SQLiteLedger(None, **options)
 
 
-_REGISTRY: dict[str, LedgerFactory] = {"sqlite": _sqlite, "memory": _memory}
+def _postgresql(url: str, **options: Any) -> Ledger:
+    try:
+        from tollmeter.collector.storage._postgres import PostgresLedger
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"postgresql:// storage needs psycopg: pip install 'tollmeter[postgres]' ({exc})"
+        ) from exc
+    return PostgresLedger(url, **options)
 
 
-def register_ledger(scheme: str, factory: LedgerFactory) -> None:
-    """Make ``open_ledger`` build ``scheme://`` URIs with ``factory``."""
+_REGISTRY: dict[str, LedgerFactory] = {
+    "sqlite": _sqlite,
+    "memory": _memory,
+    "postgresql": _postgresql,
+}
+_WHOLE_URL = {"postgresql"}
+
+
+def register_ledger(scheme: str, factory: LedgerFactory, *, whole_url: bool = False) -> None:
+    """Make ``open_ledger`` build ``scheme://`` URIs with ``factory``.
+
+    The factory gets the URI's path, or with ``whole_url`` the URI without its query string
+    (a server address, user and database), and the options as keyword arguments.
+    """
     _REGISTRY[scheme] = factory
+    if whole_url:
+        _WHOLE_URL.add(scheme)
+    else:
+        _WHOLE_URL.discard(scheme)
 
 
 def open_ledger(url: str, **options: Any) -> Ledger:
     """Open the ledger named by ``url``.
 
     ``sqlite:///relative/path.db`` (three slashes: relative to the working directory),
-    ``sqlite:////absolute/path.db``, or ``memory://`` (tests). Options can also be given as
+    ``sqlite:////absolute/path.db``, ``postgresql://user@host:5432/database`` (a ledger
+    shared by collector replicas) or ``memory://`` (tests). Options can also be given as
     a query string (``sqlite:///ledger.db?synchronous=normal``); keyword arguments win.
     Unknown schemes and options raise ``ConfigurationError``.
     """
@@ -49,7 +73,10 @@ def open_ledger(url: str, **options: Any) -> Ledger:
         raise ConfigurationError(f"unknown storage URL {url!r}; supported: {known}")
     merged: dict[str, Any] = dict(parse_qsl(parts.query))
     merged.update(options)
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.scheme in _WHOLE_URL:
+        path = parts._replace(query="", fragment="").geturl()
+    else:
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
     try:
         return factory(path, **merged)
     except TypeError as exc:

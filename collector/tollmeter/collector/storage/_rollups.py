@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from tollmeter.collector._dimensions import DIMENSIONS, Dimension, dimension_key
 from tollmeter.collector._records import UsageEvent
@@ -18,13 +18,33 @@ from tollmeter.collector.storage._windows import (
     is_aligned,
 )
 
-__all__ = ["MinuteKey", "MinuteSums", "minute_sums", "rollup_rows", "select_usage"]
+__all__ = [
+    "POSTGRES",
+    "SQLITE",
+    "Dialect",
+    "MinuteKey",
+    "MinuteSums",
+    "minute_sums",
+    "rollup_rows",
+    "select_usage",
+]
 
 MinuteKey = tuple[int, str, str, str, str, str, str]
 """A minute's start (Unix seconds) followed by a ``DimensionKey``."""
 MinuteSums = dict[MinuteKey, list[Any]]
 """Per minute and dimensions: input, cache read, cache write, output, reasoning and total
 tokens, requests, cost (``Decimal`` or ``None`` when nothing was priced) and currency."""
+
+
+class _Cursor(Protocol):
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The part of a DB-API connection a usage query needs (sqlite3's and psycopg's)."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> _Cursor: ...
+
 
 _NS = 1_000_000_000
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -41,13 +61,49 @@ _EVENT_COLUMNS: Mapping[Dimension, str] = {
     "api_key": "COALESCE(api_key_id, '')",
     "usage_source": "usage_source",
 }
-_TOKEN_SUMS = (
-    "SUM(input_tokens), SUM(cache_read_input_tokens), SUM(cache_write_input_tokens), "
-    "SUM(output_tokens), SUM(reasoning_output_tokens), SUM(total_tokens)"
+_TOKEN_COLUMNS = (
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_output_tokens",
+    "total_tokens",
 )
-_ROLLUP_SUMS = f"{_TOKEN_SUMS}, SUM(requests)"
-_EVENT_SUMS = f"{_TOKEN_SUMS}, COUNT(*)"
-_COST_SUMS = "tm_decimal_sum(cost), MAX(currency)"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What a usage query spells differently per database; the rest is standard SQL."""
+
+    param: str
+    """The driver's placeholder."""
+    integer_sum: str
+    """``SUM`` of an integer column named ``{}``, as an integer."""
+    cost_sum: str
+    """The exact decimal sum of ``cost``, as decimal text."""
+    month_start: str
+    """The first second of the UTC month holding the Unix time ``{}``."""
+    modulo: str
+    """``{0}`` modulo ``{1}``."""
+
+
+SQLITE = Dialect(
+    param="?",
+    integer_sum="SUM({})",
+    cost_sum="tm_decimal_sum(cost)",
+    month_start="CAST(strftime('%s', {}, 'unixepoch', 'start of month') AS INTEGER)",
+    modulo="{0} % {1}",
+)
+POSTGRES = Dialect(
+    param="%s",
+    # PostgreSQL sums BIGINT into NUMERIC; the driver would hand over Decimals.
+    integer_sum="CAST(SUM({}) AS BIGINT)",
+    cost_sum="CAST(SUM(cost) AS TEXT)",
+    month_start="CAST(EXTRACT(EPOCH FROM date_trunc('month', "
+    "to_timestamp({}) AT TIME ZONE 'UTC')) AS BIGINT)",
+    # psycopg reads every % as a placeholder.
+    modulo="mod({0}, {1})",
+)
 
 
 def minute_sums(events: Sequence[UsageEvent]) -> MinuteSums:
@@ -135,58 +191,70 @@ def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
     return None
 
 
-def _bucket_expression(window: QueryWindow, seconds: str) -> str:
+def _bucket_expression(window: QueryWindow, seconds: str, dialect: Dialect) -> str:
     if window == "week":
-        return f"({seconds} - ({seconds} + {_MONDAY_OFFSET_S}) % {_WEEK_S})"
+        shifted = f"({seconds} + {_MONDAY_OFFSET_S})"
+        return f"({seconds} - {dialect.modulo.format(shifted, _WEEK_S)})"
     if window == "month":
-        return f"CAST(strftime('%s', {seconds}, 'unixepoch', 'start of month') AS INTEGER)"
+        return dialect.month_start.format(seconds)
     size = _FIXED_SECONDS[window]
-    return f"({seconds} - {seconds} % {size})"
+    return f"({seconds} - {dialect.modulo.format(seconds, size)})"
 
 
 def select_usage(
-    conn: sqlite3.Connection, query: UsageQuery, *, minute_horizon_s: int = 0
+    conn: Connection,
+    query: UsageQuery,
+    *,
+    minute_horizon_s: int = 0,
+    dialect: Dialect = SQLITE,
 ) -> list[UsageRow]:
+    """Run ``query`` on ``conn``, a DB-API connection to a ledger in ``dialect``."""
     granularity = _granularity(query, minute_horizon_s)
+    mark = dialect.param
+    token_sums = ", ".join(dialect.integer_sum.format(name) for name in _TOKEN_COLUMNS)
     start_ns, end_ns = query.start_ns(), query.end_ns()
     where: list[str] = []
     params: list[object] = []
     if granularity is None:
-        columns, sums, table, seconds = _EVENT_COLUMNS, _EVENT_SUMS, "usage_events", None
+        columns, table, seconds = _EVENT_COLUMNS, "usage_events", None
+        sums = f"{token_sums}, COUNT(*)"
         if start_ns is not None:
-            where.append("event_time_ns >= ?")
+            where.append(f"event_time_ns >= {mark}")
             params.append(start_ns)
         if end_ns is not None:
-            where.append("event_time_ns < ?")
+            where.append(f"event_time_ns < {mark}")
             params.append(end_ns)
     else:
-        columns, sums, table, seconds = _ROLLUP_COLUMNS, _ROLLUP_SUMS, "rollups", "bucket"
-        where.append("granularity = ?")
+        columns, table, seconds = _ROLLUP_COLUMNS, "rollups", "bucket"
+        sums = f"{token_sums}, {dialect.integer_sum.format('requests')}"
+        where.append(f"granularity = {mark}")
         params.append(granularity)
         if start_ns is not None:
-            where.append("bucket >= ?")
+            where.append(f"bucket >= {mark}")
             params.append(start_ns // _NS)
         if end_ns is not None:
-            where.append("bucket < ?")
+            where.append(f"bucket < {mark}")
             params.append(end_ns // _NS)
     for name, value in query.filters().items():
-        where.append(f"{columns[name]} = ?")
+        where.append(f"{columns[name]} = {mark}")
         params.append(value)
     if query.window is None:
         window_sql = "NULL"
     elif granularity == query.window:
         window_sql = "bucket"
     else:
-        window_sql = _bucket_expression(query.window, seconds or f"(event_time_ns / {_NS})")
+        window_sql = _bucket_expression(
+            query.window, seconds or f"(event_time_ns / {_NS})", dialect
+        )
     group_sql = [columns[name] for name in query.group_by]
-    costs = _COST_SUMS if query.costs else "NULL, NULL"
+    costs = f"{dialect.cost_sum}, MAX(currency)" if query.costs else "NULL, NULL"
     sql = f"SELECT {window_sql}, {', '.join([*group_sql, sums, costs])} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     keys = ["1", *(str(i + 2) for i in range(len(group_sql)))]
-    sql += f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)} LIMIT ?"
+    sql += f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)} LIMIT {mark}"
     params.append(query.limit)
-    return [_row(query, row) for row in conn.execute(sql, params)]
+    return [_row(query, row) for row in conn.execute(sql, params).fetchall()]
 
 
 def _row(query: UsageQuery, row: tuple[Any, ...]) -> UsageRow:

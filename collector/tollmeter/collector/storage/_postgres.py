@@ -1,0 +1,300 @@
+"""The PostgreSQL ledger: one database shared by every collector replica.
+
+Exactly once across replicas, by the database:
+
+1. An append is one transaction that first takes a transaction-scoped advisory lock, so
+   appends from every replica run one after another. Sequences are assigned under it
+   (``MAX(sequence) + 1`` onwards) and the lock is released by the commit, so sequences
+   become visible in commit order: a reader paging with ``sequence > cursor`` (the
+   Parquet export) never sees a later sequence before an earlier one.
+2. Event ids already in ``dedupe_keys`` (the dedupe window) are dropped; the rest are
+   copied into a temporary table and moved with ``INSERT ... ON CONFLICT (event_id) DO
+   NOTHING RETURNING``, so only rows actually inserted count, even for a late duplicate.
+3. The rollups are upserted from the inserted rows only, in the same transaction.
+
+A replica killed mid-append leaves nothing: the server rolls the transaction back when its
+connection drops, and the sender retries the unacknowledged batch on another replica.
+Every blocking call has a deadline: ``connect_timeout``, a server-side
+``statement_timeout`` (which also bounds the wait for the append lock), and a bounded wait
+for a pooled connection. Lost connections are dropped and opened again on the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._codec import (
+    EVENT_COLUMNS,
+    EventRow,
+    event_from_row,
+    event_values,
+    with_sequence,
+)
+from tollmeter.collector.storage._postgres_schema import migrate
+from tollmeter.collector.storage._query import UsageQuery, UsageRow
+from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_sums, rollup_rows
+from tollmeter.collector.storage._rollups import select_usage as _select_usage
+from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
+from tollmeter.collector.storage._sqlite import _positive
+from tollmeter.semconv.errors import ConfigurationError
+
+__all__ = ["LIBPQ_OPTIONS", "PostgresLedger"]
+
+APPEND_LOCK = 0x746F6C6C6D657402
+"""Advisory lock key that serialises appends across replicas ("tollmet" and 2)."""
+
+LIBPQ_OPTIONS = frozenset(
+    {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "application_name"}
+)
+"""Connection settings passed to libpq as they are; the rest of the URL options are ours."""
+
+_COLUMNS = ", ".join(("sequence", *EVENT_COLUMNS))
+# ROW_COLUMNS order; the cost as the decimal text the codec expects.
+_ROW_SELECT = ", ".join(
+    "CAST(cost AS TEXT)" if name == "cost" else name for name in (*EVENT_COLUMNS, "sequence")
+)
+_SELECT_ROWS = (
+    f"SELECT {_ROW_SELECT} FROM usage_events WHERE sequence > %s ORDER BY sequence LIMIT %s"
+)
+_INCOMING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_events "
+    "(LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_MOVE = (
+    f"INSERT INTO usage_events ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_events "
+    "ORDER BY sequence ON CONFLICT (event_id) DO NOTHING RETURNING sequence"
+)
+_KEY = ", ".join(("granularity", "bucket", *ROLLUP_DIMENSIONS))
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollups ({_KEY}, {', '.join(ROLLUP_COUNTERS)}, cost, currency) "
+    f"VALUES ({', '.join(['%s'] * (len(ROLLUP_DIMENSIONS) + len(ROLLUP_COUNTERS) + 4))}) "
+    f"ON CONFLICT ({_KEY}) DO UPDATE SET "
+    + ", ".join(f"{name} = rollups.{name} + excluded.{name}" for name in ROLLUP_COUNTERS)
+    + ", cost = CASE WHEN excluded.cost IS NULL THEN rollups.cost"
+    " ELSE COALESCE(rollups.cost, 0) + excluded.cost END"
+    + ", currency = COALESCE(rollups.currency, excluded.currency)"
+)
+
+
+class PostgresLedger(Ledger):
+    """A ledger in a PostgreSQL database, shared by any number of collector processes.
+
+    ``conninfo`` is a libpq URL or keyword string. Up to ``pool_size`` connections are
+    opened as needed and kept. ``dedupe_window_s``, ``prune_interval_s`` and
+    ``minute_rollups_s`` mean what they mean for ``SQLiteLedger``.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        dedupe_window_s: float | str = 7 * 86400.0,
+        connect_timeout_s: float | str = 5.0,
+        statement_timeout_s: float | str = 30.0,
+        prune_interval_s: float | str = 60.0,
+        minute_rollups_s: float | str = 7 * 86400.0,
+        pool_size: int | str = 4,
+        **libpq: str,
+    ) -> None:
+        unknown = sorted(set(libpq) - LIBPQ_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown postgresql:// option {', '.join(unknown)}; "
+                f"libpq settings accepted: {', '.join(sorted(LIBPQ_OPTIONS))}"
+            )
+        self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
+        self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
+        self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
+        self._statement_timeout_s = _positive("statement_timeout_s", statement_timeout_s)
+        connect_timeout = _positive("connect_timeout_s", connect_timeout_s)
+        size = int(_positive("pool_size", pool_size))
+        timeout_ms = int(self._statement_timeout_s * 1000)
+        self._conninfo = conninfo
+        self._connect_args: dict[str, Any] = {
+            "autocommit": True,
+            # libpq's unit is whole seconds, at least 2.
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            "application_name": "tollmeter",
+            # A replica that vanishes mid-transaction must not hold the append lock.
+            "options": f"-c statement_timeout={timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={timeout_ms}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": timeout_ms,
+            **libpq,
+        }
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[psycopg.Connection] = []
+        self._idle_lock = threading.Lock()
+        self._closed = False
+        self._migrated = False
+        self._last_prune_ns = 0
+        with self._connection("open ledger") as conn:
+            migrate(conn)
+            conn.execute(_INCOMING)
+        self._migrated = True
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self._conninfo, **self._connect_args)
+        if self._migrated:
+            # The staging table lives as long as the session; commits empty it.
+            conn.execute(_INCOMING)
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self, action: str) -> Iterator[psycopg.Connection]:
+        if self._closed:
+            raise StorageError("ledger is closed")
+        if not self._slots.acquire(timeout=self._statement_timeout_s):
+            raise StorageError(
+                f"could not {action}: no database connection free within "
+                f"{self._statement_timeout_s}s"
+            )
+        conn: psycopg.Connection | None = None
+        try:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            try:
+                if conn is None:
+                    conn = self._connect()
+                yield conn
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    # The server went away or restarted: its other sessions are gone too.
+                    self._discard_idle()
+                raise StorageError(f"could not {action}: {_first_line(exc)}") from exc
+        finally:
+            if conn is not None:
+                self._put_back(conn)
+            self._slots.release()
+
+    def _put_back(self, conn: psycopg.Connection) -> None:
+        healthy = not conn.closed and not conn.broken
+        with self._idle_lock:
+            if healthy and not self._closed:
+                self._idle.append(conn)
+                return
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+
+    def _discard_idle(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
+        if not events:
+            return AppendResult()
+        fresh: dict[str, UsageEvent] = {}
+        for event in events:
+            fresh.setdefault(event.event_id, event)
+        with self._connection("append to ledger") as conn:
+            now_ns = time.time_ns()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+                committed, minutes = self._append_locked(conn, fresh, now_ns)
+        return AppendResult(
+            committed=committed, duplicates=len(events) - len(committed), minutes=minutes
+        )
+
+    def _append_locked(
+        self, conn: psycopg.Connection, fresh: dict[str, UsageEvent], now_ns: int
+    ) -> tuple[list[UsageEvent], MinuteSums]:
+        for (seen,) in conn.execute(
+            "SELECT event_id FROM dedupe_keys WHERE event_id = ANY(%s)", (list(fresh),)
+        ).fetchall():
+            del fresh[seen]
+        if not fresh:
+            return [], {}
+        row = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM usage_events").fetchone()
+        sequence = int(row[0]) if row else 0
+        by_sequence: dict[int, UsageEvent] = {}
+        with conn.cursor() as cursor:
+            with cursor.copy(f"COPY incoming_events ({_COLUMNS}) FROM STDIN") as copy:
+                for event in fresh.values():
+                    sequence += 1
+                    by_sequence[sequence] = event
+                    copy.write_row((sequence, *event_values(event)))
+            inserted = cursor.execute(_MOVE).fetchall()
+        committed = [with_sequence(by_sequence[seq], seq) for (seq,) in inserted]
+        conn.execute(
+            "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
+            "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
+            (list(fresh), now_ns),
+        )
+        minute_horizon_s = self._minute_horizon_s(now_ns)
+        minutes = minute_sums(committed)
+        # One order for every replica's upserts, should two ever overlap.
+        rows = sorted(rollup_rows(minutes, minute_horizon_s=minute_horizon_s), key=_rollup_key)
+        with conn.cursor() as cursor:
+            cursor.executemany(_UPSERT_ROLLUP, rows)
+        if now_ns - self._last_prune_ns >= self._prune_interval_ns:
+            conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < %s", (now_ns - self._window_ns,))
+            conn.execute(
+                "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < %s",
+                (minute_horizon_s,),
+            )
+            self._last_prune_ns = now_ns
+        return committed, minutes
+
+    def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
+        return [event_from_row(row) for row in self.read_event_rows(after_sequence, limit)]
+
+    def read_event_rows(self, after_sequence: int, limit: int) -> list[EventRow]:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        with self._connection("read ledger") as conn:
+            return conn.execute(_SELECT_ROWS, (after_sequence, limit)).fetchall()
+
+    def last_sequence(self) -> int:
+        with self._connection("read ledger") as conn:
+            row = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM usage_events").fetchone()
+        return int(row[0]) if row else 0
+
+    def query_usage(self, query: UsageQuery) -> list[UsageRow]:
+        horizon_s = self._minute_horizon_s(time.time_ns())
+        with self._connection("query usage") as conn:
+            return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
+
+    def _minute_horizon_s(self, now_ns: int) -> int:
+        horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
+        return horizon - horizon % 60
+
+    def get_state(self, key: str) -> str | None:
+        with self._connection("read ledger state") as conn:
+            row = conn.execute("SELECT value FROM state WHERE key = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._connection("write ledger state") as conn:
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        """Close the idle connections now; those in use close when their call returns."""
+        self._closed = True
+        self._discard_idle()
+
+
+def _rollup_key(row: tuple[object, ...]) -> tuple[str, ...]:
+    return tuple(str(value) for value in row[: 2 + len(ROLLUP_DIMENSIONS)])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
