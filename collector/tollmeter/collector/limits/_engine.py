@@ -16,6 +16,7 @@ from typing import Any
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._config import LimitsConfig
+from tollmeter.collector.limits._decide import EPSILON, PlanEntry, allowance, denial
 from tollmeter.collector.limits._marks import ThresholdMarks
 from tollmeter.collector.limits._model import (
     Changes,
@@ -23,26 +24,21 @@ from tollmeter.collector.limits._model import (
     CheckRequest,
     CheckResult,
     CounterKey,
-    Decision,
     Notice,
     Reservation,
 )
 from tollmeter.collector.limits._rules import (
-    Attributes,
     CostEstimator,
     Counter,
     Estimate,
     Rule,
     attributes_of_event,
 )
-from tollmeter.collector.limits._status import counter_status, tenant_status
+from tollmeter.collector.limits._status import tenant_status
 
 __all__ = ["LimitEngine"]
 
-_EPSILON = 1e-9
 _IDLE_SWEEP_S = 30.0
-_SOFT_ACTIONS = ("alert", "downgrade")
-"""Actions that let a request pass its limit."""
 
 
 def _prices_needed(rules: Sequence[Rule]) -> bool:
@@ -124,58 +120,19 @@ class LimitEngine:
                 request.model, request.estimated_input_tokens, request.max_output_tokens
             )
         estimate = Estimate(request.estimated_input_tokens, request.max_output_tokens, cost)
-        plan: list[tuple[Rule, tuple[str, ...], Counter, float, bool]] = []
-        denied_by: Rule | None = None
-        waits: list[float | None] = []
-        downgrade: str | None = None
-        over_alert = False
+        plan: list[PlanEntry] = []
         for rule in self._rules:
             if not rule.matches(attrs):
                 continue
             key = rule.key(attrs)
             counter = self._counter(rule, key, now)
             amount = rule.estimate_amount(estimate)
-            fits = amount <= rule.window.available(counter) + _EPSILON
-            plan.append((rule, key, counter, amount, fits))
-            if fits:
-                continue
-            action = rule.config.action
-            if action == "throttle":
-                waits.append(rule.window.wait_for(counter, amount, now))
-            elif action == "block":
-                fit = rule.window.wait_for(counter, amount, now)
-                waits.append(None if fit is None else rule.window.reset_at(counter, now) - now)
-            elif action == "downgrade":
-                downgrade = downgrade or rule.config.downgrade_model
-                continue
-            else:
-                over_alert = True
-                continue
-            denied_by = denied_by or rule
-        if denied_by is not None:
-            retry = (
-                None if any(w is None for w in waits) else max(w for w in waits if w is not None)
+            plan.append(
+                (rule, key, counter, amount, amount <= rule.window.available(counter) + EPSILON)
             )
-            statuses = tuple(
-                counter_status(r, k, c, now, allowed=ok or r.config.action in _SOFT_ACTIONS)
-                for r, k, c, _, ok in plan
-            )
-            notice = Notice(
-                kind="request_denied",
-                time=now,
-                limit=denied_by.name,
-                key=self._key_map(denied_by, attrs),
-                tenant=request.tenant,
-                request_id=request.request_id,
-            )
-            result = CheckResult(
-                allowed=False,
-                action="throttle" if denied_by.config.action == "throttle" else "block",
-                retry_after_s=None if retry is None else round(retry, 3),
-                denied_by=denied_by.name,
-                limits=statuses,
-            )
-            return result, [notice]
+        denied = denial(request, plan, now)
+        if denied is not None:
+            return denied[0], [denied[1]]
         notices: list[Notice] = []
         reservation_id = None
         charges: list[Charge] = []
@@ -186,15 +143,7 @@ class LimitEngine:
                 charges.append(Charge(rule.name, key, amount, rule.window.period_of(now)))
                 notices.extend(self._marks.crossed(rule, key, counter, now))
             reservation_id = self._new_id()
-        statuses = tuple(counter_status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan)
-        decision: Decision = "downgrade" if downgrade else ("alert" if over_alert else "allow")
-        result = CheckResult(
-            allowed=True,
-            action=decision,
-            reservation_id=reservation_id,
-            downgrade_model=downgrade,
-            limits=statuses,
-        )
+        result = allowance(plan, now, reservation_id)
         if reservation_id is not None:
             self._reservations[reservation_id] = Reservation(
                 id=reservation_id,
@@ -217,10 +166,6 @@ class LimitEngine:
         else:
             rule.window.advance(counter, now)
         return counter
-
-    @staticmethod
-    def _key_map(rule: Rule, attrs: Attributes) -> dict[str, str]:
-        return dict(zip(rule.config.group_by, rule.key(attrs), strict=True))
 
     # -- usage --------------------------------------------------------------------------
 
