@@ -63,6 +63,7 @@ from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._attribution import current_attribution
 from tollmeter.instrumentation._conventions import Conventions, conventions_from_env
 from tollmeter.instrumentation._estimate import count_text_tokens
+from tollmeter.instrumentation._peers import peer_above, quiet
 from tollmeter.instrumentation._safety import contained
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
@@ -100,6 +101,7 @@ class Call:
         "input_estimate",
         "metric_attributes",
         "owns_span",
+        "records_metrics",
         "request_model",
         "span",
         "started_at",
@@ -113,12 +115,14 @@ class Call:
         metric_attributes: dict[str, AttributeValue],
         input_estimate: Callable[[], int] | None,
         owns_span: bool,
+        records_metrics: bool = True,
     ) -> None:
         self.span = span
         self.request_model = request_model
         self.metric_attributes = metric_attributes
         self.input_estimate = input_estimate
         self.owns_span = owns_span
+        self.records_metrics = records_metrics
         self.started_at = time.perf_counter()
         self.first_chunk_at: float | None = None
         self.attempts = Attempts()
@@ -153,7 +157,7 @@ class _Activation:
 
     def __enter__(self) -> Span:
         self._attempts_token = watching(self._call.attempts)
-        self._token = otel_context.attach(trace.set_span_in_context(self._call.span))
+        self._token = otel_context.attach(quiet(trace.set_span_in_context(self._call.span)))
         return self._call.span
 
     def __exit__(
@@ -245,7 +249,12 @@ class Telemetry:
         attributes: Mapping[str, AttributeValue] | None = None,
         input_estimate: Callable[[], int] | None = None,
     ) -> Call:
-        """Open the CLIENT span of a call (not made current) and read the attribution."""
+        """Open the CLIENT span of a call (not made current) and read the attribution.
+
+        When another GenAI instrumentation has already started a span for this call (see
+        ``_peers``), that span is enriched instead, and the metrics are left to that
+        instrumentation when it records them itself.
+        """
         attribution = current_attribution()
         span_attributes: dict[str, AttributeValue] = {
             attrs.GEN_AI_OPERATION_NAME: operation,
@@ -256,14 +265,24 @@ class Telemetry:
         if attributes:
             span_attributes.update(attributes)
         span_attributes.update(attribution)
+        metric_attributes = self._metric_attributes(operation, provider, request_model, attribution)
+        peer = peer_above()
+        if peer is not None:
+            peer.span.set_attributes(span_attributes)
+            return Call(
+                peer.span,
+                request_model=request_model,
+                metric_attributes=metric_attributes,
+                input_estimate=input_estimate,
+                owns_span=False,
+                records_metrics=not peer.records_metrics,
+            )
         name = f"{operation} {request_model}" if request_model else operation
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
         return Call(
             span,
             request_model=request_model,
-            metric_attributes=self._metric_attributes(
-                operation, provider, request_model, attribution
-            ),
+            metric_attributes=metric_attributes,
             input_estimate=input_estimate,
             owns_span=True,
         )
@@ -387,6 +406,8 @@ class Telemetry:
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:256] or None))
+        if not call.records_metrics:
+            return
         self.duration.record(ended_at - call.started_at, metric_attributes)
         if call.first_chunk_at is not None:
             self.time_to_first_chunk.record(

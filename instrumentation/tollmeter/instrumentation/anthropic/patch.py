@@ -32,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._guard import before_call
+from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._proxy import SpanProxy
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -264,7 +265,7 @@ class AnthropicPatch:
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         try:
             with self.running(pending, instance):
-                result = wrapped(*args, **kwargs)
+                result = beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             self.failed(pending, exc)
             raise
@@ -282,7 +283,7 @@ class AnthropicPatch:
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         try:
             with self.running(pending, instance):
-                result = await wrapped(*args, **kwargs)
+                result = await beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             self.failed(pending, exc)
             raise
@@ -296,7 +297,7 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
-        return MessageStreamManagerProxy(wrapped(*args, **kwargs), self, pending, instance)
+        return MessageStreamManagerProxy(beneath(wrapped)(*args, **kwargs), self, pending, instance)
 
     def astream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not is_instrumentation_enabled():
@@ -305,7 +306,9 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
-        return AsyncMessageStreamManagerProxy(wrapped(*args, **kwargs), self, pending, instance)
+        return AsyncMessageStreamManagerProxy(
+            beneath(wrapped)(*args, **kwargs), self, pending, instance
+        )
 
     def start_api_call_span(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any

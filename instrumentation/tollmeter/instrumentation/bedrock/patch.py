@@ -34,6 +34,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
+from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import SyncStreamProxy, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -214,7 +215,7 @@ def make_api_call_wrapper(telemetry: Telemetry) -> Wrapper:
             return wrapped(name, params)
         try:
             with call.activate():
-                result = wrapped(name, params)
+                result = beneath(wrapped)(name, params)
         except BaseException as exc:
             _note_retries(call, getattr(exc, "response", None))
             telemetry.finish(call, usage=None, error=exc)

@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._guard import before_call
+from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -150,7 +151,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Wrapper:
             return wrapped(*args, **kwargs)
         try:
             with call.activate():
-                result = wrapped(*args, **kwargs)
+                result = beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             telemetry.finish(call, usage=None, error=exc)
             raise
@@ -175,7 +176,7 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Wrapper:
             return await wrapped(*args, **kwargs)
         try:
             with call.activate():
-                result = await wrapped(*args, **kwargs)
+                result = await beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             telemetry.finish(call, usage=None, error=exc)
             raise

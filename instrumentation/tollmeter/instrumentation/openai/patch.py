@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
+from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -303,7 +304,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, options: Options) -> 
         token = _in_call.set(True)
         try:
             with call.activate():
-                result = wrapped(*args, **kwargs)
+                result = beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             telemetry.finish(call, usage=None, error=exc)
             raise
@@ -331,7 +332,7 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint, options: Options) ->
         token = _in_call.set(True)
         try:
             with call.activate():
-                result = await wrapped(*args, **kwargs)
+                result = await beneath(wrapped)(*args, **kwargs)
         except BaseException as exc:
             telemetry.finish(call, usage=None, error=exc)
             raise
