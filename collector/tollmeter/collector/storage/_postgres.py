@@ -140,9 +140,13 @@ class PostgresLedger(Ledger):
         self._closed = False
         self._migrated = False
         self._last_prune_ns = 0
-        with self._connection("open ledger") as conn:
-            migrate(conn)
-            conn.execute(_INCOMING)
+        try:
+            with self._connection("open ledger") as conn:
+                migrate(conn)
+                conn.execute(_INCOMING)
+        except BaseException:
+            self.close()
+            raise
         self._migrated = True
 
     def _connect(self) -> psycopg.Connection:
