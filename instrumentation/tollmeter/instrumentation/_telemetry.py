@@ -31,7 +31,11 @@ Life of a call::
   span. With ``usage=None`` the counts are estimated: input from the
   ``input_estimate`` callable given to ``start``, output from ``output_text``.
 - ``adopt`` wraps a span someone else started (an SDK's native span) so that
-  ``finish`` enriches it without ending it.
+  ``finish`` enriches it without ending it. ``start`` does the same by itself
+  with a span another GenAI instrumentation started for the call (see
+  ``_peers``), and records no metrics when that instrumentation records them.
+- ``call.activate()`` also marks the context with the switches that keep the
+  other GenAI instrumentations under the call silent (``_peers.quiet``).
 
 Metric attributes are a fixed allowlist: operation, provider, request and
 response model, token type, ``error.type``, and the tenant only when
