@@ -244,3 +244,16 @@ def test_backends_plug_in_by_scheme(tmp_path: Path) -> None:
     with open_ledger("test-backend:///some/where?timeout_s=5") as ledger:
         assert ledger.last_sequence() == 0
     assert opened == ["some/where"]
+
+
+def test_text_no_database_can_hold_is_stored_and_queried_alike(ledger: Ledger, make_event) -> None:
+    # PostgreSQL's text cannot hold NUL; hostile spans carry it anyway.
+    event = make_event(tenant_id="a\x00b", feature="\x00", user_id="u\x00")
+    result = ledger.append([event])
+    assert len(result.committed) == 1
+    assert ledger.append([event]).duplicates == 1
+    (stored,) = ledger.read_events(0, 10)
+    assert stored.event_id == event.event_id
+    (row,) = ledger.query_usage(UsageQuery(tenant=stored.tenant_id, group_by=("feature",)))
+    assert row.requests == 1
+    assert ledger.query_usage(UsageQuery(tenant="\x00")) == []

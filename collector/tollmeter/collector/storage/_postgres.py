@@ -14,6 +14,9 @@ Exactly once across replicas, by the database:
 
 A replica killed mid-append leaves nothing: the server rolls the transaction back when its
 connection drops, and the sender retries the unacknowledged batch on another replica.
+Text holding NUL, which PostgreSQL cannot store, is stored with U+FFFD in its place (and
+usage filters are matched the same way).
+
 Every blocking call has a deadline: ``connect_timeout``, a server-side
 ``statement_timeout`` (which also bounds the wait for the append lock), and a bounded wait
 for a pooled connection. Lost connections are dropped and opened again on the next call.
@@ -22,6 +25,7 @@ for a pooled connection. Lost connections are dropped and opened again on the ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -217,10 +221,11 @@ class PostgresLedger(Ledger):
     def _append_locked(
         self, conn: psycopg.Connection, fresh: dict[str, UsageEvent], now_ns: int
     ) -> tuple[list[UsageEvent], MinuteSums]:
+        ids = {_text(key): key for key in fresh}
         for (seen,) in conn.execute(
-            "SELECT event_id FROM dedupe_keys WHERE event_id = ANY(%s)", (list(fresh),)
+            "SELECT event_id FROM dedupe_keys WHERE event_id = ANY(%s)", (list(ids),)
         ).fetchall():
-            del fresh[seen]
+            del fresh[ids.pop(seen)]
         if not fresh:
             return [], {}
         row = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM usage_events").fetchone()
@@ -231,18 +236,21 @@ class PostgresLedger(Ledger):
                 for event in fresh.values():
                     sequence += 1
                     by_sequence[sequence] = event
-                    copy.write_row((sequence, *event_values(event)))
+                    copy.write_row(_storable((sequence, *event_values(event))))
             inserted = cursor.execute(_MOVE).fetchall()
         committed = [with_sequence(by_sequence[seq], seq) for (seq,) in inserted]
         conn.execute(
             "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
             "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
-            (list(fresh), now_ns),
+            (list(ids), now_ns),
         )
         minute_horizon_s = self._minute_horizon_s(now_ns)
         minutes = minute_sums(committed)
         # One order for every replica's upserts, should two ever overlap.
-        rows = sorted(rollup_rows(minutes, minute_horizon_s=minute_horizon_s), key=_rollup_key)
+        rows = sorted(
+            (_storable(row) for row in rollup_rows(minutes, minute_horizon_s=minute_horizon_s)),
+            key=_rollup_key,
+        )
         with conn.cursor() as cursor:
             cursor.executemany(_UPSERT_ROLLUP, rows)
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
@@ -270,6 +278,11 @@ class PostgresLedger(Ledger):
 
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         horizon_s = self._minute_horizon_s(time.time_ns())
+        filters = query.filters()
+        if any("\x00" in value for value in filters.values()):
+            query = dataclasses.replace(
+                query, **{name: _text(value) for name, value in filters.items()}
+            )
         with self._connection("query usage") as conn:
             return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
 
@@ -279,7 +292,7 @@ class PostgresLedger(Ledger):
 
     def get_state(self, key: str) -> str | None:
         with self._connection("read ledger state") as conn:
-            row = conn.execute("SELECT value FROM state WHERE key = %s", (key,)).fetchone()
+            row = conn.execute("SELECT value FROM state WHERE key = %s", (_text(key),)).fetchone()
         return None if row is None else str(row[0])
 
     def set_state(self, key: str, value: str) -> None:
@@ -287,13 +300,25 @@ class PostgresLedger(Ledger):
             conn.execute(
                 "INSERT INTO state (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
+                (_text(key), _text(value)),
             )
 
     def close(self) -> None:
         """Close the idle connections now; those in use close when their call returns."""
         self._closed = True
         self._discard_idle()
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL can store it: its text cannot hold NUL, so U+FFFD stands in."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _storable(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` with every text made storable by ``_text``."""
+    if not any(type(value) is str and "\x00" in value for value in values):
+        return values
+    return tuple(_text(value) if type(value) is str else value for value in values)
 
 
 def _rollup_key(row: tuple[object, ...]) -> tuple[str, ...]:
