@@ -280,9 +280,8 @@ class PostgresLedger(Ledger):
         horizon_s = self._minute_horizon_s(time.time_ns())
         filters = query.filters()
         if any("\x00" in value for value in filters.values()):
-            query = dataclasses.replace(
-                query, **{name: _text(value) for name, value in filters.items()}
-            )
+            cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
+            query = dataclasses.replace(query, **cleaned)
         with self._connection("query usage") as conn:
             return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
 
