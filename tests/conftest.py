@@ -15,6 +15,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
 import pytest  # noqa: E402
 
 from tests._postgres import postgres_server, postgres_url  # noqa: E402, F401
+from tests._redis import redis_server, redis_url  # noqa: E402, F401
 
 _ROOT = Path(__file__).resolve().parents[1]
 _TOOL_CACHES = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tollmeter.collector.limits import LimitsConfig
+from tollmeter.collector.limits import LimitEngine, LimitsConfig
+from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 
 
 class FakeClock:
@@ -37,6 +40,26 @@ def _limits(*rules: dict[str, Any], **options: Any) -> LimitsConfig:
 def make_limits() -> Any:
     """``make_limits(rule, ..., **options)`` -> a parsed ``LimitsConfig``."""
     return _limits
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_engine(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``make_engine(config, **kwargs)`` -> the in-process engine, then the Redis one on
+    the session's redis-server: engine tests run against both, so they must agree."""
+    made: list[RedisLimitEngine] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+    def make(config: LimitsConfig, **kwargs: Any) -> LimitEngine | RedisLimitEngine:
+        if url is None:
+            return LimitEngine(config, **kwargs)
+        shared = dataclasses.replace(config, storage=url, redis_timeout_s=5.0)
+        engine = RedisLimitEngine(shared, **kwargs)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
 
 
 class AppServer:

@@ -35,8 +35,8 @@ def _req(tenant="acme", inp=100, out=0, **kw):
 DAILY = {"name": "daily", "limit": 1000, "window": "day", "action": "block"}
 
 
-def test_concurrent_checks_admit_exactly_what_the_limit_allows(make_limits, clock):
-    engine = LimitEngine(make_limits({**DAILY, "limit": 10_000}), clock=clock)
+def test_concurrent_checks_admit_exactly_what_the_limit_allows(make_engine, make_limits, clock):
+    engine = make_engine(make_limits({**DAILY, "limit": 10_000}), clock=clock)
     barrier = threading.Barrier(64)
     results = []
     lock = threading.Lock()
@@ -56,8 +56,8 @@ def test_concurrent_checks_admit_exactly_what_the_limit_allows(make_limits, cloc
     assert results.count(False) == 54
 
 
-def test_reservation_is_all_or_nothing_across_matching_limits(make_limits, clock):
-    engine = LimitEngine(
+def test_reservation_is_all_or_nothing_across_matching_limits(make_engine, make_limits, clock):
+    engine = make_engine(
         make_limits(
             {"name": "tenant", "limit": 1000, "window": "day"},
             {"name": "model", "limit": 300, "window": "day", "match": {"model": "gpt-4*"}},
@@ -76,9 +76,9 @@ def test_reservation_is_all_or_nothing_across_matching_limits(make_limits, clock
     assert {s.name: s.remaining for s in other.limits} == {"tenant": 0.0}
 
 
-def test_token_bucket_refills_with_time(make_limits, clock):
+def test_token_bucket_refills_with_time(make_engine, make_limits, clock):
     rule = {"name": "tpm", "limit": 600, "window": {"per": "1m"}, "action": "throttle"}
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     assert engine.check(_req(inp=600))[0].allowed
     denied, _ = engine.check(_req(inp=100))
     assert not denied.allowed
@@ -90,17 +90,19 @@ def test_token_bucket_refills_with_time(make_limits, clock):
     assert engine.check(_req(inp=100))[0].allowed
 
 
-def test_burst_caps_the_bucket_and_block_waits_for_a_full_bucket(make_limits, clock):
+def test_burst_caps_the_bucket_and_block_waits_for_a_full_bucket(make_engine, make_limits, clock):
     rule = {"name": "rpm", "limit": 60, "measure": "requests", "window": {"per": "1m", "burst": 5}}
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     assert [engine.check(_req())[0].allowed for _ in range(6)] == [True] * 5 + [False]
     denied, _ = engine.check(_req())
     assert denied.action == "block"
     assert denied.retry_after_s == pytest.approx(5.0)
 
 
-def test_request_larger_than_the_bucket_is_denied_without_retry_after(make_limits, clock):
-    engine = LimitEngine(
+def test_request_larger_than_the_bucket_is_denied_without_retry_after(
+    make_engine, make_limits, clock
+):
+    engine = make_engine(
         make_limits({"name": "t", "limit": 100, "window": "1m", "action": "throttle"}), clock=clock
     )
     denied, _ = engine.check(_req(inp=101))
@@ -112,10 +114,10 @@ def test_request_larger_than_the_bucket_is_denied_without_retry_after(make_limit
     ("zone", "local_reset"),
     [("UTC", "2027-01-16T00:00:00+00:00"), ("Asia/Tokyo", "2027-01-16T00:00:00+09:00")],
 )
-def test_daily_window_resets_at_local_midnight(make_limits, clock, zone, local_reset):
+def test_daily_window_resets_at_local_midnight(make_engine, make_limits, clock, zone, local_reset):
     tz = ZoneInfo(zone)
     clock.now = datetime(2027, 1, 15, 23, 30, tzinfo=tz).timestamp()
-    engine = LimitEngine(make_limits(DAILY, timezone=zone), clock=clock)
+    engine = make_engine(make_limits(DAILY, timezone=zone), clock=clock)
     assert engine.check(_req(inp=1000))[0].allowed
     denied, _ = engine.check(_req(inp=1))
     assert not denied.allowed
@@ -126,10 +128,10 @@ def test_daily_window_resets_at_local_midnight(make_limits, clock, zone, local_r
     assert engine.check(_req(inp=1000))[0].allowed
 
 
-def test_monthly_and_weekly_windows_follow_the_calendar(make_limits, clock):
+def test_monthly_and_weekly_windows_follow_the_calendar(make_engine, make_limits, clock):
     berlin = ZoneInfo("Europe/Berlin")
     clock.now = datetime(2027, 3, 31, 12, tzinfo=berlin).timestamp()
-    engine = LimitEngine(
+    engine = make_engine(
         make_limits(
             {"name": "m", "limit": 10, "measure": "requests", "window": "month"},
             {"name": "w", "limit": 100, "measure": "requests", "window": "week"},
@@ -145,16 +147,16 @@ def test_monthly_and_weekly_windows_follow_the_calendar(make_limits, clock):
     assert resets["w"] == datetime(2027, 4, 5, tzinfo=berlin).timestamp()  # next Monday
 
 
-def test_same_request_id_gets_the_same_answer_and_one_reservation(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY), clock=clock)
+def test_same_request_id_gets_the_same_answer_and_one_reservation(make_engine, make_limits, clock):
+    engine = make_engine(make_limits(DAILY), clock=clock)
     first, _ = engine.check(_req(inp=600, request_id="r-1"))
     again, _ = engine.check(_req(inp=600, request_id="r-1"))
     assert again == first
     assert engine.check(_req(inp=400, request_id="r-2"))[0].allowed
 
 
-def test_actual_usage_replaces_the_reservation(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY), clock=clock)
+def test_actual_usage_replaces_the_reservation(make_engine, make_limits, clock):
+    engine = make_engine(make_limits(DAILY), clock=clock)
     result, _ = engine.check(_req(inp=900))
     engine.record_usage([_event(inp=100, out=50, reservation_id=result.reservation_id)])
     status = engine.status("acme")
@@ -163,22 +165,26 @@ def test_actual_usage_replaces_the_reservation(make_limits, clock):
     assert engine.reservation(result.reservation_id) is None
 
 
-def test_usage_without_reservation_counts_and_denies_the_next_check(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY), clock=clock)
+def test_usage_without_reservation_counts_and_denies_the_next_check(
+    make_engine, make_limits, clock
+):
+    engine = make_engine(make_limits(DAILY), clock=clock)
     engine.record_usage([_event(inp=990, out=20)])
     assert not engine.check(_req(inp=1))[0].allowed
     assert engine.status("acme")["blocked"] is True
     assert engine.status("other")["limits"] == []
 
 
-def test_usage_of_a_closed_calendar_period_is_ignored(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY), clock=clock)
+def test_usage_of_a_closed_calendar_period_is_ignored(make_engine, make_limits, clock):
+    engine = make_engine(make_limits(DAILY), clock=clock)
     engine.record_usage([_event(inp=500, t=clock.now - 3 * 86400)])
     assert engine.check(_req(inp=1000))[0].allowed
 
 
-def test_expired_reservations_are_charged_and_a_late_span_corrects_them(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY, reservation_ttl="1m"), clock=clock)
+def test_expired_reservations_are_charged_and_a_late_span_corrects_them(
+    make_engine, make_limits, clock
+):
+    engine = make_engine(make_limits(DAILY, reservation_ttl="1m"), clock=clock)
     result, _ = engine.check(_req(inp=700))
     clock.advance(61)
     due, notices = engine.expire_due()
@@ -189,8 +195,8 @@ def test_expired_reservations_are_charged_and_a_late_span_corrects_them(make_lim
     assert engine.status("acme")["limits"][0]["remaining"] == 900
 
 
-def test_release_mode_gives_the_estimate_back(make_limits, clock):
-    engine = LimitEngine(
+def test_release_mode_gives_the_estimate_back(make_engine, make_limits, clock):
+    engine = make_engine(
         make_limits(DAILY, reservation_ttl="1m", expired_reservations="release"), clock=clock
     )
     engine.check(_req(inp=700))
@@ -200,9 +206,9 @@ def test_release_mode_gives_the_estimate_back(make_limits, clock):
     assert result.allowed
 
 
-def test_thresholds_fire_once_per_window(make_limits, clock):
+def test_thresholds_fire_once_per_window(make_engine, make_limits, clock):
     rule = {**DAILY, "alert_at": [0.5, 0.9], "action": "alert"}
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     kinds = []
     for _ in range(12):
         result, notices = engine.check(_req(inp=100))
@@ -219,9 +225,9 @@ def test_thresholds_fire_once_per_window(make_limits, clock):
     assert [(n.kind, n.threshold) for n in notices] == [("threshold_crossed", 0.5)]
 
 
-def test_downgrade_allows_with_a_cheaper_model(make_limits, clock):
+def test_downgrade_allows_with_a_cheaper_model(make_engine, make_limits, clock):
     rule = {**DAILY, "action": "downgrade", "downgrade_model": "gpt-4o-mini"}
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     assert engine.check(_req(inp=1000))[0].action == "allow"
     result, _ = engine.check(_req(inp=10))
     assert (result.allowed, result.action, result.downgrade_model) == (
@@ -231,7 +237,7 @@ def test_downgrade_allows_with_a_cheaper_model(make_limits, clock):
     )
 
 
-def test_weighted_measure_and_group_by(make_limits, clock):
+def test_weighted_measure_and_group_by(make_engine, make_limits, clock):
     rule = {
         "name": "weighted",
         "limit": 1000,
@@ -240,7 +246,7 @@ def test_weighted_measure_and_group_by(make_limits, clock):
         "weights": {"output": 4, "cache_read": 0.1},
         "group_by": ["tenant", "feature"],
     }
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     engine.record_usage([_event(inp=500, out=100, cache_read_input_tokens=400, feature="search")])
     # 100 uncached + 400 * 0.1 cached + 100 * 4 output = 540
     status = engine.status("acme")["limits"]
@@ -251,7 +257,7 @@ def test_weighted_measure_and_group_by(make_limits, clock):
     assert not engine.check(_req(inp=100, out=100, feature="search"))[0].allowed
 
 
-def test_match_by_project_model_glob_api_key_and_feature(make_limits, clock):
+def test_match_by_project_model_glob_api_key_and_feature(make_engine, make_limits, clock):
     rule = {
         **DAILY,
         "match": {
@@ -262,7 +268,7 @@ def test_match_by_project_model_glob_api_key_and_feature(make_limits, clock):
             "feature": "chat",
         },
     }
-    engine = LimitEngine(make_limits(rule), clock=clock)
+    engine = make_engine(make_limits(rule), clock=clock)
     full = {"project": "p1", "model": "claude-haiku", "api_key_id": "key-1", "feature": "chat"}
     assert engine.check(_req(**full))[0].limits
     assert engine.check(_req(tenant="globex", **full))[0].limits
@@ -270,8 +276,8 @@ def test_match_by_project_model_glob_api_key_and_feature(make_limits, clock):
     assert not engine.check(_req(**{**full, "project": None}))[0].limits
 
 
-def test_reload_keeps_state_of_unchanged_and_compatible_limits(make_limits, clock):
-    engine = LimitEngine(
+def test_reload_keeps_state_of_unchanged_and_compatible_limits(make_engine, make_limits, clock):
+    engine = make_engine(
         make_limits(DAILY, {"name": "tpm", "limit": 1000, "window": "1m"}), clock=clock
     )
     engine.check(_req(inp=800))
@@ -286,8 +292,8 @@ def test_reload_keeps_state_of_unchanged_and_compatible_limits(make_limits, cloc
     assert remaining == {"daily": 1200, "tpm": 200, "new": 10}
 
 
-def test_dry_run_changes_nothing(make_limits, clock):
-    engine = LimitEngine(make_limits(DAILY), clock=clock)
+def test_dry_run_changes_nothing(make_engine, make_limits, clock):
+    engine = make_engine(make_limits(DAILY), clock=clock)
     result, _ = engine.check(_req(inp=1000, request_id="x"), dry_run=True)
     assert result.allowed
     assert result.reservation_id is None
@@ -308,7 +314,7 @@ def test_idle_counters_are_forgotten(make_limits, clock):
     assert engine.check(_req(tenant="t1", inp=600))[0].allowed
 
 
-def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_limits, clock):
+def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_engine, make_limits, clock):
     from decimal import Decimal
 
     rule = {"name": "spend", "measure": "cost", "currency": "USD", "limit": 1.0, "window": "day"}
@@ -318,7 +324,7 @@ def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_limits, c
         priced.append(model)
         return (inp + 4 * out) / 1_000_000
 
-    engine = LimitEngine(make_limits(rule), clock=clock, cost_estimator=price)
+    engine = make_engine(make_limits(rule), clock=clock, cost_estimator=price)
     assert engine.check(_req(inp=500_000, out=100_000, model="gpt-4o"))[0].allowed
     denied, _ = engine.check(_req(inp=200_000, model="gpt-4o"))
     assert not denied.allowed
@@ -327,6 +333,6 @@ def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_limits, c
     assert engine.status("acme")["limits"][0]["remaining"] == pytest.approx(1.0 - 0.9 - 0.05)
     assert priced == ["gpt-4o", "gpt-4o"]
     # Without a cost limit the pricer is never asked.
-    cheap = LimitEngine(make_limits(DAILY), clock=clock, cost_estimator=price)
+    cheap = make_engine(make_limits(DAILY), clock=clock, cost_estimator=price)
     cheap.check(_req(model="gpt-4o"))
     assert len(priced) == 2

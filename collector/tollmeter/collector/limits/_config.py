@@ -293,6 +293,12 @@ class LimitsConfig:
     reservation_ttl_s: float = 300.0
     expired_reservations: Literal["charge", "release"] = "charge"
     state_flush_interval_s: float = 0.05
+    storage: str = "memory"
+    """``memory`` (in-process, state in ``<data_dir>/limits.db``) or a ``redis://`` or
+    ``rediss://`` URL shared by every replica. Read at start only."""
+    redis_unavailable: Literal["open", "closed"] = "open"
+    redis_key_prefix: str = "tollmeter:limits"
+    redis_timeout_s: float = 0.5
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str = "limits") -> LimitsConfig:
@@ -338,9 +344,32 @@ class LimitsConfig:
                 "state_flush_interval", _defaults(cls)["state_flush_interval_s"], positive=True
             )
         with problems.collect():
+            values["storage"] = _storage(
+                section.string("storage", "memory"), section.key("storage")
+            )
+        with problems.collect():
+            values["redis_unavailable"] = section.choice(
+                "redis_unavailable", "open", ("open", "closed")
+            )
+        with problems.collect():
+            prefix = section.string("redis_key_prefix", "tollmeter:limits")
+            if "{" in prefix or "}" in prefix or "*" in prefix:
+                raise section.error("redis_key_prefix", "must not contain '{', '}' or '*'")
+            values["redis_key_prefix"] = prefix
+        with problems.collect():
+            values["redis_timeout_s"] = section.duration(
+                "redis_timeout", _defaults(cls)["redis_timeout_s"], positive=True
+            )
+        with problems.collect():
             section.finish()
         problems.raise_any()
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
+
+
+def _storage(value: str, path: str) -> str:
+    if value == "memory" or value.startswith(("redis://", "rediss://")):
+        return value
+    raise read.error(f"{path}: expected memory or a redis:// or rediss:// URL, got {value[:80]!r}")
 
 
 _LIMITS_KEYS = (
@@ -349,6 +378,10 @@ _LIMITS_KEYS = (
     "reservation_ttl",
     "expired_reservations",
     "state_flush_interval",
+    "storage",
+    "redis_unavailable",
+    "redis_key_prefix",
+    "redis_timeout",
 )
 
 

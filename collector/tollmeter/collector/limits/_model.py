@@ -110,6 +110,8 @@ class CheckResult(NamedTuple):
     downgrade_model: str | None = None
     denied_by: str | None = None
     limits: tuple[LimitStatus, ...] = ()
+    reason: str | None = None
+    """Why the answer did not come from the limits (their shared storage unreachable)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +122,7 @@ class CheckResult(NamedTuple):
             "downgrade_model": self.downgrade_model,
             "denied_by": self.denied_by,
             "limits": [s.to_json() for s in self.limits],
+            "reason": self.reason,
         }
 
 

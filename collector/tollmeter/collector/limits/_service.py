@@ -7,6 +7,7 @@ client that never reports cannot dodge a quota.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -22,6 +23,7 @@ from tollmeter.collector.limits._decisions import RecentDecisions
 from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
+from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 from tollmeter.collector.limits._rules import CostEstimator
 from tollmeter.collector.limits._state import LimitStateStore
 from tollmeter.semconv import Usage
@@ -71,20 +73,27 @@ class LimitsService:
         expiry_interval_s: float = 1.0,
         ledger_notifies: bool = False,
     ) -> None:
-        self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
+        self.engine: LimitEngine | RedisLimitEngine
+        self._store: LimitStateStore | None = None
+        if limits.storage == "memory":
+            self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
+            self._store = LimitStateStore(state_path)
+        else:
+            # Shared state: nothing to load, nothing written behind.
+            self.engine = RedisLimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
         self.hooks = HookDispatcher(hooks or HooksConfig())
         self.decisions = RecentDecisions()
         self._ledger = ledger
         # A pipeline calls ``on_committed`` itself for what it commits; a bare ledger does not.
         self._ledger_notifies = ledger_notifies
-        self._store = LimitStateStore(state_path)
         self._collector_id = collector_id
         self._expiry_interval_s = expiry_interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        counters, reservations, marks = self._store.load()
-        self.engine.restore(counters, reservations, marks)
+        if self._store is not None:
+            counters, reservations, marks = self._store.load()
+            self.engine.restore(counters, reservations, marks)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -144,6 +153,15 @@ class LimitsService:
         return self.engine.release(reservation_id)
 
     def reload(self, limits: LimitsConfig) -> None:
+        started = self.engine.config
+        # Where the state lives is chosen at start; a reload changes the rules only.
+        limits = dataclasses.replace(
+            limits,
+            storage=started.storage,
+            redis_unavailable=started.redis_unavailable,
+            redis_key_prefix=started.redis_key_prefix,
+            redis_timeout_s=started.redis_timeout_s,
+        )
         self.engine.set_config(limits)
         logger.info("limits reloaded: %d rules", len(limits.rules))
 
@@ -155,6 +173,8 @@ class LimitsService:
 
     def flush(self) -> None:
         """Write changed state now (also done behind, every ``state_flush_interval``)."""
+        if self._store is None:
+            return
         try:
             self._store.save(self.engine.drain_changes())
         except LimitStateError:
@@ -197,13 +217,16 @@ class LimitsService:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self.flush()
         self.hooks.close(max(0.0, deadline - time.monotonic()))
-        self._store.close()
+        if self._store is not None:
+            self._store.close()
+        if isinstance(self.engine, RedisLimitEngine):
+            self.engine.close()
 
     def _notify(self, notices: list[Notice]) -> None:
         if not notices:
             return
         marks = [n.mark for n in notices if n.mark is not None]
-        if marks:
+        if marks and self._store is not None:
             try:
                 self._store.add_marks(marks)
             except LimitStateError:
