@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 from tests._postgres import postgres_server, postgres_url  # noqa: E402, F401
 from tests._redis import redis_server, redis_url  # noqa: E402, F401
+from tests._s3 import s3_bucket, s3_server  # noqa: E402, F401
 
 _ROOT = Path(__file__).resolve().parents[1]
 _TOOL_CACHES = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}

@@ -233,7 +233,7 @@ class Exporter:
             if cursor.pending is None:
                 return ExportResult(ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence)
             if table is not None:
-                files.extend(self._write_table(table, cursor.writer or self._collector))
+                files.extend(self._write_table(table, safe_collector_name(self._writer(cursor))))
                 exported += table.num_rows
             # Without rows the intent pointed past a restored ledger: it is dropped.
             cursor = Cursor(
@@ -253,22 +253,30 @@ class Exporter:
         size, about 400 bytes per event, plus one chunk.
         """
         if cursor.pending is None:
-            table = self._read(cursor.sequence, self._batch_size, None)
+            table = self._read(cursor.sequence, self._batch_size, None, self._collector_id)
             if table is None:
                 return cursor, None
             sequences = table.column("sequence")
             pending = (sequences[0].as_py(), sequences[-1].as_py())
-            cursor = Cursor(cursor.sequence, pending, cursor.directory_id, self._collector)
+            cursor = Cursor(cursor.sequence, pending, cursor.directory_id, self._collector_id or "")
             save_cursor(self._source, cursor)
             self._checkpoint("intent_recorded")
             return cursor, table
         first, last = cursor.pending
-        return cursor, self._read(first - 1, self._batch_size, last)
+        return cursor, self._read(first - 1, self._batch_size, last, self._writer(cursor))
 
-    def _read(self, after: int, limit: int, last: int | None) -> pa.Table | None:
+    def _writer(self, cursor: Cursor) -> str | None:
+        """The collector id a pending batch is written under: the one that began it
+        (possibly another replica sharing the ledger), so its files keep their names
+        and content."""
+        return self._collector_id if cursor.writer is None else cursor.writer or None
+
+    def _read(
+        self, after: int, limit: int, last: int | None, collector_id: str | None
+    ) -> pa.Table | None:
         """Up to ``limit`` events after ``after`` (and up to ``last``) as one table."""
         if isinstance(self._source, RowSource):
-            return self._read_rows(self._source, after, limit, last)
+            return self._read_rows(self._source, after, limit, last, collector_id)
         tables: list[pa.Table] = []
         while limit > 0:
             chunk = min(limit, self._read_chunk_size)
@@ -281,7 +289,7 @@ class Exporter:
                 if self._pricer is not None:
                     pricer = self._pricer
                     events = [pricer.price(e) if e.price_source is None else e for e in events]
-                tables.append(events_to_table(events, collector_id=self._collector_id))
+                tables.append(events_to_table(events, collector_id=collector_id))
                 after = events[-1].sequence
                 limit -= len(events)
             if exhausted or not events:
@@ -289,7 +297,12 @@ class Exporter:
         return pa.concat_tables(tables) if tables else None
 
     def _read_rows(
-        self, source: RowSource, after: int, limit: int, last: int | None
+        self,
+        source: RowSource,
+        after: int,
+        limit: int,
+        last: int | None,
+        collector_id: str | None,
     ) -> pa.Table | None:
         """``_read`` from plain ledger rows: no ``UsageEvent`` per row, except unpriced
         rows when the exporter prices."""
@@ -305,7 +318,7 @@ class Exporter:
                 if self._pricer is not None:
                     pricer = self._pricer
                     rows = [_priced_row(pricer, r) if r[_PRICE_SOURCE] is None else r for r in rows]
-                tables.append(rows_to_table(rows, collector_id=self._collector_id))
+                tables.append(rows_to_table(rows, collector_id=collector_id))
                 after = _ROW_SEQUENCE(rows[-1])
                 limit -= len(rows)
             if exhausted or not rows:
@@ -339,7 +352,7 @@ class Exporter:
         so that every event is in exactly one file afterwards.
         """
         removed = self.store.remove_leftovers()
-        ours = {self._collector, cursor.writer or self._collector}
+        ours = {self._collector, safe_collector_name(self._writer(cursor))}
         files = [file for file in self.store.export_files() if file.collector in ours]
         sequence = cursor.sequence
         moved = True
