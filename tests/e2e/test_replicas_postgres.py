@@ -230,10 +230,15 @@ def test_losing_postgresql_answers_503_and_not_ready_then_recovers_with_nothing_
     assert totals_of(replica) == {"acme": (20, 2 * sum(100 + i for i in range(10)))}
 
 
-def test_replicas_report_the_same_usage(
+def test_replicas_report_the_same_usage_and_meters(
     collector_process: Callable[..., CollectorProcess], postgres_url: str
 ) -> None:
     group: Sequence[CollectorProcess] = replicas(collector_process, postgres_url, 2)
     body = encode_spans(chat_spans(5, tenant="acme", prefix="x", trace_ids=True))
     assert post(group[0], body.SerializeToString()) == 200
     assert totals_of(group[0]) == totals_of(group[1]) == {"acme": (5, 510)}
+    meters = [
+        httpx.get(f"{replica.management_url}/api/v1/meters", timeout=10).json() for replica in group
+    ]
+    assert meters[0] == meters[1]
+    assert meters[1]["meters"]["acme"]["requests"] == 5

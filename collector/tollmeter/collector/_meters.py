@@ -30,7 +30,13 @@ from tollmeter.collector.storage import (
 from tollmeter.collector.storage._rollups import MinuteSums, minute_sums
 from tollmeter.collector.storage._windows import bucket_starts
 
-__all__ = ["DEFAULT_RETENTION_S", "METER_DIMENSIONS", "MeterTotals", "Meters"]
+__all__ = [
+    "DEFAULT_RETENTION_S",
+    "METER_DIMENSIONS",
+    "MeterTotals",
+    "Meters",
+    "ledger_breakdown",
+]
 
 DEFAULT_RETENTION_S: Mapping[Window, int] = {
     "minute": 3 * 3600,
@@ -289,3 +295,42 @@ class Meters:
         for window, buckets in self._buckets.items():
             for bucket in [b for b in buckets if b < horizons[window]]:
                 del buckets[bucket]
+
+
+def ledger_breakdown(
+    ledger: Ledger, window: Window, dimension: str, *, at: datetime | None = None
+) -> dict[str, MeterTotals]:
+    """``Meters.breakdown`` read from the ledger's rollups instead of this process's meters.
+
+    For a ledger shared by replicas, where each process's meters only add its own commits
+    to the rollups it found at start: every replica answers the same from the ledger.
+    """
+    if dimension not in METER_DIMENSIONS:
+        raise ValueError(f"unknown meter dimension {dimension!r}")
+    moment = int(time.time() if at is None else at.timestamp())
+    start = bucket_start(window, moment)
+    query = UsageQuery(
+        group_by=(dimension, "usage_source"),
+        window=window,
+        start=datetime.fromtimestamp(start, tz=timezone.utc),
+    )
+    cells: dict[str, _Cell] = {}
+    for row in ledger.query_usage(query):
+        if row.window_start is None or int(row.window_start.timestamp()) != start:
+            continue  # a later bucket: events stamped ahead of this clock
+        tokens = (
+            row.input_tokens,
+            row.cache_read_input_tokens,
+            row.cache_write_input_tokens,
+            row.output_tokens,
+            row.reasoning_output_tokens,
+            row.total_tokens,
+        )
+        amount = _cell(tokens, row.requests, row.usage_source or "", row.cost)
+        value = getattr(row, dimension) or ""
+        target = cells.get(value)
+        if target is None:
+            cells[value] = amount
+        else:
+            _add(target, amount)
+    return {value: _totals(cell) for value, cell in cells.items()}

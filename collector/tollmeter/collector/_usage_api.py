@@ -6,7 +6,8 @@ is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
 (``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger.
 ``GET /api/v1/events`` pages through raw usage events by sequence (``after``, ``limit``;
 ``next`` is the cursor of the following page). ``GET /api/v1/meters`` reads the
-in-memory meters of the current window bucket. Bad parameters get a 400 with the reason;
+in-memory meters of the current window bucket, or the ledger's rollups of it when the
+ledger is shared by replicas. Bad parameters get a 400 with the reason;
 authentication is the job of the application that mounts these routes.
 """
 
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tollmeter.collector._http_errors import error_response
-from tollmeter.collector._meters import METER_DIMENSIONS, Meters
+from tollmeter.collector._meters import METER_DIMENSIONS, Meters, ledger_breakdown
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import (
     DIMENSIONS,
@@ -201,7 +202,10 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
             raise BadRequest(
                 f"group_by must be one of {', '.join(METER_DIMENSIONS)}, not {_preview(dimension)}"
             )
-        cells = meters.breakdown(window, dimension)
+        if ledger.shared:
+            cells = await run_in_threadpool(ledger_breakdown, ledger, window, dimension)
+        else:
+            cells = meters.breakdown(window, dimension)
         return JSONResponse(
             {
                 "window": window,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
@@ -37,6 +38,10 @@ class Ledger(abc.ABC):
     Methods are thread-safe and blocking; those that can wait give up with a
     ``StorageError`` after the backend's timeout.
     """
+
+    shared: ClassVar[bool] = False
+    """Other processes append to the same ledger (replicas): what this process saw commit
+    is not all there is, so live figures must be read from the ledger."""
 
     @abc.abstractmethod
     def append(self, events: Sequence[UsageEvent]) -> AppendResult:

@@ -97,6 +97,8 @@ class PostgresLedger(Ledger):
     ``minute_rollups_s`` mean what they mean for ``SQLiteLedger``.
     """
 
+    shared = True
+
     def __init__(
         self,
         conninfo: str,
