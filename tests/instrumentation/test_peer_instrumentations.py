@@ -195,7 +195,7 @@ def _anthropic_options() -> dict[str, Any]:
 
 def _call_anthropic(fake_llm: Any, mode: str) -> None:
     request: dict[str, Any] = {
-        "model": "claude-3-5-haiku-latest",
+        "model": "claude-test-small",
         "max_tokens": 100,
         "messages": [{"role": "user", "content": HELLO}],
     }
