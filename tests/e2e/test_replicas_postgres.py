@@ -9,9 +9,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -242,3 +244,50 @@ def test_replicas_report_the_same_usage_and_meters(
     ]
     assert meters[0] == meters[1]
     assert meters[1]["meters"]["acme"]["requests"] == 5
+
+
+def _exported(directory: Path) -> dict[str, list[str]]:
+    """Event ids in the export's final Parquet files, per writing collector."""
+    ids: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("date=*/*.parquet")):
+        writer = path.name.split("-")[0]
+        ids.setdefault(writer, []).extend(pq.read_table(path).column("event_id").to_pylist())
+    return ids
+
+
+def test_one_replica_exports_and_a_standby_takes_over_when_it_dies(
+    collector_process: Callable[..., CollectorProcess], postgres_url: str, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    config = tmp_path / "replica.yaml"
+    config.write_text(
+        f"storage: {{url: '{postgres_url}'}}\nexport: {{directory: '{export}', interval: 100ms}}\n"
+    )
+    group = [
+        collector_process(args=["--config", str(config)], env={"TOLLMETER_COLLECTOR_ID": name})
+        for name in ("first", "second")
+    ]
+
+    def send(batches: range) -> None:
+        for number in batches:
+            body = encode_spans(chat_spans(20, tenant="acme", prefix=f"b{number}"))
+            assert post(group[number % 2], body.SerializeToString()) == 200
+
+    def exported_count() -> int:
+        return sum(len(ids) for ids in _exported(export).values())
+
+    send(range(6))
+    _wait(lambda: exported_count() >= 120, "the first events are exported")
+    time.sleep(0.5)  # several more intervals, in which a second exporter would show
+    (holder,) = _exported(export)
+    victim = group[0] if holder == "first" else group[1]
+    standby = group[1] if victim is group[0] else group[0]
+    victim.stop(signal.SIGKILL)
+    group = [standby, standby]
+    send(range(6, 12))
+    _wait(lambda: exported_count() >= 240, "the standby exports the rest")
+    by_writer = _exported(export)
+    assert set(by_writer) == {"first", "second"}
+    every = [event_id for ids in by_writer.values() for event_id in ids]
+    assert len(every) == 240
+    assert len(set(every)) == 240

@@ -143,6 +143,7 @@ class Export:
             data_dir=config.data_dir,
             collector_id=config.collector_id,
             pricer=collector.pricer,
+            lease=collector.ledger.lease("export"),
         )
 
     async def stop(self, deadline: float) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from tollmeter.collector._http_errors import CODES, error_response
-from tollmeter.collector.export._exporter import Exporter, ExportStatus
+from tollmeter.collector.export._exporter import ExportResult, ExportStatus
 
 __all__ = ["export_routes"]
 
@@ -17,7 +18,11 @@ _STATUS_CODES = {ExportStatus.SUCCESS: 200, ExportStatus.BUSY: 409, ExportStatus
 _MAX_TIMEOUT_S = 3600.0
 
 
-def export_routes(exporter: Exporter) -> list[BaseRoute]:
+class _Runs(Protocol):
+    def export(self, *, timeout: float | None = None) -> ExportResult: ...
+
+
+def export_routes(exporter: _Runs) -> list[BaseRoute]:
     """Routes to mount under the management API's admin authentication.
 
     The optional query parameter ``timeout`` (seconds) bounds the run; an export

@@ -16,6 +16,7 @@ from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import ExportSource
 from tollmeter.collector.export._exporter import Exporter, ExportResult, ExportStatus
 from tollmeter.collector.pricing import Pricer
+from tollmeter.collector.storage import Lease
 
 __all__ = ["ExportService", "install_export"]
 
@@ -27,11 +28,19 @@ class ExportService:
 
     ``shutdown()`` is idempotent: it stops the thread and runs one last export
     within the time left, so every event committed before shutdown is exported.
+
+    With replicas sharing a ledger, only the holder of ``lease`` exports: the others
+    stand by, trying to take the lease at every interval, and so take over within one
+    interval of the holder's death. ``export()`` on a standby answers ``BUSY``.
     """
 
-    def __init__(self, exporter: Exporter, *, interval_s: float) -> None:
+    def __init__(
+        self, exporter: Exporter, *, interval_s: float, lease: Lease | None = None
+    ) -> None:
         self.exporter = exporter
         self._interval_s = interval_s
+        self._lease = lease
+        self._standing_by = False
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -50,9 +59,19 @@ class ExportService:
             self._wake.clear()
             if self._stopping:
                 return
-            result = self.exporter.export()
+            result = self.export()
             if result.status is ExportStatus.SUCCESS and result.events:
                 logger.info("exported %d events, cursor at %d", result.events, result.cursor)
+
+    def export(self, *, timeout: float | None = None) -> ExportResult:
+        """Export now if this process holds the lease (or there is none)."""
+        if self._lease is not None and not self._lease.acquire():
+            if not self._standing_by:
+                logger.info("another collector runs the export; standing by")
+                self._standing_by = True
+            return ExportResult(ExportStatus.BUSY, error="another collector runs the export")
+        self._standing_by = False
+        return self.exporter.export(timeout=timeout)
 
     def shutdown(self, timeout: float = 30.0) -> ExportResult:
         """Stop the periodic export, then export what is left before ``timeout``."""
@@ -64,7 +83,13 @@ class ExportService:
             self._wake.set()
             if self._thread is not None:
                 self._thread.join(max(0.0, deadline - time.monotonic()))
-            self._final = self.exporter.export(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                self._final = self.export(timeout=max(0.0, deadline - time.monotonic()))
+            finally:
+                if self._lease is not None:
+                    self._lease.release()
+            if self._final.status is ExportStatus.BUSY and self._standing_by:
+                return self._final  # the holder exports what this replica committed
             if self._final.status is not ExportStatus.SUCCESS or not self._final.caught_up:
                 logger.warning("final export incomplete: %s", self._final.to_json())
             return self._final
@@ -86,9 +111,11 @@ def install_export(
     data_dir: Path,
     collector_id: str | None,
     pricer: Pricer | None = None,
+    lease: Lease | None = None,
 ) -> ExportService | None:
     """Start periodic export on ``collector`` and add ``POST /api/v1/export``; the caller
-    ``shutdown()``s the service, which exports what is left.
+    ``shutdown()``s the service, which exports what is left. Only the holder of ``lease``
+    (the ledger's ``export`` lease, shared by replicas) exports.
 
     Returns ``None`` when ``config.enabled`` is false. Call after the ledger is open.
     """
@@ -97,7 +124,7 @@ def install_export(
     exporter = Exporter.from_config(
         collector.ledger, config, data_dir=data_dir, collector_id=collector_id, pricer=pricer
     )
-    service = ExportService(exporter, interval_s=config.interval_s)
-    collector.add_management_routes(export_routes(exporter))
+    service = ExportService(exporter, interval_s=config.interval_s, lease=lease)
+    collector.add_management_routes(export_routes(service))
     service.start()
     return service

@@ -23,7 +23,7 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.forward import DROP_REASONS, ExporterStats
 from tollmeter.collector.forward._config import Signal
 from tollmeter.collector.limits._hooks import HookStats
-from tollmeter.collector.storage import AppendResult, Ledger, UsageQuery, UsageRow
+from tollmeter.collector.storage import AppendResult, Lease, Ledger, UsageQuery, UsageRow
 
 __all__ = ["HealthMetrics", "HealthSources", "TimedLedger"]
 
@@ -34,6 +34,7 @@ class TimedLedger(Ledger):
     def __init__(self, ledger: Ledger, histogram: Histogram) -> None:
         self._ledger = ledger
         self._histogram = histogram
+        self.shared = ledger.shared
 
     def append(self, events: Sequence[UsageEvent]) -> AppendResult:
         started = time.perf_counter()
@@ -56,6 +57,9 @@ class TimedLedger(Ledger):
 
     def set_state(self, key: str, value: str) -> None:
         self._ledger.set_state(key, value)
+
+    def lease(self, name: str) -> Lease:
+        return self._ledger.lease(name)
 
     def close(self) -> None:
         self._ledger.close()

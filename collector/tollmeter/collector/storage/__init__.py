@@ -16,7 +16,7 @@ queries and meter rebuilds never disagree with the events. Costs are exact decim
 from __future__ import annotations
 
 from tollmeter.collector.errors import InvalidQuery
-from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._query import DIMENSIONS, Dimension, UsageQuery, UsageRow
 from tollmeter.collector.storage._registry import open_ledger, register_ledger
 from tollmeter.collector.storage._sqlite import SQLiteLedger
@@ -35,6 +35,7 @@ __all__ = [
     "AppendResult",
     "Dimension",
     "InvalidQuery",
+    "Lease",
     "Ledger",
     "QueryWindow",
     "SQLiteLedger",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
@@ -13,7 +12,7 @@ from tollmeter.collector.storage._codec import EventRow, event_values
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import MinuteSums
 
-__all__ = ["AppendResult", "Ledger", "StorageError"]
+__all__ = ["AppendResult", "Lease", "Ledger", "StorageError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +31,36 @@ class AppendResult:
     minutes: MinuteSums = field(default_factory=dict)
 
 
+class Lease(abc.ABC):
+    """A role that one process at a time holds among those sharing a ledger (the exporter).
+
+    The holder keeps it until ``release()`` or until it dies; then another process's
+    ``acquire()`` takes it over.
+    """
+
+    @abc.abstractmethod
+    def acquire(self) -> bool:
+        """Take the lease if no other process holds it; whether this process holds it now.
+
+        Never raises and never waits beyond the backend's timeout: a backend out of reach
+        means the lease is not held (another process may be taking it over).
+        """
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the lease up. Idempotent."""
+
+
+class _OwnLease(Lease):
+    """The lease of a ledger that no other process shares: always held."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
 class Ledger(abc.ABC):
     """Append-only, exactly-once store of usage events.
 
@@ -39,7 +68,7 @@ class Ledger(abc.ABC):
     ``StorageError`` after the backend's timeout.
     """
 
-    shared: ClassVar[bool] = False
+    shared: bool = False
     """Other processes append to the same ledger (replicas): what this process saw commit
     is not all there is, so live figures must be read from the ledger."""
 
@@ -77,6 +106,11 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def set_state(self, key: str, value: str) -> None:
         """Durably store a small value (an export cursor, hook state...)."""
+
+    def lease(self, name: str) -> Lease:
+        """The lease ``name`` among the processes sharing this ledger (not yet acquired)."""
+        del name
+        return _OwnLease()
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from tollmeter.collector._records import UsageEvent
-from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     EventRow,
@@ -43,6 +43,7 @@ from tollmeter.collector.storage._codec import (
     event_values,
     with_sequence,
 )
+from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_sums, rollup_rows
@@ -303,6 +304,14 @@ class PostgresLedger(Ledger):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (_text(key), _text(value)),
             )
+
+    def lease(self, name: str) -> Lease:
+        return AdvisoryLease(name, self._connect_for_lease)
+
+    def _connect_for_lease(self) -> psycopg.Connection:
+        if self._closed:
+            raise psycopg.OperationalError("ledger is closed")
+        return psycopg.connect(self._conninfo, **self._connect_args)
 
     def close(self) -> None:
         """Close the idle connections now; those in use close when their call returns."""
