@@ -12,10 +12,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pyarrow.parquet as pq
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -216,6 +220,11 @@ def test_losing_postgresql_answers_503_and_not_ready_then_recovers_with_nothing_
         during = encode_spans(chat_spans(10, tenant="acme", prefix="during")).SerializeToString()
         # Unavailable, not an error: the sender keeps the batch and retries.
         assert post(replica, during) == 503
+        with grpc.insecure_channel(replica.grpc_endpoint) as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Export(ExportTraceServiceRequest.FromString(during), timeout=30)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
         _wait(lambda: _ready(replica) == 503, "the replica reports not ready")
     finally:
         postgres_server.start()

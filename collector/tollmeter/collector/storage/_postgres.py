@@ -240,7 +240,7 @@ class PostgresLedger(Ledger):
                     sequence += 1
                     by_sequence[sequence] = event
                     copy.write_row(_storable((sequence, *event_values(event))))
-            inserted = cursor.execute(_MOVE).fetchall()
+            inserted = sorted(cursor.execute(_MOVE).fetchall())
         committed = [with_sequence(by_sequence[seq], seq) for (seq,) in inserted]
         conn.execute(
             "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
