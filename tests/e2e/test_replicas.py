@@ -1,0 +1,343 @@
+"""Three collector replicas on one PostgreSQL ledger and one Redis: one metering service.
+
+Real ``tollmeter collector`` processes (each with a data directory of its own), a real
+PostgreSQL server, a real redis-server, moto's S3 server, and the OpenTelemetry SDK's own
+OTLP/gRPC exporters as senders.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests._redis import RedisServer
+from tests._s3 import S3Server
+from tests.e2e.conftest import CollectorProcess
+
+REPLICAS = 3
+QUOTA = 10
+OUTAGE = "limits storage unavailable"
+
+Start = Callable[..., list[CollectorProcess]]
+
+
+@pytest.fixture
+def start_replicas(
+    collector_process: Callable[..., CollectorProcess],
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> Start:
+    """``start_replicas(export=None)`` -> three replicas named r0..r2 loading one file:
+    the test's PostgreSQL database, its Redis with a quota of ``QUOTA`` requests a day
+    per tenant, and ``export`` as the export section (off by default)."""
+
+    def start(export: dict[str, Any] | None = None) -> list[CollectorProcess]:
+        config = tmp_path / "replicas.yaml"
+        settings = {
+            "storage": {"url": postgres_url},
+            "limits": {
+                "storage": redis_url,
+                "redis_timeout": "1s",
+                "rules": [
+                    {"name": "quota", "limit": QUOTA, "measure": "requests", "window": "day"}
+                ],
+            },
+            "export": export or {"enabled": False},
+        }
+        # JSON is YAML.
+        config.write_text(json.dumps(settings))
+        return [
+            collector_process(
+                args=["--config", str(config)], env={"TOLLMETER_COLLECTOR_ID": f"r{index}"}
+            )
+            for index in range(REPLICAS)
+        ]
+
+    return start
+
+
+def chat_spans(count: int, *, prefix: str, tenants: int = 3) -> list[ReadableSpan]:
+    """``count`` finished chat spans with response ids ``{prefix}-{i}``, ``100 + i`` input
+    tokens, spread over tenants ``t0``.. by index."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "replicas"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests")
+    for index in range(count):
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.id": f"{prefix}-{index}",
+            "gen_ai.usage.input_tokens": 100 + index,
+            "gen_ai.usage.output_tokens": 10,
+            "tollmeter.tenant.id": f"t{index % tenants}",
+        }
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def attribute(span: ReadableSpan, key: str) -> str:
+    return str((span.attributes or {})[key])
+
+
+def expected_totals(batches: Sequence[Sequence[ReadableSpan]]) -> dict[str, tuple[int, int]]:
+    """Requests and input tokens per tenant in ``batches`` (whose spans are all distinct)."""
+    totals: dict[str, tuple[int, int]] = {}
+    for batch in batches:
+        for span in batch:
+            tenant = attribute(span, "tollmeter.tenant.id")
+            requests, tokens = totals.get(tenant, (0, 0))
+            totals[tenant] = (
+                requests + 1,
+                tokens + int(attribute(span, "gen_ai.usage.input_tokens")),
+            )
+    return totals
+
+
+def exporter(replica: CollectorProcess) -> OTLPSpanExporter:
+    # A short deadline: a dead replica costs a sender a few seconds before it moves on.
+    return OTLPSpanExporter(endpoint=replica.grpc_endpoint, insecure=True, timeout=3)
+
+
+def events_of(replica: CollectorProcess) -> list[dict[str, Any]]:
+    """Every event of the ledger as ``replica`` reads it, page by page."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        reply = httpx.get(
+            f"{replica.management_url}/api/v1/events",
+            params={"after": after, "limit": 1000},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        page = reply.json()["events"]
+        if not page:
+            return events
+        events.extend(page)
+        after = page[-1]["sequence"]
+
+
+def totals_of(replica: CollectorProcess) -> dict[str, tuple[int, int]]:
+    reply = httpx.get(
+        f"{replica.management_url}/api/v1/usage", params={"group_by": "tenant"}, timeout=30
+    )
+    assert reply.status_code == 200, reply.text
+    return {row["tenant"]: (row["requests"], row["input_tokens"]) for row in reply.json()["rows"]}
+
+
+def run_together(work: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run every callable in a thread of its own, released at once by a barrier; their
+    results in order."""
+    barrier = threading.Barrier(len(work))
+    results: list[Any] = [None] * len(work)
+
+    def run(index: int) -> None:
+        barrier.wait(30)
+        results[index] = work[index]()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_a_replica_killed_mid_load_its_senders_fail_over_and_every_span_is_billed_once(
+    start_replicas: Start,
+) -> None:
+    group = start_replicas()
+    victim = group[0]
+    senders, batches_per_sender, size = 6, 25, 20
+    batches = [
+        [chat_spans(size, prefix=f"s{sender}-b{number}") for number in range(batches_per_sender)]
+        for sender in range(senders)
+    ]
+    acked_by_victim: Counter[str] = Counter()
+    victim_busy = threading.Event()
+    failovers: list[str] = []
+    unsent: list[str] = []
+
+    def sender(index: int) -> None:
+        # Each sender starts on its own replica and, like a client-side balancer, moves to
+        # the next one when an export fails, sending the failed batch again there.
+        exporters = [exporter(replica) for replica in group]
+        current = index % REPLICAS
+        try:
+            for number, batch in enumerate(batches[index]):
+                for _ in range(REPLICAS):
+                    if exporters[current].export(batch) is SpanExportResult.SUCCESS:
+                        if group[current] is victim:
+                            acked_by_victim[f"{index}"] += 1
+                            if sum(acked_by_victim.values()) >= 5:
+                                victim_busy.set()
+                        break
+                    failovers.append(f"sender {index} batch {number} left r{current}")
+                    current = (current + 1) % REPLICAS
+                else:
+                    unsent.append(f"sender {index} batch {number}")
+        finally:
+            for each in exporters:
+                each.shutdown()
+
+    threads = [threading.Thread(target=sender, args=(index,)) for index in range(senders)]
+    for thread in threads:
+        thread.start()
+    assert victim_busy.wait(60), "the victim acknowledged nothing"
+    victim.stop(signal.SIGKILL)
+    for thread in threads:
+        thread.join(120)
+
+    assert unsent == []
+    assert failovers, "the load ended before the kill: no sender had to fail over"
+    survivors = group[1:]
+    sent = {
+        attribute(span, "gen_ai.response.id")
+        for lane in batches
+        for batch in lane
+        for span in batch
+    }
+    events = events_of(survivors[0])
+    billed = Counter(event["response_id"] for event in events)
+    assert len(events) == senders * batches_per_sender * size
+    assert set(billed) == sent, "a span was lost"
+    assert set(billed.values()) == {1}, "a span was billed twice"
+    assert events_of(survivors[1]) == events
+    expected = expected_totals([batch for lane in batches for batch in lane])
+    assert totals_of(survivors[0]) == totals_of(survivors[1]) == expected
+
+
+def test_the_same_batch_at_two_replicas_at_the_same_moment_is_billed_once(
+    start_replicas: Start,
+) -> None:
+    group = start_replicas()
+    exporters = [exporter(replica) for replica in group]
+    rounds = [chat_spans(50, prefix=f"round{number}") for number in range(6)]
+    try:
+        for number, batch in enumerate(rounds):
+            pair = (exporters[number % REPLICAS], exporters[(number + 1) % REPLICAS])
+            results = run_together([functools.partial(each.export, batch) for each in pair])
+            assert results == [SpanExportResult.SUCCESS] * 2
+    finally:
+        for each in exporters:
+            each.shutdown()
+
+    ids = [event["response_id"] for event in events_of(group[2])]
+    assert len(ids) == len(set(ids)) == 300
+    expected = expected_totals(rounds)
+    assert [totals_of(replica) for replica in group] == [expected] * REPLICAS
+
+
+def check(replica: CollectorProcess, tenant: str = "acme") -> dict[str, Any]:
+    reply = httpx.post(
+        f"{replica.management_url}/api/v1/check",
+        json={"tenant": tenant, "estimated_input_tokens": 10},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
+def checks_over(group: Sequence[CollectorProcess], count: int = 64) -> list[dict[str, Any]]:
+    """``count`` checks at the same moment, spread over the replicas in turn."""
+    return run_together([functools.partial(check, group[i % len(group)]) for i in range(count)])
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
+def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_is_reported(
+    start_replicas: Start, redis_server: RedisServer
+) -> None:
+    group = start_replicas()
+
+    first = checks_over(group)
+    admitted = [answer for answer in first if answer["allowed"]]
+    assert len(admitted) == QUOTA
+    assert {answer["reason"] for answer in first} == {None}
+    held = [answer["reservation_id"] for answer in admitted]
+    assert None not in held
+    assert len(set(held)) == QUOTA
+
+    redis_server.stop()
+    try:
+        # limits.redis_unavailable is open by default: allowed, reserved nowhere, and said so.
+        during = checks_over(group)
+    finally:
+        redis_server.start()
+    assert {(a["allowed"], a["reservation_id"], a["reason"]) for a in during} == {
+        (True, None, OUTAGE)
+    }
+
+    # Each replica tries Redis again on its own; a tenant without limits use as the probe.
+    for replica in group:
+        wait_until(lambda r=replica: check(r, "probe")["reason"] is None, "Redis answers again")
+    # This Redis keeps nothing across a restart (no persistence), which docs/limits.md
+    # documents as the limits starting empty: the quota admits exactly N again, and the
+    # reservations made before the restart are reported unknown, never charged.
+    after = checks_over(group)
+    assert {answer["reason"] for answer in after} == {None}
+    assert sum(answer["allowed"] for answer in after) == QUOTA
+    for index, reservation in enumerate(held[:REPLICAS]):
+        reply = httpx.post(
+            f"{group[index].management_url}/api/v1/reconcile",
+            json={"reservation_id": reservation, "input_tokens": 5, "output_tokens": 5},
+            timeout=30,
+        )
+        assert reply.status_code == 404, reply.text
+    statuses = [
+        httpx.get(f"{replica.management_url}/api/v1/tenants/acme/status", timeout=30).json()
+        for replica in group
+    ]
+    assert all(status == statuses[0] for status in statuses)
+
+
+def bucket_event_ids(server: S3Server, root: str) -> list[str]:
+    import pyarrow.dataset as ds
+
+    try:
+        table = ds.dataset(
+            root, filesystem=server.filesystem(), format="parquet", partitioning="hive"
+        ).to_table(columns=["event_id"])
+    except FileNotFoundError:
+        return []
+    return [str(value) for value in table.column("event_id").to_pylist()]
+
+
+def objects_by_writer(server: S3Server, root: str) -> Counter[str]:
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return Counter(
+        Path(info.path).name.split("-")[0]
+        for info in server.filesystem().get_file_info(selector)
+        if info.type is pafs.FileType.File and info.path.endswith(".parquet")
+    )
