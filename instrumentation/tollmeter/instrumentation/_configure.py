@@ -47,6 +47,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tollmeter.instrumentation._attribution import AttributionSpanProcessor
+from tollmeter.instrumentation._content import capture_mode
 from tollmeter.instrumentation._streams import finish_open_streams
 from tollmeter.semconv.errors import ConfigurationError
 
@@ -104,6 +105,7 @@ class _Settings:
     instrument: tuple[str, ...]
     guard_url: str | None
     provider_hosts: tuple[tuple[str, str], ...] | None = None
+    capture_message_content: str | None = None
 
 
 @dataclass
@@ -194,6 +196,7 @@ def configure(
     instrument: Iterable[str] = ("openai", "anthropic", "bedrock", "google_genai"),
     guard_url: str | None = None,
     provider_hosts: Mapping[str, str] | None = None,
+    capture_message_content: str | None = None,
 ) -> TelemetryHandle:
     """Export traces and metrics over OTLP and instrument every installed LLM client library.
 
@@ -202,6 +205,9 @@ def configure(
     instrumentors to enable; a name whose client library is not installed is skipped.
     ``provider_hosts`` (``{"llm.internal": "vllm"}``) names the provider of OpenAI SDK clients
     whose ``base_url`` has that host, for hosts the OpenAI instrumentor does not recognise.
+    ``capture_message_content`` (``NO_CONTENT``, ``SPAN_ONLY``, ``EVENT_ONLY``,
+    ``SPAN_AND_EVENT``) wins over ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``; events
+    go to the global logger provider, which ``configure()`` does not create.
 
     Idempotent: a second call returns the first handle, with a warning when its arguments differ.
     """
@@ -215,6 +221,7 @@ def configure(
         instrument=_checked_names(instrument),
         guard_url=guard_url,
         provider_hosts=None if provider_hosts is None else tuple(sorted(provider_hosts.items())),
+        capture_message_content=_checked_capture(capture_message_content),
     )
     with _LOCK:
         if _HANDLE is not None:
@@ -267,6 +274,8 @@ def _configure(settings: _Settings) -> TelemetryHandle:
         options: dict[str, Any] = {}
         if name == "openai" and settings.provider_hosts is not None:
             options["provider_hosts"] = dict(settings.provider_hosts)
+        if settings.capture_message_content is not None:
+            options["capture_message_content"] = settings.capture_message_content
         active, enabled_here = _instrument(name, tracer_provider, meter_provider, options)
         if active:
             names.append(name)
@@ -362,6 +371,15 @@ def _checked_protocol(protocol: str | None) -> OtlpProtocol | None:
     if protocol is None or protocol in _PROTOCOLS:
         return protocol
     raise ConfigurationError(f"protocol must be one of {_PROTOCOLS}, not {protocol!r}")
+
+
+def _checked_capture(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return capture_mode(value).name
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _checked_names(names: Iterable[str]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry import trace
 
 from tollmeter.instrumentation._configure import ensure_attribution_processor
+from tollmeter.instrumentation._content import capture_mode
 from tollmeter.instrumentation._telemetry import Telemetry
 
 __all__ = ["telemetry_for"]
@@ -15,7 +16,9 @@ __all__ = ["telemetry_for"]
 
 def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Telemetry:
     """The spans and metrics of one instrumentor, from its ``instrument()`` options:
-    ``tracer_provider``, ``meter_provider`` and ``metric_tenant_attribute`` (a bool).
+    ``tracer_provider``, ``meter_provider``, ``logger_provider``, ``metric_tenant_attribute``
+    (a bool) and ``capture_message_content`` (a ``_content.CaptureMode`` or its name; by
+    default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, read now).
 
     Also adds the attribution processor to the tracer provider: under
     ``opentelemetry-instrument`` nothing else does, and the spans of other
@@ -24,6 +27,7 @@ def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Tele
     tenant_attribute = options.get("metric_tenant_attribute", False)
     if not isinstance(tenant_attribute, bool):
         raise ValueError(f"metric_tenant_attribute must be a bool, got {tenant_attribute!r}")
+    capture = capture_mode(options.get("capture_message_content"))
     tracer_provider = options.get("tracer_provider") or trace.get_tracer_provider()
     ensure_attribution_processor(tracer_provider)
     return Telemetry(
@@ -31,4 +35,6 @@ def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Tele
         tracer_provider=tracer_provider,
         meter_provider=options.get("meter_provider"),
         metric_tenant_attribute=tenant_attribute,
+        capture=capture,
+        logger_provider=options.get("logger_provider"),
     )

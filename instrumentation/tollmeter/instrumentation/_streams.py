@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, cast
 
+from tollmeter.instrumentation._content import Message
 from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
@@ -83,6 +84,8 @@ class StreamOutcome:
     output_text: str = ""
     source: UsageSource = "provider"
     """``estimate`` when ``usage`` is partly estimated (a stream cut before its final counts)."""
+    output: Callable[[], list[Message]] | None = None
+    """The reply as GenAI output messages, built only when content capture is on."""
 
 
 def finish_with_outcome(
@@ -104,6 +107,7 @@ def finish_with_outcome(
         finish_reasons=outcome.finish_reasons,
         error=error,
         abandoned=abandoned,
+        output=outcome.output,
     )
 
 

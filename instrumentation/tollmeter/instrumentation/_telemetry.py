@@ -36,6 +36,9 @@ Life of a call::
   ``_peers``), and records no metrics when that instrumentation records them.
 - ``call.activate()`` also marks the context with the switches that keep the
   other GenAI instrumentations under the call silent (``_peers.quiet``).
+- With a content capture mode on (``_content``), ``start``/``adopt`` evaluate the
+  ``content`` callable they are given and ``finish`` the ``output`` one (or, without it,
+  the ``output_text``); with capture off neither is ever called.
 
 Metric attributes are a fixed allowlist: operation, provider, request and
 response model, token type, ``error.type``, and the tenant only when
@@ -58,6 +61,7 @@ from typing import Final, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter, Histogram, MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
@@ -65,6 +69,8 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._attribution import current_attribution
+from tollmeter.instrumentation._capture import ContentRecorder
+from tollmeter.instrumentation._content import CaptureMode, Message, RequestContent, reply
 from tollmeter.instrumentation._conventions import Conventions, conventions_from_env
 from tollmeter.instrumentation._estimate import count_text_tokens
 from tollmeter.instrumentation._peers import peer_above, quiet
@@ -101,6 +107,7 @@ class Call:
     __slots__ = (
         "_done",
         "attempts",
+        "content",
         "first_chunk_at",
         "input_estimate",
         "metric_attributes",
@@ -130,6 +137,7 @@ class Call:
         self.started_at = time.perf_counter()
         self.first_chunk_at: float | None = None
         self.attempts = Attempts()
+        self.content: RequestContent | None = None
         # A non-blocking acquire is the "finish once" flag: safe from any thread and never waits.
         self._done = threading.Lock()
 
@@ -187,8 +195,13 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         metric_tenant_attribute: bool = False,
         conventions: Conventions | None = None,
+        capture: CaptureMode = CaptureMode.NO_CONTENT,
+        logger_provider: LoggerProvider | None = None,
     ) -> None:
         self.conventions = conventions_from_env() if conventions is None else conventions
+        self.content: ContentRecorder | None = None
+        if capture.captures:
+            self.content = ContentRecorder(capture, instrumenting_module, logger_provider)
         self.tracer = trace.get_tracer(
             instrumenting_module, __version__, tracer_provider, schema_url=_SCHEMA_URL
         )
@@ -252,6 +265,7 @@ class Telemetry:
         request_model: str | None,
         attributes: Mapping[str, AttributeValue] | None = None,
         input_estimate: Callable[[], int] | None = None,
+        content: Callable[[], RequestContent] | None = None,
     ) -> Call:
         """Open the CLIENT span of a call (not made current) and read the attribution.
 
@@ -273,7 +287,7 @@ class Telemetry:
         peer = peer_above()
         if peer is not None:
             peer.span.set_attributes(span_attributes)
-            return Call(
+            call = Call(
                 peer.span,
                 request_model=request_model,
                 metric_attributes=metric_attributes,
@@ -281,15 +295,19 @@ class Telemetry:
                 owns_span=False,
                 records_metrics=not peer.records_metrics,
             )
-        name = f"{operation} {request_model}" if request_model else operation
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
-        return Call(
-            span,
-            request_model=request_model,
-            metric_attributes=metric_attributes,
-            input_estimate=input_estimate,
-            owns_span=True,
-        )
+        else:
+            name = f"{operation} {request_model}" if request_model else operation
+            span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
+            call = Call(
+                span,
+                request_model=request_model,
+                metric_attributes=metric_attributes,
+                input_estimate=input_estimate,
+                owns_span=True,
+            )
+        if self.content is not None and content is not None:
+            call.content = self.content.request(call.span, content)
+        return call
 
     def adopt(
         self,
@@ -299,13 +317,14 @@ class Telemetry:
         provider: str,
         request_model: str | None,
         input_estimate: Callable[[], int] | None = None,
+        content: Callable[[], RequestContent] | None = None,
     ) -> Call:
         """Track a span started elsewhere: add the attribution now, enrich it on ``finish``."""
         attribution = current_attribution()
         with contained("telemetry.adopt"):
             if span.is_recording() and attribution:
                 span.set_attributes(attribution)
-        return Call(
+        call = Call(
             span,
             request_model=request_model,
             metric_attributes=self._metric_attributes(
@@ -314,6 +333,9 @@ class Telemetry:
             input_estimate=input_estimate,
             owns_span=False,
         )
+        if self.content is not None and content is not None:
+            call.content = self.content.request(span, content)
+        return call
 
     def first_chunk(self, call: Call) -> None:
         """Note the arrival of a stream's first chunk (later calls are ignored)."""
@@ -332,6 +354,7 @@ class Telemetry:
         finish_reasons: Sequence[str] = (),
         error: BaseException | None = None,
         abandoned: bool = False,
+        output: Callable[[], list[Message]] | None = None,
     ) -> None:
         """Record the outcome of ``call`` and end its span; only the first call has effect."""
         if not call.claim_finish():
@@ -351,9 +374,32 @@ class Telemetry:
                     error=error,
                     abandoned=abandoned,
                 )
+                if call.content is not None and self.content is not None:
+                    self._capture_reply(
+                        self.content, call, call.content, output, output_text, finish_reasons
+                    )
             finally:
                 if call.owns_span:
                     call.span.end()
+
+    @staticmethod
+    def _capture_reply(
+        recorder: ContentRecorder,
+        call: Call,
+        request: RequestContent,
+        output: Callable[[], list[Message]] | None,
+        output_text: str,
+        finish_reasons: Sequence[str],
+    ) -> None:
+        if output is None:
+            reasons = tuple(finish_reasons)
+            output = lambda: reply(output_text, reasons)  # noqa: E731
+        attributes: dict[str, AttributeValue] = dict(call.metric_attributes)
+        readable = getattr(call.span, "attributes", None)
+        if isinstance(readable, Mapping):
+            # The usage, ids and finish reasons ``_record`` has just set, when the span says.
+            attributes.update({k: v for k, v in readable.items() if k.startswith("gen_ai.")})
+        recorder.reply(call.span, request, output, attributes)
 
     def _estimate(self, call: Call, output_text: str) -> Usage:
         input_tokens = 0

@@ -31,12 +31,13 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
+from tollmeter.instrumentation._content import RequestContent
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._proxy import SpanProxy
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.anthropic import extract
+from tollmeter.instrumentation.anthropic import content, extract
 from tollmeter.instrumentation.anthropic.wrappers import (
     AsyncMessageStreamManagerProxy,
     AsyncRawStreamProxy,
@@ -134,7 +135,7 @@ class _OurSideSpan(SpanProxy):
 class _Pending:
     """One call being made: how to start its span, and the span once there is one."""
 
-    __slots__ = ("attributes", "call", "estimate", "model", "native_seen", "telemetry")
+    __slots__ = ("attributes", "call", "content", "estimate", "model", "native_seen", "telemetry")
 
     def __init__(
         self,
@@ -142,8 +143,10 @@ class _Pending:
         model: str | None,
         attributes: dict[str, AttributeValue],
         estimate: Callable[[], int],
+        content: Callable[[], RequestContent] | None,
     ) -> None:
         self.telemetry = telemetry
+        self.content = content
         self.model = model
         self.attributes = attributes
         self.estimate = estimate
@@ -158,6 +161,7 @@ class _Pending:
             request_model=self.model,
             attributes=self.attributes,
             input_estimate=self.estimate,
+            content=self.content,
         )
 
     def adopt(self, native: Span) -> Span:
@@ -169,6 +173,7 @@ class _Pending:
             provider=extract.PROVIDER,
             request_model=self.model,
             input_estimate=self.estimate,
+            content=self.content,
         )
         # The SDK marks only streaming calls and knows nothing of a guard's reservation id.
         native.set_attributes(self.attributes)
@@ -198,6 +203,7 @@ class AnthropicPatch:
             extract.request_model(kwargs),
             extract.request_attributes(kwargs, client, stream=stream),
             extract.input_estimator(dict(kwargs)),
+            None if self.telemetry.content is None else content.messages_request(kwargs),
         )
 
     def _native_possible(self, instance: Any) -> bool:

@@ -25,7 +25,7 @@ from tollmeter.instrumentation._streams import (
     finish_with_outcome,
 )
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.anthropic import extract
+from tollmeter.instrumentation.anthropic import content, extract
 
 __all__ = [
     "AsyncMessageStreamManagerProxy",
@@ -68,6 +68,8 @@ def finish_message(telemetry: Telemetry, call: Call, message: object) -> None:
     outcome = StreamOutcome()
     with contained("anthropic.message"):
         outcome = message_outcome(message, call.request_model)
+        if call.content is not None and message is not None:
+            outcome.output = content.message_output(message)
     finish_with_outcome(telemetry, call, outcome)
 
 
@@ -100,11 +102,12 @@ class _EventHandler:
 class _SnapshotHandler:
     """Reads the message a ``MessageStream`` accumulated; events need no work of ours."""
 
-    __slots__ = ("_model", "_stream")
+    __slots__ = ("_capture", "_model", "_stream")
 
-    def __init__(self, stream: Any, model: str | None) -> None:
+    def __init__(self, stream: Any, call: Call) -> None:
         self._stream = stream
-        self._model = model
+        self._model = call.request_model
+        self._capture = call.content is not None
 
     def on_chunk(self, chunk: Any) -> None:
         return None
@@ -115,7 +118,10 @@ class _SnapshotHandler:
         except AssertionError:
             # The SDK asserts that ``message_start`` arrived; nothing did.
             snapshot = None
-        return message_outcome(snapshot, self._model)
+        outcome = message_outcome(snapshot, self._model)
+        if self._capture and snapshot is not None:
+            outcome.output = content.message_output(snapshot)
+        return outcome
 
 
 class RawStreamProxy(SyncStreamProxy):
@@ -136,7 +142,7 @@ class MessageStreamProxy(SyncStreamProxy):
     """The ``MessageStream`` yielded by a ``messages.stream()`` manager."""
 
     def __init__(self, wrapped: Any, telemetry: Telemetry, call: Call) -> None:
-        super().__init__(wrapped, telemetry, call, _SnapshotHandler(wrapped, call.request_model))
+        super().__init__(wrapped, telemetry, call, _SnapshotHandler(wrapped, call))
 
     @property
     def text_stream(self) -> Iterator[str]:
@@ -178,7 +184,7 @@ class AsyncMessageStreamProxy(AsyncStreamProxy):
     """The ``AsyncMessageStream`` yielded by an async ``messages.stream()`` manager."""
 
     def __init__(self, wrapped: Any, telemetry: Telemetry, call: Call) -> None:
-        super().__init__(wrapped, telemetry, call, _SnapshotHandler(wrapped, call.request_model))
+        super().__init__(wrapped, telemetry, call, _SnapshotHandler(wrapped, call))
 
     @property
     def text_stream(self) -> AsyncIterator[str]:

@@ -29,7 +29,8 @@ cut short, a proxy that strips it) the counts are estimated with tiktoken and fl
 
 The span of a streamed call, and of ``invoke_model`` (whose body the caller reads later),
 ends when the caller is done with the stream or body: read to its end, closed, or dropped
-(then ``tollmeter.usage.abandoned=true``). Prompt and reply text is never recorded.
+(then ``tollmeter.usage.abandoned=true``). Prompt and reply text is recorded only when
+content capture is on (``_content``).
 botocore's exceptions propagate unchanged; tollmeter's own failures are logged once and
 swallowed; ``suppress_instrumentation`` is honoured. aiobotocore's async clients are not
 metered.

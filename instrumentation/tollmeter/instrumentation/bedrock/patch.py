@@ -32,13 +32,14 @@ from typing import Any
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._content import RequestContent
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import SyncStreamProxy, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.bedrock import extract
+from tollmeter.instrumentation.bedrock import content, extract
 from tollmeter.instrumentation.bedrock.wrappers import (
     BodyTee,
     ConverseStreamHandler,
@@ -69,6 +70,8 @@ class Operation:
     streamed: bool
     read: Callable[[Mapping[str, Any]], Request]
     observe: Callable[[Telemetry, Call, dict[str, Any], Request], None]
+    content: Callable[[Mapping[str, Any]], Callable[[], RequestContent]]
+    """The request's content, for content capture."""
 
 
 def _model(params: Mapping[str, Any]) -> str | None:
@@ -102,7 +105,10 @@ def _read_invoke(params: Mapping[str, Any]) -> Request:
 def _observe_converse(
     telemetry: Telemetry, call: Call, result: dict[str, Any], request: Request
 ) -> None:
-    finish_with_outcome(telemetry, call, extract.converse_outcome(result))
+    outcome = extract.converse_outcome(result)
+    if call.content is not None:
+        outcome.output = content.converse_output(result)
+    finish_with_outcome(telemetry, call, outcome)
 
 
 def _observe_converse_stream(
@@ -129,10 +135,14 @@ def _observe_invoke_stream(
 
 
 OPERATIONS: Mapping[str, Operation] = {
-    "Converse": Operation(False, _read_converse, _observe_converse),
-    "ConverseStream": Operation(True, _read_converse, _observe_converse_stream),
-    "InvokeModel": Operation(False, _read_invoke, _observe_invoke),
-    "InvokeModelWithResponseStream": Operation(True, _read_invoke, _observe_invoke_stream),
+    "Converse": Operation(False, _read_converse, _observe_converse, content.converse_request),
+    "ConverseStream": Operation(
+        True, _read_converse, _observe_converse_stream, content.converse_request
+    ),
+    "InvokeModel": Operation(False, _read_invoke, _observe_invoke, content.invoke_request),
+    "InvokeModelWithResponseStream": Operation(
+        True, _read_invoke, _observe_invoke_stream, content.invoke_request
+    ),
 }
 """botocore operation name -> how to read its request and observe its result."""
 
@@ -175,6 +185,7 @@ def _prepare(
             request_model=request.model,
             attributes=attributes,
             input_estimate=request.estimate,
+            content=None if telemetry.content is None else operation.content(params),
         )
     return call, request, params
 

@@ -28,8 +28,9 @@ Options of ``instrument()`` (keyword-only): ``tracer_provider``, ``meter_provide
 the global providers); ``metric_tenant_attribute=False``: add ``tollmeter.tenant.id`` to metric
 attributes.
 
-Prompt and reply text is never recorded. SDK exceptions propagate unchanged, tollmeter's own
-failures are logged once and swallowed, and ``suppress_instrumentation`` is honoured.
+Prompt and reply text is recorded only when content capture is on (``_content``). SDK
+exceptions propagate unchanged, tollmeter's own failures are logged once and swallowed, and
+``suppress_instrumentation`` is honoured.
 """
 
 from __future__ import annotations

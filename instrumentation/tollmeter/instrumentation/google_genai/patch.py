@@ -29,7 +29,7 @@ from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.google_genai import extract
+from tollmeter.instrumentation.google_genai import content, extract
 from tollmeter.instrumentation.google_genai.wrappers import wrap_stream
 
 __all__ = ["ENDPOINTS", "MODULE", "Endpoint", "async_wrapper", "sync_wrapper"]
@@ -103,6 +103,11 @@ def _start(
         request_model=model,
         attributes=attributes,
         input_estimate=extract.contents_input_estimate(kwargs, model),
+        content=(
+            content.generate_request(kwargs)
+            if telemetry.content is not None and endpoint.operation == "generate_content"
+            else None
+        ),
     )
 
 
@@ -131,7 +136,10 @@ def _observe(telemetry: Telemetry, endpoint: Endpoint, call: Call, result: Any) 
             stream = wrap_stream(result, telemetry, call)
             if stream is not None:
                 return stream
-        finish_with_outcome(telemetry, call, endpoint.outcome(result))
+        outcome = endpoint.outcome(result)
+        if call.content is not None and not endpoint.streams:
+            outcome.output = content.generate_output(result)
+        finish_with_outcome(telemetry, call, outcome)
     except Exception as exc:
         report_failure("google_genai.observe", exc)
         telemetry.finish(call, usage=None)

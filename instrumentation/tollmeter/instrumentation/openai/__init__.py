@@ -41,7 +41,8 @@ The provider is told from the client: ``AzureOpenAI`` clients report
 services (Groq, DeepSeek, Mistral, xAI, Together, ...) their own name from the
 ``base_url`` host, any other host ``openai``; see ``providers``.
 
-Prompt and reply text is never recorded. Instrumentation never changes what
+Prompt and reply text is recorded only when content capture is on (``_content``,
+``capture_message_content``). Instrumentation never changes what
 the application sees: SDK exceptions propagate unchanged, tollmeter's own
 failures are logged once and swallowed, and ``suppress_instrumentation`` is
 honoured. ``responses.stream(response_id=...)`` (resuming an existing

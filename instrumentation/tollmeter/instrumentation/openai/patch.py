@@ -31,13 +31,14 @@ from typing import Any
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
+from tollmeter.instrumentation._content import Message, RequestContent
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.openai import extract, providers
+from tollmeter.instrumentation.openai import content, extract, providers
 from tollmeter.instrumentation.openai.providers import ProviderResolver
 from tollmeter.instrumentation.openai.wrappers import (
     AsyncStreamManagerProxy,
@@ -75,6 +76,12 @@ class Endpoint:
     outcome: Callable[[Any], StreamOutcome]
     handler: Callable[[], StreamHandler]
     injects_usage: bool = False
+    content: Callable[[Mapping[str, Any]], Callable[[], RequestContent]] | None = None
+    """The request's content, for content capture (``None``: nothing to capture)."""
+    output: Callable[[Any], Callable[[], list[Message]]] | None = None
+    """A complete result's output messages, for content capture."""
+    content_handler: Callable[[], StreamHandler] | None = None
+    """``handler`` assembling the reply's messages too, for content capture."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ def _endpoints() -> tuple[Endpoint, ...]:
                     extract.chat_outcome,
                     ChatStreamHandler,
                     injects_usage=method == "create",
+                    content=content.chat_request,
+                    output=content.chat_output,
+                    content_handler=content.ChatContentStreamHandler,
                 )
             )
         endpoints.append(
@@ -120,6 +130,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
                 extract.completion_outcome,
                 CompletionStreamHandler,
                 injects_usage=True,
+                content=content.prompt_request,
             )
         )
     for cls, is_async in (("Responses", False), ("AsyncResponses", True)):
@@ -133,6 +144,9 @@ def _endpoints() -> tuple[Endpoint, ...]:
                     extract.responses_input_estimate,
                     extract.responses_outcome,
                     ResponsesStreamHandler,
+                    content=content.responses_request,
+                    output=content.responses_output,
+                    content_handler=content.ResponsesContentStreamHandler,
                 )
             )
     for cls, is_async in (("Embeddings", False), ("AsyncEmbeddings", True)):
@@ -218,6 +232,7 @@ def _start(
         request_model=providers.request_model(client, model),
         attributes=attributes,
         input_estimate=endpoint.input_estimate(kwargs, model),
+        content=None if endpoint.content is None else endpoint.content(kwargs),
     )
 
 
@@ -230,25 +245,43 @@ def _observe(
 ) -> Any:
     """The result to hand back: ``result`` itself, or a metering proxy around it."""
     try:
-        stream = wrap_stream(result, telemetry, call, endpoint.handler)
+        handler, outcome_of = endpoint.handler, endpoint.outcome
+        if call.content is not None:
+            handler, outcome_of = _capturing(endpoint)
+        stream = wrap_stream(result, telemetry, call, handler)
         if stream is not None:
             return stream
         if _is_raw(result):
             if streamed or not _is_legacy(result):
                 return RawResponseProxy(
-                    result, telemetry, call, handler=endpoint.handler, outcome=endpoint.outcome
+                    result, telemetry, call, handler=handler, outcome=outcome_of
                 )
             # ``with_raw_response`` already read the body: parsing is cheap and cached,
             # so the caller's own ``parse()`` returns the very same object.
             result_object = result.parse()
         else:
             result_object = result
-        outcome = endpoint.outcome(result_object)
-        finish_with_outcome(telemetry, call, outcome)
+        finish_with_outcome(telemetry, call, outcome_of(result_object))
     except Exception as exc:
         report_failure("openai.observe", exc)
         telemetry.finish(call, usage=None)
     return result
+
+
+def _capturing(
+    endpoint: Endpoint,
+) -> tuple[Callable[[], StreamHandler], Callable[[Any], StreamOutcome]]:
+    """The stream handler and outcome of ``endpoint`` that also build the output messages."""
+    output = endpoint.output
+    if output is None:
+        return endpoint.handler, endpoint.outcome
+
+    def outcome_of(result: Any) -> StreamOutcome:
+        outcome = endpoint.outcome(result)
+        outcome.output = output(result)
+        return outcome
+
+    return endpoint.content_handler or endpoint.handler, outcome_of
 
 
 @functools.cache
