@@ -14,6 +14,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
 
 import pytest  # noqa: E402
 
+from tests._focus import focus_validator  # noqa: E402, F401
 from tests._postgres import postgres_server, postgres_url  # noqa: E402, F401
 from tests._redis import redis_server, redis_url  # noqa: E402, F401
 from tests._s3 import s3_bucket, s3_server  # noqa: E402, F401
