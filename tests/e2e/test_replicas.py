@@ -7,6 +7,7 @@ OTLP/gRPC exporters as senders.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import signal
@@ -320,24 +321,99 @@ def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_is_re
     assert all(status == statuses[0] for status in statuses)
 
 
-def bucket_event_ids(server: S3Server, root: str) -> list[str]:
-    import pyarrow.dataset as ds
-
-    try:
-        table = ds.dataset(
-            root, filesystem=server.filesystem(), format="parquet", partitioning="hive"
-        ).to_table(columns=["event_id"])
-    except FileNotFoundError:
-        return []
-    return [str(value) for value in table.column("event_id").to_pylist()]
-
-
-def objects_by_writer(server: S3Server, root: str) -> Counter[str]:
+def object_keys(server: S3Server, root: str) -> list[str]:
+    """The Parquet objects under ``root``."""
     import pyarrow.fs as pafs
 
     selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-    return Counter(
-        Path(info.path).name.split("-")[0]
+    return [
+        info.path
         for info in server.filesystem().get_file_info(selector)
         if info.type is pafs.FileType.File and info.path.endswith(".parquet")
+    ]
+
+
+def exported(server: S3Server, root: str) -> dict[str, list[str]]:
+    """Event ids in the Parquet objects under ``root``, per object key."""
+    import pyarrow.parquet as pq
+
+    filesystem = server.filesystem()
+    found: dict[str, list[str]] = {}
+    for key in object_keys(server, root):
+        with filesystem.open_input_file(key) as stream:
+            found[key] = [str(v) for v in pq.read_table(stream)["event_id"].to_pylist()]
+    return found
+
+
+def writer(key: str) -> str:
+    """The collector id an export object is named after (``r0-<first>-<last>.parquet``)."""
+    return Path(key).name.split("-")[0]
+
+
+def export_now(replica: CollectorProcess) -> httpx.Response:
+    return httpx.post(f"{replica.management_url}/api/v1/export", timeout=120)
+
+
+def test_export_to_s3_with_the_exporting_replica_killed_mid_export_has_every_event_once(
+    start_replicas: Start, s3_server: S3Server, s3_bucket: str
+) -> None:
+    root = f"{s3_bucket}/usage"
+    group = start_replicas(
+        export={
+            "url": f"s3://{root}",
+            "s3": s3_server.settings(),
+            # Runs are started by the test, so that one is under way at the kill.
+            "interval": "1h",
+            # Many small objects: one run writes 80, and lasts long enough to be cut.
+            "batch_size": 25,
+        }
     )
+    exporters = [exporter(replica) for replica in group]
+    batches = [chat_spans(100, prefix=f"e{number}") for number in range(20)]
+    try:
+        for number, batch in enumerate(batches):
+            assert exporters[number % REPLICAS].export(batch) is SpanExportResult.SUCCESS
+    finally:
+        for each in exporters:
+            each.shutdown()
+    ledger = {event["event_id"] for event in events_of(group[1])}
+    assert len(ledger) == 2000
+
+    victim, survivors = group[0], group[1:]
+    outcome: list[int] = []
+
+    def first_run() -> None:
+        with contextlib.suppress(httpx.TransportError):
+            outcome.append(export_now(victim).status_code)
+
+    run = threading.Thread(target=first_run)
+    run.start()
+    wait_until(lambda: len(object_keys(s3_server, root)) >= 3, "the first objects are uploaded")
+    victim.stop(signal.SIGKILL)
+    run.join(30)
+    assert outcome == [], "the export ended before the kill"
+    cut = exported(s3_server, root)
+    assert {writer(key) for key in cut} == {"r0"}
+    assert sum(len(ids) for ids in cut.values()) < len(ledger)
+
+    # The victim's database session is gone with it, and so is its lease: the next run
+    # asked of a survivor takes the lease and finishes the export; the other survivor
+    # stands by while it holds it.
+    answers: list[httpx.Response] = []
+
+    def finished() -> bool:
+        answers.append(export_now(survivors[0]))
+        return answers[-1].status_code == 200 and answers[-1].json()["caught_up"]
+
+    wait_until(finished, "a survivor takes the lease and exports the rest")
+    assert {answer.status_code for answer in answers} <= {200, 409}
+    standby = export_now(survivors[1])
+    assert standby.status_code == 409, standby.text
+
+    objects = exported(s3_server, root)
+    counts = Counter(event_id for ids in objects.values() for event_id in ids)
+    assert set(counts) == ledger
+    assert set(counts.values()) == {1}, "an event is in the bucket twice"
+    # The objects written before the kill are kept as they were.
+    assert {key: objects[key] for key in cut} == cut
+    assert {writer(key) for key in objects} == {"r0", "r1"}
