@@ -25,6 +25,7 @@ from tollmeter.collector._management import ingest_keys_allowed, principal_of
 from tollmeter.collector.errors import BadRequest, InvalidConfig, InvalidSetting
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
+    InFlightConfig,
     LimitConfig,
     LimitsConfig,
 )
@@ -129,8 +130,10 @@ def limits_to_mapping(config: LimitsConfig) -> dict[str, Any]:
 
 
 def _rule_to_mapping(rule: LimitConfig) -> dict[str, Any]:
-    window: dict[str, Any]
-    if isinstance(rule.window, CalendarWindowConfig):
+    window: dict[str, Any] | None
+    if isinstance(rule.window, InFlightConfig):
+        window = None
+    elif isinstance(rule.window, CalendarWindowConfig):
         window = {
             "type": "calendar",
             "period": rule.window.period,
@@ -150,6 +153,9 @@ def _rule_to_mapping(rule: LimitConfig) -> dict[str, Any]:
         "action": rule.action,
         "alert_at": list(rule.alert_at),
     }
+    if window is None:
+        # A concurrency limit takes neither: the mapping must read back as it was given.
+        del out["window"], out["alert_at"]
     if rule.weights:
         out["weights"] = dict(rule.weights)
     if rule.downgrade_model is not None:

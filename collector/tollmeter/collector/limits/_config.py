@@ -29,6 +29,7 @@ __all__ = [
     "CalendarWindowConfig",
     "HookConfig",
     "HooksConfig",
+    "InFlightConfig",
     "LimitConfig",
     "LimitsConfig",
     "Measure",
@@ -36,7 +37,9 @@ __all__ = [
 ]
 
 Action = Literal["block", "throttle", "alert", "downgrade"]
-Measure = Literal["input", "output", "total", "cache_read", "weighted", "cost", "requests"]
+Measure = Literal[
+    "input", "output", "total", "cache_read", "weighted", "cost", "requests", "concurrency"
+]
 Period = Literal["day", "week", "month"]
 HookEvent = Literal["threshold_crossed", "limit_exceeded", "request_denied", "reservation_expired"]
 
@@ -49,6 +52,7 @@ MEASURES: tuple[Measure, ...] = (
     "weighted",
     "cost",
     "requests",
+    "concurrency",
 )
 DIMENSIONS: tuple[str, ...] = METER_DIMENSIONS
 """Request attributes a limit can match on and keep separate counters by."""
@@ -81,10 +85,15 @@ class CalendarWindowConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlightConfig:
+    """No window: a ``concurrency`` limit counts calls in flight (open reservations)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LimitConfig:
     name: str
     limit: float
-    window: RollingWindowConfig | CalendarWindowConfig
+    window: RollingWindowConfig | CalendarWindowConfig | InFlightConfig
     measure: Measure = "total"
     match: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     group_by: tuple[str, ...] = ("tenant",)
@@ -104,9 +113,15 @@ class LimitConfig:
         problems = Problems()
         with problems.collect():
             section.finish()
-        for required in ("name", "limit", "window"):
+        in_flight = raw["measure"] == "concurrency"
+        for required in ("name", "limit") if in_flight else ("name", "limit", "window"):
             if raw[required] is None:
                 problems.add(section.key(required), "required")
+        if in_flight:
+            # Calls in flight have no period to reset with, nor a share of it to alert at.
+            for key in ("window", "alert_at"):
+                if raw[key] is not None:
+                    problems.add(section.key(key), "not valid with measure: concurrency")
         values: dict[str, object] = {}
         with problems.collect():
             if raw["name"] is not None:
@@ -144,7 +159,9 @@ class LimitConfig:
             if raw["limit"] is not None:
                 values["limit"] = read.number(raw["limit"], section.key("limit"))
         with problems.collect():
-            if raw["window"] is not None:
+            if in_flight:
+                values["window"] = InFlightConfig()
+            elif raw["window"] is not None:
                 values["window"] = _window(raw["window"], section.key("window"), default_timezone)
         with problems.collect():
             values["match"] = _match(raw["match"], section.key("match"))
@@ -152,7 +169,7 @@ class LimitConfig:
             group_by = ["tenant"] if raw["group_by"] is None else raw["group_by"]
             values["group_by"] = _group_by(group_by, section.key("group_by"))
         with problems.collect():
-            alert_at = [] if raw["alert_at"] is None else raw["alert_at"]
+            alert_at = [] if raw["alert_at"] is None or in_flight else raw["alert_at"]
             values["alert_at"] = _alert_at(alert_at, section.key("alert_at"))
         problems.raise_any()
         return cls(**values)  # type: ignore[arg-type]  # each value checked above

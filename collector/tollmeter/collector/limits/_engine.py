@@ -8,6 +8,7 @@ returned to the caller, which dispatches them outside the lock.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -31,7 +32,9 @@ from tollmeter.collector.limits._rules import (
     CostEstimator,
     Counter,
     Estimate,
+    InFlight,
     Rule,
+    Window,
     attributes_of_event,
 )
 from tollmeter.collector.limits._status import tenant_status
@@ -241,6 +244,20 @@ class LimitEngine:
                 rule.window.charge(counter, -c.amount)
                 self._dirty_counters.add((c.limit, c.key))
 
+    def _free_slots(self, reservation: Reservation, now: float) -> Reservation:
+        """Give back the in-flight slots of a reservation charged at expiry; the copy
+        kept aside for a late span holds none, so that span cannot free them twice."""
+        slots = [c for c in reservation.charges if isinstance(self._window(c.limit), InFlight)]
+        if not slots:
+            return reservation
+        self._refund(dataclasses.replace(reservation, charges=slots), now)
+        kept = [c for c in reservation.charges if c not in slots]
+        return dataclasses.replace(reservation, charges=kept)
+
+    def _window(self, name: str) -> Window | None:
+        rule = self._by_name.get(name)
+        return None if rule is None else rule.window
+
     def reservation(self, reservation_id: str) -> Reservation | None:
         with self._lock:
             return self._reservations.get(reservation_id)
@@ -265,7 +282,7 @@ class LimitEngine:
                 if self._config.expired_reservations == "release":
                     self._refund(r, now)
                 else:
-                    self._expired[r.id] = r
+                    self._expired[r.id] = self._free_slots(r, now)
                 notices.append(
                     Notice(
                         kind="reservation_expired",

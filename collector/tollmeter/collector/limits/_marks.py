@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from tollmeter.collector.limits._model import Notice, NoticeKind
-from tollmeter.collector.limits._rules import Counter, Rule
+from tollmeter.collector.limits._rules import Counter, InFlight, Rule
 
 __all__ = ["ThresholdMarks"]
 
@@ -26,6 +26,8 @@ class ThresholdMarks:
 
         Each carries its ``mark``, which the caller persists before telling anyone.
         """
+        if isinstance(rule.window, InFlight):
+            return []  # no window to fire once in; the status and metrics show it instead
         fraction = rule.window.used_fraction(counter)
         alert_at = rule.config.alert_at
         if fraction <= 1.0 + _EPSILON and (not alert_at or fraction + _EPSILON < alert_at[0]):

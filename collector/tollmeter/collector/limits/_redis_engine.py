@@ -51,6 +51,7 @@ from tollmeter.collector.limits._rules import (
     CostEstimator,
     Counter,
     Estimate,
+    InFlight,
     Rule,
     TokenBucket,
     attributes_of_event,
@@ -123,6 +124,8 @@ class RedisLimitEngine:
         window = rule.window
         if isinstance(window, TokenBucket):
             return ["r", _num(window.capacity), _num(window.rate), "0", _fingerprint(rule)]
+        if isinstance(window, InFlight):
+            return ["f", _num(window.capacity), "0", "0", _fingerprint(rule)]
         start = window.period_of(now) or 0.0
         return ["c", _num(window.capacity), "0", _num(start), _fingerprint(rule)]
 
@@ -130,6 +133,9 @@ class RedisLimitEngine:
         window = rule.window
         if isinstance(window, TokenBucket):
             return str(int(window.per_s * 2000) + 1000)
+        if isinstance(window, InFlight):
+            # Outlives every reservation holding a slot, as the reservations themselves do.
+            return str(int(self._config.reservation_ttl_s * 2000) + 1000)
         end = window.reset_at(window.new_counter(now), now)
         return str(int((end - now + _CALENDAR_SLACK_S) * 1000))
 
@@ -536,9 +542,16 @@ def _current(rule: Rule, fields: Sequence[str | None], now: float) -> Counter:
     counter = Counter(float(level or 0.0), float(stamp or 0.0))
     bucket = isinstance(rule.window, TokenBucket)
     changed = fingerprint != _fingerprint(rule)
-    if changed and kind != ("r" if bucket else "c"):
+    if changed and kind != _kind(rule):
         return rule.window.new_counter(now)
     rule.window.advance(counter, now)
     if changed and bucket:
         counter.level = min(counter.level, rule.window.capacity)
     return counter
+
+
+def _kind(rule: Rule) -> str:
+    """How the scripts name a rule's counter kind."""
+    if isinstance(rule.window, TokenBucket):
+        return "r"
+    return "f" if isinstance(rule.window, InFlight) else "c"

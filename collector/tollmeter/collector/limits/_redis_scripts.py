@@ -8,12 +8,12 @@ Lua number into an integer reply.
 
 A counter is a hash: ``l`` level, ``s`` stamp (the meaning of :class:`Counter`), ``fp``
 the fingerprint of the rule that last wrote it, ``k`` its kind (``r`` token bucket,
-``c`` calendar), ``cap`` its capacity. A counter written under another fingerprint is
-carried over as the in-process engine does on reload: a bucket keeps its level capped
-at the new capacity, a calendar counter keeps the current period, another kind starts
-afresh. A reservation is a hash: ``d`` its row (``Reservation.to_row``), ``k`` the keys
-of its counters (in the order of its charges), ``x`` ``0`` while open, ``1`` once
-expired and kept aside for a late span.
+``c`` calendar, ``f`` calls in flight), ``cap`` its capacity. A counter written under
+another fingerprint is carried over as the in-process engine does on reload: a bucket
+keeps its level capped at the new capacity, a calendar counter keeps the current period,
+another kind starts afresh. A reservation is a hash: ``d`` its row
+(``Reservation.to_row``), ``k`` the keys of its counters (in the order of its charges),
+``x`` ``0`` while open, ``1`` once expired and kept aside for a late span.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ SETTLE = (
 -- ARGV: now, n, groups (amount if the reservation is settled here, amount otherwise;
 --       '' leaves the counter alone)...
 local now = tonumber(ARGV[1])
+-- An expired reservation gave its in-flight slots back when it expired.
+local was_open = redis.call('HGET', KEYS[1], 'x') == '0'
 local settled = redis.call('DEL', KEYS[1]) == 1
 if settled then
   redis.call('ZREM', KEYS[2], KEYS[1])
@@ -132,6 +134,7 @@ for i = 1, tonumber(ARGV[2]) do
   local kind, cap, rate, start, fp, if_settled, if_not, life, member = group(i, 2)
   local amount = if_not
   if settled then amount = if_settled end
+  if kind == 'f' and not (settled and was_open) then amount = '' end
   out[2 * i], out[2 * i + 1] = '', ''
   if amount ~= '' and tonumber(amount) ~= 0 then
     local level, stamp = load(KEYS[5 + i], kind, cap, rate, start, fp, now)
@@ -162,15 +165,18 @@ if mode == 'charge' then
   redis.call('HSET', KEYS[1], 'x', '1')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[4], ARGV[2])
-  return 1
+else
+  redis.call('DEL', KEYS[1], KEYS[4])
 end
-redis.call('DEL', KEYS[1], KEYS[4])
+-- In-flight slots are given back in every mode; charged usage stays on the others.
 for i = 5, #KEYS do
   local period, amount = ARGV[2 * (i - 4) + 1], tonumber(ARGV[2 * (i - 4) + 2])
-  local h = redis.call('HMGET', KEYS[i], 'l', 's', 'cap')
-  if h[1] then
+  local h = redis.call('HMGET', KEYS[i], 'l', 's', 'cap', 'k')
+  if h[1] and (mode ~= 'charge' or h[4] == 'f') then
     local level = tonumber(h[1])
-    if period == '' then
+    if h[4] == 'f' then
+      level = math.max(0, level - amount)
+    elseif period == '' then
       level = math.min(tonumber(h[3]), level + amount)
     elseif tonumber(period) == tonumber(h[2]) then
       level = math.max(0, level - amount)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
+    InFlightConfig,
     LimitConfig,
     RollingWindowConfig,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "CostEstimator",
     "Counter",
     "Estimate",
+    "InFlight",
     "Rule",
     "TokenBucket",
     "Window",
@@ -206,6 +208,61 @@ class CalendarWindow:
         return self._bounds(counter.stamp)[2]
 
 
+class InFlight:
+    """Calls in flight: ``level`` = open reservations holding a slot, ``stamp`` unused.
+
+    A check takes a slot, its reconcile, release or expiry gives it back. When a slot
+    frees is not known ahead, so a throttled check is told to retry after
+    ``RETRY_S``; ``period_of`` is ``None`` as for a bucket, so a slot is always given
+    back whenever its reservation ends.
+    """
+
+    __slots__ = ("capacity", "retention_s")
+
+    RETRY_S = 1.0
+
+    def __init__(self, limit: float) -> None:
+        self.capacity = limit
+        self.retention_s = 0.0
+
+    def new_counter(self, now: float) -> Counter:
+        return Counter(0.0, 0.0)
+
+    def advance(self, counter: Counter, now: float) -> None:
+        return None
+
+    def available(self, counter: Counter) -> float:
+        return self.capacity - counter.level
+
+    def charge(self, counter: Counter, amount: float) -> None:
+        counter.level = max(0.0, counter.level + amount)
+
+    def used_fraction(self, counter: Counter) -> float:
+        return counter.level / self.capacity
+
+    def wait_for(self, counter: Counter, amount: float, now: float) -> float | None:
+        if amount > self.capacity:
+            return None
+        return 0.0 if amount <= self.available(counter) else self.RETRY_S
+
+    def reset_at(self, counter: Counter, now: float) -> float:
+        return now + (self.wait_for(counter, 1.0, now) or 0.0)
+
+    def window_id(self, counter: Counter, now: float) -> str:
+        return "in-flight"
+
+    def period_of(self, when: float) -> float | None:
+        return None
+
+
+def _window_of(config: LimitConfig) -> Window:
+    if isinstance(config.window, RollingWindowConfig):
+        return TokenBucket(config.limit, config.window)
+    if isinstance(config.window, InFlightConfig):
+        return InFlight(config.limit)
+    return CalendarWindow(config.limit, config.window)
+
+
 class Rule:
     """One compiled limit."""
 
@@ -214,11 +271,7 @@ class Rule:
     def __init__(self, config: LimitConfig) -> None:
         self.config = config
         self.name = config.name
-        self.window: Window = (
-            TokenBucket(config.limit, config.window)
-            if isinstance(config.window, RollingWindowConfig)
-            else CalendarWindow(config.limit, config.window)
-        )
+        self.window: Window = _window_of(config)
         self._patterns = {
             dim: re.compile("|".join(fnmatch.translate(p) for p in patterns))
             for dim, patterns in config.match.items()
@@ -236,7 +289,7 @@ class Rule:
 
     def estimate_amount(self, estimate: Estimate) -> float:
         measure = self.config.measure
-        if measure == "requests":
+        if measure in ("requests", "concurrency"):
             return 1.0
         if measure == "input":
             return float(estimate.input_tokens)
@@ -256,6 +309,9 @@ class Rule:
         measure = self.config.measure
         if measure == "requests":
             return 1.0
+        if measure == "concurrency":
+            # A finished call holds no slot: its usage settles the reservation's slot away.
+            return 0.0
         if measure == "input":
             return float(event.input_tokens)
         if measure == "output":

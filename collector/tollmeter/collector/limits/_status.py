@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tollmeter.collector.limits._model import LimitStatus, iso_time
-from tollmeter.collector.limits._rules import Counter, Rule
+from tollmeter.collector.limits._rules import Counter, InFlight, Rule
 
 __all__ = ["counter_status", "tenant_status"]
 
@@ -49,6 +49,8 @@ def tenant_status(
         status["blocked"] = blocking and rule.window.available(counter) < 1.0 - _EPSILON
         status["used_fraction"] = round(rule.window.used_fraction(counter), 6)
         status["reserved"] = round(reserved.get((rule.name, key), 0.0), 6)
+        if isinstance(rule.window, InFlight):
+            status["in_flight"] = round(counter.level, 6)
         if status["blocked"]:
             wait = rule.window.wait_for(counter, 1.0, now)
             until = now + (wait if wait is not None else 0.0)
