@@ -16,9 +16,13 @@ _PROGRAM = "redis-server"
 
 
 class RedisServer:
-    """``url``; ``stop()`` and ``start()`` (same port) for outage tests."""
+    """``url``; ``stop()`` and ``start()`` (same port) for outage tests.
 
-    def __init__(self, directory: Path) -> None:
+    With ``appendfsync`` (``always``, ``everysec``) the server keeps an append-only file in
+    ``directory`` and comes back from a restart with its data; without, it starts empty.
+    """
+
+    def __init__(self, directory: Path, *, appendfsync: str | None = None) -> None:
         program = shutil.which(_PROGRAM) or "/usr/bin/redis-server"
         if not Path(program).exists():
             pytest.fail(
@@ -26,6 +30,7 @@ class RedisServer:
             )
         self._program = program
         self._directory = directory
+        self._appendfsync = appendfsync
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -34,7 +39,11 @@ class RedisServer:
 
     def start(self) -> None:
         command = [self._program, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
+        command += ["--save", "", "--dir", str(self._directory)]
+        if self._appendfsync is None:
+            command += ["--appendonly", "no"]
+        else:
+            command += ["--appendonly", "yes", "--appendfsync", self._appendfsync]
         with (self._directory / "redis.log").open("ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

@@ -45,16 +45,19 @@ def start_replicas(
     redis_url: str,
     tmp_path: Path,
 ) -> Start:
-    """``start_replicas(export=None)`` -> three replicas named r0..r2 loading one file:
-    the test's PostgreSQL database, its Redis with a quota of ``QUOTA`` requests a day
-    per tenant, and ``export`` as the export section (off by default)."""
+    """``start_replicas(export=None, redis=None)`` -> three replicas named r0..r2 loading
+    one file: the test's PostgreSQL database, Redis at ``redis`` (by default the session's)
+    with a quota of ``QUOTA`` requests a day per tenant, and ``export`` as the export
+    section (off by default)."""
 
-    def start(export: dict[str, Any] | None = None) -> list[CollectorProcess]:
+    def start(
+        export: dict[str, Any] | None = None, redis: str | None = None
+    ) -> list[CollectorProcess]:
         config = tmp_path / "replicas.yaml"
         settings = {
             "storage": {"url": postgres_url},
             "limits": {
-                "storage": redis_url,
+                "storage": redis or redis_url,
                 "redis_timeout": "1s",
                 "rules": [
                     {"name": "quota", "limit": QUOTA, "measure": "requests", "window": "day"}
@@ -275,11 +278,19 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) 
         time.sleep(0.1)
 
 
-def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_is_reported(
-    start_replicas: Start, redis_server: RedisServer
-) -> None:
-    group = start_replicas()
+def cancel(replica: CollectorProcess, reservation: str) -> int:
+    reply = httpx.post(
+        f"{replica.management_url}/api/v1/reconcile",
+        json={"reservation_id": reservation, "cancelled": True},
+        timeout=30,
+    )
+    return reply.status_code
 
+
+def fill_then_restart(group: Sequence[CollectorProcess], server: RedisServer) -> list[str]:
+    """64 checks at once over ``group`` admit exactly the quota; then Redis stops, the
+    checks meanwhile are answered and flagged, and it starts again. Returns the
+    reservation ids held before the restart."""
     first = checks_over(group)
     admitted = [answer for answer in first if answer["allowed"]]
     assert len(admitted) == QUOTA
@@ -288,37 +299,53 @@ def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_is_re
     assert None not in held
     assert len(set(held)) == QUOTA
 
-    redis_server.stop()
+    server.stop()
     try:
         # limits.redis_unavailable is open by default: allowed, reserved nowhere, and said so.
         during = checks_over(group)
     finally:
-        redis_server.start()
+        server.start()
     assert {(a["allowed"], a["reservation_id"], a["reason"]) for a in during} == {
         (True, None, OUTAGE)
     }
-
-    # Each replica tries Redis again on its own; a tenant without limits use as the probe.
+    # Each replica tries Redis again on its own; a tenant with no use as the probe.
     for replica in group:
         wait_until(lambda r=replica: check(r, "probe")["reason"] is None, "Redis answers again")
-    # This Redis keeps nothing across a restart (no persistence), which docs/limits.md
-    # documents as the limits starting empty: the quota admits exactly N again, and the
-    # reservations made before the restart are reported unknown, never charged.
+    return held
+
+
+def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_empties_the_limits(
+    start_replicas: Start, redis_server: RedisServer
+) -> None:
+    group = start_replicas()
+    held = fill_then_restart(group, redis_server)
+    # This Redis keeps nothing across a restart, which docs/limits.md documents as the
+    # limits starting empty: the quota admits exactly N again, and the reservations made
+    # before the restart are reported unknown on every replica.
     after = checks_over(group)
     assert {answer["reason"] for answer in after} == {None}
     assert sum(answer["allowed"] for answer in after) == QUOTA
-    for index, reservation in enumerate(held[:REPLICAS]):
-        reply = httpx.post(
-            f"{group[index].management_url}/api/v1/reconcile",
-            json={"reservation_id": reservation, "input_tokens": 5, "output_tokens": 5},
-            timeout=30,
-        )
-        assert reply.status_code == 404, reply.text
-    statuses = [
-        httpx.get(f"{replica.management_url}/api/v1/tenants/acme/status", timeout=30).json()
-        for replica in group
-    ]
-    assert all(status == statuses[0] for status in statuses)
+    assert [cancel(replica, held[index]) for index, replica in enumerate(group)] == [404] * 3
+
+
+def test_a_redis_restart_with_an_append_only_file_keeps_the_reservations(
+    start_replicas: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", appendfsync="always")
+    server.start()
+    try:
+        group = start_replicas(redis=server.url)
+        held = fill_then_restart(group, server)
+        # Every reservation is back: the quota stays full, and a reservation cancelled on
+        # any replica frees exactly its unit.
+        after = checks_over(group)
+        assert {(answer["allowed"], answer["reason"]) for answer in after} == {(False, None)}
+        assert [cancel(replica, held[index]) for index, replica in enumerate(group)] == [200] * 3
+        freed = checks_over(group)
+        assert sum(answer["allowed"] for answer in freed) == REPLICAS
+    finally:
+        server.stop()
 
 
 def object_keys(server: S3Server, root: str) -> list[str]:
