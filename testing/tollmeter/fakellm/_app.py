@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -34,6 +35,7 @@ from tollmeter.fakellm._openai_chat import chat_completions
 from tollmeter.fakellm._openai_other import completions, embeddings
 from tollmeter.fakellm._openai_responses import responses
 from tollmeter.fakellm._reply import BadRequest, Call, Prepared, new_id
+from tollmeter.fakellm._reports import ReportSettings, key_id, report_routes
 from tollmeter.fakellm._sse import PlayedResponse, install_log_filter, json_bytes
 
 __all__ = ["MAX_BODY_BYTES", "FakeLLMState", "create_app"]
@@ -72,10 +74,12 @@ class FakeLLMState:
     def __init__(self) -> None:
         self.cache = PrefixCache()
         self.journal = Journal()
+        self.reports = ReportSettings()
 
     def reset(self) -> None:
         self.cache.clear()
         self.journal.clear()
+        self.reports.reset()
 
 
 class _Problem(Exception):
@@ -150,7 +154,16 @@ class _Endpoint:
     async def handle(self, request: Request) -> Response | PlayedResponse:
         request_id = new_id("req_")
         attempt = _attempt(request)
-        base = Exchange(request_id, self.provider, self.path, 400, attempt=attempt)
+        base = Exchange(
+            request_id,
+            self.provider,
+            self.path,
+            400,
+            attempt=attempt,
+            time=time.time(),
+            project=request.headers.get("openai-project"),
+            api_key_id=key_id(self.provider, request.headers),
+        )
         try:
             body = await _read_json(request)
             model = request.path_params.get("model_id", body.get("model"))
@@ -260,6 +273,7 @@ def create_app(state: FakeLLMState | None = None) -> Starlette:
     routes = [Route(path, _Endpoint(state, path).handle, methods=["POST"]) for path in _ENDPOINTS]
     routes.append(Route("/v1/models", list_models, methods=["GET"]))
     routes.extend(_inspection_routes(state))
+    routes.extend(report_routes(state.journal, state.reports))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.fake_llm = state
     return app

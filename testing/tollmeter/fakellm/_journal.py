@@ -54,6 +54,12 @@ class Exchange:
     provider_usage: dict[str, Any] | None = None
     faults: list[str] = field(default_factory=list)
     attempt: int = 0
+    time: float = 0.0
+    """When the request arrived, Unix seconds: the provider reports bucket usage by it."""
+    project: str | None = None
+    """The project the client named (OpenAI's ``OpenAI-Project`` header)."""
+    api_key_id: str | None = None
+    """An id derived from the client's API key, never the key: what usage reports group by."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
