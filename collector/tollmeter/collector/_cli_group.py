@@ -61,6 +61,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "export_command",
         "Export committed usage events not exported yet to Parquet, then print a JSON summary.",
     ),
+    "reconcile-report": Subcommand(
+        "tollmeter.collector._cli_reconcile",
+        "reconcile_command",
+        "Compare the providers' usage and cost reports with the ledger, per day and model.",
+    ),
     "fake-llm": Subcommand(
         "tollmeter.fakellm._cli",
         "fake_llm",
