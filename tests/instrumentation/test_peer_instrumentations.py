@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
+from tests.instrumentation.conftest import ANTHROPIC_NATIVE_SPANS
 from tollmeter.instrumentation import attribute
 from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.instrumentation.bedrock import BedrockInstrumentor
@@ -100,15 +101,7 @@ def _cases() -> list[Any]:
     cases = []
     for peer in PEERS:
         for order in ("peer-first", "tollmeter-first"):
-            # OpenLLMetry's Anthropic span is never current: enabled after tollmeter, it
-            # cannot be found (docs/traces.md says so); enabled before, it is skipped.
-            if peer.name == "openllmetry" and peer.sdk == "anthropic" and order != "peer-first":
-                continue
             for mode in _MODES[peer.sdk]:
-                # botocore ends its ConverseStream span on the last event, before tollmeter's
-                # proxy sees the end of the stream: the gap docs/traces.md describes.
-                if peer.name == "botocore" and order != "peer-first" and mode == "stream":
-                    continue
                 cases.append(
                     pytest.param(peer, order, mode, id=f"{peer.sdk}-{peer.name}-{order}-{mode}")
                 )
@@ -268,3 +261,53 @@ def test_one_span_and_one_record_per_call(
         records[token_type] = records.get(token_type, 0) + point.count
     assert records == {"input": 1, "output": 1}
     assert sum(p.count for p in points(metrics.GEN_AI_CLIENT_OPERATION_DURATION)) == 1
+
+
+def _native_cases() -> list[Any]:
+    natives = [True, False] if ANTHROPIC_NATIVE_SPANS else [False]
+    return [
+        pytest.param(peer, order, mode, native, id=f"{peer.name}-{order}-{mode}-native-{native}")
+        for peer in PEERS
+        if peer.sdk == "anthropic"
+        for order in ("peer-first", "tollmeter-first")
+        for mode in ("sync", "helper-stream")
+        for native in natives
+    ]
+
+
+@pytest.mark.parametrize(("peer", "order", "mode", "native"), _native_cases())
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+@pytest.mark.usefixtures("pair")
+def test_the_anthropic_sdk_spans_beside_a_peer_make_one_span(
+    peer: Peer,
+    order: str,
+    mode: str,
+    native: bool,
+    fake_llm: Any,
+    claude_tracing: Callable[[bool], dict[str, Any]],
+    wait_spans: Callable[[int], tuple[ReadableSpan, ...]],
+) -> None:
+    """The SDK's own span, a peer's and tollmeter's would be three: the call keeps one."""
+    request: dict[str, Any] = {
+        "model": "claude-test-small",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": HELLO}],
+    }
+    options = {"base_url": fake_llm.url, "api_key": "k", "max_retries": 0}
+    with (
+        attribute(tenant="acme"),
+        anthropic.Anthropic(**options, **claude_tracing(native)) as client,
+    ):
+        if mode == "helper-stream":
+            with client.messages.stream(**request) as stream:
+                stream.until_done()
+        else:
+            client.messages.create(**request)
+    spans = wait_spans(1)
+    metered = [s for s in spans if attrs.GEN_AI_USAGE_INPUT_TOKENS in (s.attributes or {})]
+    assert len(metered) == 1, [(s.name, s.instrumentation_scope) for s in spans]
+    values = dict(metered[0].attributes or {})
+    assert values[attrs.TOLLMETER_TENANT_ID] == "acme"
+    truth = fake_llm.last().usage
+    assert values[attrs.GEN_AI_USAGE_INPUT_TOKENS] == truth.input_tokens
+    assert values[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == truth.output_tokens

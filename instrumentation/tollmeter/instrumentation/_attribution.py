@@ -46,6 +46,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from tollmeter.instrumentation._peers import note_started
 from tollmeter.instrumentation._safety import report_failure
 from tollmeter.semconv import attributes as attrs
 
@@ -228,10 +229,12 @@ def _is_genai(span: Span) -> bool:
 
 
 class AttributionSpanProcessor(SpanProcessor):
-    """Adds the attribution in effect to every GenAI span when it starts."""
+    """Adds the attribution in effect to every GenAI span when it starts (and shows
+    tollmeter's wrappers a peer's span that is never made current: ``_peers.note_started``)."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
+            note_started(span)
             attribution = current_attribution(parent_context)
             if not attribution or not _is_genai(span):
                 return

@@ -21,15 +21,31 @@ instrumentors were enabled. tollmeter handles each side of its own wrapper:
   suppression key only when that OpenInference wrapper is installed, since it honours nothing
   else.
 
-OpenLLMetry's Anthropic instrumentation starts its span without making it current: enabled
-after tollmeter, its span cannot be found and the call has two spans (documented in
-docs/traces.md); enabled before, it is skipped like any peer below.
+OpenLLMetry's Anthropic instrumentation starts its span without making it current. Enabled
+after tollmeter, its span is found another way: tollmeter's span processor (on every SDK
+tracer provider tollmeter reports through) calls ``note_started`` as each span starts, which
+keeps a span of such a peer in a context variable of the context that started it; the
+wrapper below, which runs next in that very context, takes it (``peer_above``) if it is still
+open and has the parent the call's own span would have. That peer writes its own counts on
+its span after tollmeter has finished the call (and sums a stream's, where tollmeter assigns
+the provider's cumulative ones): ``keep_attributes`` makes its later writes of the keys
+tollmeter set no-ops on that one span. Enabled before tollmeter, it is skipped like any peer
+below.
+
+A peer may also end its span before tollmeter has finished the call: botocore ends a
+``converse_stream`` span, and OpenInference a ``messages.stream()`` span, on the last event,
+before the proxy below sees the end of the stream. ``hold_end`` turns the peer's ``end()`` of
+an adopted span into a note of its end time; tollmeter ends the span with that time once it
+has written its counts (it always finishes a call: see ``_streams``).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -37,7 +53,15 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-__all__ = ["PeerSpan", "beneath", "peer_above", "quiet"]
+__all__ = [
+    "PeerSpan",
+    "beneath",
+    "hold_end",
+    "keep_attributes",
+    "note_started",
+    "peer_above",
+    "quiet",
+]
 
 # (module or scope name prefix, records the GenAI token and duration metrics itself)
 _PEERS: Final = (
@@ -48,6 +72,11 @@ _PEERS: Final = (
     ("opentelemetry.instrumentation.botocore", True),
     ("openinference.instrumentation", False),
 )
+
+# Peers whose span is never made current (scope names).
+_NOT_CURRENT: Final = frozenset({"opentelemetry.instrumentation.anthropic"})
+
+_started: ContextVar[Span | None] = ContextVar("tollmeter_peer_started", default=None)
 
 # OpenLLMetry's switch (opentelemetry-semantic-conventions-ai), read with ``get_value``.
 _SUPPRESS_LANGUAGE_MODEL: Final = "suppress_language_model_instrumentation"
@@ -65,23 +94,103 @@ def _peer(name: str | None) -> tuple[str, bool] | None:
 class PeerSpan:
     """A span another instrumentation started for the call tollmeter is about to meter."""
 
-    __slots__ = ("records_metrics", "span")
+    __slots__ = ("overwrites", "records_metrics", "span")
 
-    def __init__(self, span: Span, records_metrics: bool) -> None:
+    def __init__(self, span: Span, records_metrics: bool, *, overwrites: bool = False) -> None:
         self.span = span
         self.records_metrics = records_metrics
+        self.overwrites = overwrites
+        """Whether the peer writes its own counts after tollmeter's (see ``keep_attributes``)."""
 
 
-def peer_above() -> PeerSpan | None:
-    """The current span if a peer started it and it is still open, else ``None``."""
+def note_started(span: Span) -> None:
+    """Keep ``span`` for the call about to be made if a peer that never makes its span
+    current started it (called by the span processor on every span start)."""
+    scope = getattr(span, "instrumentation_scope", None)
+    if scope is not None and getattr(scope, "name", None) in _NOT_CURRENT:
+        _started.set(span)
+
+
+def _started_for(current: Span, take: bool) -> Span | None:
+    """The span ``note_started`` kept (taken once, unless ``take`` is false), if it belongs to
+    the call starting now."""
+    span = _started.get()
+    if span is None:
+        return None
+    if take:
+        _started.set(None)
+    if not span.is_recording():
+        return None
+    parent = getattr(span, "parent", None)
+    current_context = current.get_span_context()
+    if parent is None:
+        return None if current_context.is_valid else span
+    return span if parent.span_id == current_context.span_id else None
+
+
+def peer_above(*, take: bool = True) -> PeerSpan | None:
+    """The span a peer enabled after tollmeter started for this call, if still open.
+
+    ``take=False`` only looks: the next call still finds a span ``note_started`` kept.
+    """
     span = trace.get_current_span()
     scope = getattr(span, "instrumentation_scope", None)
-    if scope is None or not span.is_recording():
+    if scope is not None and span.is_recording():
+        peer = _peer(getattr(scope, "name", None))
+        if peer is not None:
+            return PeerSpan(span, peer[1])
+    started = _started_for(span, take)
+    if started is None:
         return None
-    peer = _peer(getattr(scope, "name", None))
-    if peer is None:
-        return None
-    return PeerSpan(span, peer[1])
+    return PeerSpan(started, True, overwrites=True)
+
+
+def keep_attributes(span: Span, keys: frozenset[str]) -> None:
+    """Ignore later writes of ``keys`` to this one ``span`` object (the peer's own writes)."""
+    set_attribute, set_attributes = span.set_attribute, span.set_attributes
+
+    def set_one(key: str, value: Any) -> None:
+        if key not in keys:
+            set_attribute(key, value)
+
+    def set_many(attributes: Any) -> None:
+        set_attributes({k: v for k, v in dict(attributes).items() if k not in keys})
+
+    # An instance attribute hides the method for this span only.
+    span.set_attribute = set_one  # type: ignore[method-assign]
+    span.set_attributes = set_many  # type: ignore[method-assign]
+
+
+def hold_end(span: Span) -> Callable[[], None]:
+    """Until the returned function is called, ``span.end()`` only notes the time it was asked.
+
+    The returned function ends the span at that time if its owner asked already, and lets a
+    later ``end()`` through.
+    """
+    end = span.end
+    lock = threading.Lock()
+    asked: list[int] = []
+    released = False
+
+    def noted_end(end_time: int | None = None) -> None:
+        with lock:
+            if not released:
+                if not asked:
+                    asked.append(end_time if end_time is not None else time.time_ns())
+                return
+        end(end_time)
+
+    def release() -> None:
+        nonlocal released
+        with lock:
+            if released:
+                return
+            released = True
+        if asked:
+            end(asked[0])
+
+    span.end = noted_end  # type: ignore[method-assign]
+    return release
 
 
 def _wrapper_module(wrapped: Any) -> str | None:

@@ -73,7 +73,13 @@ from tollmeter.instrumentation._capture import ContentRecorder
 from tollmeter.instrumentation._content import CaptureMode, Message, RequestContent, reply
 from tollmeter.instrumentation._conventions import Conventions, conventions_from_env
 from tollmeter.instrumentation._estimate import count_text_tokens
-from tollmeter.instrumentation._peers import peer_above, quiet
+from tollmeter.instrumentation._peers import (
+    PeerSpan,
+    hold_end,
+    keep_attributes,
+    peer_above,
+    quiet,
+)
 from tollmeter.instrumentation._safety import contained
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
@@ -108,8 +114,10 @@ class Call:
         "_done",
         "attempts",
         "content",
+        "end_held",
         "first_chunk_at",
         "input_estimate",
+        "keeps_attributes",
         "metric_attributes",
         "owns_span",
         "records_metrics",
@@ -138,6 +146,9 @@ class Call:
         self.first_chunk_at: float | None = None
         self.attempts = Attempts()
         self.content: RequestContent | None = None
+        self.keeps_attributes = False
+        self.end_held: Callable[[], None] | None = None
+        """Ends an adopted peer span whose ``end()`` was held (``_peers.hold_end``)."""
         # A non-blocking acquire is the "finish once" flag: safe from any thread and never waits.
         self._done = threading.Lock()
 
@@ -266,12 +277,13 @@ class Telemetry:
         attributes: Mapping[str, AttributeValue] | None = None,
         input_estimate: Callable[[], int] | None = None,
         content: Callable[[], RequestContent] | None = None,
+        peer: PeerSpan | None = None,
     ) -> Call:
         """Open the CLIENT span of a call (not made current) and read the attribution.
 
         When another GenAI instrumentation has already started a span for this call (see
-        ``_peers``), that span is enriched instead, and the metrics are left to that
-        instrumentation when it records them itself.
+        ``_peers``; ``peer`` when the caller found it earlier), that span is enriched instead,
+        and the metrics are left to that instrumentation when it records them itself.
         """
         attribution = current_attribution()
         span_attributes: dict[str, AttributeValue] = {
@@ -284,7 +296,8 @@ class Telemetry:
             span_attributes.update(attributes)
         span_attributes.update(attribution)
         metric_attributes = self._metric_attributes(operation, provider, request_model, attribution)
-        peer = peer_above()
+        if peer is None or not peer.span.is_recording():
+            peer = peer_above()
         if peer is not None:
             peer.span.set_attributes(span_attributes)
             call = Call(
@@ -295,6 +308,9 @@ class Telemetry:
                 owns_span=False,
                 records_metrics=not peer.records_metrics,
             )
+            call.keeps_attributes = peer.overwrites
+            with contained("telemetry.hold_end"):
+                call.end_held = hold_end(peer.span)
         else:
             name = f"{operation} {request_model}" if request_model else operation
             span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
@@ -381,6 +397,8 @@ class Telemetry:
             finally:
                 if call.owns_span:
                     call.span.end()
+                elif call.end_held is not None:
+                    call.end_held()
 
     @staticmethod
     def _capture_reply(
@@ -453,6 +471,8 @@ class Telemetry:
         span = call.span
         if span.is_recording():
             span.set_attributes(span_attributes)
+            if call.keeps_attributes:
+                keep_attributes(span, frozenset(span_attributes))
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:256] or None))

@@ -14,6 +14,9 @@ One span per call, whichever of two sources it comes from:
   for a stream the application dropped).
 - Otherwise (SDK tracing off, or no recording span) tollmeter starts its own span, named
   ``"chat {model}"``.
+- When another GenAI instrumentation enabled after tollmeter has started a span for the call
+  (see ``_peers``), that span is the call's: tollmeter enriches it, and the SDK's own span is
+  not started at all (the hook answers ``None``, which the SDK takes as "no span").
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from opentelemetry.util.types import AttributeValue
 from tollmeter.instrumentation._attempts import Attempts, unwatching, watching
 from tollmeter.instrumentation._content import RequestContent
 from tollmeter.instrumentation._guard import before_call
-from tollmeter.instrumentation._peers import beneath
+from tollmeter.instrumentation._peers import PeerSpan, beneath, peer_above
 from tollmeter.instrumentation._proxy import SpanProxy
 from tollmeter.instrumentation._safety import contained, guarded, report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
@@ -135,7 +138,17 @@ class _OurSideSpan(SpanProxy):
 class _Pending:
     """One call being made: how to start its span, and the span once there is one."""
 
-    __slots__ = ("attributes", "call", "content", "estimate", "model", "native_seen", "telemetry")
+    __slots__ = (
+        "attributes",
+        "call",
+        "content",
+        "estimate",
+        "model",
+        "native_seen",
+        "peer",
+        "quiet_native",
+        "telemetry",
+    )
 
     def __init__(
         self,
@@ -153,6 +166,11 @@ class _Pending:
         self.call: Call | None = None
         self.native_seen = False
         """Set when the SDK made a recording span, so that no second span is started."""
+        self.quiet_native = False
+        """Set when a peer's span stands for the call, so that the SDK starts none."""
+        self.peer: PeerSpan | None = None
+        """A peer's span found when ``stream()`` was called (it may no longer be current when
+        the manager sends the request)."""
 
     def start_own(self) -> Call:
         return self.telemetry.start(
@@ -162,6 +180,7 @@ class _Pending:
             attributes=self.attributes,
             input_estimate=self.estimate,
             content=self.content,
+            peer=self.peer,
         )
 
     def adopt(self, native: Span) -> Span:
@@ -216,8 +235,14 @@ class AnthropicPatch:
 
     @contextmanager
     def running(self, pending: _Pending, instance: Any) -> Iterator[None]:
-        """Around the SDK call: let the hook adopt a native span, or run under our own."""
-        if self._native_possible(instance):
+        """Around the SDK call: let the hook adopt a native span, or run under our own (or a
+        peer's, and then keep the SDK from starting one)."""
+        native = self._native_possible(instance)
+        peer = pending.peer
+        if peer is not None and not peer.span.is_recording():
+            # The peer's span covered ``stream()`` only and has ended: it is not the call's.
+            peer = pending.peer = None
+        if native and peer is None and peer_above(take=False) is None:
             # The call is made inside the request here, so its retries are watched from outside.
             attempts = Attempts()
             token = _PENDING.set(pending)
@@ -238,8 +263,14 @@ class AnthropicPatch:
         if pending.call is None:
             yield
             return
-        with pending.call.activate():
-            yield
+        pending.quiet_native = native
+        quieted = _PENDING.set(pending) if native else None
+        try:
+            with pending.call.activate():
+                yield
+        finally:
+            if quieted is not None:
+                _PENDING.reset(quieted)
 
     def failed(self, pending: _Pending, error: BaseException) -> None:
         if pending.call is not None:
@@ -302,6 +333,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=True)
         if pending is None:
             return wrapped(*args, **kwargs)
+        pending.peer = peer_above()
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         return MessageStreamManagerProxy(beneath(wrapped)(*args, **kwargs), self, pending, instance)
 
@@ -311,6 +343,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=True)
         if pending is None:
             return wrapped(*args, **kwargs)
+        pending.peer = peer_above()
         kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
         return AsyncMessageStreamManagerProxy(
             beneath(wrapped)(*args, **kwargs), self, pending, instance
@@ -320,12 +353,13 @@ class AnthropicPatch:
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
         """Wraps the SDK's span creation so the span of an instrumented call is adopted."""
-        span = wrapped(*args, **kwargs)
         pending = _PENDING.get()
-        if pending is None or pending.call is not None:
-            return span
         options = args[2] if len(args) > 2 else kwargs.get("options")
-        if getattr(options, "span_name", None) != _MESSAGES_SPAN:
+        ours = pending is not None and getattr(options, "span_name", None) == _MESSAGES_SPAN
+        if ours and pending is not None and pending.quiet_native:
+            return None
+        span = wrapped(*args, **kwargs)
+        if not ours or pending is None or pending.call is not None:
             return span
         try:
             if span is not None and span.is_recording():
