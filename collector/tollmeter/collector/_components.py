@@ -8,7 +8,8 @@ stops those that started in the reverse order:
 
     management API                 closed at once: a stopping collector serves no queries
     receivers                      no new spans; requests in flight finish and commit
-    console, metrics               nothing to flush
+    console, reconciliation,       nothing to flush (a reconciliation under way finishes in
+    metrics                        its thread within its own timeouts)
     export                         the last Parquet file, with every acknowledged event
     limits                         state written, expired reservations charged
     pipeline                       drained: everything still queued is committed
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tollmeter.collector._asgi_server import EmbeddedServer
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
+from tollmeter.collector.billing._attach import Reconciler
 from tollmeter.collector.console import attach_console
 from tollmeter.collector.export import ExportService, install_export
 from tollmeter.collector.forward import chain_sinks, start_forwarding
@@ -256,6 +258,7 @@ COMPONENTS: Sequence[Callable[[], Component]] = (
     Limits,
     Export,
     Metrics,
+    Reconciler,
     Console,
     Receivers,
     ManagementServer,

@@ -30,6 +30,7 @@ from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
 from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
 from tollmeter.collector._edge_config import ServerConfig, TlsConfig
 from tollmeter.collector._settings import environment_overrides
+from tollmeter.collector.billing._config import ReconciliationConfig
 from tollmeter.collector.errors import InvalidConfig, InvalidSetting
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
@@ -216,6 +217,7 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    reconciliation: ReconciliationConfig = field(default_factory=ReconciliationConfig)
 
     @property
     def storage_url(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,17 +59,37 @@ OPENAI_KEY, ANTHROPIC_KEY = "sk-admin-openai-secret", "sk-ant-admin-secret"
 
 
 @pytest.fixture(scope="module")
-def served(module_collector_factory: Callable[..., Any]) -> Iterator[tuple[Any, FakeLLMServer]]:
-    """A collector that metered four OpenAI and three Anthropic calls of today."""
-    collector = module_collector_factory(pricing={"overrides": OVERRIDES})
-    provider = TracerProvider()
-    provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{collector.http_endpoint}/v1/traces"))
+def served(
+    module_collector_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, FakeLLMServer]]:
+    """A collector that metered four OpenAI and three Anthropic calls of today, set to
+    reconcile with the fake server's reports and to tell a Python hook about drift."""
+    hooks_dir = tmp_path_factory.mktemp("hooks")
+    (hooks_dir / "drift_hook.py").write_text(
+        "received = []\n\ndef hook(payload):\n    received.append(payload)\n"
     )
+    sys.path.insert(0, str(hooks_dir))
+    provider = TracerProvider()
     instrumentors = [OpenAIInstrumentor(), AnthropicInstrumentor()]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider, meter_provider=MeterProvider())
     with FakeLLMServer() as server:
+        collector = module_collector_factory(
+            pricing={"overrides": OVERRIDES},
+            hooks=[{"type": "python", "target": "drift_hook:hook",
+                    "events": ["reconciliation_drift"]}],
+            reconciliation={
+                "interval": 0,
+                "threshold_percent": 5,
+                "providers": {
+                    "openai": {"admin_key": OPENAI_KEY, "base_url": server.url},
+                    "anthropic": {"admin_key": ANTHROPIC_KEY, "base_url": server.url},
+                },
+            },
+        )  # fmt: skip
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{collector.http_endpoint}/v1/traces"))
+        )
+        for instrumentor in instrumentors:
+            instrumentor.instrument(tracer_provider=provider, meter_provider=MeterProvider())
         gpt = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-app", project="proj_a")
         claude = anthropic.Anthropic(base_url=server.url, api_key="sk-ant-app")
         with tollmeter.attribute(tenant="acme", project="proj_a"):
@@ -92,6 +113,7 @@ def served(module_collector_factory: Callable[..., Any]) -> Iterator[tuple[Any, 
     for instrumentor in instrumentors:
         instrumentor.uninstrument()
     provider.shutdown()
+    sys.path.remove(str(hooks_dir))
 
 
 def _today() -> date:
@@ -360,3 +382,84 @@ def test_a_refused_request_names_the_admin_key_by_digest_only(served):
     assert "sha256:" in str(raised.value)
     assert ANTHROPIC_KEY not in str(raised.value)
     assert ANTHROPIC_KEY not in repr(source)
+
+
+def _api(collector: Any, **params: str) -> dict[str, Any]:
+    reply = httpx.get(
+        f"{collector.management_url}/api/v1/reconciliation", params=params, timeout=60
+    )
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _gauge(collector: Any, measure: str) -> float:
+    text = httpx.get(f"{collector.management_url}/metrics", timeout=10).text
+    labels = f'measure="{measure}",model="{GPT}",provider="openai"'
+    pattern = rf"^tollmeter_reconciliation_drift_percent\{{{re.escape(labels)}\}} (\S+)$"
+    found = re.search(pattern, text, re.M)
+    assert found, text
+    return float(found.group(1))
+
+
+def _drift_notices() -> list[dict[str, Any]]:
+    import drift_hook  # type: ignore[import-not-found]  # written by the fixture
+
+    return list(drift_hook.received)
+
+
+def test_the_collector_reports_drift_on_its_api_its_gauges_and_once_to_its_hook(served, settings):
+    collector, _ = served
+    clean = _api(collector, refresh="true")
+    assert clean["import_errors"] == []
+    assert {(r["provider"], r["model"]) for r in clean["rows"]} == {
+        ("openai", GPT),
+        ("anthropic", CLAUDE),
+    }
+    assert all(d["difference"] == 0 for r in clean["rows"] for d in r["measures"].values())
+    assert _gauge(collector, "output_tokens") == 0
+    assert _drift_notices() == []
+
+    settings(drift=[{"model": GPT, "token_type": "output_tokens", "percent": "10"}])
+    drifted = _api(collector, refresh="true")
+    (row,) = [r for r in drifted["rows"] if r["model"] == GPT]
+    percent = row["measures"]["output_tokens"]["percent"]
+    assert 9 < percent < 11
+    assert _gauge(collector, "output_tokens") == pytest.approx(percent)
+    deadline = time.monotonic() + 10
+    while not _drift_notices() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Again: the same drift is not news.
+    _api(collector, refresh="true")
+    time.sleep(0.3)
+    notices = [n for n in _drift_notices() if n["measure"] == "output_tokens"]
+    assert len(notices) == 1
+    (notice,) = notices
+    assert notice["event"] == "reconciliation_drift"
+    assert (notice["provider"], notice["model"]) == ("openai", GPT)
+    assert notice["percent"] == pytest.approx(percent)
+    assert notice["threshold_percent"] == 5
+    assert all(n["model"] == GPT for n in _drift_notices())
+
+
+def test_the_reconciliation_route_checks_its_parameters(served):
+    collector, _ = served
+    url = f"{collector.management_url}/api/v1/reconciliation"
+    for params, reason in (
+        ({"from": "yesterday"}, "YYYY-MM-DD"),
+        ({"from": "2026-12-04", "to": "2026-12-01"}, "after"),
+        ({"by": "tenant"}, "by must be"),
+        ({"provider": "gemini"}, "unknown provider"),
+    ):
+        reply = httpx.get(url, params=params, timeout=10)
+        assert reply.status_code == 400
+        assert reason in reply.text
+
+
+def test_the_reconciliation_route_needs_an_admin_key(collector_factory):
+    collector = collector_factory(management={"endpoint": "127.0.0.1:0", "admin_keys": ["adm"]})
+    url = f"{collector.management_url}/api/v1/reconciliation"
+    assert httpx.get(url, timeout=10).status_code == 401
+    reply = httpx.get(url, headers={"Authorization": "Bearer adm"}, timeout=10)
+    assert reply.status_code == 200
+    assert reply.json()["rows"] == []

@@ -41,7 +41,13 @@ Measure = Literal[
     "input", "output", "total", "cache_read", "weighted", "cost", "requests", "concurrency"
 ]
 Period = Literal["day", "week", "month"]
-HookEvent = Literal["threshold_crossed", "limit_exceeded", "request_denied", "reservation_expired"]
+HookEvent = Literal[
+    "threshold_crossed",
+    "limit_exceeded",
+    "request_denied",
+    "reservation_expired",
+    "reconciliation_drift",
+]
 
 ACTIONS: tuple[Action, ...] = ("block", "throttle", "alert", "downgrade")
 MEASURES: tuple[Measure, ...] = (
@@ -64,6 +70,9 @@ HOOK_EVENTS: tuple[HookEvent, ...] = (
     "request_denied",
     "reservation_expired",
 )
+"""What a hook that names no ``events`` is told about."""
+OPT_IN_EVENTS: tuple[HookEvent, ...] = ("reconciliation_drift",)
+"""Events a hook receives only when its ``events`` name them: not about limits."""
 _PERIODS: tuple[Period, ...] = ("day", "week", "month")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -477,7 +486,8 @@ def _hook_events(value: object, path: str) -> tuple[HookEvent, ...]:
     if not isinstance(value, list) or not value:
         raise read.error(f"{path}: expected a non-empty list of events")
     return tuple(
-        cast("HookEvent", read.choice(e, HOOK_EVENTS, f"{path}[{i}]")) for i, e in enumerate(value)
+        cast("HookEvent", read.choice(e, (*HOOK_EVENTS, *OPT_IN_EVENTS), f"{path}[{i}]"))
+        for i, e in enumerate(value)
     )
 
 

@@ -24,7 +24,13 @@ __all__ = [
 ]
 
 Decision = Literal["allow", "block", "throttle", "alert", "downgrade"]
-NoticeKind = Literal["threshold_crossed", "limit_exceeded", "request_denied", "reservation_expired"]
+NoticeKind = Literal[
+    "threshold_crossed",
+    "limit_exceeded",
+    "request_denied",
+    "reservation_expired",
+    "reconciliation_drift",
+]
 
 
 def iso_time(ts: float) -> str:
@@ -204,8 +210,12 @@ class Notice:
     request_id: str | None = None
     reservation_id: str | None = None
     mark: str | None = None
+    detail: Mapping[str, Any] | None = None
+    """A notice not about a limit (``reconciliation_drift``): its fields, sent as they are."""
 
     def to_json(self) -> dict[str, Any]:
+        if self.detail is not None:
+            return {"event": self.kind, "time": iso_time(self.time), **self.detail}
         return {
             "event": self.kind,
             "time": iso_time(self.time),
