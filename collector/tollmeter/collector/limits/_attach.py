@@ -25,7 +25,7 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._api import limits_routes
 from tollmeter.collector.limits._service import LimitsService
 from tollmeter.collector.pricing import Pricer
-from tollmeter.collector.storage import AppendResult
+from tollmeter.collector.storage import AppendResult, Ledger
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["attach_limits"]
@@ -43,6 +43,9 @@ class _Host(Protocol):
 
     @property
     def pipeline(self) -> Pipeline: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
 
     def add_management_routes(self, routes: Sequence[BaseRoute]) -> None: ...
 
@@ -97,6 +100,7 @@ def attach_limits(collector: _Host, *, pricer: Pricer) -> LimitsService:
         state_path=config.data_dir / "limits.db",
         cost_estimator=_cost_estimator(pricer),
         collector_id=config.collector_id,
+        usage=collector.ledger.query_usage,
     )
     pipeline.subscribe(service.on_committed)
     collector.add_management_routes(limits_routes(service))

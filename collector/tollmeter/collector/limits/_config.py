@@ -46,6 +46,7 @@ HookEvent = Literal[
     "limit_exceeded",
     "request_denied",
     "reservation_expired",
+    "forecast_exceeded",
     "reconciliation_drift",
 ]
 
@@ -69,6 +70,7 @@ HOOK_EVENTS: tuple[HookEvent, ...] = (
     "limit_exceeded",
     "request_denied",
     "reservation_expired",
+    "forecast_exceeded",
 )
 """What a hook that names no ``events`` is told about."""
 OPT_IN_EVENTS: tuple[HookEvent, ...] = ("reconciliation_drift",)
@@ -325,6 +327,8 @@ class LimitsConfig:
     redis_unavailable: Literal["open", "closed"] = "open"
     redis_key_prefix: str = "tollmeter:limits"
     redis_timeout_s: float = 0.5
+    forecast_interval_s: float = 300.0
+    """How often the projections of calendar limits are computed from the ledger."""
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str = "limits") -> LimitsConfig:
@@ -387,6 +391,10 @@ class LimitsConfig:
                 "redis_timeout", _defaults(cls)["redis_timeout_s"], positive=True
             )
         with problems.collect():
+            values["forecast_interval_s"] = section.duration(
+                "forecast_interval", _defaults(cls)["forecast_interval_s"], positive=True
+            )
+        with problems.collect():
             section.finish()
         problems.raise_any()
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
@@ -408,6 +416,7 @@ _LIMITS_KEYS = (
     "redis_unavailable",
     "redis_key_prefix",
     "redis_timeout",
+    "forecast_interval",
 )
 
 

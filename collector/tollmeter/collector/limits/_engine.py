@@ -258,6 +258,16 @@ class LimitEngine:
         rule = self._by_name.get(name)
         return None if rule is None else rule.window
 
+    def claim(self, notices: Iterable[Notice]) -> list[Notice]:
+        """The notices whose mark was not set yet, setting it: each fires once."""
+        with self._lock:
+            now = self._clock()
+            return [
+                n
+                for n in notices
+                if n.mark is None or self._marks.claim(n.mark, n.limit or "", now)
+            ]
+
     def reservation(self, reservation_id: str) -> Reservation | None:
         with self._lock:
             return self._reservations.get(reservation_id)
@@ -358,6 +368,17 @@ class LimitEngine:
                     self._dropped_counters.add(ck)
                     continue
                 self._dirty_counters.add(ck)
+
+    def in_flight(self) -> list[tuple[str, dict[str, str], float]]:
+        """(limit, key, calls in flight) of every concurrency counter not at rest."""
+        with self._lock:
+            out = []
+            for (name, key), counter in self._counters.items():
+                rule = self._by_name.get(name)
+                if rule is not None and isinstance(rule.window, InFlight) and counter.level > 0:
+                    keymap = dict(zip(rule.config.group_by, key, strict=True))
+                    out.append((name, keymap, counter.level))
+            return out
 
     def counts(self) -> dict[str, int]:
         """Checks allowed and denied, reservations open and expired, since start."""

@@ -7,10 +7,15 @@ from collections.abc import Iterable, Mapping
 from tollmeter.collector.limits._model import Notice, NoticeKind
 from tollmeter.collector.limits._rules import Counter, InFlight, Rule
 
-__all__ = ["ThresholdMarks"]
+__all__ = ["ThresholdMarks", "mark_of"]
 
 _EPSILON = 1e-9
 _SEPARATOR = "\x1f"
+
+
+def mark_of(rule: str, key: tuple[str, ...], window: str, kind: NoticeKind, detail: str) -> str:
+    """The name of what fires once: one limit, key, window and kind (and threshold)."""
+    return _SEPARATOR.join((rule, *key, window, kind, detail))
 
 
 class ThresholdMarks:
@@ -41,7 +46,7 @@ class ThresholdMarks:
             reached.append(("limit_exceeded", None))
         notices = []
         for kind, threshold in reached:
-            mark = _SEPARATOR.join((rule.name, *key, window, kind, repr(threshold)))
+            mark = mark_of(rule.name, key, window, kind, repr(threshold))
             if mark in self._marks:
                 continue
             self._marks[mark] = (rule.name, now)
@@ -60,6 +65,13 @@ class ThresholdMarks:
                 )
             )
         return notices
+
+    def claim(self, mark: str, rule: str, now: float) -> bool:
+        """Set ``mark`` unless it is already set; whether this call set it."""
+        if mark in self._marks:
+            return False
+        self._marks[mark] = (rule, now)
+        return True
 
     def prune(self, rules: Mapping[str, Rule], now: float) -> None:
         """Forget marks of windows long closed, and of limits that no longer exist."""

@@ -29,6 +29,7 @@ NoticeKind = Literal[
     "limit_exceeded",
     "request_denied",
     "reservation_expired",
+    "forecast_exceeded",
     "reconciliation_drift",
 ]
 
@@ -210,12 +211,23 @@ class Notice:
     request_id: str | None = None
     reservation_id: str | None = None
     mark: str | None = None
+    projected: float | None = None
+    """``forecast_exceeded``: the usage projected at the end of the window..."""
+    projected_at: float | None = None
+    """...and when it is projected to reach the limit."""
     detail: Mapping[str, Any] | None = None
     """A notice not about a limit (``reconciliation_drift``): its fields, sent as they are."""
 
     def to_json(self) -> dict[str, Any]:
         if self.detail is not None:
             return {"event": self.kind, "time": iso_time(self.time), **self.detail}
+        forecast = {}
+        if self.kind == "forecast_exceeded":
+            at = self.projected_at
+            forecast = {
+                "projected": self.projected,
+                "projected_at": None if at is None else iso_time(at),
+            }
         return {
             "event": self.kind,
             "time": iso_time(self.time),
@@ -228,4 +240,5 @@ class Notice:
             "window": self.window,
             "request_id": self.request_id,
             "reservation_id": self.reservation_id,
+            **forecast,
         }

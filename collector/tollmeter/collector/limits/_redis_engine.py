@@ -63,6 +63,8 @@ __all__ = ["RedisLimitEngine"]
 logger = logging.getLogger(__name__)
 
 _EXPIRY_BATCH = 200
+MAX_IN_FLIGHT_KEYS = 10_000
+"""Keys of one concurrency limit listed for the metrics (bounds a scrape)."""
 _CALENDAR_SLACK_S = 86400.0
 """A calendar counter outlives its period by this much (clock skew between replicas)."""
 
@@ -283,6 +285,31 @@ class RedisLimitEngine:
         won = {n.mark for n, ok in zip(marked, pipe.execute(), strict=True) if ok}
         return [n for n in notices if n.mark is None or n.mark in won]
 
+    def claim(self, notices: Iterable[Notice]) -> list[Notice]:
+        """The notices whose mark this call set first in Redis (``SET NX``), across
+        replicas and restarts; none while Redis is unreachable (they fire later)."""
+        marked: list[tuple[Notice, str, int]] = []
+        free: list[Notice] = []
+        for n in notices:
+            rule = self._by_name.get(n.limit or "")
+            if n.mark is None or rule is None:
+                free.append(n)
+                continue
+            key = tuple(n.key.get(d, "") for d in rule.config.group_by)
+            life = int(rule.window.retention_s * 1000) + 1000
+            marked.append((n, self._keys.mark(rule, key, n.mark), life))
+        if not marked:
+            return free
+        try:
+            with self._link.reach() as client:
+                pipe = client.pipeline(transaction=False)
+                for _, mark_key, life in marked:
+                    pipe.set(mark_key, "1", nx=True, px=life)
+                won = pipe.execute()
+        except LimitStateError:
+            return free
+        return free + [n for (n, _, _), ok in zip(marked, won, strict=True) if ok]
+
     # -- usage --------------------------------------------------------------------------
 
     def record_usage(self, events: Iterable[UsageEvent]) -> list[Notice]:
@@ -470,6 +497,32 @@ class RedisLimitEngine:
         """Swap the rules. Counters are carried over by the scripts when next written."""
         with self._lock:
             self._set_rules(config)
+
+    def in_flight(self) -> list[tuple[str, dict[str, str], float]]:
+        """(limit, key, calls in flight) of every concurrency counter not at rest, on
+        every replica: a ``SCAN`` per concurrency limit, at most ``MAX_IN_FLIGHT_KEYS``
+        keys each; empty while Redis is unreachable."""
+        rules = [r for r in self._rules if isinstance(r.window, InFlight)]
+        out: list[tuple[str, dict[str, str], float]] = []
+        try:
+            with self._link.reach() as client:
+                for rule in rules:
+                    names: list[str] = []
+                    for name in client.scan_iter(self._keys.counter_pattern(rule), count=1000):
+                        names.append(str(name))
+                        if len(names) >= MAX_IN_FLIGHT_KEYS:
+                            break
+                    pipe = client.pipeline(transaction=False)
+                    for name in names:
+                        pipe.hget(name, "l")
+                    for name, level in zip(names, pipe.execute(), strict=True):
+                        key = self._keys.counter_key(rule, name)
+                        if key is not None and level is not None and float(level) > 0:
+                            keymap = dict(zip(rule.config.group_by, key, strict=True))
+                            out.append((rule.name, keymap, float(level)))
+        except LimitStateError:
+            return []
+        return out
 
     def counts(self) -> dict[str, int]:
         """Checks allowed and denied and reservations expired by this replica, since its

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -36,6 +36,11 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
+def _glob(value: str) -> str:
+    """``value`` matched literally by a Redis glob pattern."""
+    return "".join(f"\\{c}" if c in "?*[]\\" else c for c in value)
+
+
 class KeySpace:
     """Names of every key the engine uses, under one prefix."""
 
@@ -54,6 +59,19 @@ class KeySpace:
         scope = self.tenant(key[dims.index("tenant")]) if "tenant" in dims else self.shared()
         values = ":".join(f"{dim}={_part(v)}" for dim, v in zip(dims, key, strict=True))
         return f"{scope}:c:{_part(rule.name)}:{values}"
+
+    def counter_pattern(self, rule: Rule) -> str:
+        """A ``SCAN`` pattern matching every counter of ``rule``."""
+        return f"{_glob(self.prefix)}:*:c:{_glob(_part(rule.name))}:*"
+
+    def counter_key(self, rule: Rule, name: str) -> tuple[str, ...] | None:
+        """The key values of a counter named ``name`` (from ``counter``), or ``None``."""
+        tail = name.rsplit(f":c:{_part(rule.name)}:", 1)[-1]
+        parts = [p.partition("=") for p in tail.split(":")] if tail else []
+        dims = rule.config.group_by
+        if [d for d, _, _ in parts] != list(dims):
+            return None
+        return tuple(unquote(v) for _, _, v in parts)
 
     def counter_member(self, rule: Rule, key: tuple[str, ...]) -> str:
         """The entry of the tenant's counter set, or '' for a counter not kept per tenant."""

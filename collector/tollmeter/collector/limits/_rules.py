@@ -21,6 +21,7 @@ from tollmeter.collector.limits._config import (
     LimitConfig,
     RollingWindowConfig,
 )
+from tollmeter.collector.storage._query import UsageRow
 
 __all__ = [
     "Attributes",
@@ -176,6 +177,10 @@ class CalendarWindow:
     def period_of(self, when: float) -> float:
         return self._bounds(when)[0]
 
+    def bounds(self, when: float) -> tuple[float, float, str]:
+        """Start, end and label (its first local date) of the period holding ``when``."""
+        return self._bounds(when)
+
     def new_counter(self, now: float) -> Counter:
         return Counter(0.0, self.period_of(now))
 
@@ -304,6 +309,33 @@ class Rule:
             return estimate.cost or 0.0
         w = self.config.weights
         return w["input"] * estimate.input_tokens + w["output"] * estimate.output_tokens
+
+    def usage_amount(self, row: UsageRow) -> float:
+        """What a ledger usage row amounts to in this limit's measure (0 for calls in
+        flight, which the ledger does not hold)."""
+        measure = self.config.measure
+        if measure == "requests":
+            return float(row.requests)
+        if measure in ("input", "output", "cache_read"):
+            return float(getattr(row, f"{measure}_tokens"))
+        if measure == "total":
+            return float(row.total_tokens)
+        if measure == "concurrency":
+            return 0.0
+        if measure == "cost":
+            if row.cost is None or (
+                self.config.currency and row.currency not in (None, self.config.currency)
+            ):
+                return 0.0
+            return float(row.cost)
+        w = self.config.weights
+        return (
+            w["input"] * row.uncached_input_tokens
+            + w["cache_read"] * row.cache_read_input_tokens
+            + w["cache_write"] * row.cache_write_input_tokens
+            + w["output"] * row.non_reasoning_output_tokens
+            + w["reasoning"] * row.reasoning_output_tokens
+        )
 
     def actual_amount(self, event: UsageEvent) -> float:
         measure = self.config.measure

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +21,11 @@ from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.limits._decisions import RecentDecisions
 from tollmeter.collector.limits._engine import LimitEngine
+from tollmeter.collector.limits._forecaster import Forecaster, KeyForecast, UsageSource
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
 from tollmeter.collector.limits._redis_engine import RedisLimitEngine
-from tollmeter.collector.limits._rules import CostEstimator
+from tollmeter.collector.limits._rules import CostEstimator, Rule
 from tollmeter.collector.limits._state import LimitStateStore
 from tollmeter.semconv import Usage
 from tollmeter.semconv.errors import TollmeterError
@@ -72,6 +73,7 @@ class LimitsService:
         collector_id: str | None = None,
         expiry_interval_s: float = 1.0,
         ledger_notifies: bool = False,
+        usage: UsageSource | None = None,
     ) -> None:
         self.engine: LimitEngine | RedisLimitEngine
         self._store: LimitStateStore | None = None
@@ -88,6 +90,9 @@ class LimitsService:
         self._ledger_notifies = ledger_notifies
         self._collector_id = collector_id
         self._expiry_interval_s = expiry_interval_s
+        self._clock = clock
+        # Usage history for the forecasts: the ledger's query interface.
+        self._forecaster = None if usage is None else Forecaster(usage)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -166,7 +171,41 @@ class LimitsService:
         logger.info("limits reloaded: %d rules", len(limits.rules))
 
     def status(self, tenant: str) -> dict[str, Any]:
-        return self.engine.status(tenant)
+        """The engine's view of the tenant, each limit with its latest ``forecast``
+        (``null`` for limits without one: rolling windows, calls in flight)."""
+        status = self.engine.status(tenant)
+        forecaster = self._forecaster
+        by_name = {r.name: r for r in self.engine.config.rules}
+        for entry in status["limits"]:
+            rule = by_name.get(entry["name"])
+            forecast = None
+            if forecaster is not None and rule is not None:
+                key = tuple(entry["key"].get(d, "") for d in rule.group_by)
+                forecast = forecaster.get(rule.name, key)
+            entry["forecast"] = None if forecast is None else forecast.to_json()
+        return status
+
+    def refresh_forecasts(self) -> int:
+        """Project every calendar limit now; returns how many keys are projected past
+        their limit. Each fires ``forecast_exceeded`` once per window."""
+        if self._forecaster is None:
+            return 0
+        rules = [Rule(c) for c in self.engine.config.rules]
+        notices = self._forecaster.refresh(rules, self._clock())
+        self._notify(self.engine.claim(notices))
+        return len(notices)
+
+    def forecasts(self) -> list[KeyForecast]:
+        """The latest projections."""
+        return [] if self._forecaster is None else self._forecaster.all()
+
+    def gauges(self) -> dict[str, list[tuple[str, Mapping[str, str], float]]]:
+        """Per limit and key, for the metrics: calls ``in_flight`` and the usage
+        ``projected`` at the end of the window."""
+        projected: list[tuple[str, Mapping[str, str], float]] = [
+            (f.limit, f.keymap, f.forecast.projected) for f in self.forecasts()
+        ]
+        return {"in_flight": [*self.engine.in_flight()], "projected": projected}
 
     def hook_stats(self) -> dict[str, HookStats]:
         return self.hooks.stats()
@@ -237,7 +276,7 @@ class LimitsService:
 
     def _run(self) -> None:
         interval = self.engine.config.state_flush_interval_s
-        next_expiry = time.monotonic()
+        next_expiry = next_forecast = time.monotonic()
         while not self._stop.wait(interval):
             self.flush()
             if time.monotonic() >= next_expiry:
@@ -246,6 +285,12 @@ class LimitsService:
                     self.expire()
                 except Exception:
                     logger.exception("reservation expiry failed")
+            if time.monotonic() >= next_forecast:
+                next_forecast = time.monotonic() + self.engine.config.forecast_interval_s
+                try:
+                    self.refresh_forecasts()
+                except Exception:
+                    logger.exception("limit forecasts not refreshed")
 
 
 def _usage_event(

@@ -72,6 +72,7 @@ class HealthSources:
     pipeline: Callable[[], PipelineStats] | None = None
     checks: Callable[[], Mapping[str, int]] | None = None
     hooks: Callable[[], Mapping[str, HookStats]] | None = None
+    limits: Callable[[], Mapping[str, Sequence[tuple[str, Mapping[str, str], float]]]] | None = None
     forward: Callable[[], Mapping[str, ExporterStats]] | None = None
 
 
@@ -123,6 +124,8 @@ class HealthMetrics:
             )
         if sources.hooks is not None:
             yield from _hook_metrics(sources.hooks())
+        if sources.limits is not None:
+            yield from _limit_metrics(sources.limits())
         if sources.forward is not None:
             yield from _forward_metrics(sources.forward())
 
@@ -178,6 +181,28 @@ def _pipeline_metrics(stats: PipelineStats) -> Iterator[Metric]:
         "Spans received and not yet committed (the ingest queue depth).",
         value=stats.pending_spans,
     )
+
+
+_LIMIT_GAUGES = {
+    "in_flight": (
+        "tollmeter_limit_in_flight",
+        "Calls in flight (open reservations) per concurrency limit and key.",
+    ),
+    "projected": (
+        "tollmeter_limit_forecast",
+        "Usage projected at the end of the current window, per calendar limit and key.",
+    ),
+}
+
+
+def _limit_metrics(
+    gauges: Mapping[str, Sequence[tuple[str, Mapping[str, str], float]]],
+) -> Iterator[Metric]:
+    for kind, (name, text) in _LIMIT_GAUGES.items():
+        family = GaugeMetricFamily(name, text, labels=("limit", "key"))
+        for limit, key, value in gauges.get(kind, ()):
+            family.add_metric((limit, ",".join(f"{d}={v}" for d, v in key.items())), value)
+        yield family
 
 
 def _hook_metrics(stats: Mapping[str, HookStats]) -> Iterator[Metric]:

@@ -93,6 +93,7 @@ class CollectorMetrics:
         if limits is not None:
             sources.checks = limits.engine.counts
             sources.hooks = limits.hook_stats
+            sources.limits = limits.gauges
         if forwarder is not None:
             sources.forward = forwarder.stats
         if self.config.enabled:
