@@ -308,10 +308,14 @@ def fill_then_restart(group: Sequence[CollectorProcess], server: RedisServer) ->
     assert {(a["allowed"], a["reservation_id"], a["reason"]) for a in during} == {
         (True, None, OUTAGE)
     }
-    # Each replica tries Redis again on its own; a tenant with no use as the probe.
     for replica in group:
-        wait_until(lambda r=replica: check(r, "probe")["reason"] is None, "Redis answers again")
+        wait_until(functools.partial(answered_by_redis, replica), "Redis answers again")
     return held
+
+
+def answered_by_redis(replica: CollectorProcess) -> bool:
+    # Each replica tries Redis again on its own; a tenant with no use as the probe.
+    return check(replica, "probe")["reason"] is None
 
 
 def test_64_checks_over_three_replicas_admit_exactly_n_and_a_redis_restart_empties_the_limits(
