@@ -418,6 +418,7 @@ BODY_KEYS = {
         "reservation_ttl",
         "expired_reservations",
         "state_flush_interval",
+        "forecast_interval",
     ),
 }
 QUERY_KEYS = {

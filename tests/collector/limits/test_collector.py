@@ -1,13 +1,19 @@
-"""Limits inside a real collector: OTLP spans reconcile reservations, expiry, admin keys."""
+"""Limits inside a real collector: OTLP spans reconcile reservations, expiry, admin keys,
+calls in flight and forecasts in the status, the metrics and the hooks."""
 
 from __future__ import annotations
 
+import importlib
 import threading
+import time
 
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
+from prometheus_client.parser import text_string_to_metric_families
+
+from tollmeter.collector._records import UsageEvent
 
 LIMITS = {
     "reservation_ttl": "1s",
@@ -160,4 +166,65 @@ def test_a_span_of_another_tenant_cannot_settle_a_reservation(running, client, m
             client.get("/api/v1/tenants/tenant-a/status").json()["limits"][0]["remaining"]
             == 10_000 - 50
         )
+    )
+
+
+def test_in_flight_calls_and_forecasts_reach_status_metrics_and_hooks(
+    collector_factory, tmp_path, monkeypatch
+):
+    (tmp_path / "forecast_target.py").write_text(
+        "received = []\n\ndef hook(payload):\n    received.append(payload)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    running = collector_factory(
+        limits={
+            "forecast_interval": "50ms",
+            "rules": [
+                {"name": "in-flight", "measure": "concurrency", "limit": 2},
+                {"name": "monthly", "limit": 1000, "window": "month"},
+            ],
+        },
+        hooks=[{"type": "python", "target": "forecast_target:hook"}],
+    )
+    # Yesterday's usage in the ledger: 5000 tokens a day heads far past 1000 a month.
+    yesterday = time.time() - 86400
+    running.collector.ledger.append(
+        [
+            UsageEvent(
+                event_id="history-1",
+                event_time_ns=int(yesterday * 1e9),
+                provider="openai",
+                operation="chat",
+                tenant_id="tenant-a",
+                input_tokens=5000,
+                output_tokens=0,
+                total_tokens=5000,
+                request_model="gpt-4o",
+            )
+        ]
+    )
+    with httpx.Client(base_url=running.management_url, timeout=10) as client:
+        assert _check(client, estimated_input_tokens=1)["allowed"]
+        forecast_target = importlib.import_module("forecast_target")
+        assert _wait(lambda: forecast_target.received)
+        status = client.get("/api/v1/tenants/tenant-a/status").json()
+        limits = {entry["name"]: entry for entry in status["limits"]}
+        assert (limits["in-flight"]["in_flight"], limits["in-flight"]["limit"]) == (1, 2)
+        assert limits["in-flight"]["forecast"] is None
+        assert limits["monthly"]["forecast"]["method"] == "recent_rate"
+        assert limits["monthly"]["forecast"]["projected"] > 1000
+        text = client.get("/metrics").text
+    samples = {
+        (family.name, sample.labels["limit"], sample.labels["key"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("tollmeter_limit_")
+        for sample in family.samples
+    }
+    assert samples[("tollmeter_limit_in_flight", "in-flight", "tenant=tenant-a")] == 1
+    assert samples[("tollmeter_limit_forecast", "monthly", "tenant=tenant-a")] > 1000
+    [fired] = forecast_target.received
+    assert (fired["event"], fired["limit"], fired["key"]) == (
+        "forecast_exceeded",
+        "monthly",
+        {"tenant": "tenant-a"},
     )

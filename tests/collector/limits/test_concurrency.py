@@ -157,3 +157,20 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert survivor.check(_req())[0].allowed
     finally:
         survivor.close()
+
+
+def test_in_flight_lists_every_key_with_calls_in_flight(make_engine, make_limits):
+    rule = {**IN_FLIGHT, "group_by": ["tenant", "project"]}
+    engine = make_engine(make_limits(rule, {"name": "daily", "limit": 100, "window": "day"}))
+    engine.check(_req(project="web"))
+    engine.check(_req(project="web"))
+    engine.check(_req("odd:tenant*", project="a=b:c"))
+    released = engine.check(_req("globex"))[0].reservation_id
+    assert engine.release(released)
+    assert sorted(engine.in_flight(), key=str) == sorted(
+        [
+            ("in-flight", {"tenant": "acme", "project": "web"}, 2.0),
+            ("in-flight", {"tenant": "odd:tenant*", "project": "a=b:c"}, 1.0),
+        ],
+        key=str,
+    )

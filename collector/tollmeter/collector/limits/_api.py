@@ -125,6 +125,7 @@ def limits_to_mapping(config: LimitsConfig) -> dict[str, Any]:
         "reservation_ttl": config.reservation_ttl_s,
         "expired_reservations": config.expired_reservations,
         "state_flush_interval": config.state_flush_interval_s,
+        "forecast_interval": config.forecast_interval_s,
         "rules": [_rule_to_mapping(r) for r in config.rules],
     }
 
