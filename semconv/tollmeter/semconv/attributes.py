@@ -46,6 +46,9 @@ __all__ = [
     "TOLLMETER_BUDGET_CALL",
     "TOLLMETER_ENVIRONMENT",
     "TOLLMETER_FEATURE",
+    "TOLLMETER_OUTCOME_ID",
+    "TOLLMETER_OUTCOME_NAME",
+    "TOLLMETER_OUTCOME_VALUE",
     "TOLLMETER_PROJECT_ID",
     "TOLLMETER_REQUEST_ID",
     "TOLLMETER_RESERVATION_ID",
@@ -229,6 +232,21 @@ tollmeter, stable.
 TOLLMETER_RESERVATION_ID: Final = "tollmeter.reservation.id"
 """The id of the quota reservation made before the call, reconciled when the span arrives. Type
 ``string``; origin tollmeter, stable.
+"""
+
+TOLLMETER_OUTCOME_NAME: Final = "tollmeter.outcome.name"
+"""What a workflow achieved, on a `tollmeter.outcome` span (for example `ticket_resolved`); the
+collector relates the workflow's usage to it. Type ``string``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_OUTCOME_VALUE: Final = "tollmeter.outcome.value"
+"""A finite number the outcome is worth to the application (a count, revenue...), 1 when not given.
+Type ``double``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_OUTCOME_ID: Final = "tollmeter.outcome.id"
+"""The id that makes an outcome report idempotent per tenant; derived from the workflow id and the
+outcome name when absent. Type ``string``; origin tollmeter, experimental.
 """
 
 
