@@ -66,6 +66,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "reconcile_command",
         "Compare the providers' usage and cost reports with the ledger, per day and model.",
     ),
+    "focus-export": Subcommand(
+        "tollmeter.collector._cli_focus",
+        "focus_export_command",
+        "Write FOCUS 1.2 cost and usage rows from the ledger, as Parquet or CSV.",
+    ),
     "fake-llm": Subcommand(
         "tollmeter.fakellm._cli",
         "fake_llm",

@@ -1,0 +1,137 @@
+"""``tollmeter focus-export``: FOCUS 1.2 cost and usage rows from the ledger, as Parquet or
+CSV, for FinOps tools. See docs/billing.md for the columns and how to load the file.
+
+Exit codes: 0 written; 1 the ledger could not be read or the file written; 2 invalid
+arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import NoReturn, cast
+
+import click
+
+from tollmeter.collector._config import Config
+from tollmeter.collector.billing import ledger_events
+from tollmeter.collector.billing._focus import ChargePeriod, FocusOptions, day_bounds, focus_rows
+from tollmeter.collector.billing._focus_write import FocusFormat, write_focus
+from tollmeter.collector.errors import InvalidConfig
+from tollmeter.collector.storage import open_ledger
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["focus_export_command"]
+
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
+
+
+@click.command("focus-export")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TOLLMETER_CONFIG",
+    help="YAML configuration file to load.",
+)
+@click.option("--data-dir", help="Data directory holding ledger.db.")
+@click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
+@click.option("--from", "start", required=True, callback=_day, help="First day, YYYY-MM-DD (UTC).")
+@click.option(
+    "--to", "end", required=True, callback=_day, help="Day after the last one (UTC, exclusive)."
+)
+@click.option(
+    "--period",
+    type=click.Choice(["hour", "day"]),
+    default="day",
+    show_default=True,
+    help="Charge period of each row.",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["parquet", "csv"]),
+    default="parquet",
+    show_default=True,
+    help="File format.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write."
+)
+@click.option(
+    "--billing-account-id",
+    default="tollmeter",
+    show_default=True,
+    help="BillingAccountId of every row (the account the usage is billed to).",
+)
+@click.option(
+    "--billing-account-name",
+    default="tollmeter",
+    show_default=True,
+    help="BillingAccountName of every row.",
+)
+def focus_export_command(
+    config_file: Path | None,
+    data_dir: str | None,
+    storage_url: str | None,
+    start: date,
+    end: date,
+    period: str,
+    file_format: str,
+    out: Path,
+    billing_account_id: str,
+    billing_account_name: str,
+) -> None:
+    """Write FOCUS 1.2 cost and usage rows from the ledger, as Parquet or CSV."""
+    overrides = {k: v for k, v in (("data_dir", data_dir), ("storage.url", storage_url)) if v}
+    try:
+        config = Config.load(config_file, environ=os.environ, overrides=overrides)
+    except InvalidConfig as exc:
+        click.echo("invalid configuration:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_INVALID)
+    if end <= start:
+        _fail("--to must be after --from", EXIT_INVALID)
+    if config.storage.url is None and not (config.data_dir / "ledger.db").is_file():
+        _fail(f"no ledger in {config.data_dir}", EXIT_FAILURE)
+    options = FocusOptions(
+        period=cast(ChargePeriod, period),
+        billing_account_id=billing_account_id,
+        billing_account_name=billing_account_name,
+    )
+    first, last = day_bounds(start, end)
+    try:
+        with open_ledger(config.storage_url) as ledger:
+            rows = focus_rows(ledger_events(ledger, first, last), options)
+        write_focus(rows, out, cast(FocusFormat, file_format))
+    except (TollmeterError, OSError) as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    summary = {
+        "out": str(out),
+        "rows": len(rows),
+        "requests": sum(row["x_Requests"] for row in rows),
+        "billed_cost": {
+            currency: str(sum((r["BilledCost"] for r in rows if r["BillingCurrency"] == currency),
+                              Decimal(0)))
+            for currency in sorted({row["BillingCurrency"] for row in rows})
+        },
+    }  # fmt: skip
+    click.echo(json.dumps(summary))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"tollmeter focus-export: {message}", err=True)
+    sys.exit(code)
