@@ -29,7 +29,9 @@ class UsageEvent:
     yields the same id. ``sequence`` is assigned by the ledger on commit (0 before).
     ``event_time_ns`` is the span's start time in nanoseconds since the Unix epoch.
     Token fields follow ``tollmeter.semconv.Usage``: ``input_tokens`` includes cache
-    reads and writes, ``output_tokens`` includes reasoning.
+    reads and writes, ``output_tokens`` includes reasoning. ``hidden_input_tokens`` is the
+    part of the input the instrumentation counted in system/developer messages and tool
+    definitions (``None``: not reported); the two timings are set for streams only.
     """
 
     event_id: str
@@ -66,6 +68,9 @@ class UsageEvent:
     attempt: int | None = None
     reservation_id: str | None = None
     collector_id: str | None = None
+    hidden_input_tokens: int | None = None
+    time_to_first_token_s: float | None = None
+    decode_s_per_output_token: float | None = None
     sequence: int = 0
 
     @property

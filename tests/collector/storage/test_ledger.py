@@ -66,6 +66,9 @@ def test_every_field_round_trips(ledger: Ledger, make_event) -> None:
         collector_id="c1",
         usage_source="estimate",
         cache_write_input_tokens=5,
+        hidden_input_tokens=40,
+        time_to_first_token_s=0.375,
+        decode_s_per_output_token=0.0125,
     )
     (stored,) = ledger.append([event]).committed
 

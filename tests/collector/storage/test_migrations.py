@@ -14,6 +14,8 @@ from tollmeter.collector.storage._codec import EVENT_COLUMNS
 from tollmeter.collector.storage._schema import MIGRATIONS, register_functions
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+# The event columns version 1 created; later versions append theirs.
+V1_COLUMNS = EVENT_COLUMNS[: EVENT_COLUMNS.index("collector_id") + 1]
 
 
 def _version_1_ledger(path: Path, events: list[UsageEvent], *, seen_ns: int) -> None:
@@ -26,10 +28,10 @@ def _version_1_ledger(path: Path, events: list[UsageEvent], *, seen_ns: int) -> 
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     for sequence, event in enumerate(events, start=1):
-        values = [getattr(event, name) for name in EVENT_COLUMNS]
+        values = [getattr(event, name) for name in V1_COLUMNS]
         conn.execute(
-            f"INSERT INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})",
+            f"INSERT INTO usage_events (sequence, {', '.join(V1_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * (len(V1_COLUMNS) + 1))})",
             (sequence, *values),
         )
         conn.execute("INSERT INTO dedupe_keys VALUES (?, ?)", (event.event_id, seen_ns))
@@ -96,5 +98,37 @@ def test_re_keyed_dedupe_keys_keep_the_time_first_seen(tmp_path: Path, make_even
         # Re-keyed with the time it was first seen, so it expires when the original would.
         assert seen.fetchall() == [(long_ago,)]
         conn.close()
+    finally:
+        ledger.close()
+
+
+def test_a_version_3_ledger_gains_the_hidden_and_timing_columns(tmp_path: Path, make_event) -> None:
+    path = tmp_path / "ledger.db"
+    old = _call(make_event, "acme", response_id="chatcmpl-1", span_id="1" * 16, legacy=False)
+    conn = sqlite3.connect(path, isolation_level=None)
+    register_functions(conn)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statements in MIGRATIONS[:3]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+    conn.execute(
+        f"INSERT INTO usage_events (sequence, {', '.join(V1_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * (len(V1_COLUMNS) + 1))})",
+        (1, *[getattr(old, name) for name in V1_COLUMNS]),
+    )
+    conn.close()
+    ledger = SQLiteLedger(str(path))
+    try:
+        new = make_event(
+            hidden_input_tokens=120, time_to_first_token_s=0.25, decode_s_per_output_token=0.01
+        )
+        ledger.append([new])
+        first, second = ledger.read_events(0, 10)
+        # Rows written before the columns existed read back as "not reported".
+        assert (first.event_id, first.hidden_input_tokens) == (old.event_id, None)
+        assert (first.time_to_first_token_s, first.decode_s_per_output_token) == (None, None)
+        assert (second.hidden_input_tokens, second.time_to_first_token_s) == (120, 0.25)
+        assert second.decode_s_per_output_token == 0.01
     finally:
         ledger.close()

@@ -17,6 +17,8 @@ from tollmeter.collector.storage._postgres_schema import MIGRATIONS
 from tollmeter.collector.storage._schema import SCHEMA_VERSION
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+# The event columns version 1 created; later versions append theirs.
+V1_COLUMNS = EVENT_COLUMNS[: EVENT_COLUMNS.index("collector_id") + 1]
 
 
 def _columns(url: str) -> list[tuple[str, str, str]]:
@@ -36,10 +38,10 @@ def _version_1_ledger(url: str, events: list[UsageEvent], *, seen_ns: int) -> No
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version (version) VALUES (1)")
         for sequence, event in enumerate(events, start=1):
-            values = [getattr(event, name) for name in EVENT_COLUMNS]
+            values = [getattr(event, name) for name in V1_COLUMNS]
             conn.execute(
-                f"INSERT INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
-                f"VALUES ({', '.join(['%s'] * (len(EVENT_COLUMNS) + 1))})",
+                f"INSERT INTO usage_events (sequence, {', '.join(V1_COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * (len(V1_COLUMNS) + 1))})",
                 (sequence, *values),
             )
             conn.execute("INSERT INTO dedupe_keys VALUES (%s, %s)", (event.event_id, seen_ns))
@@ -144,3 +146,27 @@ def test_an_unreachable_server_fails_within_the_connect_timeout() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(StorageError, match="could not open ledger"):
         open_ledger(f"postgresql://postgres@127.0.0.1:{port}/x?connect_timeout_s=2")
+
+
+def test_a_version_3_ledger_reads_old_rows_with_no_hidden_or_timing_values(
+    postgres_server, make_event
+) -> None:
+    url = postgres_server.create_database()
+    old = _call(make_event, "acme", legacy=False)
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for steps in MIGRATIONS[:3]:
+            for step in steps:
+                conn.execute(step) if isinstance(step, str) else step(conn)
+        conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+        conn.execute(
+            f"INSERT INTO usage_events (sequence, {', '.join(V1_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * (len(V1_COLUMNS) + 1))})",
+            (1, *[getattr(old, name) for name in V1_COLUMNS]),
+        )
+    with open_ledger(url) as ledger:
+        ledger.append([make_event(hidden_input_tokens=7, time_to_first_token_s=0.5)])
+        first, second = ledger.read_events(0, 10)
+    assert (first.hidden_input_tokens, first.time_to_first_token_s) == (None, None)
+    assert first.decode_s_per_output_token is None
+    assert (second.hidden_input_tokens, second.time_to_first_token_s) == (7, 0.5)

@@ -26,7 +26,9 @@ __all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table", 
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first columns; 2: hidden_input_tokens, time_to_first_token_s and
+decode_s_per_output_token appended."""
 
 _STRING = pa.string()
 _COST = pa.decimal128(COST_PRECISION, COST_SCALE)
@@ -76,6 +78,9 @@ SCHEMA = pa.schema(
         pa.field("collector_id", _STRING),
         pa.field("schema_version", pa.int32(), nullable=False),
         pa.field("sequence", _COUNT, nullable=False),
+        pa.field("hidden_input_tokens", _COUNT),
+        pa.field("time_to_first_token_s", pa.float64()),
+        pa.field("decode_s_per_output_token", pa.float64()),
     ],
     metadata={"tollmeter.schema_version": str(SCHEMA_VERSION)},
 )

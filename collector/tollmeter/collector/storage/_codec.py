@@ -65,6 +65,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "attempt",
     "reservation_id",
     "collector_id",
+    "hidden_input_tokens",
+    "time_to_first_token_s",
+    "decode_s_per_output_token",
 )
 """The columns ``usage_events`` stores for an event, in ``UsageEvent`` field order."""
 

@@ -79,7 +79,13 @@ _V3: tuple[Step, ...] = (
     "applied_by TEXT NOT NULL)",
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3)
+_V4: tuple[Step, ...] = (
+    "ALTER TABLE usage_events ADD COLUMN hidden_input_tokens BIGINT",
+    "ALTER TABLE usage_events ADD COLUMN time_to_first_token_s DOUBLE PRECISION",
+    "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token DOUBLE PRECISION",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test run

@@ -89,7 +89,16 @@ _V3 = (
     "applied_by TEXT NOT NULL) WITHOUT ROWID",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# Version 4 adds what a call's instrumentation counted and timed beyond its billed usage:
+# the input tokens of system/developer messages and tool definitions, and a stream's time to
+# first token and decode time per output token. Rows written before stay NULL (not reported).
+_V4 = (
+    "ALTER TABLE usage_events ADD COLUMN hidden_input_tokens INTEGER",
+    "ALTER TABLE usage_events ADD COLUMN time_to_first_token_s REAL",
+    "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token REAL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
