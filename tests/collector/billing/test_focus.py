@@ -197,3 +197,26 @@ def test_csv_passes_the_focus_validator(export, focus_validator, tmp_path):
     # It exits 0 either way: its verdict is in the output.
     assert "Validation succeeded." in output, output
     assert "failed" not in output.lower(), output
+
+
+def test_the_documented_duckdb_query_reads_the_file(data_dir, export):
+    import duckdb
+
+    out = export("parquet")["out"]
+    rows = duckdb.sql(
+        f"""
+        SELECT SubAccountId AS tenant, ProviderName AS provider, ResourceId AS model,
+               date_trunc('month', ChargePeriodStart) AS month, BillingCurrency,
+               sum(BilledCost) AS billed, sum(x_CacheReadInputTokens) AS cache_read_tokens,
+               sum(ConsumedQuantity) AS tokens,
+               max(json_extract_string(Tags, '$.project')) AS project
+        FROM read_parquet('{out}')
+        WHERE ChargeCategory = 'Usage'
+        GROUP BY ALL
+        ORDER BY billed DESC
+        """
+    ).fetchall()
+    cost, _ = _ledger_totals(data_dir)
+    assert sum(row[5] for row in rows) == cost
+    assert rows[0][:3] == ("globex", "OpenAI", "gpt-4o-mini")
+    assert "proj_a" in {row[8] for row in rows}
