@@ -174,3 +174,18 @@ def test_in_flight_lists_every_key_with_calls_in_flight(make_engine, make_limits
         ],
         key=str,
     )
+
+
+def test_a_requeued_reservation_holds_its_slot_again_and_frees_it_once(
+    make_engine, make_limits, clock
+):
+    engine = make_engine(make_limits(IN_FLIGHT, reservation_ttl="1m"), clock=clock)
+    first = engine.check(_req())[0].reservation_id
+    clock.advance(61)
+    due, _ = engine.expire_due()
+    assert _in_flight(engine) == 0
+    engine.requeue(due)  # billing the expiry failed: the reservation is open again
+    assert _in_flight(engine) == 1
+    engine.check(_req())
+    engine.record_usage([_event(first)])
+    assert _in_flight(engine) == 1

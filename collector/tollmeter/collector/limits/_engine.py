@@ -330,10 +330,17 @@ class LimitEngine:
     def requeue(self, reservations: Iterable[Reservation]) -> None:
         """Put expired reservations back (their billing failed); they expire again later."""
         with self._lock:
+            now = self._clock()
             for r in reservations:
                 if self._expired.pop(r.id, None) is not None:
                     self._reservations[r.id] = r
                     self._dirty_reservations.add(r.id)
+                    # Open again, so in flight again: the expiry gave its slots back.
+                    for c in r.charges:
+                        rule = self._by_name.get(c.limit)
+                        if rule is not None and isinstance(rule.window, InFlight):
+                            rule.window.charge(self._counter(rule, c.key, now), c.amount)
+                            self._dirty_counters.add((c.limit, c.key))
 
     # -- configuration and status -------------------------------------------------------
 

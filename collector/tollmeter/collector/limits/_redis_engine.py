@@ -489,6 +489,11 @@ class RedisLimitEngine:
                 pipe.hset(key, "x", "0")
                 pipe.zadd(self._keys.expiry, {key: r.expires_at})
                 pipe.zadd(self._keys.open(r.request.tenant), {key: r.expires_at})
+                # Open again, so in flight again: the expiry gave its slots back.
+                for c in r.charges:
+                    rule = self._by_name.get(c.limit)
+                    if rule is not None and isinstance(rule.window, InFlight):
+                        pipe.hincrbyfloat(self._keys.counter(rule, c.key), "l", c.amount)
             pipe.execute()
 
     # -- configuration and status -------------------------------------------------------
