@@ -220,3 +220,40 @@ def test_the_documented_duckdb_query_reads_the_file(data_dir, export):
     assert sum(row[5] for row in rows) == cost
     assert rows[0][:3] == ("globex", "OpenAI", "gpt-4o-mini")
     assert "proj_a" in {row[8] for row in rows}
+
+
+def test_a_postgresql_ledger_exports_and_reconciles_like_sqlite(
+    postgres_url, data_dir, export, tmp_path
+):
+    from tollmeter.collector.billing import ReportRow, reconcile
+
+    with open_ledger(postgres_url) as ledger:
+        ledger.append(EVENTS)
+    out = tmp_path / "focus-postgres.parquet"
+    result = CliRunner().invoke(
+        focus_export_command,
+        ["--storage-url", postgres_url, "--data-dir", str(tmp_path / "unused"),
+         "--from", "2026-11-30", "--to", "2026-12-02", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from_sqlite = pq.read_table(export("parquet")["out"]).to_pylist()
+    assert pq.read_table(out).to_pylist() == from_sqlite
+
+    day = DAY.date()
+    report = [
+        ReportRow(provider="openai", day=day, model="gpt-4o-mini", uncached_input_tokens=3200,
+                  cache_read_input_tokens=800, output_tokens=1200),
+        ReportRow(provider="anthropic", day=day, model="claude-3-5-haiku-latest",
+                  uncached_input_tokens=700, cache_read_input_tokens=200,
+                  cache_write_input_tokens=100, output_tokens=300),
+    ]  # fmt: skip
+    with open_ledger(postgres_url) as ledger:
+        compared = reconcile(
+            ledger, report, [], providers=["openai", "anthropic"], start=day,
+            end=day + timedelta(days=1),
+        )  # fmt: skip
+    drift = {(r.provider, r.model): {d.measure: d for d in r.measures} for r in compared.rows}
+    # Four gpt-4o-mini calls that day, over two tenants; the unreported model is all drift.
+    assert drift[("openai", "gpt-4o-mini")]["output_tokens"].difference == 0
+    assert all(d.difference == 0 for d in drift[("anthropic", "claude-3-5-haiku-latest")].values())
+    assert drift[("openai", "mystery-model")]["output_tokens"].percent == -100
