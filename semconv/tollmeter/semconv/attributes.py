@@ -31,6 +31,7 @@ __all__ = [
     "GEN_AI_RESPONSE_FINISH_REASONS",
     "GEN_AI_RESPONSE_ID",
     "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK",
     "GEN_AI_TOKEN_MODALITY",
     "GEN_AI_TOKEN_TYPE",
     "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
@@ -52,8 +53,10 @@ __all__ = [
     "TOLLMETER_PROJECT_ID",
     "TOLLMETER_REQUEST_ID",
     "TOLLMETER_RESERVATION_ID",
+    "TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN",
     "TOLLMETER_TENANT_ID",
     "TOLLMETER_USAGE_ABANDONED",
+    "TOLLMETER_USAGE_HIDDEN_INPUT_TOKENS",
     "TOLLMETER_USAGE_SOURCE",
     "TOLLMETER_USAGE_TOTAL_TOKENS",
     "TOLLMETER_WORKFLOW_ID",
@@ -147,6 +150,11 @@ TOLLMETER_USAGE_TOTAL_TOKENS: Final = "tollmeter.usage.total_tokens"
 ``gen_ai.usage.total_tokens``, ``llm.usage.total_tokens``, ``llm.token_count.total``.
 """
 
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+"""The seconds from issuing a streamed request to receiving its first chunk. Type ``double``; unit
+``s``; origin otel, experimental.
+"""
+
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 """The type of token counted by a gen_ai.client.token.usage data point. Type ``string``; origin
 otel, deprecated.
@@ -232,6 +240,18 @@ tollmeter, stable.
 TOLLMETER_RESERVATION_ID: Final = "tollmeter.reservation.id"
 """The id of the quota reservation made before the call, reconciled when the span arrives. Type
 ``string``; origin tollmeter, stable.
+"""
+
+TOLLMETER_USAGE_HIDDEN_INPUT_TOKENS: Final = "tollmeter.usage.hidden_input_tokens"
+"""The part of the input tokens counted locally in system and developer messages and tool
+definitions (a count only, never the content). Type ``int``; unit ``{token}``; origin tollmeter,
+experimental.
+"""
+
+TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN: Final = "tollmeter.stream.decode_s_per_output_token"
+"""The seconds per output token after the first chunk of a completed stream (its end minus its first
+chunk, over the output tokens but one). Type ``double``; unit ``s``; origin tollmeter,
+experimental.
 """
 
 TOLLMETER_OUTCOME_NAME: Final = "tollmeter.outcome.name"
