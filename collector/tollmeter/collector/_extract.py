@@ -37,7 +37,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tollmeter.collector._call_measures import KEYS as _MEASURE_KEYS
+from tollmeter.collector._call_measures import call_measures
 from tollmeter.collector._event_ids import event_id
+from tollmeter.collector._outcomes import (
+    Outcome,
+    outcome_id,
+    outcome_name,
+    outcome_text,
+    outcome_value,
+)
 from tollmeter.collector._records import UsageEvent
 from tollmeter.semconv import (
     InvalidUsage,
@@ -48,6 +57,7 @@ from tollmeter.semconv import (
     usage_from_attributes,
 )
 from tollmeter.semconv import attributes as attrs
+from tollmeter.collector.errors import BadRequest
 from tollmeter.semconv.errors import TollmeterError
 
 if TYPE_CHECKING:
@@ -192,7 +202,11 @@ _OWN_KEYS = frozenset(
         attrs.TOLLMETER_ATTEMPT,
         attrs.TOLLMETER_USAGE_SOURCE,
         attrs.TOLLMETER_RESERVATION_ID,
+        attrs.TOLLMETER_OUTCOME_NAME,
+        attrs.TOLLMETER_OUTCOME_VALUE,
+        attrs.TOLLMETER_OUTCOME_ID,
         _DEPLOYMENT_ENVIRONMENT,
+        *_MEASURE_KEYS,
     }
 )
 
@@ -210,9 +224,11 @@ def _text(value: object) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ExtractResult:
-    """Usage events found in one OTLP request, and the spans refused with their reasons."""
+    """Usage events and outcomes found in one OTLP request, and the spans refused with
+    their reasons."""
 
     events: list[UsageEvent] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
     accepted_spans: int = 0
     rejected_spans: int = 0
     errors: list[str] = field(default_factory=list)
@@ -264,6 +280,7 @@ class Extractor:
     ) -> ExtractResult:
         """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant."""
         events: list[UsageEvent] = []
+        outcomes: list[Outcome] = []
         errors: list[str] = []
         # Pricing failures of this request, logged once at the end.
         unpriced: list[Exception] = []
@@ -281,7 +298,9 @@ class Extractor:
                     except (_Rejected, InvalidUsage) as exc:
                         errors.append(f"span {span.span_id.hex() or '?'} ({_name(span)}): {exc}")
                         continue
-                    if event is not None:
+                    if isinstance(event, Outcome):
+                        outcomes.append(event)
+                    elif event is not None:
                         events.append(event)
         if unpriced:
             logger.error(
@@ -291,6 +310,7 @@ class Extractor:
             )
         return ExtractResult(
             events=events,
+            outcomes=outcomes,
             accepted_spans=total - len(errors),
             rejected_spans=len(errors),
             errors=errors,
@@ -309,11 +329,13 @@ class Extractor:
         bound: str | None,
         now_ns: int,
         unpriced: list[Exception],
-    ) -> UsageEvent | None:
+    ) -> UsageEvent | Outcome | None:
         pairs = span.attributes
         if len(pairs) > MAX_ATTRIBUTES:
             raise _Rejected(f"{len(pairs)} attributes, more than {MAX_ATTRIBUTES}")
         span_attrs = _attributes(pairs, self._wanted)
+        if attrs.TOLLMETER_OUTCOME_NAME in span_attrs:
+            return self._outcome(span, span_attrs, resource, bound, now_ns)
         if self._operation_keys.isdisjoint(span_attrs):
             return None
         operation = operation_of(span_attrs)
@@ -322,6 +344,7 @@ class Extractor:
         usage = usage_from_attributes(span_attrs)
         if usage is None:
             return None
+        measures = call_measures(span_attrs)
         tenant = self._tenant(span_attrs, resource, bound)
         trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
         provider = provider_of(span_attrs) or provider_of(resource) or "unknown"
@@ -400,6 +423,50 @@ class Extractor:
             attempt=attempt if type(attempt) is int and 0 <= attempt < 2**31 else None,
             reservation_id=_text(labels.get(attrs.TOLLMETER_RESERVATION_ID)),
             collector_id=self._collector_id,
+            hidden_input_tokens=measures.hidden_input_tokens,
+            time_to_first_token_s=measures.time_to_first_token_s,
+            decode_s_per_output_token=measures.decode_s_per_output_token,
+        )
+
+    def _outcome(
+        self,
+        span: Span,
+        span_attrs: Mapping[str, object],
+        resource: Mapping[str, object],
+        bound: str | None,
+        now_ns: int,
+    ) -> Outcome:
+        """An outcome report (``tollmeter.outcome`` span): no model call, so no usage."""
+        tenant = self._tenant(span_attrs, resource, bound)
+        start = span.start_time_unix_nano
+        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
+            raise _Rejected(f"start time {start} ns is not a plausible time")
+        workflow = span_attrs.get(attrs.TOLLMETER_WORKFLOW_ID)
+        if workflow is None:
+            workflow = resource.get(attrs.TOLLMETER_WORKFLOW_ID)
+        try:
+            name = outcome_name(span_attrs[attrs.TOLLMETER_OUTCOME_NAME], attrs.TOLLMETER_OUTCOME_NAME)
+            if workflow is None:
+                raise BadRequest(f"{attrs.TOLLMETER_WORKFLOW_ID}: required on an outcome")
+            workflow_id = outcome_text(workflow, attrs.TOLLMETER_WORKFLOW_ID)
+            value = outcome_value(
+                span_attrs.get(attrs.TOLLMETER_OUTCOME_VALUE), attrs.TOLLMETER_OUTCOME_VALUE
+            )
+            given_id = span_attrs.get(attrs.TOLLMETER_OUTCOME_ID)
+            key = (
+                outcome_id(workflow_id, name)
+                if given_id is None
+                else outcome_text(given_id, attrs.TOLLMETER_OUTCOME_ID)
+            )
+        except BadRequest as exc:
+            raise _Rejected(str(exc)) from None
+        return Outcome(
+            outcome_id=key,
+            tenant_id=tenant,
+            workflow_id=workflow_id,
+            name=name,
+            value=value,
+            time_ns=start,
         )
 
     def _tenant(
