@@ -48,6 +48,7 @@ from tollmeter.collector._outcomes import (
     outcome_value,
 )
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.errors import BadRequest
 from tollmeter.semconv import (
     InvalidUsage,
     is_metered_operation,
@@ -57,7 +58,6 @@ from tollmeter.semconv import (
     usage_from_attributes,
 )
 from tollmeter.semconv import attributes as attrs
-from tollmeter.collector.errors import BadRequest
 from tollmeter.semconv.errors import TollmeterError
 
 if TYPE_CHECKING:
@@ -445,7 +445,9 @@ class Extractor:
         if workflow is None:
             workflow = resource.get(attrs.TOLLMETER_WORKFLOW_ID)
         try:
-            name = outcome_name(span_attrs[attrs.TOLLMETER_OUTCOME_NAME], attrs.TOLLMETER_OUTCOME_NAME)
+            name = outcome_name(
+                span_attrs[attrs.TOLLMETER_OUTCOME_NAME], attrs.TOLLMETER_OUTCOME_NAME
+            )
             if workflow is None:
                 raise BadRequest(f"{attrs.TOLLMETER_WORKFLOW_ID}: required on an outcome")
             workflow_id = outcome_text(workflow, attrs.TOLLMETER_WORKFLOW_ID)
