@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from tollmeter.collector._records import UsageEvent
-from tollmeter.collector.limits import CheckRequest, LimitsConfig
+from tollmeter.collector.limits import CheckRequest, LimitsConfig, LimitsService
+from tollmeter.collector.limits._model import Changes
 from tollmeter.collector.limits._redis_engine import RedisLimitEngine
+from tollmeter.collector.limits._state import LimitStateStore
 from tollmeter.semconv.errors import ConfigurationError
 
 IN_FLIGHT = {"name": "in-flight", "measure": "concurrency", "limit": 3, "action": "throttle"}
@@ -189,3 +191,29 @@ def test_a_requeued_reservation_holds_its_slot_again_and_frees_it_once(
     engine.check(_req())
     engine.record_usage([_event(first)])
     assert _in_flight(engine) == 1
+
+
+def test_calls_in_flight_after_a_restart_are_the_open_reservations(tmp_path, make_limits, clock):
+    state = tmp_path / "limits.db"
+    config = make_limits(IN_FLIGHT)
+    service = LimitsService(config, state_path=state, clock=clock)
+    ids = [service.check(_req()).reservation_id for _ in range(2)]
+    service.close()
+    # A counter written behind at another moment than the reservations (a crash
+    # between the two writes) must not leave slots taken for ever.
+    store = LimitStateStore(state)
+    [(slot, level, stamp, fingerprint)] = store.load()[0]
+    assert (slot, level) == (("in-flight", ("acme",)), 2.0)
+    store.save(Changes(counters={slot: (3.0, stamp, fingerprint)}))
+    store.close()
+    service = LimitsService(config, state_path=state, clock=clock)
+    try:
+        assert _in_flight(service) == 2
+        service.on_committed([_event(ids[0])])
+        assert _in_flight(service) == 1
+        # A lower limit keeps what is in flight.
+        service.reload(make_limits({**IN_FLIGHT, "limit": 1}))
+        assert _in_flight(service) == 1
+        assert not service.check(_req()).allowed
+    finally:
+        service.close()

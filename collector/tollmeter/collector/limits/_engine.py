@@ -366,7 +366,9 @@ class LimitEngine:
                     self._dropped_counters.add(ck)
                     continue
                 period = rule.window.period_of(now)
-                if period is None:
+                if isinstance(rule.window, InFlight):
+                    pass  # calls in flight stay in flight whatever the new limit
+                elif period is None:
                     # A smaller bucket cannot hold more than its new burst.
                     rule.window.advance(counter, now)
                     counter.level = min(counter.level, rule.window.capacity)
@@ -453,13 +455,23 @@ class LimitEngine:
         with self._lock:
             for (name, key), level, stamp, fingerprint in counters:
                 rule = self._by_name.get(name)
-                if rule is not None and _fingerprint(rule) == fingerprint:
+                if rule is None or isinstance(rule.window, InFlight):
+                    continue
+                if _fingerprint(rule) == fingerprint:
                     self._counters[(name, key)] = Counter(level, stamp)
             for r, expired in reservations:
                 if expired:
                     self._expired[r.id] = r
                     continue
                 self._reservations[r.id] = r
+                # Calls in flight are counted from the open reservations, not from a
+                # counter written behind at another moment: a crash between the two
+                # writes must not leave a slot taken forever.
+                for c in r.charges:
+                    rule = self._by_name.get(c.limit)
+                    if rule is not None and isinstance(rule.window, InFlight):
+                        counter = self._counter(rule, c.key, self._clock())
+                        rule.window.charge(counter, c.amount)
                 if r.request.request_id is not None and r.result is not None:
                     decision = (r.request.tenant, r.request.request_id)
                     self._decisions[decision] = (r.result, r.expires_at)
