@@ -71,7 +71,7 @@ class IngestResult:
     """The outcome of one OTLP request, returned once its events are committed.
 
     ``events`` counts the newly committed usage events; ``duplicates`` those already
-    in the ledger (or repeated in the same commit).
+    in the ledger (or repeated in the same commit); ``outcomes`` the newly stored outcomes.
     """
 
     accepted_spans: int
@@ -79,6 +79,7 @@ class IngestResult:
     error_message: str
     events: int
     duplicates: int
+    outcomes: int = 0
 
 
 @dataclass(slots=True)
@@ -241,6 +242,16 @@ class Pipeline:
         with self._lock:
             self._stats.spans_accepted += extracted.accepted_spans
             self._stats.spans_rejected += extracted.rejected_spans
+        outcomes = 0
+        if extracted.outcomes:
+            # Rare next to model calls, so stored on their own, before the events: a failure
+            # acknowledges nothing, and the retried request stores what is missing once.
+            try:
+                stored = await asyncio.to_thread(self._ledger.append_outcomes, extracted.outcomes)
+            except BaseException:
+                self._release(weight)
+                raise
+            outcomes = len(stored)
         result = await self._submit(events, weight) if events else None
         if result is None:
             self._release(weight)
@@ -250,6 +261,7 @@ class Pipeline:
             error_message=_summarize(extracted.errors),
             events=0 if result is None else len(result.committed),
             duplicates=0 if result is None else result.duplicates,
+            outcomes=outcomes,
         )
 
     async def append_events(self, events: Sequence[UsageEvent]) -> AppendResult:

@@ -34,6 +34,7 @@ from typing import Any
 
 import psycopg
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._codec import (
@@ -42,6 +43,14 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
+)
+from tollmeter.collector.storage._outcomes import (
+    POSTGRES_SQL,
+    OutcomeRow,
+    OutcomeSummary,
+    select_outcome_rows,
+    store_outcomes,
+    summarize_outcomes,
 )
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
@@ -303,6 +312,26 @@ class PostgresLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (_text(key), _text(value)),
+            )
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        if not outcomes:
+            return []
+        with self._connection("store outcomes") as conn, conn.transaction():
+            # The append lock: outcome sequences too become visible in commit order.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            return store_outcomes(conn, POSTGRES_SQL, outcomes)
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        with self._connection("read outcomes") as conn:
+            return select_outcome_rows(conn, POSTGRES_SQL, after_sequence, limit)
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        with self._connection("summarize outcomes") as conn:
+            return summarize_outcomes(
+                conn, POSTGRES_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def lease(self, name: str) -> Lease:

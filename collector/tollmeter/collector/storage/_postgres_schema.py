@@ -85,7 +85,17 @@ _V4: tuple[Step, ...] = (
     "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token DOUBLE PRECISION",
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4)
+# Version 5: outcomes (see ``_schema.py``); values are exact NUMERIC.
+_V5: tuple[Step, ...] = (
+    "CREATE TABLE outcomes (sequence BIGINT PRIMARY KEY, outcome_id TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, workflow_id TEXT NOT NULL, name TEXT NOT NULL, "
+    "value NUMERIC NOT NULL, time_ns BIGINT NOT NULL, UNIQUE (tenant_id, outcome_id))",
+    "CREATE INDEX outcomes_time ON outcomes (time_ns)",
+    "CREATE INDEX outcomes_workflow ON outcomes (tenant_id, workflow_id)",
+    "CREATE INDEX usage_events_workflow ON usage_events (tenant_id, workflow_id)",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test run

@@ -98,7 +98,20 @@ _V4 = (
     "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token REAL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# Version 5 records outcomes (collector/_outcomes.py): what a workflow achieved, one row per
+# (tenant, outcome id), so that a repeated report is refused by the key like a repeated
+# event. ``sequence`` pages the Parquet export as it does for events; the usage index finds
+# a workflow's calls for the cost per outcome.
+_V5 = (
+    "CREATE TABLE outcomes (sequence INTEGER PRIMARY KEY, outcome_id TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, workflow_id TEXT NOT NULL, name TEXT NOT NULL, "
+    "value TEXT NOT NULL, time_ns INTEGER NOT NULL, UNIQUE (tenant_id, outcome_id))",
+    "CREATE INDEX outcomes_time ON outcomes (time_ns)",
+    "CREATE INDEX outcomes_workflow ON outcomes (tenant_id, workflow_id)",
+    "CREATE INDEX usage_events_workflow ON usage_events (tenant_id, workflow_id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
 from tollmeter.collector.storage._codec import (
@@ -20,6 +21,14 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
+)
+from tollmeter.collector.storage._outcomes import (
+    SQLITE_SQL,
+    OutcomeRow,
+    OutcomeSummary,
+    select_outcome_rows,
+    store_outcomes,
+    summarize_outcomes,
 )
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
@@ -272,6 +281,32 @@ class SQLiteLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
+            )
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        if not outcomes:
+            return []
+        with self._writing() as conn, _wrapped("store outcomes"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                stored = store_outcomes(conn, SQLITE_SQL, outcomes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        with self._reading() as conn, _wrapped("read outcomes"):
+            return select_outcome_rows(conn, SQLITE_SQL, after_sequence, limit)
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        with self._reading() as conn, _wrapped("summarize outcomes"):
+            return summarize_outcomes(
+                conn, SQLITE_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def close(self) -> None:
