@@ -3,7 +3,9 @@
 ``GET /api/v1/usage`` filters (``tenant``, ``project``, ``model``, ``feature``,
 ``api_key``, ``usage_source``), bounds (``start``, ``end``: ISO 8601, UTC when no offset
 is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
-(``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger.
+(``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger;
+``group_by=workflow`` (alone, with ``start`` and ``end``) answers per workflow run with
+its hidden and loop tokens, from the raw events of the range.
 ``GET /api/v1/events`` pages through raw usage events by sequence (``after``, ``limit``;
 ``next`` is the cursor of the following page). ``GET /api/v1/meters`` reads the
 in-memory meters of the current window bucket, or the ledger's rollups of it when the
@@ -36,6 +38,7 @@ from tollmeter.collector.storage import (
     UsageQuery,
 )
 from tollmeter.collector.storage._codec import event_to_json
+from tollmeter.collector.storage._workflows import check_workflow_query
 
 __all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "usage_routes"]
 
@@ -44,6 +47,7 @@ MAX_EVENTS_PAGE = 1_000
 _USAGE_PARAMS = frozenset({*DIMENSIONS, "start", "end", "group_by", "window", "limit"})
 _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
+_WORKFLOW = "workflow"
 
 
 def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
@@ -82,13 +86,25 @@ def _integer(name: str, text: str | None, default: int, low: int, high: int) -> 
     return value
 
 
+def _group_by(params: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
+
+
 def _usage_query(params: Mapping[str, str]) -> UsageQuery:
     _check_names(params, _USAGE_PARAMS)
-    group_by = tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
+    group_by = _group_by(params)
+    if _WORKFLOW in group_by:
+        # Answered from the raw events (storage/_workflows.py), alone and over a bounded range.
+        group_by = tuple(name for name in group_by if name != _WORKFLOW)
+        if group_by or params.get("window"):
+            raise BadRequest("group_by=workflow takes no other dimension and no window")
+        if params.get("start") is None or params.get("end") is None:
+            raise BadRequest("group_by=workflow needs start and end")
     unknown = [name for name in group_by if name not in DIMENSIONS]
     if unknown:
         raise BadRequest(
-            f"cannot group by {_preview(', '.join(unknown))}; choose from {', '.join(DIMENSIONS)}"
+            f"cannot group by {_preview(', '.join(unknown))}; "
+            f"choose from {', '.join(DIMENSIONS)} or {_WORKFLOW} alone"
         )
     window = params.get("window") or None
     if window is not None and window not in QUERY_WINDOWS:
@@ -96,7 +112,7 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             f"window must be one of {', '.join(QUERY_WINDOWS)}, not {_preview(window)}"
         )
     try:
-        return UsageQuery(
+        query = UsageQuery(
             tenant=params.get("tenant") or None,
             project=params.get("project") or None,
             model=params.get("model") or None,
@@ -109,6 +125,9 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             window=window,
             limit=_integer("limit", params.get("limit"), MAX_USAGE_ROWS, 1, MAX_USAGE_ROWS),
         )
+        if _WORKFLOW in _group_by(params):
+            check_workflow_query(query)
+        return query
     except InvalidQuery as exc:
         raise BadRequest(str(exc)) from None
 
@@ -132,7 +151,10 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
           - {name: end, in: query, description: ISO 8601, exclusive, schema: {type: string}}
           - name: group_by
             in: query
-            description: comma-separated tenant, project, model, feature, api_key, usage_source
+            description: >-
+              comma-separated tenant, project, model, feature, api_key, usage_source; or
+              workflow alone (with start and end at most 31 days apart): calls, tokens,
+              hidden input tokens, loop tokens, retries and cost per workflow run
             schema: {type: string}
           - name: window
             in: query
@@ -143,6 +165,18 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
           "400": {description: a parameter is invalid}
         """
         query = _usage_query(request.query_params)
+        if _WORKFLOW in _group_by(request.query_params):
+            workflows = await run_in_threadpool(ledger.query_workflows, query)
+            return JSONResponse(
+                {
+                    "group_by": [_WORKFLOW],
+                    "window": None,
+                    "start": None if query.start is None else query.start.isoformat(),
+                    "end": None if query.end is None else query.end.isoformat(),
+                    "rows": [row.to_json() for row in workflows],
+                    "truncated": len(workflows) == query.limit,
+                }
+            )
         rows = await run_in_threadpool(ledger.query_usage, query)
         return JSONResponse(
             {

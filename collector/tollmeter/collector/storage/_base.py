@@ -13,6 +13,7 @@ from tollmeter.collector.storage._codec import EventRow, event_values
 from tollmeter.collector.storage._outcomes import OutcomeRow, OutcomeSummary
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import MinuteSums
+from tollmeter.collector.storage._workflows import WorkflowRow
 
 __all__ = ["AppendResult", "Lease", "Ledger", "StorageError"]
 
@@ -100,6 +101,11 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         """Usage totals matching ``query``, ordered by window then grouped dimensions."""
+
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        """Totals per workflow run of the events matching ``query`` (see ``_workflows``)."""
+        del query
+        raise StorageError(f"{type(self).__name__} answers no workflow queries")
 
     @abc.abstractmethod
     def get_state(self, key: str) -> str | None:

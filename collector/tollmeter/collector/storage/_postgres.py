@@ -59,6 +59,11 @@ from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_su
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
 from tollmeter.collector.storage._sqlite import _positive
+from tollmeter.collector.storage._workflows import (
+    WorkflowRow,
+    check_workflow_query,
+    select_workflows,
+)
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["LIBPQ_OPTIONS", "PostgresLedger"]
@@ -296,6 +301,15 @@ class PostgresLedger(Ledger):
             query = dataclasses.replace(query, **cleaned)
         with self._connection("query usage") as conn:
             return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
+
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        check_workflow_query(query)
+        filters = query.filters()
+        if any("\x00" in value for value in filters.values()):
+            cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
+            query = dataclasses.replace(query, **cleaned)
+        with self._connection("query workflows") as conn:
+            return select_workflows(conn, query, dialect=POSTGRES)
 
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s

@@ -43,6 +43,11 @@ from tollmeter.collector.storage._schema import (
     migrate,
     register_functions,
 )
+from tollmeter.collector.storage._workflows import (
+    WorkflowRow,
+    check_workflow_query,
+    select_workflows,
+)
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["SQLiteLedger"]
@@ -265,6 +270,11 @@ class SQLiteLedger(Ledger):
         horizon_s = self._minute_horizon_s(time.time_ns())
         with self._reading() as conn, _wrapped("query usage"):
             return select_usage(conn, query, minute_horizon_s=horizon_s)
+
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        check_workflow_query(query)
+        with self._reading() as conn, _wrapped("query workflows"):
+            return select_workflows(conn, query)
 
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
