@@ -34,9 +34,9 @@ from typing import Any
 
 import psycopg
 
-from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
+from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     EventRow,
@@ -44,26 +44,13 @@ from tollmeter.collector.storage._codec import (
     event_values,
     with_sequence,
 )
-from tollmeter.collector.storage._outcomes import (
-    POSTGRES_SQL,
-    OutcomeRow,
-    OutcomeSummary,
-    select_outcome_rows,
-    store_outcomes,
-    summarize_outcomes,
-)
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_sums, rollup_rows
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
-from tollmeter.collector.storage._sqlite import _positive
-from tollmeter.collector.storage._workflows import (
-    WorkflowRow,
-    check_workflow_query,
-    select_workflows,
-)
+from tollmeter.collector.storage._sqlite import _chain_link, _positive
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["LIBPQ_OPTIONS", "PostgresLedger"]
@@ -91,6 +78,17 @@ _INCOMING = (
 _MOVE = (
     f"INSERT INTO usage_events ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_events "
     "ORDER BY sequence ON CONFLICT (event_id) DO NOTHING RETURNING sequence"
+)
+_COST = EVENT_COLUMNS.index("cost")
+_CHAIN_COLUMNS = ",".join((*EVENT_COLUMNS, "sequence"))
+_LAST_LINK = "SELECT commit_number, head FROM ledger_chain ORDER BY commit_number DESC LIMIT 1"
+_INSERT_LINK = (
+    "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
+    "committed_ns, columns, row_digests) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_SELECT_LINKS = (
+    "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
+    "row_digests FROM ledger_chain WHERE commit_number > %s ORDER BY commit_number LIMIT %s"
 )
 _KEY = ", ".join(("granularity", "bucket", *ROLLUP_DIMENSIONS))
 _UPSERT_ROLLUP = (
@@ -248,14 +246,20 @@ class PostgresLedger(Ledger):
         row = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM usage_events").fetchone()
         sequence = int(row[0]) if row else 0
         by_sequence: dict[int, UsageEvent] = {}
+        stored: dict[int, tuple[Any, ...]] = {}
         with conn.cursor() as cursor:
             with cursor.copy(f"COPY incoming_events ({_COLUMNS}) FROM STDIN") as copy:
                 for event in fresh.values():
                     sequence += 1
                     by_sequence[sequence] = event
-                    copy.write_row(_storable((sequence, *event_values(event))))
+                    stored[sequence] = _storable((sequence, *event_values(event)))
+                    copy.write_row(stored[sequence])
             inserted = sorted(cursor.execute(_MOVE).fetchall())
         committed = [with_sequence(by_sequence[seq], seq) for (seq,) in inserted]
+        if inserted:
+            # Under the append lock: the last link is this replica's or another's, and no
+            # one else links until this transaction ends.
+            self._link(conn, [(*stored[seq][1:], seq) for (seq,) in inserted], now_ns)
         conn.execute(
             "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
             "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
@@ -278,6 +282,23 @@ class PostgresLedger(Ledger):
             )
             self._last_prune_ns = now_ns
         return committed, minutes
+
+    def _link(self, conn: psycopg.Connection, rows: list[tuple[Any, ...]], now_ns: int) -> None:
+        """Write the chain link over the inserted ``rows`` (in ``ROW_COLUMNS`` order)."""
+        last = conn.execute(_LAST_LINK).fetchone()
+        commit, head = (0, GENESIS) if last is None else (int(last[0]), bytes.fromhex(last[1]))
+        head, digests = link_rows(head, rows, _COST)
+        conn.execute(
+            _INSERT_LINK,
+            (commit + 1, rows[0][-1], rows[-1][-1], head.hex(), now_ns, _CHAIN_COLUMNS, digests),
+        )
+
+    def read_chain(self, after_commit: int, limit: int) -> list[ChainLink]:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        with self._connection("read ledger chain") as conn:
+            rows = conn.execute(_SELECT_LINKS, (after_commit, limit)).fetchall()
+        return [_chain_link(row) for row in rows]
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         return [event_from_row(row) for row in self.read_event_rows(after_sequence, limit)]
@@ -302,15 +323,6 @@ class PostgresLedger(Ledger):
         with self._connection("query usage") as conn:
             return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
 
-    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
-        check_workflow_query(query)
-        filters = query.filters()
-        if any("\x00" in value for value in filters.values()):
-            cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
-            query = dataclasses.replace(query, **cleaned)
-        with self._connection("query workflows") as conn:
-            return select_workflows(conn, query, dialect=POSTGRES)
-
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
@@ -326,26 +338,6 @@ class PostgresLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (_text(key), _text(value)),
-            )
-
-    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        if not outcomes:
-            return []
-        with self._connection("store outcomes") as conn, conn.transaction():
-            # The append lock: outcome sequences too become visible in commit order.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
-            return store_outcomes(conn, POSTGRES_SQL, outcomes)
-
-    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
-        with self._connection("read outcomes") as conn:
-            return select_outcome_rows(conn, POSTGRES_SQL, after_sequence, limit)
-
-    def summarize_outcomes(
-        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
-    ) -> OutcomeSummary:
-        with self._connection("summarize outcomes") as conn:
-            return summarize_outcomes(
-                conn, POSTGRES_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def lease(self, name: str) -> Lease:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import psycopg
 
 from tollmeter.collector._event_ids import event_id, legacy_event_id
+from tollmeter.collector.storage._chain import genesis_link
 from tollmeter.collector.storage._schema import SCHEMA_VERSION
 from tollmeter.semconv.version import __version__
 
@@ -85,17 +86,17 @@ _V4: tuple[Step, ...] = (
     "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token DOUBLE PRECISION",
 )
 
-# Version 5: outcomes (see ``_schema.py``); values are exact NUMERIC.
-_V5: tuple[Step, ...] = (
-    "CREATE TABLE outcomes (sequence BIGINT PRIMARY KEY, outcome_id TEXT NOT NULL, "
-    "tenant_id TEXT NOT NULL, workflow_id TEXT NOT NULL, name TEXT NOT NULL, "
-    "value NUMERIC NOT NULL, time_ns BIGINT NOT NULL, UNIQUE (tenant_id, outcome_id))",
-    "CREATE INDEX outcomes_time ON outcomes (time_ns)",
-    "CREATE INDEX outcomes_workflow ON outcomes (tenant_id, workflow_id)",
-    "CREATE INDEX usage_events_workflow ON usage_events (tenant_id, workflow_id)",
+_V5: tuple[Step, ...] = ()
+
+# Version 6: the hash chain, as in ``_schema.py``.
+_V6: tuple[Step, ...] = (
+    "CREATE TABLE ledger_chain (commit_number BIGINT PRIMARY KEY, "
+    "first_sequence BIGINT NOT NULL, last_sequence BIGINT NOT NULL, head TEXT NOT NULL, "
+    "committed_ns BIGINT NOT NULL, columns TEXT NOT NULL, row_digests BYTEA NOT NULL)",
+    lambda conn: genesis_link(conn, mark="%s"),
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test run

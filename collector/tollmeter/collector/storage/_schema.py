@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from tollmeter.collector._dimensions import DIMENSIONS
 from tollmeter.collector._event_ids import event_id, legacy_event_id
+from tollmeter.collector.storage._chain import genesis_link
 from tollmeter.semconv.version import __version__
 
 __all__ = [
@@ -40,6 +42,8 @@ ROLLUP_COUNTERS = (
     "total_tokens",
     "requests",
 )
+
+Step = str | Callable[[sqlite3.Connection], None]
 
 # Each version's statements are written out as they ran: never derive them from the
 # code of today, whose fields move on (a derived CREATE TABLE would give a fresh ledger
@@ -98,20 +102,19 @@ _V4 = (
     "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token REAL",
 )
 
-# Version 5 records outcomes (collector/_outcomes.py): what a workflow achieved, one row per
-# (tenant, outcome id), so that a repeated report is refused by the key like a repeated
-# event. ``sequence`` pages the Parquet export as it does for events; the usage index finds
-# a workflow's calls for the cost per outcome.
-_V5 = (
-    "CREATE TABLE outcomes (sequence INTEGER PRIMARY KEY, outcome_id TEXT NOT NULL, "
-    "tenant_id TEXT NOT NULL, workflow_id TEXT NOT NULL, name TEXT NOT NULL, "
-    "value TEXT NOT NULL, time_ns INTEGER NOT NULL, UNIQUE (tenant_id, outcome_id))",
-    "CREATE INDEX outcomes_time ON outcomes (time_ns)",
-    "CREATE INDEX outcomes_workflow ON outcomes (tenant_id, workflow_id)",
-    "CREATE INDEX usage_events_workflow ON usage_events (tenant_id, workflow_id)",
+_V5: tuple[Step, ...] = ("SELECT 1",)
+
+# Version 6 starts the hash chain (``_chain.py``): one row per commit, written in the
+# commit's transaction. Events already in the ledger get one genesis link over all of them,
+# which proves only that they are unchanged since this upgrade.
+_V6: tuple[Step, ...] = (
+    "CREATE TABLE ledger_chain (commit_number INTEGER PRIMARY KEY, "
+    "first_sequence INTEGER NOT NULL, last_sequence INTEGER NOT NULL, head TEXT NOT NULL, "
+    "committed_ns INTEGER NOT NULL, columns TEXT NOT NULL, row_digests BLOB NOT NULL)",
+    lambda conn: genesis_link(conn, mark="?"),
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -129,9 +132,12 @@ def migrate(conn: sqlite3.Connection) -> int:
                 f"ledger schema version {version} is newer than this tollmeter "
                 f"{__version__} knows ({SCHEMA_VERSION}): upgrade tollmeter to open it"
             )
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                conn.execute(statement)
+        for steps in MIGRATIONS[version:]:
+            for step in steps:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
         if version < SCHEMA_VERSION:
             conn.executemany(
                 "INSERT INTO schema_migrations (version, applied_ns, applied_by) VALUES (?, ?, ?)",

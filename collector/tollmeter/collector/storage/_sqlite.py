@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
+from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     ROW_COLUMNS,
@@ -21,14 +21,6 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
-)
-from tollmeter.collector.storage._outcomes import (
-    SQLITE_SQL,
-    OutcomeRow,
-    OutcomeSummary,
-    select_outcome_rows,
-    store_outcomes,
-    summarize_outcomes,
 )
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
@@ -43,11 +35,6 @@ from tollmeter.collector.storage._schema import (
     migrate,
     register_functions,
 )
-from tollmeter.collector.storage._workflows import (
-    WorkflowRow,
-    check_workflow_query,
-    select_workflows,
-)
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["SQLiteLedger"]
@@ -59,6 +46,16 @@ _SYNCHRONOUS: tuple[Synchronous, ...] = ("off", "normal", "full", "extra")
 # SQLite's default cap on bound variables is 32766; stay well below it.
 _CHUNK = 500
 _EVENT_ID = EVENT_COLUMNS.index("event_id")
+_COST = EVENT_COLUMNS.index("cost")
+_CHAIN_COLUMNS = ",".join(ROW_COLUMNS)
+_INSERT_LINK = (
+    "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
+    "committed_ns, columns, row_digests) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_LINKS = (
+    "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
+    "row_digests FROM ledger_chain WHERE commit_number > ? ORDER BY commit_number LIMIT ?"
+)
 
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO usage_events (sequence, {', '.join(EVENT_COLUMNS)}) "
@@ -126,10 +123,18 @@ class SQLiteLedger(Ledger):
                 self._writer.execute(f"PRAGMA synchronous={mode.upper()}")
                 migrate(self._writer)
                 row = self._writer.execute("SELECT MAX(sequence) FROM usage_events").fetchone()
+                link = self._writer.execute(
+                    "SELECT commit_number, head FROM ledger_chain "
+                    "ORDER BY commit_number DESC LIMIT 1"
+                ).fetchone()
             except BaseException:
                 self._writer.close()
                 raise
         self._last_sequence = int(row[0] or 0)
+        # The chain's end, advanced only once a commit holding its next link succeeded.
+        self._chain: tuple[int, bytes] = (
+            (0, GENESIS) if link is None else (int(link[0]), bytes.fromhex(link[1]))
+        )
         self._last_prune_ns = 0
 
     def _connect(self) -> sqlite3.Connection:
@@ -183,7 +188,7 @@ class SQLiteLedger(Ledger):
             now_ns = time.time_ns()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                committed, minutes = self._append_locked(conn, fresh, now_ns)
+                committed, minutes, chain = self._append_locked(conn, fresh, now_ns)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -191,13 +196,14 @@ class SQLiteLedger(Ledger):
                 raise
             if committed:
                 self._last_sequence = committed[-1].sequence
+                self._chain = chain
         return AppendResult(
             committed=committed, duplicates=len(events) - len(committed), minutes=minutes
         )
 
     def _append_locked(
         self, conn: sqlite3.Connection, fresh: dict[str, UsageEvent], now_ns: int
-    ) -> tuple[list[UsageEvent], MinuteSums]:
+    ) -> tuple[list[UsageEvent], MinuteSums, tuple[int, bytes]]:
         ids = list(fresh)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -207,7 +213,7 @@ class SQLiteLedger(Ledger):
             ):
                 del fresh[seen]
         if not fresh:
-            return [], {}
+            return [], {}, self._chain
         sequence = self._last_sequence
         rows: list[tuple[Any, ...]] = []
         for event in fresh.values():
@@ -224,6 +230,7 @@ class SQLiteLedger(Ledger):
             }
             rows = [row for row in rows if row[_EVENT_ID + 1] in stored]
         committed = [with_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
+        chain = self._link(conn, rows, now_ns)
         conn.executemany(
             "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
             [(event.event_id, now_ns) for event in fresh.values()],
@@ -238,7 +245,26 @@ class SQLiteLedger(Ledger):
                 (minute_horizon_s,),
             )
             self._last_prune_ns = now_ns
-        return committed, minutes
+        return committed, minutes, chain
+
+    def _link(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now_ns: int
+    ) -> tuple[int, bytes]:
+        """Write the chain link over the inserted ``rows`` (sequence first); the new end."""
+        commit, head = self._chain
+        head, digests = link_rows(head, [(*row[1:], row[0]) for row in rows], _COST)
+        conn.execute(
+            _INSERT_LINK,
+            (commit + 1, rows[0][0], rows[-1][0], head.hex(), now_ns, _CHAIN_COLUMNS, digests),
+        )
+        return commit + 1, head
+
+    def read_chain(self, after_commit: int, limit: int) -> list[ChainLink]:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        with self._reading() as conn, _wrapped("read ledger chain"):
+            rows = conn.execute(_SELECT_LINKS, (after_commit, limit)).fetchall()
+        return [_chain_link(row) for row in rows]
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         if limit < 1:
@@ -271,11 +297,6 @@ class SQLiteLedger(Ledger):
         with self._reading() as conn, _wrapped("query usage"):
             return select_usage(conn, query, minute_horizon_s=horizon_s)
 
-    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
-        check_workflow_query(query)
-        with self._reading() as conn, _wrapped("query workflows"):
-            return select_workflows(conn, query)
-
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
@@ -291,32 +312,6 @@ class SQLiteLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
-            )
-
-    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        if not outcomes:
-            return []
-        with self._writing() as conn, _wrapped("store outcomes"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                stored = store_outcomes(conn, SQLITE_SQL, outcomes)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        return stored
-
-    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
-        with self._reading() as conn, _wrapped("read outcomes"):
-            return select_outcome_rows(conn, SQLITE_SQL, after_sequence, limit)
-
-    def summarize_outcomes(
-        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
-    ) -> OutcomeSummary:
-        with self._reading() as conn, _wrapped("summarize outcomes"):
-            return summarize_outcomes(
-                conn, SQLITE_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def close(self) -> None:
@@ -339,6 +334,19 @@ class SQLiteLedger(Ledger):
     @property
     def synchronous(self) -> Synchronous:
         return self._synchronous
+
+
+def _chain_link(row: Sequence[Any]) -> ChainLink:
+    commit, first, last, head, committed_ns, columns, digests = row
+    return ChainLink(
+        int(commit),
+        int(first),
+        int(last),
+        str(head),
+        int(committed_ns),
+        tuple(str(columns).split(",")),
+        bytes(digests),
+    )
 
 
 def _positive(name: str, value: float | str) -> float:

@@ -1,0 +1,164 @@
+"""The ledger's hash chain: the canonical encoding of a row and how commits link.
+
+A row is encoded column by column, in the order of the column list recorded with its
+commit (``ROW_COLUMNS`` when it was committed: the codec's field order, ``sequence``
+last). Each value is one type tag byte, then for every tag but ``N`` a 4-byte big-endian
+length and that many bytes:
+
+- ``N`` NULL (no length, no bytes);
+- ``I`` an integer, or a floating-point number with an integral value, as ASCII decimal
+  digits (``-`` for negatives): SQLite may hand a ``REAL`` column's ``2.0`` back as ``2``;
+- ``R`` any other floating-point number, as Python's shortest round-trip ``repr``;
+- ``D`` the ``cost`` column, a decimal as plain text without exponent (``0.00015``,
+  never ``1.5E-4``), so SQLite's text and PostgreSQL's ``NUMERIC`` encode alike;
+- ``T`` text, as UTF-8.
+
+A row's digest is SHA-256 of its encoding; the head after a row is SHA-256 of the head
+before it (32 bytes) and the row's digest. The first head is 32 zero bytes. A commit
+stores the head after its last row, and, to locate a row that no longer matches, the
+sequence offset (4 bytes) and the first 8 bytes of the digest of every row it inserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from tollmeter.collector.storage._codec import ROW_COLUMNS
+
+__all__ = [
+    "GENESIS",
+    "ChainLink",
+    "fold",
+    "genesis_link",
+    "link_rows",
+    "pack_digests",
+    "row_digest",
+    "unpack_digests",
+]
+
+GENESIS = bytes(32)
+"""The head before the first row."""
+
+_LENGTH = struct.Struct(">I")
+_ENTRY = struct.Struct(">I8s")
+_sha256 = hashlib.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One commit of the chain as ``ledger_chain`` stores it."""
+
+    commit: int
+    first_sequence: int
+    last_sequence: int
+    head: str
+    committed_ns: int
+    columns: tuple[str, ...]
+    digests: bytes
+
+
+def _encode_value(value: object, decimal: bool) -> bytes:
+    if value is None:
+        return b"N"
+    if isinstance(value, bytes):
+        payload = value
+        if decimal:
+            payload = format(Decimal(value.decode()), "f").encode()
+            return b"D" + _LENGTH.pack(len(payload)) + payload
+        return b"T" + _LENGTH.pack(len(payload)) + payload
+    if decimal:
+        payload = format(Decimal(str(value)), "f").encode()
+        return b"D" + _LENGTH.pack(len(payload)) + payload
+    if isinstance(value, str):
+        payload = value.encode()
+        return b"T" + _LENGTH.pack(len(payload)) + payload
+    if isinstance(value, bool):
+        raise TypeError("the ledger stores no booleans")
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        payload = str(int(value)).encode()
+        return b"I" + _LENGTH.pack(len(payload)) + payload
+    if isinstance(value, float):
+        payload = repr(value).encode()
+        return b"R" + _LENGTH.pack(len(payload)) + payload
+    if isinstance(value, Decimal):
+        payload = format(value, "f").encode()
+        return b"D" + _LENGTH.pack(len(payload)) + payload
+    raise TypeError(f"no canonical encoding for {type(value).__name__}")
+
+
+def encode_row(row: Sequence[object], decimal_index: int) -> bytes:
+    """The canonical encoding of ``row``; ``decimal_index`` is the ``cost`` column's."""
+    return b"".join(_encode_value(value, index == decimal_index) for index, value in enumerate(row))
+
+
+def row_digest(row: Sequence[object], decimal_index: int) -> bytes:
+    return _sha256(encode_row(row, decimal_index)).digest()
+
+
+def fold(head: bytes, digests: Iterable[bytes]) -> bytes:
+    """The head after rows with ``digests``, starting from ``head``."""
+    for digest in digests:
+        head = _sha256(head + digest).digest()
+    return head
+
+
+def pack_digests(first_sequence: int, entries: Iterable[tuple[int, bytes]]) -> bytes:
+    """``(sequence, digest)`` of a commit's rows as ``ledger_chain.row_digests``."""
+    return b"".join(
+        _ENTRY.pack(sequence - first_sequence, digest[:8]) for sequence, digest in entries
+    )
+
+
+def unpack_digests(first_sequence: int, packed: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(sequence, digest prefix)`` of each row of a commit, in sequence order."""
+    for offset, prefix in _ENTRY.iter_unpack(packed):
+        yield first_sequence + offset, prefix
+
+
+def link_rows(head: bytes, rows: Sequence[Sequence[Any]], cost_index: int) -> tuple[bytes, bytes]:
+    """The head after ``rows`` (each ending with its sequence, ascending) and their packed
+    digests, for the commit that inserts them."""
+    digests = [row_digest(row, cost_index) for row in rows]
+    first = int(rows[0][-1])
+    packed = pack_digests(
+        first, ((int(row[-1]), digest) for row, digest in zip(rows, digests, strict=True))
+    )
+    return fold(head, digests), packed
+
+
+class _Connection(Protocol):
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+
+def genesis_link(conn: _Connection, *, mark: str) -> None:
+    """Cover the events of a ledger upgraded to the chain with one first link.
+
+    ``conn`` is inside the migration's transaction; ``mark`` is the driver's parameter
+    placeholder. Only the columns the table has at this version are hashed (a later
+    migration's columns do not exist yet), recorded with the link like any commit's.
+    """
+    cursor = conn.execute("SELECT * FROM usage_events LIMIT 0")
+    existing = {str(column[0]) for column in cursor.description}
+    columns = tuple(name for name in ROW_COLUMNS if name in existing)
+    cost_index = columns.index("cost")
+    names = ", ".join("CAST(cost AS TEXT)" if name == "cost" else name for name in columns)
+    head, first, last, entries = GENESIS, 0, 0, bytearray()
+    for row in conn.execute(f"SELECT {names} FROM usage_events ORDER BY sequence"):
+        digest = row_digest(row, cost_index)
+        head = _sha256(head + digest).digest()
+        last = int(row[-1])
+        first = first or last
+        entries += _ENTRY.pack(last - first, digest[:8])
+    if not entries:
+        return
+    conn.execute(
+        "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
+        f"committed_ns, columns, row_digests) VALUES ({', '.join([mark] * 7)})",
+        (1, first, last, head.hex(), time.time_ns(), ",".join(columns), bytes(entries)),
+    )
