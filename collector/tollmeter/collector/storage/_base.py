@@ -6,12 +6,15 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
 from tollmeter.collector.storage._chain import ChainLink
 from tollmeter.collector.storage._codec import EventRow, event_values
+from tollmeter.collector.storage._outcomes import OutcomeRow, OutcomeSummary
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import MinuteSums
+from tollmeter.collector.storage._workflows import WorkflowRow
 
 __all__ = ["AppendResult", "Lease", "Ledger", "StorageError"]
 
@@ -105,6 +108,11 @@ class Ledger(abc.ABC):
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         """Usage totals matching ``query``, ordered by window then grouped dimensions."""
 
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        """Totals per workflow run of the events matching ``query`` (see ``_workflows``)."""
+        del query
+        raise StorageError(f"{type(self).__name__} answers no workflow queries")
+
     @abc.abstractmethod
     def get_state(self, key: str) -> str | None:
         """A value stored with ``set_state``, or ``None``."""
@@ -112,6 +120,25 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def set_state(self, key: str, value: str) -> None:
         """Durably store a small value (an export cursor, hook state...)."""
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Store the outcomes whose (tenant, outcome id) is new, in one durable transaction;
+        the stored ones with their sequences (a repeat, even within the batch, stores nothing).
+        """
+        del outcomes
+        raise StorageError(f"{type(self).__name__} stores no outcomes")
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        """Up to ``limit`` outcome rows with a sequence above ``after_sequence``, ascending."""
+        del after_sequence, limit
+        raise StorageError(f"{type(self).__name__} stores no outcomes")
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        """Cost and tokens per outcome name, and of the workflows without an outcome."""
+        del tenant, start_ns, end_ns, name
+        raise StorageError(f"{type(self).__name__} stores no outcomes")
 
     def lease(self, name: str) -> Lease:
         """The lease ``name`` among the processes sharing this ledger (not yet acquired)."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import psycopg
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
@@ -44,6 +45,14 @@ from tollmeter.collector.storage._codec import (
     event_values,
     with_sequence,
 )
+from tollmeter.collector.storage._outcomes import (
+    POSTGRES_SQL,
+    OutcomeRow,
+    OutcomeSummary,
+    select_outcome_rows,
+    store_outcomes,
+    summarize_outcomes,
+)
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
@@ -51,6 +60,11 @@ from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_su
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
 from tollmeter.collector.storage._sqlite import _chain_link, _positive
+from tollmeter.collector.storage._workflows import (
+    WorkflowRow,
+    check_workflow_query,
+    select_workflows,
+)
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["LIBPQ_OPTIONS", "PostgresLedger"]
@@ -323,6 +337,15 @@ class PostgresLedger(Ledger):
         with self._connection("query usage") as conn:
             return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
 
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        check_workflow_query(query)
+        filters = query.filters()
+        if any("\x00" in value for value in filters.values()):
+            cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
+            query = dataclasses.replace(query, **cleaned)
+        with self._connection("query workflows") as conn:
+            return select_workflows(conn, query, dialect=POSTGRES)
+
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
@@ -338,6 +361,26 @@ class PostgresLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (_text(key), _text(value)),
+            )
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        if not outcomes:
+            return []
+        with self._connection("store outcomes") as conn, conn.transaction():
+            # The append lock: outcome sequences too become visible in commit order.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            return store_outcomes(conn, POSTGRES_SQL, outcomes)
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        with self._connection("read outcomes") as conn:
+            return select_outcome_rows(conn, POSTGRES_SQL, after_sequence, limit)
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        with self._connection("summarize outcomes") as conn:
+            return summarize_outcomes(
+                conn, POSTGRES_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def lease(self, name: str) -> Lease:

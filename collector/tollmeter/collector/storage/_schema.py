@@ -102,7 +102,18 @@ _V4 = (
     "ALTER TABLE usage_events ADD COLUMN decode_s_per_output_token REAL",
 )
 
-_V5: tuple[Step, ...] = ("SELECT 1",)
+# Version 5 records outcomes (collector/_outcomes.py): what a workflow achieved, one row per
+# (tenant, outcome id), so that a repeated report is refused by the key like a repeated
+# event. ``sequence`` pages the Parquet export as it does for events; the usage index finds
+# a workflow's calls for the cost per outcome.
+_V5 = (
+    "CREATE TABLE outcomes (sequence INTEGER PRIMARY KEY, outcome_id TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, workflow_id TEXT NOT NULL, name TEXT NOT NULL, "
+    "value TEXT NOT NULL, time_ns INTEGER NOT NULL, UNIQUE (tenant_id, outcome_id))",
+    "CREATE INDEX outcomes_time ON outcomes (time_ns)",
+    "CREATE INDEX outcomes_workflow ON outcomes (tenant_id, workflow_id)",
+    "CREATE INDEX usage_events_workflow ON usage_events (tenant_id, workflow_id)",
+)
 
 # Version 6 starts the hash chain (``_chain.py``): one row per commit, written in the
 # commit's transaction. Events already in the ledger get one genesis link over all of them,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
@@ -21,6 +22,14 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
+)
+from tollmeter.collector.storage._outcomes import (
+    SQLITE_SQL,
+    OutcomeRow,
+    OutcomeSummary,
+    select_outcome_rows,
+    store_outcomes,
+    summarize_outcomes,
 )
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
@@ -34,6 +43,11 @@ from tollmeter.collector.storage._schema import (
     ROLLUP_DIMENSIONS,
     migrate,
     register_functions,
+)
+from tollmeter.collector.storage._workflows import (
+    WorkflowRow,
+    check_workflow_query,
+    select_workflows,
 )
 from tollmeter.semconv.errors import ConfigurationError
 
@@ -297,6 +311,11 @@ class SQLiteLedger(Ledger):
         with self._reading() as conn, _wrapped("query usage"):
             return select_usage(conn, query, minute_horizon_s=horizon_s)
 
+    def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
+        check_workflow_query(query)
+        with self._reading() as conn, _wrapped("query workflows"):
+            return select_workflows(conn, query)
+
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
@@ -312,6 +331,32 @@ class SQLiteLedger(Ledger):
                 "INSERT INTO state (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
+            )
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        if not outcomes:
+            return []
+        with self._writing() as conn, _wrapped("store outcomes"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                stored = store_outcomes(conn, SQLITE_SQL, outcomes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        with self._reading() as conn, _wrapped("read outcomes"):
+            return select_outcome_rows(conn, SQLITE_SQL, after_sequence, limit)
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        with self._reading() as conn, _wrapped("summarize outcomes"):
+            return summarize_outcomes(
+                conn, SQLITE_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
 
     def close(self) -> None:
