@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -175,9 +174,7 @@ def test_csv_passes_the_focus_validator(export, focus_validator, tmp_path):
         writer = csv.writer(handle)
         writer.writerow([_RULE_SET_NAMES.get(name, name) for name in header])
         writer.writerows(body)
-    # The validator reads its currency codes from a path relative to its own package,
-    # and its 1.0 rules still query ChargeType (ChargeCategory's earlier name).
-    site = next(focus_validator.program.parent.parent.glob("lib/python3*/site-packages"))
+    # The validator's 1.0 rules still query ChargeType (ChargeCategory's earlier name).
     with_alias = tmp_path / "focus-1.0-rules.csv"
     with renamed.open(newline="") as source, with_alias.open("w", newline="") as target:
         writer = csv.writer(target)
@@ -185,18 +182,8 @@ def test_csv_passes_the_focus_validator(export, focus_validator, tmp_path):
             writer.writerow(
                 [*line, "ChargeType" if index == 0 else line[header.index("ChargeCategory")]]
             )
-    result = subprocess.run(
-        [str(focus_validator.program), "--data-file", str(with_alias), "--validate-version", "1.0"],
-        cwd=site,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    # It exits 0 either way: its verdict is in the output.
-    assert "Validation succeeded." in output, output
-    assert "failed" not in output.lower(), output
+    verdict = focus_validator.validate(with_alias)
+    assert verdict.passed, verdict.output
 
 
 def test_the_documented_duckdb_query_reads_the_file(data_dir, export):
@@ -257,3 +244,16 @@ def test_a_postgresql_ledger_exports_and_reconciles_like_sqlite(
     assert drift[("openai", "gpt-4o-mini")]["output_tokens"].difference == 0
     assert all(d.difference == 0 for d in drift[("anthropic", "claude-3-5-haiku-latest")].values())
     assert drift[("openai", "mystery-model")]["output_tokens"].percent == -100
+
+
+def test_the_validator_refuses_a_file_without_billed_cost(export, focus_validator, tmp_path):
+    # Proves the verdict above is the validator's: the same rows without a required column fail.
+    with export("csv")["out"].open(newline="") as handle:
+        lines = list(csv.reader(handle))
+    dropped = lines[0].index("BilledCost")
+    broken = tmp_path / "no-billed-cost.csv"
+    with broken.open("w", newline="") as handle:
+        csv.writer(handle).writerows([line[:dropped] + line[dropped + 1 :] for line in lines])
+    verdict = focus_validator.validate(broken)
+    assert not verdict.passed
+    assert "BilledCost" in verdict.output
