@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute
 
 from tollmeter.collector._config import Config
 from tollmeter.collector._extract import Extractor
+from tollmeter.collector._outcomes_api import outcome_routes
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._usage_api import usage_routes
 from tollmeter.collector.pricing import Pricer
@@ -43,4 +44,4 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
 
 
 def usage_api_routes(ledger: Ledger, pipeline: Pipeline) -> list[BaseRoute]:
-    return list(usage_routes(ledger, pipeline.meters))
+    return [*usage_routes(ledger, pipeline.meters), *outcome_routes(ledger)]
