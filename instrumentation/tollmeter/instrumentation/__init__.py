@@ -12,6 +12,8 @@
   metrics for every call of the ``openai`` SDK; likewise ``AnthropicInstrumentor``
   (``.anthropic``) and ``GoogleGenAIInstrumentor`` (``.google_genai``, Gemini API and
   Vertex AI).
+- ``outcome(name, workflow_id=..., value=...)``: record what a workflow achieved, so that
+  the collector gives the cost and tokens per outcome (per resolved ticket...).
 - ``budget(max_tokens=..., max_calls=...)``: cap the model calls of one request or
   agent run in process; ``BudgetExceeded`` before the call that would pass it.
 - ``Guard(url=...)``: pre-flight checks against the collector's limits (also enabled by
@@ -43,6 +45,7 @@ from tollmeter.instrumentation._estimate import (
 )
 from tollmeter.instrumentation._guard import Guard, GuardDecision
 from tollmeter.instrumentation._middleware import TollmeterMiddleware, TollmeterWSGIMiddleware
+from tollmeter.instrumentation._outcome import outcome
 from tollmeter.instrumentation.errors import BudgetExceeded, GuardUnavailable, QuotaExceeded
 
 __all__ = [
@@ -65,5 +68,6 @@ __all__ = [
     "encoding_name_for_model",
     "estimate_chat_input_tokens",
     "estimate_prompt_tokens",
+    "outcome",
     "set_load_timeout",
 ]
