@@ -5,7 +5,8 @@
 - ``[collector]``, the Dockerfile's install line, with no dev package: ``tollmeter collector``
   starts, answers ``/readyz``, meters spans sent over gRPC and HTTP, forwards them to a second
   collector and exports Parquet.
-- ``[collector,redis]``: the same command starts and the Redis client is there.
+- ``[collector,postgres,redis]``: a replica's set-up, the ledger on PostgreSQL, the limits in
+  Redis and the export on S3, meters a span, enforces a quota and exports it.
 
 Each venv is built once per session with the lock's versions as constraints, so the result does
 not change with an upstream release; constraints never add a package, so a dependency an extra
@@ -24,6 +25,8 @@ from typing import Any
 
 import httpx
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -287,11 +290,54 @@ def test_collector_extra_alone_ingests_forwards_and_exports(install, collector_p
     assert sum(table.column("total_tokens").to_pylist()) == 300
 
 
-def test_collector_and_redis_extras_start(install, collector_process):
-    venv = install("collector,redis")
-    assert importable(venv, ("redis", "grpc", "pyarrow")) == ["redis", "grpc", "pyarrow"]
-    collector = collector_process(command=str(venv / "bin" / "tollmeter"), env=clean_env())
-    assert httpx.get(f"{collector.management_url}/readyz", timeout=10).status_code == 200
+def test_replica_extras_share_postgresql_redis_and_s3(
+    install, collector_process, postgres_url, redis_url, s3_server, s3_bucket, tmp_path
+):
+    venv = install("collector,postgres,redis")
+    assert importable(venv, ("psycopg", "redis", "grpc")) == ["psycopg", "redis", "grpc"]
+    assert importable(venv, (*DEV_ONLY, "boto3", "moto")) == []
+    config = tmp_path / "replica.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"url": postgres_url},
+                "limits": {
+                    "storage": redis_url,
+                    "rules": [
+                        {"name": "quota", "limit": 1, "measure": "requests", "window": "day"}
+                    ],
+                },
+                "export": {
+                    "url": f"s3://{s3_bucket}/usage",
+                    "s3": s3_server.settings(),
+                    "interval": "1h",
+                },
+            }
+        )
+    )
+    collector = collector_process(
+        args=["--config", str(config)], command=str(venv / "bin" / "tollmeter"), env=clean_env()
+    )
+    api = collector.management_url
+
+    _span_sender(GrpcExporter(endpoint=collector.grpc_endpoint, insecure=True))("resp-replica")
+    assert [e["response_id"] for e in collector.wait_for_events(1)] == ["resp-replica"]
+
+    def check() -> bool:
+        reply = httpx.post(f"{api}/api/v1/check", json={"tenant": "acme"}, timeout=10)
+        assert reply.status_code == 200, reply.text
+        allowed: bool = reply.json()["allowed"]
+        return allowed
+
+    assert [check(), check()] == [True, False]  # the quota of one lives in Redis
+
+    assert httpx.post(f"{api}/api/v1/export", timeout=60).status_code == 200
+    filesystem = s3_server.filesystem()
+    selector = pafs.FileSelector(f"{s3_bucket}/usage", recursive=True)
+    keys = [i.path for i in filesystem.get_file_info(selector) if i.path.endswith(".parquet")]
+    assert len(keys) == 1
+    with filesystem.open_input_file(keys[0]) as stream:
+        assert pq.read_table(stream).column("response_id").to_pylist() == ["resp-replica"]
 
 
 GEMINI_APP = """
