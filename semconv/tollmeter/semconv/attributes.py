@@ -47,6 +47,7 @@ __all__ = [
     "TOLLMETER_BUDGET_CALL",
     "TOLLMETER_ENVIRONMENT",
     "TOLLMETER_FEATURE",
+    "TOLLMETER_ORG_ID",
     "TOLLMETER_OUTCOME_ID",
     "TOLLMETER_OUTCOME_NAME",
     "TOLLMETER_OUTCOME_VALUE",
@@ -193,6 +194,12 @@ stable.
 
 TOLLMETER_PROJECT_ID: Final = "tollmeter.project.id"
 """The project inside a tenant the usage belongs to. Type ``string``; origin tollmeter, stable."""
+
+TOLLMETER_ORG_ID: Final = "tollmeter.org.id"
+"""The organisation the tenant belongs to, when the collector's configuration does not say; ignored
+for a tenant the configuration maps and from an ingest key bound to a tenant. Type ``string``;
+origin tollmeter, stable.
+"""
 
 TOLLMETER_API_KEY_ID: Final = "tollmeter.api_key.id"
 """The id or hash of the API key the call was made with, never the secret itself. Type ``string``;
