@@ -20,6 +20,7 @@ import math
 from typing import Final
 
 from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 
 from tollmeter.instrumentation._attribution import MAX_VALUE_LENGTH, current_attribution
 from tollmeter.instrumentation._safety import report_failure
@@ -46,22 +47,29 @@ def outcome(
     value: float = 1,
     tenant: str | None = None,
     outcome_id: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> bool:
     """Record the outcome ``name`` of a workflow; whether it was recorded.
 
     ``workflow_id`` and ``tenant`` default to the attribution in effect; ``value`` is a
     finite number (a count, an amount); ``outcome_id`` makes the report idempotent
-    under an id of the caller's choosing.
+    under an id of the caller's choosing. The span goes through ``tracer_provider``
+    (default: the global one, which ``configure()`` sets).
     """
     try:
-        return _record(name, workflow_id, value, tenant, outcome_id)
+        return _record(name, workflow_id, value, tenant, outcome_id, tracer_provider)
     except Exception as exc:
         report_failure("outcome", exc)
         return False
 
 
 def _record(
-    name: object, workflow_id: object, value: object, tenant: object, outcome_id: object
+    name: object,
+    workflow_id: object,
+    value: object,
+    tenant: object,
+    outcome_id: object,
+    tracer_provider: TracerProvider | None,
 ) -> bool:
     attribution = current_attribution()
     if workflow_id is None:
@@ -91,7 +99,7 @@ def _record(
         span_attributes[attrs.TOLLMETER_TENANT_ID] = str(tenant)
     if outcome_id is not None:
         span_attributes[attrs.TOLLMETER_OUTCOME_ID] = str(outcome_id)
-    tracer = trace.get_tracer(_SCOPE, __version__)
+    tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
     span = tracer.start_span(
         OUTCOME_SPAN_NAME, kind=trace.SpanKind.INTERNAL, attributes=span_attributes
     )

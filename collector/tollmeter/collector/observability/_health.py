@@ -18,12 +18,14 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._pipeline import PipelineStats
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.forward import DROP_REASONS, ExporterStats
 from tollmeter.collector.forward._config import Signal
 from tollmeter.collector.limits._hooks import HookStats
 from tollmeter.collector.storage import AppendResult, Lease, Ledger, UsageQuery, UsageRow
+from tollmeter.collector.storage._outcomes import OutcomeRow, OutcomeSummary
 
 __all__ = ["HealthMetrics", "HealthSources", "TimedLedger"]
 
@@ -60,6 +62,19 @@ class TimedLedger(Ledger):
 
     def lease(self, name: str) -> Lease:
         return self._ledger.lease(name)
+
+    def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        return self._ledger.append_outcomes(outcomes)
+
+    def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
+        return self._ledger.read_outcome_rows(after_sequence, limit)
+
+    def summarize_outcomes(
+        self, *, tenant: str | None, start_ns: int, end_ns: int, name: str | None
+    ) -> OutcomeSummary:
+        return self._ledger.summarize_outcomes(
+            tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
+        )
 
     def close(self) -> None:
         self._ledger.close()
