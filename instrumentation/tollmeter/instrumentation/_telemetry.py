@@ -26,7 +26,10 @@ Life of a call::
   reasoning; the parts get their own attributes), ``tollmeter.usage.source``,
   ``tollmeter.usage.abandoned`` when the caller dropped a stream,
   ``tollmeter.attempt`` (the SDK's retry number of the attempt that answered, seen
-  through ``_attempts`` while the call is active), ``error.type``
+  through ``_attempts`` while the call is active), ``tollmeter.usage.hidden_input_tokens``
+  (from the ``hidden_input`` callable given to ``start``, see ``_hidden``), for streams
+  ``gen_ai.response.time_to_first_chunk`` and, when read to the end,
+  ``tollmeter.stream.decode_s_per_output_token``, ``error.type``
   and an error status when ``error`` is given, records the metrics and ends the
   span. With ``usage=None`` the counts are estimated: input from the
   ``input_estimate`` callable given to ``start``, output from ``output_text``.
@@ -116,6 +119,7 @@ class Call:
         "content",
         "end_held",
         "first_chunk_at",
+        "hidden_input",
         "input_estimate",
         "keeps_attributes",
         "metric_attributes",
@@ -135,8 +139,10 @@ class Call:
         input_estimate: Callable[[], int] | None,
         owns_span: bool,
         records_metrics: bool = True,
+        hidden_input: Callable[[], int] | None = None,
     ) -> None:
         self.span = span
+        self.hidden_input = hidden_input
         self.request_model = request_model
         self.metric_attributes = metric_attributes
         self.input_estimate = input_estimate
@@ -278,6 +284,7 @@ class Telemetry:
         input_estimate: Callable[[], int] | None = None,
         content: Callable[[], RequestContent] | None = None,
         peer: PeerSpan | None = None,
+        hidden_input: Callable[[], int] | None = None,
     ) -> Call:
         """Open the CLIENT span of a call (not made current) and read the attribution.
 
@@ -307,6 +314,7 @@ class Telemetry:
                 input_estimate=input_estimate,
                 owns_span=False,
                 records_metrics=not peer.records_metrics,
+                hidden_input=hidden_input,
             )
             call.keeps_attributes = peer.overwrites
             with contained("telemetry.hold_end"):
@@ -320,6 +328,7 @@ class Telemetry:
                 metric_attributes=metric_attributes,
                 input_estimate=input_estimate,
                 owns_span=True,
+                hidden_input=hidden_input,
             )
         if self.content is not None and content is not None:
             call.content = self.content.request(call.span, content)
@@ -334,6 +343,7 @@ class Telemetry:
         request_model: str | None,
         input_estimate: Callable[[], int] | None = None,
         content: Callable[[], RequestContent] | None = None,
+        hidden_input: Callable[[], int] | None = None,
     ) -> Call:
         """Track a span started elsewhere: add the attribution now, enrich it on ``finish``."""
         attribution = current_attribution()
@@ -348,6 +358,7 @@ class Telemetry:
             ),
             input_estimate=input_estimate,
             owns_span=False,
+            hidden_input=hidden_input,
         )
         if self.content is not None and content is not None:
             call.content = self.content.request(span, content)
@@ -461,6 +472,12 @@ class Telemetry:
             span_attributes[attrs.TOLLMETER_USAGE_ABANDONED] = True
         if call.attempts.retries is not None:
             span_attributes[attrs.TOLLMETER_ATTEMPT] = call.attempts.retries
+        if call.hidden_input is not None:
+            with contained("telemetry.hidden_input"):
+                span_attributes[attrs.TOLLMETER_USAGE_HIDDEN_INPUT_TOKENS] = call.hidden_input()
+        span_attributes.update(
+            _stream_timing(call, ended_at, usage, completed=error is None and not abandoned)
+        )
         metric_attributes = dict(call.metric_attributes)
         if response_model:
             metric_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model
@@ -548,6 +565,24 @@ def _deprecated_usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
     if usage.cache_write_input_tokens is None:
         return {}
     return {_DEPRECATED_CACHE_WRITE: usage.cache_write_input_tokens}
+
+
+def _stream_timing(
+    call: Call, ended_at: float, usage: Usage | None, *, completed: bool
+) -> dict[str, AttributeValue]:
+    """Time to the first chunk, and, for a stream read to its end, the decode time per output
+    token after the first (a stream cut short ends at an arbitrary point of its decoding)."""
+    first = call.first_chunk_at
+    if first is None:
+        return {}
+    values: dict[str, AttributeValue] = {
+        attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: first - call.started_at
+    }
+    if completed and usage is not None and usage.output_tokens > 1:
+        values[attrs.TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN] = (ended_at - first) / (
+            usage.output_tokens - 1
+        )
+    return values
 
 
 def _usage_attributes(usage: Usage, source: UsageSource) -> dict[str, AttributeValue]:

@@ -20,6 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import count_text_tokens, estimate_chat_input_tokens
+from tollmeter.instrumentation._hidden import hidden_input
 from tollmeter.instrumentation._telemetry import Usage, UsageSource
 from tollmeter.semconv import attributes as attrs
 
@@ -28,6 +29,7 @@ __all__ = [
     "PROVIDER",
     "StreamAccumulator",
     "UsageSource",
+    "hidden_input_counter",
     "input_estimator",
     "message_text",
     "request_attributes",
@@ -55,6 +57,16 @@ def request_attributes(
 def request_model(kwargs: Mapping[str, Any]) -> str | None:
     model = kwargs.get("model")
     return model if isinstance(model, str) else None
+
+
+def hidden_input_counter(kwargs: Mapping[str, Any]) -> Callable[[], int] | None:
+    """Counts the request's system prompt and tool definitions (``_hidden``)."""
+    system, tools = kwargs.get("system"), kwargs.get("tools")
+    return hidden_input(
+        [system] if isinstance(system, (str, list)) and system else [],
+        tools if isinstance(tools, list) else [],
+        request_model(kwargs),
+    )
 
 
 def input_estimator(kwargs: Mapping[str, Any]) -> Callable[[], int]:

@@ -143,6 +143,7 @@ class _Pending:
         "call",
         "content",
         "estimate",
+        "hidden",
         "model",
         "native_seen",
         "peer",
@@ -157,8 +158,10 @@ class _Pending:
         attributes: dict[str, AttributeValue],
         estimate: Callable[[], int],
         content: Callable[[], RequestContent] | None,
+        hidden: Callable[[], int] | None = None,
     ) -> None:
         self.telemetry = telemetry
+        self.hidden = hidden
         self.content = content
         self.model = model
         self.attributes = attributes
@@ -181,6 +184,7 @@ class _Pending:
             input_estimate=self.estimate,
             content=self.content,
             peer=self.peer,
+            hidden_input=self.hidden,
         )
 
     def adopt(self, native: Span) -> Span:
@@ -193,6 +197,7 @@ class _Pending:
             request_model=self.model,
             input_estimate=self.estimate,
             content=self.content,
+            hidden_input=self.hidden,
         )
         # The SDK marks only streaming calls and knows nothing of a guard's reservation id.
         native.set_attributes(self.attributes)
@@ -223,6 +228,7 @@ class AnthropicPatch:
             extract.request_attributes(kwargs, client, stream=stream),
             extract.input_estimator(dict(kwargs)),
             None if self.telemetry.content is None else content.messages_request(kwargs),
+            extract.hidden_input_counter(kwargs),
         )
 
     def _native_possible(self, instance: Any) -> bool:

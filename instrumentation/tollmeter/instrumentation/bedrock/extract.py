@@ -16,7 +16,7 @@ Usage, in OpenTelemetry's convention (input includes the cache reads and writes)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
@@ -26,6 +26,7 @@ from tollmeter.instrumentation._estimate import (
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
 )
+from tollmeter.instrumentation._hidden import hidden_input
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation._telemetry import Usage
 from tollmeter.semconv import attributes as attrs
@@ -34,6 +35,7 @@ __all__ = [
     "PROVIDER",
     "SERVICE",
     "body_outcome",
+    "converse_hidden_input",
     "converse_input_estimate",
     "converse_outcome",
     "converse_texts",
@@ -175,6 +177,16 @@ def _tools(config: Any) -> list[Any]:
         for tool in _map(config).get("tools") or ()
         if isinstance(tool, Mapping) and "toolSpec" in tool
     ]
+
+
+def converse_hidden_input(params: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
+    """Counts a Converse request's system blocks and tool specs (``_hidden``)."""
+    system = params.get("system")
+    return hidden_input(
+        [system] if isinstance(system, list) and system else [],
+        _tools(params.get("toolConfig")),
+        model,
+    )
 
 
 def converse_input_estimate(params: Mapping[str, Any], model: str | None) -> int:

@@ -61,6 +61,7 @@ class Request:
     operation: str
     max_tokens: int | None
     estimate: Callable[[], int]
+    hidden: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def _read_converse(params: Mapping[str, Any]) -> Request:
         attrs.GenAiOperationNameValues.CHAT,
         extract.request_max_tokens(params, {}),
         lambda: extract.converse_input_estimate(params, counted),
+        extract.converse_hidden_input(params, counted),
     )
 
 
@@ -185,6 +187,7 @@ def _prepare(
             request_model=request.model,
             attributes=attributes,
             input_estimate=request.estimate,
+            hidden_input=request.hidden,
             content=None if telemetry.content is None else operation.content(params),
         )
     return call, request, params

@@ -32,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
 from tollmeter.instrumentation._estimate import IMAGE_PART_TOKENS, count_text_tokens
+from tollmeter.instrumentation._hidden import hidden_input
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation._telemetry import Usage
 from tollmeter.semconv import attributes as attrs
@@ -44,6 +45,7 @@ __all__ = [
     "embed_outcome",
     "finish_reason",
     "generate_outcome",
+    "hidden_input_counter",
     "max_output_tokens",
     "model_id",
     "part_texts",
@@ -229,6 +231,13 @@ def _declarations(tools: Any) -> list[Any]:
                 declaration = declaration.model_dump(exclude_none=True, by_alias=True)
             declared.append(declaration)
     return declared
+
+
+def hidden_input_counter(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
+    """Counts the request's system instruction and function declarations (``_hidden``)."""
+    config = kwargs.get("config")
+    system = _get(config, "system_instruction", "systemInstruction")
+    return hidden_input([system] if system else [], _declarations(_get(config, "tools")), model)
 
 
 def contents_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:

@@ -103,6 +103,11 @@ def _start(
         request_model=model,
         attributes=attributes,
         input_estimate=extract.contents_input_estimate(kwargs, model),
+        hidden_input=(
+            extract.hidden_input_counter(kwargs, model)
+            if endpoint.operation == "generate_content"
+            else None
+        ),
         content=(
             content.generate_request(kwargs)
             if telemetry.content is not None and endpoint.operation == "generate_content"

@@ -34,11 +34,13 @@ from tollmeter.instrumentation._estimate import (
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
 )
+from tollmeter.instrumentation._hidden import INSTRUCTION_ROLES, hidden_input
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation._telemetry import Usage
 from tollmeter.semconv import attributes as attrs
 
 __all__ = [
+    "chat_hidden_input",
     "chat_input_estimate",
     "chat_outcome",
     "completion_outcome",
@@ -49,6 +51,7 @@ __all__ = [
     "prompt_input_estimate",
     "request_attributes",
     "response_text",
+    "responses_hidden_input",
     "responses_input_estimate",
     "responses_outcome",
     "responses_usage",
@@ -254,6 +257,32 @@ def chat_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callabl
     messages = _listed(kwargs.get("messages")) or []
     tools = _listed(kwargs.get("tools"))
     return lambda: estimate_chat_input_tokens(messages, model, tools)
+
+
+def _instruction(item: Any) -> bool:
+    role = _get(item, "role")
+    return isinstance(role, str) and role in INSTRUCTION_ROLES
+
+
+def chat_hidden_input(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
+    """Counts a chat request's system/developer messages and tools (``_hidden``)."""
+    messages = _listed(kwargs.get("messages")) or []
+    instructions = [_get(message, "content") for message in messages if _instruction(message)]
+    return hidden_input(instructions, _listed(kwargs.get("tools")) or [], model)
+
+
+def responses_hidden_input(
+    kwargs: Mapping[str, Any], model: str | None
+) -> Callable[[], int] | None:
+    """Counts a Responses API request's instructions, system/developer items and tools."""
+    instructions: list[Any] = []
+    text = given(kwargs.get("instructions"))
+    if isinstance(text, str):
+        instructions.append(text)
+    for item in _listed(kwargs.get("input")) or []:
+        if _instruction(item):
+            instructions.append(_get(item, "content"))
+    return hidden_input(instructions, _listed(kwargs.get("tools")) or [], model)
 
 
 def prompt_input_estimate(value: Any, model: str | None) -> Callable[[], int]:

@@ -62,6 +62,7 @@ __all__ = [
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 InputEstimate = Callable[[Mapping[str, Any], "str | None"], Callable[[], int]]
+HiddenInput = Callable[[Mapping[str, Any], "str | None"], "Callable[[], int] | None"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Endpoint:
     """A complete result's output messages, for content capture."""
     content_handler: Callable[[], StreamHandler] | None = None
     """``handler`` assembling the reply's messages too, for content capture."""
+    hidden_input: HiddenInput | None = None
+    """Counts the request's instructions and tool definitions (``_hidden``)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
                     content=content.chat_request,
                     output=content.chat_output,
                     content_handler=content.ChatContentStreamHandler,
+                    hidden_input=extract.chat_hidden_input,
                 )
             )
         endpoints.append(
@@ -147,6 +151,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
                     content=content.responses_request,
                     output=content.responses_output,
                     content_handler=content.ResponsesContentStreamHandler,
+                    hidden_input=extract.responses_hidden_input,
                 )
             )
     for cls, is_async in (("Embeddings", False), ("AsyncEmbeddings", True)):
@@ -226,6 +231,7 @@ def _start(
     if endpoint.injects_usage and extract.needs_stream_estimate(kwargs):
         prefetch_encoding(model)
     attributes.update(enforcement)
+    hidden = endpoint.hidden_input
     return telemetry.start(
         operation=endpoint.operation,
         provider=resolver.provider(client),
@@ -233,6 +239,7 @@ def _start(
         attributes=attributes,
         input_estimate=endpoint.input_estimate(kwargs, model),
         content=None if endpoint.content is None else endpoint.content(kwargs),
+        hidden_input=None if hidden is None else hidden(kwargs, model),
     )
 
 

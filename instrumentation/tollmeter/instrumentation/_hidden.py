@@ -1,0 +1,70 @@
+"""Hidden input tokens: what system/developer instructions and tool definitions cost per call.
+
+The application writes these parts once and sends them with every call, so they are easy to
+forget when reading a bill. ``hidden_input(instructions, tools, model)`` returns a callable
+counting them with the estimates' tokenizer (``_estimate.count_text_tokens``): the text of
+each instruction (a string, text parts or blocks, nested lists of those; media parts add
+nothing) plus each tool definition as compact JSON with sorted keys. Only the count is kept,
+never the text. With neither instructions nor tools there is nothing to count and no
+callable (``None``), so a call without them pays nothing; otherwise the tokenizer runs once,
+when the call finishes.
+
+The count is this tokenizer's, not the provider's: providers add framing tokens and render
+tools their own way, and Anthropic's and Gemini's tokenizers differ from tiktoken's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from tollmeter.instrumentation._estimate import _as_json, count_text_tokens
+
+__all__ = ["INSTRUCTION_ROLES", "hidden_input", "instruction_texts"]
+
+INSTRUCTION_ROLES: Final = frozenset({"system", "developer"})
+"""Message roles whose content is an instruction rather than a turn of the conversation."""
+
+_MAX_DEPTH: Final = 8
+
+
+def _field(item: object, name: str) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name)
+    return getattr(item, name, None)
+
+
+def instruction_texts(value: object, depth: int = 0) -> list[str]:
+    """The text in an instruction: a string, parts or blocks with ``text``, lists of those."""
+    if depth > _MAX_DEPTH or value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in instruction_texts(item, depth + 1)]
+    text = _field(value, "text")
+    if isinstance(text, str):
+        return [text]
+    parts = _field(value, "parts")
+    if parts is not None:
+        return instruction_texts(parts, depth + 1)
+    return []
+
+
+def hidden_input(
+    instructions: Sequence[object], tools: Sequence[object], model: str | None
+) -> Callable[[], int] | None:
+    """A callable counting ``instructions`` and ``tools`` (``None`` when both are empty)."""
+    if not instructions and not tools:
+        return None
+    instructions, tools = list(instructions), list(tools)
+
+    def count() -> int:
+        total = 0
+        for text in instruction_texts(instructions):
+            total += count_text_tokens(text, model)
+        for tool in tools:
+            total += count_text_tokens(_as_json(tool), model)
+        return total
+
+    return count
