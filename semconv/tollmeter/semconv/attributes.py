@@ -55,6 +55,8 @@ __all__ = [
     "TOLLMETER_REQUEST_ID",
     "TOLLMETER_RESERVATION_ID",
     "TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN",
+    "TOLLMETER_STREAM_LIMIT_REACHED",
+    "TOLLMETER_STREAM_STOPPED",
     "TOLLMETER_TENANT_ID",
     "TOLLMETER_USAGE_ABANDONED",
     "TOLLMETER_USAGE_HIDDEN_INPUT_TOKENS",
@@ -259,6 +261,18 @@ TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN: Final = "tollmeter.stream.decode_s_p
 """The seconds per output token after the first chunk of a completed stream (its end minus its first
 chunk, over the output tokens but one). Type ``double``; unit ``s``; origin tollmeter,
 experimental.
+"""
+
+TOLLMETER_STREAM_LIMIT_REACHED: Final = "tollmeter.stream.limit_reached"
+"""What a stream's output ran into while it was read, `budget` (an in-process `tollmeter.budget`) or
+`quota` (what the guard reserved and the collector's limits allowed); absent when it stayed
+within both. Type ``string``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_STREAM_STOPPED: Final = "tollmeter.stream.stopped"
+"""Whether tollmeter stopped reading a stream and closed it because its output reached a hard limit
+(`tollmeter.stream.limit_reached` says which); false when the limit only warns. Type ``boolean``;
+origin tollmeter, experimental.
 """
 
 TOLLMETER_OUTCOME_NAME: Final = "tollmeter.outcome.name"
