@@ -19,7 +19,7 @@ COPY instrumentation ./instrumentation
 COPY collector ./collector
 COPY testing ./testing
 RUN python -m venv /opt/tollmeter \
-    && /opt/tollmeter/bin/pip install --no-cache-dir ".[collector]"
+    && /opt/tollmeter/bin/pip install --no-cache-dir ".[collector,postgres,redis]"
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 tollmeter \

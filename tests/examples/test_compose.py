@@ -322,7 +322,7 @@ def test_collector_image_matches_its_configuration() -> None:
     (healthcheck,) = values(instructions, "HEALTHCHECK")
     assert re.search(r"--timeout=\d+s", healthcheck)
     assert f"http://127.0.0.1:{ports['TOLLMETER_MANAGEMENT_ENDPOINT']}/healthz" in healthcheck
-    assert any('".[collector]"' in run for run in values(instructions, "RUN"))
+    assert any('".[collector,postgres,redis]"' in run for run in values(instructions, "RUN"))
     assert json.loads(values(instructions, "ENTRYPOINT")[-1]) == ["tollmeter"]
     assert json.loads(values(instructions, "CMD")[-1]) == ["collector"]
     assert service(COLLECTOR)["command"][0] == "collector"
