@@ -15,6 +15,8 @@ from tollmeter.collector.export._api import export_routes
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import ExportSource
 from tollmeter.collector.export._exporter import Exporter, ExportResult, ExportStatus
+from tollmeter.collector.export._outcomes import OutcomeExporter, OutcomeSource
+from tollmeter.collector.export._writer import FileFormat
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Lease
 
@@ -32,12 +34,20 @@ class ExportService:
     With replicas sharing a ledger, only the holder of ``lease`` exports: the others
     stand by, trying to take the lease at every interval, and so take over within one
     interval of the holder's death. ``export()`` on a standby answers ``BUSY``.
+
+    ``outcomes`` exports the ledger's outcomes after each successful run of ``exporter``.
     """
 
     def __init__(
-        self, exporter: Exporter, *, interval_s: float, lease: Lease | None = None
+        self,
+        exporter: Exporter,
+        *,
+        interval_s: float,
+        lease: Lease | None = None,
+        outcomes: OutcomeExporter | None = None,
     ) -> None:
         self.exporter = exporter
+        self._outcomes = outcomes
         self._interval_s = interval_s
         self._lease = lease
         self._standing_by = False
@@ -71,7 +81,12 @@ class ExportService:
                 self._standing_by = True
             return ExportResult(ExportStatus.BUSY, error="another collector runs the export")
         self._standing_by = False
-        return self.exporter.export(timeout=timeout)
+        started = time.monotonic()
+        result = self.exporter.export(timeout=timeout)
+        if self._outcomes is not None and result.status is ExportStatus.SUCCESS:
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            self._outcomes.export(timeout=left)
+        return result
 
     def shutdown(self, timeout: float = 30.0) -> ExportResult:
         """Stop the periodic export, then export what is left before ``timeout``."""
@@ -124,7 +139,18 @@ def install_export(
     exporter = Exporter.from_config(
         collector.ledger, config, data_dir=data_dir, collector_id=collector_id, pricer=pricer
     )
-    service = ExportService(exporter, interval_s=config.interval_s, lease=lease)
+    outcomes = None
+    if isinstance(collector.ledger, OutcomeSource):
+        outcomes = OutcomeExporter(
+            collector.ledger,
+            exporter.store,
+            collector_id=collector_id,
+            timezone=config.timezone,
+            batch_size=config.batch_size,
+            file_format=FileFormat(config.row_group_size, config.compression_level),
+            timeout_s=config.timeout_s,
+        )
+    service = ExportService(exporter, interval_s=config.interval_s, lease=lease, outcomes=outcomes)
     collector.add_management_routes(export_routes(service))
     service.start()
     return service
