@@ -32,6 +32,8 @@ class UsageEvent:
     reads and writes, ``output_tokens`` includes reasoning. ``hidden_input_tokens`` is the
     part of the input the instrumentation counted in system/developer messages and tool
     definitions (``None``: not reported); the two timings are set for streams only.
+    ``org_id`` is the tenant's organisation (``None``: none known); ``policy`` is the
+    limits' decision on the call as compact JSON (``None``: the call was never checked).
     """
 
     event_id: str
@@ -71,6 +73,8 @@ class UsageEvent:
     hidden_input_tokens: int | None = None
     time_to_first_token_s: float | None = None
     decode_s_per_output_token: float | None = None
+    org_id: str | None = None
+    policy: str | None = None
     sequence: int = 0
 
     @property

@@ -68,6 +68,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "hidden_input_tokens",
     "time_to_first_token_s",
     "decode_s_per_output_token",
+    "org_id",
+    "policy",
 )
 """The columns ``usage_events`` stores for an event, in ``UsageEvent`` field order."""
 

@@ -104,7 +104,29 @@ _V6: tuple[Step, ...] = (
     lambda conn: genesis_link(conn, mark="%s"),
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 7: organisation and policy path, as in ``_schema.py``.
+_V7: tuple[Step, ...] = (
+    "ALTER TABLE usage_events ADD COLUMN org_id TEXT",
+    "ALTER TABLE usage_events ADD COLUMN policy TEXT",
+)
+
+# Version 8: prepaid grants, as in ``_schema.py``; amounts are exact NUMERIC.
+_V8: tuple[Step, ...] = (
+    "CREATE TABLE grants (grant_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, "
+    "amount NUMERIC NOT NULL, unit TEXT NOT NULL, effective_ns BIGINT NOT NULL, "
+    "expires_ns BIGINT, time_zone TEXT NOT NULL, priority BIGINT NOT NULL, "
+    "rollover TEXT NOT NULL, created_ns BIGINT NOT NULL, voided_ns BIGINT, "
+    "ended_ns BIGINT)",
+    "CREATE INDEX grants_tenant ON grants (tenant_id)",
+    "CREATE INDEX grants_expiry ON grants (expires_ns) WHERE ended_ns IS NULL",
+    "CREATE TABLE grant_movements (sequence BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, "
+    "grant_id TEXT NOT NULL, kind TEXT NOT NULL, amount NUMERIC NOT NULL, unit TEXT NOT NULL, "
+    "source_id TEXT NOT NULL, time_ns BIGINT NOT NULL, UNIQUE (source_id, grant_id, unit))",
+    "CREATE INDEX grant_movements_grant ON grant_movements (grant_id)",
+    "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test run

@@ -125,7 +125,33 @@ _V6: tuple[Step, ...] = (
     lambda conn: genesis_link(conn, mark="?"),
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 7 adds the organisation of the call's tenant and the policy path: the limits'
+# decision on the call (limits checked, decision, reservation) as compact JSON. Rows written
+# before stay NULL: no organisation known, never checked.
+_V7 = (
+    "ALTER TABLE usage_events ADD COLUMN org_id TEXT",
+    "ALTER TABLE usage_events ADD COLUMN policy TEXT",
+)
+
+# Version 8 keeps prepaid grants (``_grants.py``): the grants as made, and their movements,
+# whose sum is every balance. Each cause moves a grant once: ``source_id`` is the usage
+# event's id for what it consumed, or the kind and the grant for a grant's own changes.
+_V8: tuple[Step, ...] = (
+    "CREATE TABLE grants (grant_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, "
+    "amount TEXT NOT NULL, unit TEXT NOT NULL, effective_ns INTEGER NOT NULL, "
+    "expires_ns INTEGER, time_zone TEXT NOT NULL, priority INTEGER NOT NULL, "
+    "rollover TEXT NOT NULL, created_ns INTEGER NOT NULL, voided_ns INTEGER, "
+    "ended_ns INTEGER) WITHOUT ROWID",
+    "CREATE INDEX grants_tenant ON grants (tenant_id)",
+    "CREATE INDEX grants_expiry ON grants (expires_ns) WHERE ended_ns IS NULL",
+    "CREATE TABLE grant_movements (sequence INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, "
+    "grant_id TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL, unit TEXT NOT NULL, "
+    "source_id TEXT NOT NULL, time_ns INTEGER NOT NULL, UNIQUE (source_id, grant_id, unit))",
+    "CREATE INDEX grant_movements_grant ON grant_movements (grant_id)",
+    "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
