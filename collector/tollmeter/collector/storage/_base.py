@@ -5,12 +5,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
+from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._chain import ChainLink
 from tollmeter.collector.storage._codec import EventRow, event_values
+from tollmeter.collector.storage._grants import Ended
 from tollmeter.collector.storage._outcomes import OutcomeRow, OutcomeSummary
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import MinuteSums
@@ -139,6 +142,38 @@ class Ledger(abc.ABC):
         """Cost and tokens per outcome name, and of the workflows without an outcome."""
         del tenant, start_ns, end_ns, name
         raise StorageError(f"{type(self).__name__} stores no outcomes")
+
+    def create_grant(self, grant: Grant) -> bool:
+        """Store a new grant with its ``granted`` movement; ``False`` when its id is taken."""
+        del grant
+        raise StorageError(f"{type(self).__name__} keeps no grants")
+
+    def void_grant(self, grant_id: str, now_ns: int) -> Grant | None:
+        """Void a grant, taking off what is left of it; ``None`` when there is no such grant."""
+        del grant_id, now_ns
+        raise StorageError(f"{type(self).__name__} keeps no grants")
+
+    def end_grants(self, now_ns: int) -> list[Ended]:
+        """End the grants whose expiry has come (rolled over or expired), each once."""
+        del now_ns
+        raise StorageError(f"{type(self).__name__} keeps no grants")
+
+    def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
+        """The grants of ``tenant`` (or all), oldest first, each with its balance."""
+        del tenant
+        raise StorageError(f"{type(self).__name__} keeps no grants")
+
+    def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
+        """Per unit, the tenant's grant ``balance`` and ``overage``."""
+        del tenant
+        raise StorageError(f"{type(self).__name__} keeps no grants")
+
+    def grant_movements(
+        self, tenant: str | None, after_sequence: int, limit: int
+    ) -> list[tuple[int, Movement]]:
+        """Up to ``limit`` grant movements (of ``tenant``, or all) after a sequence."""
+        del tenant, after_sequence, limit
+        raise StorageError(f"{type(self).__name__} keeps no grants")
 
     def lease(self, name: str) -> Lease:
         """The lease ``name`` among the processes sharing this ledger (not yet acquired)."""

@@ -29,13 +29,15 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import psycopg
 
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
@@ -44,6 +46,17 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
+)
+from tollmeter.collector.storage._grants import (
+    POSTGRES_GRANTS,
+    Ended,
+    burn,
+    create_grant,
+    end_due,
+    select_balances,
+    select_grants,
+    select_movements,
+    void_grant,
 )
 from tollmeter.collector.storage._outcomes import (
     POSTGRES_SQL,
@@ -68,6 +81,8 @@ from tollmeter.collector.storage._workflows import (
 from tollmeter.semconv.errors import ConfigurationError
 
 __all__ = ["LIBPQ_OPTIONS", "PostgresLedger"]
+
+_T = TypeVar("_T")
 
 APPEND_LOCK = 0x746F6C6C6D657402
 """Advisory lock key that serialises appends across replicas ("tollmet" and 2)."""
@@ -274,6 +289,7 @@ class PostgresLedger(Ledger):
             # Under the append lock: the last link is this replica's or another's, and no
             # one else links until this transaction ends.
             self._link(conn, [(*stored[seq][1:], seq) for (seq,) in inserted], now_ns)
+            burn(conn, POSTGRES_GRANTS, committed)
         conn.execute(
             "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
             "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
@@ -382,6 +398,37 @@ class PostgresLedger(Ledger):
             return summarize_outcomes(
                 conn, POSTGRES_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
+
+    def create_grant(self, grant: Grant) -> bool:
+        return self._write_grants("store grant", lambda c: create_grant(c, POSTGRES_GRANTS, grant))
+
+    def void_grant(self, grant_id: str, now_ns: int) -> Grant | None:
+        return self._write_grants(
+            "void grant", lambda c: void_grant(c, POSTGRES_GRANTS, grant_id, now_ns)
+        )
+
+    def end_grants(self, now_ns: int) -> list[Ended]:
+        return self._write_grants("end grants", lambda c: end_due(c, POSTGRES_GRANTS, now_ns))
+
+    def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
+        with self._connection("read grants") as conn:
+            return select_grants(conn, POSTGRES_GRANTS, tenant)
+
+    def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
+        with self._connection("read grant balances") as conn:
+            return select_balances(conn, POSTGRES_GRANTS, tenant)
+
+    def grant_movements(
+        self, tenant: str | None, after_sequence: int, limit: int
+    ) -> list[tuple[int, Movement]]:
+        with self._connection("read grant movements") as conn:
+            return select_movements(conn, POSTGRES_GRANTS, tenant, after_sequence, limit)
+
+    def _write_grants(self, action: str, work: Callable[[psycopg.Connection], _T]) -> _T:
+        with self._connection(action) as conn, conn.transaction():
+            # The append lock: burns and grant changes see each other's balances whole.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            return work(conn)
 
     def lease(self, name: str) -> Lease:
         return AdvisoryLease(name, self._connect_for_lease)

@@ -8,11 +8,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
 
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
@@ -22,6 +24,17 @@ from tollmeter.collector.storage._codec import (
     event_from_row,
     event_values,
     with_sequence,
+)
+from tollmeter.collector.storage._grants import (
+    SQLITE_GRANTS,
+    Ended,
+    burn,
+    create_grant,
+    end_due,
+    select_balances,
+    select_grants,
+    select_movements,
+    void_grant,
 )
 from tollmeter.collector.storage._outcomes import (
     SQLITE_SQL,
@@ -54,6 +67,8 @@ from tollmeter.semconv.errors import ConfigurationError
 __all__ = ["SQLiteLedger"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 Synchronous = Literal["off", "normal", "full", "extra"]
 _SYNCHRONOUS: tuple[Synchronous, ...] = ("off", "normal", "full", "extra")
@@ -245,6 +260,7 @@ class SQLiteLedger(Ledger):
             rows = [row for row in rows if row[_EVENT_ID + 1] in stored]
         committed = [with_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
         chain = self._link(conn, rows, now_ns)
+        burn(conn, SQLITE_GRANTS, committed)
         conn.executemany(
             "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
             [(event.event_id, now_ns) for event in fresh.values()],
@@ -358,6 +374,43 @@ class SQLiteLedger(Ledger):
             return summarize_outcomes(
                 conn, SQLITE_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
             )
+
+    def create_grant(self, grant: Grant) -> bool:
+        return self._write_grants("store grant", lambda c: create_grant(c, SQLITE_GRANTS, grant))
+
+    def void_grant(self, grant_id: str, now_ns: int) -> Grant | None:
+        return self._write_grants(
+            "void grant", lambda c: void_grant(c, SQLITE_GRANTS, grant_id, now_ns)
+        )
+
+    def end_grants(self, now_ns: int) -> list[Ended]:
+        return self._write_grants("end grants", lambda c: end_due(c, SQLITE_GRANTS, now_ns))
+
+    def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
+        with self._reading() as conn, _wrapped("read grants"):
+            return select_grants(conn, SQLITE_GRANTS, tenant)
+
+    def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
+        with self._reading() as conn, _wrapped("read grant balances"):
+            return select_balances(conn, SQLITE_GRANTS, tenant)
+
+    def grant_movements(
+        self, tenant: str | None, after_sequence: int, limit: int
+    ) -> list[tuple[int, Movement]]:
+        with self._reading() as conn, _wrapped("read grant movements"):
+            return select_movements(conn, SQLITE_GRANTS, tenant, after_sequence, limit)
+
+    def _write_grants(self, action: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._writing() as conn, _wrapped(action):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return result
 
     def close(self) -> None:
         acquired = self._write_lock.acquire(timeout=self._timeout_s)
