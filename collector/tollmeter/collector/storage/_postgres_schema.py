@@ -104,8 +104,11 @@ _V6: tuple[Step, ...] = (
     lambda conn: genesis_link(conn, mark="%s"),
 )
 
-# Version 7: held for the organisation and policy path (a no-op until it lands).
-_V7: tuple[Step, ...] = ()
+# Version 7: organisation and policy path, as in ``_schema.py``.
+_V7: tuple[Step, ...] = (
+    "ALTER TABLE usage_events ADD COLUMN org_id TEXT",
+    "ALTER TABLE usage_events ADD COLUMN policy TEXT",
+)
 
 # Version 8: prepaid grants, as in ``_schema.py``; amounts are exact NUMERIC.
 _V8: tuple[Step, ...] = (

@@ -125,9 +125,13 @@ _V6: tuple[Step, ...] = (
     lambda conn: genesis_link(conn, mark="?"),
 )
 
-# Version 7 belongs to the organisation and policy path; this no-op holds its number
-# until that migration replaces it.
-_V7: tuple[Step, ...] = ()
+# Version 7 adds the organisation of the call's tenant and the policy path: the limits'
+# decision on the call (limits checked, decision, reservation) as compact JSON. Rows written
+# before stay NULL: no organisation known, never checked.
+_V7 = (
+    "ALTER TABLE usage_events ADD COLUMN org_id TEXT",
+    "ALTER TABLE usage_events ADD COLUMN policy TEXT",
+)
 
 # Version 8 keeps prepaid grants (``_grants.py``): the grants as made, and their movements,
 # whose sum is every balance. Each cause moves a grant once: ``source_id`` is the usage
