@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
 LIMITS_CONFIG = EXAMPLES / "limits" / "tollmeter.yaml"
-SCRIPTS = ("anthropic_caching", "streaming_estimate", "agent_budget", "limits")
+SCRIPTS = ("anthropic_caching", "streaming_estimate", "agent_budget", "limits", "concurrency")
 
 
 def free_ports(count: int) -> list[int]:
@@ -236,6 +236,21 @@ def test_limits_deny_one_tenant_while_another_keeps_working(llm, collector) -> N
     while '"event": "request_denied"' not in collector.log.read_text():
         assert time.monotonic() < deadline, collector.log.read_text()
         time.sleep(0.05)
+
+
+def test_concurrency_lets_two_calls_of_a_tenant_fly_at_once(llm, collector) -> None:
+    output = run_example("concurrency", llm, collector)
+
+    assert sorted(numbers(r"call (\d+): done", output)) == [1, 2, 3, 4, 5, 6]
+    # Six checks at once against two slots: the others were denied and tried again.
+    assert 1 <= len(numbers(r"call (\d+): done after 1 attempt", output)) <= 2
+    assert "DENIED by 'research-in-flight'" in output
+    # Denied calls never reached the model, and every slot was given back.
+    assert len(llm.requests()) == 6
+    # (A counter at rest may have been swept from the status already: no line then.)
+    assert not re.search(r"research-in-flight: [1-9]", output)
+    (row,) = collector.usage(tenant="research")
+    assert row["requests"] == 6
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
