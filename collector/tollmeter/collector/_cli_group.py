@@ -71,6 +71,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "focus_export_command",
         "Write FOCUS 1.2 cost and usage rows from the ledger, as Parquet or CSV.",
     ),
+    "verify": Subcommand(
+        "tollmeter.collector._cli_verify",
+        "verify_command",
+        "Recompute the ledger's hash chain and name the first altered, removed or inserted event.",
+    ),
     "fake-llm": Subcommand(
         "tollmeter.fakellm._cli",
         "fake_llm",

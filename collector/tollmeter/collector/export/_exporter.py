@@ -42,6 +42,7 @@ from tollmeter.collector.errors import ExportBusy, ExportStoreError
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.export._cursor import Cursor, ExportSource, load_cursor, save_cursor
 from tollmeter.collector.export._local import LocalStore
+from tollmeter.collector.export._manifest import Manifest, chain_head, manifest_name
 from tollmeter.collector.export._schema import events_to_table, rows_to_table
 from tollmeter.collector.export._store import ExportStore, open_store
 from tollmeter.collector.export._writer import (
@@ -51,6 +52,7 @@ from tollmeter.collector.export._writer import (
     split_by_date,
 )
 from tollmeter.collector.pricing import Pricer
+from tollmeter.collector.storage._chain import GENESIS
 
 __all__ = ["ExportResult", "ExportStatus", "Exporter"]
 
@@ -160,6 +162,7 @@ class Exporter:
         self._checkpoint = checkpoint
         self._lock = threading.Lock()
         self._reconciled = False
+        self._tail: tuple[int, bytes] | None = None
 
     @classmethod
     def from_config(
@@ -233,7 +236,9 @@ class Exporter:
             if cursor.pending is None:
                 return ExportResult(ExportStatus.SUCCESS, exported, tuple(files), cursor.sequence)
             if table is not None:
-                files.extend(self._write_table(table, safe_collector_name(self._writer(cursor))))
+                batch = (cursor.sequence, cursor.pending[1])
+                writer = safe_collector_name(self._writer(cursor))
+                files.extend(self._write_table(table, writer, batch))
                 exported += table.num_rows
             # Without rows the intent pointed past a restored ledger: it is dropped.
             cursor = Cursor(
@@ -325,6 +330,21 @@ class Exporter:
                 break
         return pa.concat_tables(tables) if tables else None
 
+    def _head_before(self, after: int) -> bytes | None:
+        """The manifest head of the last file holding sequences up to ``after``: the
+        previous run's, or read from the store (``None`` when there is none)."""
+        if self._tail is not None and self._tail[0] == after:
+            return self._tail[1]
+        earlier = [file for file in self.store.export_files() if file.first_sequence <= after]
+        if not earlier:
+            return None
+        last = max(earlier, key=lambda file: file.first_sequence)
+        data = self.store.read_bytes(manifest_name(last.relative))
+        if data is None:
+            logger.warning("export file %s has no manifest: the chain starts again", last.relative)
+            return None
+        return bytes.fromhex(Manifest.from_bytes(data).head)
+
     def _open(self) -> Cursor:
         cursor = load_cursor(self._source)
         identity = self.store.identity()
@@ -373,20 +393,29 @@ class Exporter:
         for file in files:
             if file.last_sequence > sequence:
                 self.store.delete(file.relative)
+                self.store.delete(manifest_name(file.relative))
                 removed += 1
         if removed:
             logger.info("removed %d unfinished export files from %s", removed, self.store.location)
         return cursor
 
-    def _write_table(self, table: pa.Table, writer: str) -> list[str]:
+    def _write_table(self, table: pa.Table, writer: str, batch: tuple[int, int]) -> list[str]:
+        """Write the batch's files, each followed by its manifest (``_manifest.py``)."""
+        parts = list(split_by_date(table, self._timezone))
+        # The manifests chain in first-sequence order, which is not always date order.
+        links: dict[str, tuple[bytes, bytes]] = {}
+        head = self._head_before(batch[0]) or GENESIS
+        for day, part in sorted(parts, key=lambda item: item[1].column("sequence")[0].as_py()):
+            links[day] = (head, chain_head(head, part))
+            head = links[day][1]
         written: list[str] = []
-        for index, (day, part) in enumerate(split_by_date(table, self._timezone)):
+        for index, (day, part) in enumerate(parts):
             if index:
                 self._checkpoint("between_partitions")
             sequences = part.column("sequence")
             first, last = sequences[0].as_py(), sequences[-1].as_py()
             relative = f"date={day}/{file_name(writer, first, last)}"
-            self.store.write(
+            sha256 = self.store.write(
                 relative,
                 part,
                 file_format=self._format,
@@ -397,6 +426,12 @@ class Exporter:
                 },
                 checkpoint=self._checkpoint,
             )
+            previous, own = links[day]
+            manifest = Manifest.build(
+                relative, part, sha256=sha256, batch=batch, previous_head=previous, head=own
+            )
+            self.store.write_bytes(manifest_name(relative), manifest.to_bytes())
             written.append(relative)
+        self._tail = (batch[1], head)
         logger.debug("exported %d events into %s", table.num_rows, ", ".join(written))
         return written

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -105,7 +106,7 @@ class LocalStore(ExportStore):
         file_format: FileFormat,
         metadata: dict[str, str],
         checkpoint: Callable[[str], None],
-    ) -> None:
+    ) -> str:
         """Temporary file, ``fsync``, rename, ``fsync`` the directory. ``checkpoint`` is
         called with ``"temp_written"`` before the rename and ``"renamed"`` after it."""
         path = self.directory / relative
@@ -115,11 +116,30 @@ class LocalStore(ExportStore):
             fsync_directory(partition_dir.parent)
         temporary = partition_dir / f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}"
         write_parquet(table, str(temporary), file_format=file_format, metadata=metadata)
+        digest = _sha256_file(temporary)
         _fsync_file(temporary)
         checkpoint("temp_written")
         os.replace(temporary, path)
         fsync_directory(partition_dir)
         checkpoint("renamed")
+        return digest
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        path = self.directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.parent / f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}"
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        fsync_directory(path.parent)
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        try:
+            return (self.directory / relative).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def list_parquet(self, limit: int) -> tuple[list[StoredFile], bool]:
         found: list[StoredFile] = []
@@ -177,6 +197,14 @@ class DirectoryLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:

@@ -19,6 +19,7 @@ the bucket, prefix and endpoint appear in messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import urllib.parse
@@ -169,14 +170,29 @@ class S3Store(ExportStore):
         file_format: FileFormat,
         metadata: dict[str, str],
         checkpoint: Callable[[str], None],
-    ) -> None:
+    ) -> str:
         """Encode in memory, upload to the final key in one go, and check its size;
         ``checkpoint`` is called with ``"uploaded"`` once the object is in place."""
         sink = pa.BufferOutputStream()
         write_parquet(table, sink, file_format=file_format, metadata=metadata)
+        body = sink.getvalue()
         with self._explained():
-            self._put(f"{self._root}/{relative}", sink.getvalue())
+            self._put(f"{self._root}/{relative}", body)
         checkpoint("uploaded")
+        return hashlib.sha256(memoryview(body)).hexdigest()
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        with self._explained():
+            self._put(f"{self._root}/{relative}", data)
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        with self._explained():
+            try:
+                with self._fs.open_input_stream(f"{self._root}/{relative}") as stream:
+                    data: bytes = stream.read()
+            except FileNotFoundError:
+                return None
+        return data
 
     def _put(self, key: str, data: bytes | pa.Buffer) -> None:
         # One write of the whole body, then close() completes the upload. Should an

@@ -99,8 +99,17 @@ class ExportStore(abc.ABC):
         file_format: FileFormat,
         metadata: dict[str, str],
         checkpoint: Callable[[str], None],
-    ) -> None:
-        """Write ``table`` as Parquet so that ``relative`` appears complete or not at all."""
+    ) -> str:
+        """Write ``table`` as Parquet so that ``relative`` appears complete or not at all;
+        the SHA-256 (hex) of the bytes written."""
+
+    @abc.abstractmethod
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write a small file (a manifest) so that it appears complete or not at all."""
+
+    @abc.abstractmethod
+    def read_bytes(self, relative: str) -> bytes | None:
+        """A small file's content, ``None`` when it does not exist."""
 
     @abc.abstractmethod
     def list_parquet(self, limit: int) -> tuple[list[StoredFile], bool]:
