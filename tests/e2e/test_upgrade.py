@@ -66,6 +66,9 @@ def test_previous_release_data_carries_on(collector_process, old_data):
     metered = sorted(e["response_id"] for e in ledger if e["usage_source"] == "provider")
     reported = expected["exported_response_ids"] + expected["unexported_response_ids"]
     assert metered == sorted(reported)
+    # Measures the old release never recorded read back as not reported, not as zero.
+    added = ("hidden_input_tokens", "time_to_first_token_s", "decode_s_per_output_token")
+    assert {e[name] for e in ledger for name in added} == {None}
     (charged,) = [e for e in ledger if e["usage_source"] == "reservation"]
     assert charged["tenant_id"] == "acme"
     assert charged["reservation_id"] == expected["reservation"]["reservation_id"]
