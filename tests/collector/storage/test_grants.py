@@ -122,7 +122,8 @@ def test_ending_rolls_over_up_to_the_cap_and_expires_the_rest_once(
     }
     balances = _balances(ledger)
     assert balances["capped"] == balances["kept"] == balances["lost"] == 0
-    assert balances["capped.next"] == 300 and balances["kept.next"] == 100
+    assert balances["capped.next"] == 300
+    assert balances["kept.next"] == 100
     following = {e.grant.grant_id: e.next_grant for e in ended}["capped"]
     assert following is not None
     assert following.effective_ns == BASE_NS + DAY_NS
@@ -136,7 +137,8 @@ def test_voiding_takes_off_the_rest_and_every_balance_is_its_movements(
     ledger.create_grant(_grant("g", 1000))
     ledger.append([make_event()])
     voided = ledger.void_grant("g", BASE_NS + DAY_NS)
-    assert voided is not None and voided.voided_ns == BASE_NS + DAY_NS
+    assert voided is not None
+    assert voided.voided_ns == BASE_NS + DAY_NS
     assert ledger.void_grant("missing", BASE_NS) is None
     ledger.append([make_event()])
     movements = [m for _, m in ledger.grant_movements(None, 0, 100)]
