@@ -95,6 +95,7 @@ class LimitsService:
         self._forecaster = None if usage is None else Forecaster(usage)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._forecast_thread: threading.Thread | None = None
         self._closed = False
         if self._store is not None:
             counters, reservations, marks = self._store.load()
@@ -106,6 +107,11 @@ class LimitsService:
         self.hooks.start()
         self._thread = threading.Thread(target=self._run, name="tollmeter-limits", daemon=True)
         self._thread.start()
+        if self._forecaster is not None:
+            self._forecast_thread = threading.Thread(
+                target=self._run_forecasts, name="tollmeter-forecasts", daemon=True
+            )
+            self._forecast_thread.start()
 
     def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
         result, notices = self.engine.check(request, dry_run=dry_run)
@@ -252,8 +258,9 @@ class LimitsService:
         self._closed = True
         deadline = time.monotonic() + timeout
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in (self._thread, self._forecast_thread):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         self.flush()
         self.hooks.close(max(0.0, deadline - time.monotonic()))
         if self._store is not None:
@@ -276,7 +283,7 @@ class LimitsService:
 
     def _run(self) -> None:
         interval = self.engine.config.state_flush_interval_s
-        next_expiry = next_forecast = time.monotonic()
+        next_expiry = time.monotonic()
         while not self._stop.wait(interval):
             self.flush()
             if time.monotonic() >= next_expiry:
@@ -285,12 +292,17 @@ class LimitsService:
                     self.expire()
                 except Exception:
                     logger.exception("reservation expiry failed")
-            if time.monotonic() >= next_forecast:
-                next_forecast = time.monotonic() + self.engine.config.forecast_interval_s
-                try:
-                    self.refresh_forecasts()
-                except Exception:
-                    logger.exception("limit forecasts not refreshed")
+
+    def _run_forecasts(self) -> None:
+        # A thread of its own: a slow ledger query must hold back neither the write-behind
+        # of counters and reservations nor their expiry.
+        while True:
+            try:
+                self.refresh_forecasts()
+            except Exception:
+                logger.exception("limit forecasts not refreshed")
+            if self._stop.wait(self.engine.config.forecast_interval_s):
+                return
 
 
 def _usage_event(
