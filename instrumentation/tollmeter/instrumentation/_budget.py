@@ -11,6 +11,11 @@ The span of each call inside a budget carries ``tollmeter.budget.call``: the cal
 can be told apart (the SDK's retries of one call are not extra calls: its span's
 ``tollmeter.attempt`` says which retry answered).
 
+A streamed call is also watched while it is read (``_stop``): when its output reaches
+what the budget has left (``max_tokens``, ``max_output_tokens``), the stream is closed
+and ``BudgetExceeded`` raised at the next chunk (``overrun="stop"``, the default), or a
+warning is logged once and the stream read on (``overrun="warn"``).
+
 The actual usage is read by a span processor that ``budget`` adds to the global SDK
 tracer provider the first time one is entered; without an SDK tracer provider a budget
 keeps counting the estimates, which never under-count a call's maximum.
@@ -24,7 +29,7 @@ import threading
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -36,7 +41,9 @@ from tollmeter.semconv import attributes as attrs
 
 __all__ = [
     "BudgetSpanProcessor",
+    "Overrun",
     "budget",
+    "budget_ticket",
     "budgets_active",
     "release_budget_ticket",
     "reserve_budgets",
@@ -44,6 +51,9 @@ __all__ = [
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+Overrun = Literal["stop", "warn"]
+"""What a stream does when its output reaches a limit: closed and refused, or read on."""
 
 _ACTIVE: ContextVar[tuple[budget, ...]] = ContextVar("tollmeter_budgets", default=())
 
@@ -57,6 +67,8 @@ class _Ticket:
     key: str
     number: int
     """The call's 1-based number within the innermost budget."""
+    output: int = 0
+    """The part of ``reserved`` held for the output (the requested maximum, 0 if none)."""
 
 
 _PENDING: ContextVar[_Ticket | None] = ContextVar("tollmeter_budget_ticket", default=None)
@@ -65,10 +77,14 @@ _PENDING: ContextVar[_Ticket | None] = ContextVar("tollmeter_budget_ticket", def
 class budget:
     """Cap the model calls made inside a block or function.
 
-    ``max_tokens`` caps input + output tokens, ``max_calls`` the number of calls (each
-    tool-loop iteration counts; the SDK's retries within one call do not),
-    ``max_consecutive_failures`` opens a circuit breaker after that many failures in a
-    row of calls to the same model.
+    ``max_tokens`` caps input + output tokens (a call whose input estimate plus requested
+    maximum output would pass it is refused), ``max_output_tokens`` the output tokens
+    alone (a call is refused only once none are left; a stream is cut where it reaches
+    them), ``max_calls`` the number of calls (each tool-loop iteration counts; the SDK's
+    retries within one call do not), ``max_consecutive_failures`` opens a circuit breaker
+    after that many failures in a row of calls to the same model. ``overrun`` says what a
+    stream whose output reaches ``max_tokens`` or ``max_output_tokens`` does: ``"stop"``
+    (closed, ``BudgetExceeded`` at its next chunk) or ``"warn"`` (logged once, read on).
     As a decorator every invocation gets a budget of its own.
     """
 
@@ -78,10 +94,15 @@ class budget:
         max_tokens: int | None = None,
         max_calls: int | None = None,
         max_consecutive_failures: int | None = None,
+        max_output_tokens: int | None = None,
+        overrun: Overrun = "stop",
         name: str | None = None,
     ) -> None:
+        if overrun not in ("stop", "warn"):
+            raise ValueError(f"overrun must be 'stop' or 'warn', got {overrun!r}")
         for label, value in (
             ("max_tokens", max_tokens),
+            ("max_output_tokens", max_output_tokens),
             ("max_calls", max_calls),
             ("max_consecutive_failures", max_consecutive_failures),
         ):
@@ -92,11 +113,15 @@ class budget:
         self.max_tokens = max_tokens
         self.max_calls = max_calls
         self.max_consecutive_failures = max_consecutive_failures
+        self.max_output_tokens = max_output_tokens
+        self.overrun: Overrun = overrun
         self.name = name or "budget"
         self._lock = threading.Lock()
         self._tokens = 0
         self._reserved = 0
         self._calls = 0
+        self._output = 0
+        self._output_reserved = 0
         self._failures: dict[str, int] = {}
         self._tokens_stack: list[Token[tuple[budget, ...]]] = []
 
@@ -105,6 +130,12 @@ class budget:
         """Actual tokens of finished calls plus the reservations of calls in flight."""
         with self._lock:
             return self._tokens + self._reserved
+
+    @property
+    def output_tokens_used(self) -> int:
+        """Output tokens of finished calls plus the output reserved by calls in flight."""
+        with self._lock:
+            return self._output + self._output_reserved
 
     @property
     def calls(self) -> int:
@@ -116,6 +147,8 @@ class budget:
             max_tokens=self.max_tokens,
             max_calls=self.max_calls,
             max_consecutive_failures=self.max_consecutive_failures,
+            max_output_tokens=self.max_output_tokens,
+            overrun=self.overrun,
             name=self.name,
         )
 
@@ -144,8 +177,9 @@ class budget:
 
         return run
 
-    def _reserve(self, amount: int, key: str) -> int:
-        """Take one call and ``amount`` tokens; returns the call's 1-based number."""
+    def _reserve(self, amount: int, key: str, output: int = 0) -> int:
+        """Take one call and ``amount`` tokens (``output`` of them for the output); returns
+        the call's 1-based number."""
         with self._lock:
             failures = self._failures.get(key, 0)
             limit = self.max_consecutive_failures
@@ -172,19 +206,65 @@ class budget:
                     used=used,
                     limit=self.max_tokens,
                 )
+            out_used = self._output + self._output_reserved
+            # Output is admitted while any is left and cut when the stream reaches the rest
+            # (``_stop``): refusing every call whose requested maximum passes it would refuse
+            # most Anthropic calls, whose maximum is mandatory and set high.
+            if self.max_output_tokens is not None and out_used >= self.max_output_tokens:
+                raise BudgetExceeded(
+                    f"{self.name}: {out_used} output tokens used or reserved "
+                    f"(max_output_tokens={self.max_output_tokens})",
+                    kind="output_tokens",
+                    used=out_used,
+                    limit=self.max_output_tokens,
+                )
             self._calls += 1
             self._reserved += amount
+            self._output_reserved += output
             return self._calls
 
-    def _unreserve(self, amount: int) -> None:
+    def _unreserve(self, amount: int, output: int = 0) -> None:
         with self._lock:
             self._calls -= 1
             self._reserved -= amount
+            self._output_reserved -= output
 
-    def _settle(self, reserved: int, actual: int | None, key: str, failed: bool) -> None:
+    def _output_room(self, ticket: _Ticket) -> tuple[int, str, int, int] | None:
+        """The output tokens ``ticket``'s call may still produce here, with the limit that
+        sets it: (room, kind, used by the others, limit); ``None`` without a token limit."""
+        with self._lock:
+            rooms: list[tuple[int, str, int, int]] = []
+            if self.max_tokens is not None:
+                # Everything but this call's own output reservation is spoken for.
+                others = self._tokens + self._reserved - ticket.output
+                rooms.append((self.max_tokens - others, "tokens", others, self.max_tokens))
+            if self.max_output_tokens is not None:
+                others = self._output + self._output_reserved - ticket.output
+                rooms.append(
+                    (
+                        self.max_output_tokens - others,
+                        "output_tokens",
+                        others,
+                        self.max_output_tokens,
+                    )
+                )
+        return min(rooms) if rooms else None
+
+    def _settle(
+        self,
+        reserved: int,
+        actual: int | None,
+        key: str,
+        failed: bool,
+        *,
+        output: int = 0,
+        actual_output: int | None = None,
+    ) -> None:
         with self._lock:
             self._reserved -= reserved
             self._tokens += reserved if actual is None else actual
+            self._output_reserved -= output
+            self._output += output if actual_output is None else actual_output
             self._failures[key] = self._failures.get(key, 0) + 1 if failed else 0
 
     def __repr__(self) -> str:
@@ -194,8 +274,9 @@ class budget:
         )
 
 
-def reserve_budgets(estimate: int, key: str) -> bool:
-    """Reserve ``estimate`` tokens and one call on every budget in effect, all or nothing.
+def reserve_budgets(estimate: int, key: str, *, output: int = 0) -> bool:
+    """Reserve ``estimate`` tokens (``output`` of them for the output) and one call on every
+    budget in effect, all or nothing.
 
     Raises ``BudgetExceeded``; returns whether any budget is in effect.
     """
@@ -206,14 +287,19 @@ def reserve_budgets(estimate: int, key: str) -> bool:
     number = 0
     try:
         for b in active:
-            number = b._reserve(estimate, key)
+            number = b._reserve(estimate, key, output)
             taken.append(b)
     except BudgetExceeded:
         for b in taken:
-            b._unreserve(estimate)
+            b._unreserve(estimate, output)
         raise
-    _PENDING.set(_Ticket(active, estimate, key, number))
+    _PENDING.set(_Ticket(active, estimate, key, number, output))
     return True
+
+
+def budget_ticket() -> _Ticket | None:
+    """What the call about to start reserved (``None`` when no budget is in effect)."""
+    return _PENDING.get()
 
 
 def budgets_active() -> bool:
@@ -227,7 +313,7 @@ def release_budget_ticket() -> None:
         return
     _PENDING.set(None)
     for b in ticket.budgets:
-        b._unreserve(ticket.reserved)
+        b._unreserve(ticket.reserved, ticket.output)
 
 
 class BudgetSpanProcessor(SpanProcessor):
@@ -260,8 +346,18 @@ class BudgetSpanProcessor(SpanProcessor):
         if isinstance(inp, int) or isinstance(out, int):
             actual = (inp if isinstance(inp, int) else 0) + (out if isinstance(out, int) else 0)
         failed = span.status.status_code is StatusCode.ERROR
+        actual_output = out if isinstance(out, int) else None
+        if actual is not None and actual_output is None:
+            actual_output = 0
         for b in ticket.budgets:
-            b._settle(ticket.reserved, actual, ticket.key, failed)
+            b._settle(
+                ticket.reserved,
+                actual,
+                ticket.key,
+                failed,
+                output=ticket.output,
+                actual_output=actual_output,
+            )
 
     def shutdown(self) -> None:
         with self._lock:

@@ -9,6 +9,12 @@ before any request reaches the provider; an allowed one carries the reservation 
 on its span (``tollmeter.reservation.id``) so the collector replaces the reservation
 with the actual usage when the span arrives.
 
+A streamed call is held to what was reserved for it: the output tokens the check reserved
+plus what the matching blocking ``output``/``total`` limits had left after it. When the
+stream's output reaches that, it is closed and ``QuotaExceeded`` raised at its next chunk
+(``overrun="stop"``, the default), or a warning is logged once (``overrun="warn"``); see
+``_stop``.
+
 When the collector cannot be reached the guard lets calls through (``fail_open``,
 the default) or raises ``GuardUnavailable`` (``fail_closed``); each outage is logged
 once, and so is the recovery.
@@ -33,12 +39,16 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._attribution import current_attribution
 from tollmeter.instrumentation._budget import (
+    Overrun,
+    budget,
+    budget_ticket,
     budgets_active,
     release_budget_ticket,
     reserve_budgets,
 )
 from tollmeter.instrumentation._safety import report_failure
-from tollmeter.instrumentation.errors import GuardUnavailable, QuotaExceeded
+from tollmeter.instrumentation._stop import Cap, arm, disarm
+from tollmeter.instrumentation.errors import BudgetExceeded, GuardUnavailable, QuotaExceeded
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv.errors import ConfigurationError
 
@@ -83,13 +93,18 @@ class GuardDecision:
     reservation_id: str | None = None
     model: str | None = None
     reachable: bool = True
+    output_room: int | None = None
+    """The output tokens the call may produce: those reserved plus what the blocking
+    output/total limits had left (``None``: no such limit)."""
 
 
 class Guard:
     """A client of the collector's check API.
 
     ``apply_downgrade=True`` lets a ``downgrade`` limit switch the call to the cheaper
-    model it suggests; otherwise the suggestion is ignored.
+    model it suggests; otherwise the suggestion is ignored. ``overrun`` is what a stream
+    whose output passes what the check allowed does: ``"stop"`` (closed, ``QuotaExceeded``
+    at its next chunk) or ``"warn"`` (logged once, read on).
     """
 
     def __init__(
@@ -101,7 +116,11 @@ class Guard:
         api_key: str | None = None,
         apply_downgrade: bool = False,
         default_tenant: str = "unknown",
+        overrun: Overrun = "stop",
     ) -> None:
+        if overrun not in ("stop", "warn"):
+            raise ConfigurationError(f"guard overrun must be 'stop' or 'warn', got {overrun!r}")
+        self.overrun: Overrun = overrun
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"guard url must be http(s)://host:port, got {url!r}")
         if fail_mode not in ("open", "closed"):
@@ -182,6 +201,7 @@ class Guard:
             allowed=True,
             reservation_id=answer.get("reservation_id"),
             model=downgrade if self.apply_downgrade and isinstance(downgrade, str) else None,
+            output_room=_output_room(answer, max(0, int(max_output_tokens))),
         )
 
     def close(self) -> None:
@@ -266,6 +286,64 @@ class Guard:
             was, self._in_outage = self._in_outage, False
         if was:
             _log.warning("tollmeter guard reaches %s again", self.url)
+
+
+_OUTPUT_MEASURES = frozenset({"output", "total"})
+_HARD_ACTIONS = frozenset({"block", "throttle"})
+
+
+def _output_room(answer: Mapping[str, Any], reserved: int) -> int | None:
+    """What a check's blocking output/total limits let the call's output reach."""
+    room: int | None = None
+    for status in answer.get("limits") or ():
+        if not isinstance(status, dict) or status.get("action") not in _HARD_ACTIONS:
+            continue
+        remaining = status.get("remaining")
+        if status.get("measure") in _OUTPUT_MEASURES and isinstance(remaining, (int, float)):
+            left = reserved + int(remaining)
+            room = left if room is None else min(room, left)
+    return room
+
+
+def _quota_cap(guard: Guard, room: int) -> Cap:
+    def error(consumed: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"quota exceeded: the stream reached {consumed} output tokens, "
+            f"{room} were allowed when it was checked",
+            remaining=0.0,
+        )
+
+    return Cap(room, guard.overrun, "quota", error)
+
+
+def _budget_caps() -> list[Cap]:
+    ticket = budget_ticket()
+    if ticket is None:
+        return []
+    caps: list[Cap] = []
+    for b in ticket.budgets:
+        found = b._output_room(ticket)
+        if found is None:
+            continue
+
+        def recheck(b: budget = b) -> int:
+            again = b._output_room(ticket)
+            return 1 << 62 if again is None else again[0]
+
+        def error(
+            consumed: int, b: budget = b, found: tuple[int, str, int, int] = found
+        ) -> BudgetExceeded:
+            _, kind, others, limit = found
+            return BudgetExceeded(
+                f"{b.name}: the stream reached {consumed} output tokens with {others} used "
+                f"by other calls and this call's input ({kind} limit {limit})",
+                kind=kind,
+                used=others + consumed,
+                limit=limit,
+            )
+
+        caps.append(Cap(found[0], b.overrun, "budget", error, recheck))
+    return caps
 
 
 def _denial(answer: Mapping[str, Any]) -> QuotaExceeded:
@@ -366,6 +444,7 @@ def before_call(
     with the downgraded model. Adds the reservation id to the span ``attributes``.
     Any other failure of its own is reported once and lets the call through.
     """
+    disarm()
     guard = active_guard()
     if guard is None and not budgets_active():
         return kwargs
@@ -375,8 +454,15 @@ def before_call(
     except Exception as exc:  # an estimate must never break the app's call
         report_failure("guard.estimate", exc)
         estimate = 0
-    budgeted = reserve_budgets(estimate + max_output, model or "")
+    budgeted = reserve_budgets(estimate + max_output, model or "", output=max_output)
+    caps: list[Cap] = []
+    if budgeted:
+        try:
+            caps = _budget_caps()
+        except Exception as exc:
+            report_failure("guard.budget_caps", exc)
     if guard is None:
+        arm(caps, model)
         return kwargs
     try:
         decision = guard.check(model=model, input_tokens=estimate, max_output_tokens=max_output)
@@ -386,7 +472,11 @@ def before_call(
         raise
     except Exception as exc:
         report_failure("guard.check", exc)
+        arm(caps, model)
         return kwargs
+    if decision.output_room is not None:
+        caps.append(_quota_cap(guard, decision.output_room))
+    arm(caps, model)
     if decision.reservation_id is not None:
         attributes[attrs.TOLLMETER_RESERVATION_ID] = decision.reservation_id
     if decision.model is not None and decision.model != model:

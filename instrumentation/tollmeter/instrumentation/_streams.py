@@ -36,6 +36,11 @@ providers, ``tollmeter.configure()``'s exit handler), whose shutdown then
 exports the ended spans and their metrics. ``configure()``'s handler also calls
 ``finish_open_streams`` itself, for providers created after the first stream.
 
+A call that may produce only so many output tokens (a budget or the guard's reservation,
+see ``_stop``) has its chunks counted as well: when a hard limit is reached the proxy
+closes the SDK stream, ends the span with what was consumed, flagged stopped, and raises
+the limit's exception at the caller's next chunk.
+
 A stream that cannot be wrapped in ``MeteredProxy`` joins the same sweep with
 ``track_open(item)`` (any weakly referenceable object with an ``abandon()``
 method) and leaves it with ``untrack(item)`` once it has finished its call.
@@ -56,7 +61,9 @@ from typing import Any, Protocol, cast
 from tollmeter.instrumentation._content import Message
 from tollmeter.instrumentation._proxy import AnyProxy
 from tollmeter.instrumentation._safety import contained, report_failure
+from tollmeter.instrumentation._stop import OutputWatch, take_armed
 from tollmeter.instrumentation._telemetry import Call, Telemetry, Usage, UsageSource
+from tollmeter.semconv import attributes as attrs
 
 __all__ = [
     "Abandonable",
@@ -207,7 +214,16 @@ class _StreamState:
     proxy's state once and does the rest here.
     """
 
-    __slots__ = ("_accumulate", "_next", "_waiting_first", "call", "handler", "telemetry")
+    __slots__ = (
+        "_accumulate",
+        "_close",
+        "_next",
+        "_waiting_first",
+        "call",
+        "halted",
+        "handler",
+        "telemetry",
+    )
 
     def __init__(
         self,
@@ -222,6 +238,47 @@ class _StreamState:
         self._accumulate: Callable[[Any], None] = handler.on_chunk
         self._next = next_chunk
         self._waiting_first = True
+        self._close: Callable[[], object] | None = None
+        self.halted: BaseException | None = None
+        """The exception for the caller once a hard limit stopped the stream."""
+
+    def watch(self, watch: OutputWatch, close: Callable[[], object] | None) -> None:
+        """Count every chunk against ``watch``; ``close`` (sync streams) is the SDK's close."""
+        accumulate = self._accumulate
+        self._close = close
+        watch.span = self.call.span
+
+        def on_chunk(chunk: Any) -> None:
+            try:
+                accumulate(chunk)
+            finally:
+                if watch.observe(chunk):
+                    self._halt(watch)
+
+        self._accumulate = on_chunk
+
+    def _halt(self, watch: OutputWatch) -> None:
+        cap = watch.hit
+        if cap is None:
+            return
+        error = cap.error(watch.consumed)
+        self.halted = error
+        with contained("stream.stop"):
+            self.call.span.set_attributes(
+                {
+                    attrs.TOLLMETER_STREAM_LIMIT_REACHED: cap.reason,
+                    attrs.TOLLMETER_STREAM_STOPPED: True,
+                }
+            )
+        if self._close is not None:
+            with contained("stream.close"):
+                self._close()
+
+        def refuse() -> Any:
+            raise error
+
+        self._next = refuse
+        self.finish()
 
     def on_chunk(self, chunk: Any) -> None:
         if self._waiting_first:
@@ -356,6 +413,9 @@ class SyncStreamProxy(MeteredProxy):
         super().__init__(wrapped, telemetry, call, handler)
         if self._self_state._next is None:
             self._self_state._next = iter(wrapped).__next__
+        watch = take_armed()
+        if watch is not None:
+            self._self_state.watch(watch, getattr(wrapped, "close", None))
 
     def __next__(self) -> Any:
         return self._self_state.next_chunk()
@@ -388,20 +448,38 @@ class SyncStreamProxy(MeteredProxy):
 class AsyncStreamProxy(MeteredProxy):
     """Meters an asynchronous stream; see the module docstring."""
 
+    def __init__(
+        self, wrapped: Any, telemetry: Telemetry, call: Call, handler: StreamHandler
+    ) -> None:
+        super().__init__(wrapped, telemetry, call, handler)
+        watch = take_armed()
+        if watch is not None:
+            self._self_state.watch(watch, None)
+
     def __aiter__(self) -> AsyncStreamProxy:
         return self
 
     async def __anext__(self) -> Any:
+        state = self._self_state
+        if state.halted is not None:
+            raise state.halted
         try:
             chunk = await self.__wrapped__.__anext__()
         except StopAsyncIteration:
-            self._self_state.finish()
+            state.finish()
             raise
         except BaseException as exc:
-            self._self_state.finish(exc)
+            state.finish(exc)
             raise
-        self._self_state.on_chunk(chunk)
+        state.on_chunk(chunk)
+        if state.halted is not None:
+            await self._self_close_halted()
         return chunk
+
+    async def _self_close_halted(self) -> None:
+        """Close the SDK stream a hard limit stopped (the span has already ended)."""
+        with contained("stream.close"):
+            await self.__wrapped__.close()
 
     async def close(self) -> None:
         try:

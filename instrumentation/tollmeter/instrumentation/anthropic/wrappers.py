@@ -154,6 +154,9 @@ class MessageStreamProxy(SyncStreamProxy):
             for text in self.__wrapped__.text_stream:
                 state.on_chunk(text)
                 yield text
+                if state.halted is not None:
+                    # A hard limit closed the stream underneath (``_stop``).
+                    raise state.halted
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -195,7 +198,11 @@ class AsyncMessageStreamProxy(AsyncStreamProxy):
         try:
             async for text in self.__wrapped__.text_stream:
                 state.on_chunk(text)
+                if state.halted is not None:
+                    await self._self_close_halted()
                 yield text
+                if state.halted is not None:
+                    raise state.halted
         except GeneratorExit:
             raise
         except BaseException as exc:

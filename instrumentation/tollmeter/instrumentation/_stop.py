@@ -1,0 +1,260 @@
+"""Stopping a stream whose output reaches a hard limit while it is read.
+
+``before_call`` (``_guard``) works out, once per call, how many output tokens the call may
+still produce: from each ``tollmeter.budget`` in effect (what it has left once every other
+call's usage and reservation is counted, ``_budget``) and from the guard (the output tokens
+the check reserved plus what the collector's blocking token limits have left). Each is a
+``Cap``; ``arm(caps, model)`` leaves them for the stream proxy of the same call, which takes
+them with ``take_armed()`` and feeds every chunk to an ``OutputWatch``.
+
+The watch counts the output as it arrives: the provider's cumulative count when a chunk
+carries one, else the text, tokenised with the model's encoding in batches. A batch is
+tokenised only once its characters could hold the room left (no token is shorter than a
+character), so a long stream far from its limit costs a length and a comparison per chunk,
+and the count is exact to the chunk where the limit is reached. When it is, a ``"stop"`` cap
+makes the proxy close the SDK stream (releasing the HTTP connection), end the span with what
+was consumed and ``tollmeter.stream.stopped=true``, and raise the cap's exception at the
+caller's next chunk; a ``"warn"`` cap logs once and the stream is read on.
+
+Only what the caller reads through tollmeter's proxies is watched: iterating the stream or
+Anthropic's ``text_stream``. SDK helpers that drain a stream themselves
+(``get_final_message()``, ``until_done()``) and raw responses parsed by the caller are
+metered when they end, not stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry.trace import Span
+
+from tollmeter.instrumentation._budget import Overrun
+from tollmeter.instrumentation._estimate import count_text_tokens, prefetch_encoding
+from tollmeter.semconv import attributes as attrs
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["Cap", "OutputWatch", "arm", "disarm", "take_armed"]
+
+_log = logging.getLogger(__name__)
+
+Reason = Literal["budget", "quota"]
+
+
+@dataclass(slots=True)
+class Cap:
+    """At most ``room`` output tokens for this call, by ``reason``."""
+
+    room: int
+    mode: Overrun
+    reason: Reason
+    error: Callable[[int], TollmeterError]
+    """The exception for the caller, given the output tokens consumed."""
+    recheck: Callable[[], int] | None = None
+    """The room asked again when reached (other calls may have finished meanwhile)."""
+
+
+_ARMED: ContextVar[tuple[tuple[Cap, ...], str | None] | None] = ContextVar(
+    "tollmeter_stream_caps", default=None
+)
+
+
+def arm(caps: Sequence[Cap], model: str | None) -> None:
+    """Leave ``caps`` for the stream of the call about to be made."""
+    _ARMED.set((tuple(caps), model) if caps else None)
+    if caps:
+        prefetch_encoding(model)
+
+
+def disarm() -> None:
+    """Forget caps left by an earlier call (cheap when there are none)."""
+    if _ARMED.get() is not None:
+        _ARMED.set(None)
+
+
+def take_armed() -> OutputWatch | None:
+    """A watch over the caps armed for this call, consumed (``None`` when none were)."""
+    armed = _ARMED.get()
+    if armed is None:
+        return None
+    _ARMED.set(None)
+    return OutputWatch(*armed)
+
+
+class OutputWatch:
+    """Counts one stream's output against its caps; see the module docstring."""
+
+    __slots__ = (
+        "_caps",
+        "_model",
+        "_pending",
+        "_pending_chars",
+        "_trigger",
+        "consumed",
+        "hit",
+        "span",
+        "warned",
+    )
+
+    def __init__(self, caps: Sequence[Cap], model: str | None) -> None:
+        self._caps = sorted(caps, key=lambda cap: cap.room)
+        self._model = model
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self.consumed = 0
+        """Output tokens counted so far (exact up to the text not yet tokenised)."""
+        self.hit: Cap | None = None
+        """The ``"stop"`` cap that was reached, once one is."""
+        self.warned: Reason | None = None
+        """The first ``"warn"`` cap that was passed."""
+        self.span: Span | None = None
+        """The call's span, told when a ``"warn"`` cap is passed."""
+        self._trigger = self._room()
+
+    def _room(self) -> int:
+        # Tokenise once the pending text could hold the room left (and at least one char).
+        return max(1, self._caps[0].room - self.consumed) if self._caps else 1 << 62
+
+    def observe(self, chunk: Any) -> bool:
+        """Count ``chunk``; whether a ``"stop"`` cap has just been reached."""
+        found = _progress_of(chunk)
+        if found is None:
+            return False
+        if isinstance(found, str):
+            self._pending.append(found)
+            self._pending_chars += len(found)
+            if self._pending_chars < self._trigger:
+                return False
+            self.consumed += count_text_tokens("".join(self._pending), self._model)
+        else:
+            # The provider's count is cumulative: it replaces ours.
+            self.consumed = found
+        self._pending.clear()
+        self._pending_chars = 0
+        return self._check()
+
+    def _check(self) -> bool:
+        while self._caps and self.consumed >= self._caps[0].room:
+            cap = self._caps[0]
+            if cap.recheck is not None:
+                cap.room = cap.recheck()
+                cap.recheck = None
+                self._caps.sort(key=lambda c: c.room)
+                continue
+            del self._caps[0]
+            if cap.mode == "stop":
+                self.hit = cap
+                return True
+            _log.warning(
+                "tollmeter: a stream of %s passed its %s (%d output tokens, %d allowed); "
+                "reading on (overrun='warn')",
+                self._model or "a model",
+                cap.reason,
+                self.consumed,
+                cap.room,
+            )
+            if self.warned is None:
+                self.warned = cap.reason
+                if self.span is not None:
+                    self.span.set_attributes(
+                        {
+                            attrs.TOLLMETER_STREAM_LIMIT_REACHED: cap.reason,
+                            attrs.TOLLMETER_STREAM_STOPPED: False,
+                        }
+                    )
+        self._trigger = self._room()
+        return False
+
+
+# -- what a chunk says about the output ---------------------------------------------------
+# One reader per chunk type, chosen on first sight: the SDKs' chunk classes are few.
+
+Progress = Callable[[Any], "str | int | None"]
+
+_RESPONSES_TEXT = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _text(chunk: Any) -> str | int | None:
+    return chunk or None
+
+
+def _nothing(chunk: Any) -> str | int | None:
+    return None
+
+
+def _choices(chunk: Any) -> str | int | None:
+    """OpenAI chat and legacy completion chunks."""
+    usage = chunk.usage
+    if usage is not None:
+        count = getattr(usage, "completion_tokens", None)
+        if isinstance(count, int):
+            return count
+    parts: list[str] = []
+    for choice in chunk.choices:
+        delta = getattr(choice, "delta", None)
+        if delta is None:
+            text = getattr(choice, "text", None)
+        else:
+            text = delta.content
+            if not text:
+                for call in getattr(delta, "tool_calls", None) or ():
+                    function = call.function
+                    if function is not None and function.arguments:
+                        parts.append(function.arguments)
+                text = getattr(delta, "refusal", None)
+        if text:
+            parts.append(text)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else "".join(parts)
+
+
+def _typed(chunk: Any) -> str | int | None:
+    """Anthropic message events and OpenAI Responses events."""
+    kind = chunk.type
+    if kind == "content_block_delta":
+        delta = chunk.delta
+        for name in ("text", "thinking", "partial_json"):
+            value = getattr(delta, name, None)
+            if isinstance(value, str):
+                return value or None
+        return None
+    if kind in _RESPONSES_TEXT:
+        delta = chunk.delta
+        return delta if isinstance(delta, str) and delta else None
+    if kind == "message_delta":
+        count = getattr(getattr(chunk, "usage", None), "output_tokens", None)
+        return count if isinstance(count, int) else None
+    if kind in _RESPONSES_FINAL:
+        usage = getattr(chunk.response, "usage", None)
+        count = getattr(usage, "output_tokens", None)
+        return count if isinstance(count, int) else None
+    # Anthropic's ``MessageStream`` also yields ``text`` events repeating each delta.
+    return None
+
+
+_READERS: dict[type[Any], Progress] = {str: _text}
+
+
+def _progress_of(chunk: Any) -> str | int | None:
+    reader = _READERS.get(chunk.__class__)
+    if reader is None:
+        if hasattr(chunk, "choices"):
+            reader = _choices
+        elif hasattr(chunk, "type"):
+            reader = _typed
+        else:
+            reader = _nothing
+        _READERS[chunk.__class__] = reader
+    return reader(chunk)

@@ -1,0 +1,328 @@
+"""Streams cut where their output reaches a budget or the guard's reservation.
+
+The real OpenAI and Anthropic SDKs read long replies from the fake LLM server; each test
+asks for a reply ten times longer than the limit allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.instrumentation.test_guard import CheckServer
+from tollmeter.instrumentation import BudgetSpanProcessor, Guard, budget
+from tollmeter.instrumentation._estimate import count_text_tokens
+from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
+from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
+from tollmeter.instrumentation.openai import OpenAIInstrumentor
+from tollmeter.semconv import attributes as attrs
+
+N = 40
+LONG = {"x-fake-reply-tokens": str(10 * N)}
+GPT = "gpt-4o-mini"
+CLAUDE = "claude-test-small"
+MESSAGES = [{"role": "user", "content": "Tell me a long story"}]
+
+
+@pytest.fixture
+def instrumented(tracer_provider, meter_provider) -> Iterator[None]:
+    tracer_provider.add_span_processor(BudgetSpanProcessor())
+    instrumentors = (OpenAIInstrumentor(), AnthropicInstrumentor())
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    yield
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture
+def gpt(fake_llm, instrumented) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{fake_llm.url}/v1", api_key="sk-test", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def claude(fake_llm, instrumented, claude_tracing) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def span_attributes(span_exporter: InMemorySpanExporter) -> Callable[[], dict[str, Any]]:
+    def get() -> dict[str, Any]:
+        spans = span_exporter.get_finished_spans()
+        assert len(spans) == 1, [span.name for span in spans]
+        return dict(spans[0].attributes or {})
+
+    return get
+
+
+def _text_of(chunk: Any) -> str:
+    """The output text one chunk of any of the streams here carries."""
+    if isinstance(chunk, str):
+        return chunk
+    if getattr(chunk, "choices", None):
+        return chunk.choices[0].delta.content or ""
+    if getattr(chunk, "type", None) == "content_block_delta":
+        return getattr(chunk.delta, "text", "")
+    if getattr(chunk, "type", None) == "response.output_text.delta":
+        return str(chunk.delta)
+    return ""
+
+
+def _assert_cut_at_n(texts: list[str], model: str, attributes: dict[str, Any]) -> int:
+    """The span reports the output read, which reached N with its last chunk and not before."""
+    consumed = attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert consumed == count_text_tokens("".join(texts), model)
+    last = count_text_tokens(texts[-1], model)
+    assert consumed - last < N <= consumed
+    assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is True
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "estimate"
+    return int(consumed)
+
+
+def _read(stream: Any, texts: list[str]) -> None:
+    for chunk in stream:
+        text = _text_of(chunk)
+        if text:
+            texts.append(text)
+
+
+async def _aread(stream: Any, texts: list[str]) -> None:
+    async for chunk in stream:
+        text = _text_of(chunk)
+        if text:
+            texts.append(text)
+
+
+def test_openai_chat_stream_stops_at_the_budget(gpt, span_attributes):
+    texts: list[str] = []
+    with budget(max_output_tokens=N) as b:
+        stream = gpt.chat.completions.create(
+            model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+        )
+        with pytest.raises(BudgetExceeded) as stopped:
+            _read(stream, texts)
+    assert stream.response.is_closed
+    attributes = span_attributes()
+    consumed = _assert_cut_at_n(texts, GPT, attributes)
+    assert attributes[attrs.TOLLMETER_STREAM_LIMIT_REACHED] == "budget"
+    assert (stopped.value.kind, stopped.value.limit) == ("output_tokens", N)
+    assert stopped.value.used == consumed
+    assert b.output_tokens_used == consumed
+    # The refusal repeats, the stream is not read again.
+    with pytest.raises(BudgetExceeded):
+        next(stream)
+
+
+def test_openai_async_chat_stream_stops_at_the_budget(fake_llm, instrumented, span_attributes):
+    texts: list[str] = []
+
+    async def run() -> Any:
+        async with openai.AsyncOpenAI(
+            base_url=f"{fake_llm.url}/v1", api_key="sk-test", max_retries=0
+        ) as client:
+            with budget(max_output_tokens=N):
+                stream = await client.chat.completions.create(
+                    model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+                )
+                with pytest.raises(BudgetExceeded):
+                    await _aread(stream, texts)
+            return stream
+
+    stream = asyncio.run(run())
+    assert stream.response.is_closed
+    _assert_cut_at_n(texts, GPT, span_attributes())
+
+
+def test_openai_responses_stream_stops_at_the_budget(gpt, span_attributes):
+    texts: list[str] = []
+    with budget(max_output_tokens=N):
+        stream = gpt.responses.create(model=GPT, input="Tell me", stream=True, extra_headers=LONG)
+        with pytest.raises(BudgetExceeded):
+            _read(stream, texts)
+    assert stream.response.is_closed
+    _assert_cut_at_n(texts, GPT, span_attributes())
+
+
+def test_anthropic_raw_stream_stops_at_the_budget(claude, span_attributes):
+    texts: list[str] = []
+    with budget(max_output_tokens=N):
+        stream = claude.messages.create(
+            model=CLAUDE, max_tokens=4096, messages=MESSAGES, stream=True, extra_headers=LONG
+        )
+        with pytest.raises(BudgetExceeded):
+            _read(stream, texts)
+    assert stream.response.is_closed
+    _assert_cut_at_n(texts, CLAUDE, span_attributes())
+
+
+def test_anthropic_async_text_stream_stops_at_the_budget(
+    fake_llm, instrumented, claude_tracing, span_attributes
+):
+    texts: list[str] = []
+
+    async def run() -> Any:
+        async with anthropic.AsyncAnthropic(
+            base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
+        ) as client:
+            with budget(max_output_tokens=N):
+                async with client.messages.stream(
+                    model=CLAUDE, max_tokens=4096, messages=MESSAGES, extra_headers=LONG
+                ) as stream:
+                    with pytest.raises(BudgetExceeded):
+                        await _aread(stream.text_stream, texts)
+                    assert stream.response.is_closed
+            return stream
+
+    asyncio.run(run())
+    _assert_cut_at_n(texts, CLAUDE, span_attributes())
+
+
+def test_anthropic_async_raw_stream_and_sync_event_stream(
+    fake_llm, instrumented, claude, claude_tracing, span_exporter
+):
+    async def run() -> None:
+        async with anthropic.AsyncAnthropic(
+            base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
+        ) as client:
+            with budget(max_output_tokens=N):
+                stream = await client.messages.create(
+                    model=CLAUDE,
+                    max_tokens=4096,
+                    messages=MESSAGES,
+                    stream=True,
+                    extra_headers=LONG,
+                )
+                with pytest.raises(BudgetExceeded):
+                    await _aread(stream, texts)
+                assert stream.response.is_closed
+
+    texts: list[str] = []
+    asyncio.run(run())
+    _assert_cut_at_n(texts, CLAUDE, dict(span_exporter.get_finished_spans()[0].attributes or {}))
+    span_exporter.clear()
+    texts = []
+    with (
+        budget(max_output_tokens=N),
+        claude.messages.stream(
+            model=CLAUDE, max_tokens=4096, messages=MESSAGES, extra_headers=LONG
+        ) as events,
+    ):
+        with pytest.raises(BudgetExceeded):
+            _read(events, texts)
+        assert events.response.is_closed
+    _assert_cut_at_n(texts, CLAUDE, dict(span_exporter.get_finished_spans()[0].attributes or {}))
+
+
+def test_a_stream_within_its_budget_is_read_to_the_end(gpt, claude, span_exporter):
+    with budget(max_output_tokens=10 * N + 50) as b:
+        texts: list[str] = []
+        _read(
+            gpt.chat.completions.create(
+                model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+            ),
+            texts,
+        )
+        with claude.messages.stream(
+            model=CLAUDE,
+            max_tokens=4096,
+            messages=MESSAGES,
+            extra_headers={"x-fake-reply-tokens": "40"},
+        ) as stream:
+            _read(stream.text_stream, texts)
+    assert len(texts) == 10 * N + 40
+    for span in span_exporter.get_finished_spans():
+        assert attrs.TOLLMETER_STREAM_STOPPED not in (span.attributes or {})
+        assert attrs.TOLLMETER_STREAM_LIMIT_REACHED not in (span.attributes or {})
+    assert b.output_tokens_used <= 10 * N + 50
+
+
+def test_a_caller_breaking_out_first_is_unaffected(gpt, span_attributes):
+    with (
+        budget(max_output_tokens=N),
+        gpt.chat.completions.create(
+            model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+        ) as stream,
+    ):
+        for index, _ in enumerate(stream):
+            if index == N // 2:
+                break
+    attributes = span_attributes()
+    assert attrs.TOLLMETER_STREAM_STOPPED not in attributes
+    assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] < N
+
+
+def test_warn_reads_on_and_says_so(gpt, span_attributes, caplog):
+    texts: list[str] = []
+    logs = caplog.at_level(logging.WARNING, logger="tollmeter.instrumentation._stop")
+    with logs, budget(max_output_tokens=N, overrun="warn"):
+        _read(
+            gpt.chat.completions.create(
+                model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+            ),
+            texts,
+        )
+    assert len(texts) == 10 * N
+    attributes = span_attributes()
+    assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is False
+    assert attributes[attrs.TOLLMETER_STREAM_LIMIT_REACHED] == "budget"
+    assert len([r for r in caplog.records if "overrun='warn'" in r.getMessage()]) == 1
+
+
+def test_provider_usage_counts_what_the_text_does_not_show(gpt, span_attributes):
+    # A reasoning model's hidden reasoning is in the final usage only: 40 visible tokens fit
+    # a budget of 100, the 64 or more reasoning tokens the last chunk reports do not.
+    texts: list[str] = []
+    with budget(max_output_tokens=100):
+        stream = gpt.chat.completions.create(
+            model="o4-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-fake-reply-tokens": "40"},
+        )
+        with pytest.raises(BudgetExceeded) as stopped:
+            _read(stream, texts)
+    assert len(texts) == 40
+    attributes = span_attributes()
+    assert attributes[attrs.TOLLMETER_USAGE_SOURCE] == "provider"
+    assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is True
+    assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] >= 104
+    assert stopped.value.used == attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS]
+
+
+@pytest.fixture
+def output_quota() -> Iterator[CheckServer]:
+    server = CheckServer(
+        [{"name": "output", "measure": "output", "limit": N, "window": "day", "action": "block"}]
+    )
+    yield server
+    server.close()
+
+
+def test_the_guard_stops_a_stream_at_what_the_quota_allowed(gpt, output_quota, span_attributes):
+    guard = Guard(output_quota.url).install()
+    texts: list[str] = []
+    try:
+        stream = gpt.chat.completions.create(
+            model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+        )
+        with pytest.raises(QuotaExceeded):
+            _read(stream, texts)
+    finally:
+        guard.uninstall()
+    assert stream.response.is_closed
+    attributes = span_attributes()
+    _assert_cut_at_n(texts, GPT, attributes)
+    assert attributes[attrs.TOLLMETER_STREAM_LIMIT_REACHED] == "quota"
+    assert attributes[attrs.TOLLMETER_RESERVATION_ID]
