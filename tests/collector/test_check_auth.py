@@ -240,16 +240,18 @@ def test_without_keys_check_is_open(collector_factory):
         assert check(api, "whatever", tenant="acme").status_code == 200
 
 
-def test_openapi_lists_ingest_keys_for_check_and_reconcile_only(api):
+def test_openapi_lists_ingest_keys_for_check_reconcile_and_outcomes_only(api):
     document = api.get("/openapi.json").json()
     schemes = document["components"]["securitySchemes"]
     assert schemes["ingestKey"]["scheme"] == schemes["adminKey"]["scheme"] == "bearer"
     both = [{"adminKey": []}, {"ingestKey": []}]
     assert document["paths"]["/api/v1/check"]["post"]["security"] == both
     assert document["paths"]["/api/v1/reconcile"]["post"]["security"] == both
+    assert document["paths"]["/api/v1/outcomes"]["post"]["security"] == both
     assert "403" in document["paths"]["/api/v1/check"]["post"]["responses"]
     for path, item in document["paths"].items():
-        if path.startswith("/api/") and path not in ("/api/v1/check", "/api/v1/reconcile"):
+        ingest = ("/api/v1/check", "/api/v1/reconcile", "/api/v1/outcomes")
+        if path.startswith("/api/") and path not in ingest:
             for operation in item.values():
                 assert operation["security"] == [{"adminKey": []}], path
 

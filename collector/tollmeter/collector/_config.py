@@ -29,6 +29,7 @@ import yaml
 from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
 from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
 from tollmeter.collector._edge_config import ServerConfig, TlsConfig
+from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.billing._config import ReconciliationConfig
 from tollmeter.collector.errors import InvalidConfig, InvalidSetting
@@ -213,6 +214,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    organisations: OrganisationsConfig = field(default_factory=OrganisationsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)

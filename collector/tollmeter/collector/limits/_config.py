@@ -61,8 +61,9 @@ MEASURES: tuple[Measure, ...] = (
     "requests",
     "concurrency",
 )
-DIMENSIONS: tuple[str, ...] = METER_DIMENSIONS
-"""Request attributes a limit can match on and keep separate counters by."""
+DIMENSIONS: tuple[str, ...] = (*METER_DIMENSIONS, "org")
+"""Request attributes a limit can match on and keep separate counters by. ``org`` (the
+tenant's organisation) is no meter dimension: an organisation's usage is its tenants'."""
 WEIGHT_BUCKETS: tuple[str, ...] = ("input", "cache_read", "cache_write", "output", "reasoning")
 """The five exclusive token buckets a ``weighted`` measure can weigh."""
 HOOK_EVENTS: tuple[HookEvent, ...] = (
