@@ -40,6 +40,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from tollmeter.collector._call_measures import KEYS as _MEASURE_KEYS
 from tollmeter.collector._call_measures import call_measures
 from tollmeter.collector._event_ids import event_id
+from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._outcomes import (
     Outcome,
     outcome_id,
@@ -194,6 +195,7 @@ _OWN_KEYS = frozenset(
         attrs.USER_ID,
         attrs.TOLLMETER_TENANT_ID,
         attrs.TOLLMETER_PROJECT_ID,
+        attrs.TOLLMETER_ORG_ID,
         attrs.TOLLMETER_API_KEY_ID,
         attrs.TOLLMETER_FEATURE,
         attrs.TOLLMETER_ENVIRONMENT,
@@ -255,7 +257,8 @@ class Extractor:
 
     ``tenant_attributes`` are the fallbacks read (on the span, then on its resource)
     when neither carries ``tollmeter.tenant.id``; ``default_tenant`` is the last resort.
-    ``pricer`` sets each event's cost, currency and price source as it is built.
+    ``pricer`` sets each event's cost, currency and price source as it is built;
+    ``organisations`` gives each event its tenant's organisation.
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class Extractor:
         default_tenant: str = "unknown",
         collector_id: str | None = None,
         pricer: CallPricer | None = None,
+        organisations: OrganisationsConfig | None = None,
     ) -> None:
         if not default_tenant:
             raise ValueError("default_tenant must not be empty")
@@ -274,6 +278,7 @@ class Extractor:
         self._default_tenant = default_tenant
         self._collector_id = collector_id
         self._pricer = pricer
+        self._organisations = organisations or OrganisationsConfig()
 
     def extract(
         self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
@@ -426,6 +431,9 @@ class Extractor:
             hidden_input_tokens=measures.hidden_input_tokens,
             time_to_first_token_s=measures.time_to_first_token_s,
             decode_s_per_output_token=measures.decode_s_per_output_token,
+            org_id=self._organisations.org_of(
+                tenant, _text(labels.get(attrs.TOLLMETER_ORG_ID)), trusted=bound is None
+            ),
         )
 
     def _outcome(

@@ -32,6 +32,7 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
         tenant_attributes=ingest.tenant_attributes,
         default_tenant=ingest.default_tenant,
         collector_id=config.collector_id,
+        organisations=config.organisations,
         # Priced as they are extracted, so that each event is built once.
         pricer=pricer,
     )

@@ -101,6 +101,7 @@ def attach_limits(collector: _Host, *, pricer: Pricer) -> LimitsService:
         cost_estimator=_cost_estimator(pricer),
         collector_id=config.collector_id,
         usage=collector.ledger.query_usage,
+        organisations=config.organisations,
     )
     pipeline.subscribe(service.on_committed)
     collector.add_management_routes(limits_routes(service))

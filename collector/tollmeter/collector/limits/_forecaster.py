@@ -71,6 +71,9 @@ class Forecaster:
         window = rule.window
         if not isinstance(window, CalendarWindow):
             return []  # a bucket has no window end, calls in flight no usage to project
+        if "org" in rule.config.group_by or "org" in rule.config.match:
+            # The daily rollups are kept per tenant, not per organisation.
+            return []
         start, end, label = window.bounds(now)
         dims = tuple(
             d for d in METER_DIMENSIONS if d in rule.config.group_by or d in rule.config.match

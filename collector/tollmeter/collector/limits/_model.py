@@ -70,6 +70,8 @@ class CheckRequest:
     estimated_input_tokens: int = 0
     max_output_tokens: int = 0
     request_id: str | None = None
+    org: str | None = None
+    """The tenant's organisation, from the configuration: never taken from the caller."""
 
     def attributes(self) -> dict[str, str | None]:
         return {
@@ -78,6 +80,7 @@ class CheckRequest:
             "model": self.model,
             "api_key": self.api_key_id,
             "feature": self.feature,
+            "org": self.org,
         }
 
 
@@ -175,14 +178,17 @@ class Reservation:
             [[c.limit, list(c.key), c.amount, c.period] for c in self.charges],
             None if result is None else result.action,
             None if result is None else result.downgrade_model,
+            q.org,
         ]
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Reservation:
         (rid, tenant, project, model, api_key_id, feature, inp, out, request_id) = row[:9]
         cost, created, expires, charges, action, downgrade = row[9:15]
+        # Rows written before organisations existed end at the downgrade.
+        org = row[15] if len(row) > 15 else None
         request = CheckRequest(
-            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id
+            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id, org
         )
         return cls(
             id=rid,

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 Attributes = Mapping[str, "str | None"]
-"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key)."""
+"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key, org)."""
 
 CostEstimator = Callable[[str, int, int], "float | None"]
 """(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""
@@ -50,6 +50,7 @@ def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
         "model": event.model or None,
         "api_key": event.api_key_id,
         "feature": event.feature,
+        "org": event.org_id,
     }
 
 

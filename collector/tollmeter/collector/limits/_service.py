@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
@@ -74,6 +75,7 @@ class LimitsService:
         expiry_interval_s: float = 1.0,
         ledger_notifies: bool = False,
         usage: UsageSource | None = None,
+        organisations: OrganisationsConfig | None = None,
     ) -> None:
         self.engine: LimitEngine | RedisLimitEngine
         self._store: LimitStateStore | None = None
@@ -91,6 +93,7 @@ class LimitsService:
         self._collector_id = collector_id
         self._expiry_interval_s = expiry_interval_s
         self._clock = clock
+        self._org_of = (organisations or OrganisationsConfig()).org_of_tenant
         # Usage history for the forecasts: the ledger's query interface.
         self._forecaster = None if usage is None else Forecaster(usage)
         self._stop = threading.Event()
@@ -114,6 +117,9 @@ class LimitsService:
             self._forecast_thread.start()
 
     def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
+        org = self._org_of.get(request.tenant)
+        if org != request.org:
+            request = dataclasses.replace(request, org=org)
         result, notices = self.engine.check(request, dry_run=dry_run)
         self._notify(notices)
         return result
@@ -342,6 +348,7 @@ def _usage_event(
         project_id=req.project,
         api_key_id=req.api_key_id,
         feature=req.feature,
+        org_id=req.org,
         request_id=req.request_id,
         request_model=req.model,
         response_model=response_model,
