@@ -133,10 +133,6 @@ if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test
     raise RuntimeError("the PostgreSQL and SQLite ledgers must have the same schema versions")
 
 
-class NewerSchema(psycopg.DatabaseError):
-    """The database holds a schema version this release does not know."""
-
-
 def migrate(conn: psycopg.Connection) -> int:
     """Apply pending migrations in one transaction; return the schema version.
 
@@ -148,7 +144,7 @@ def migrate(conn: psycopg.Connection) -> int:
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         version = 0 if row is None else int(row[0])
         if version > SCHEMA_VERSION:
-            raise NewerSchema(
+            raise psycopg.DatabaseError(
                 f"ledger schema version {version} is newer than this tollmeter "
                 f"{__version__} knows ({SCHEMA_VERSION}): upgrade tollmeter to open it"
             )
