@@ -11,12 +11,21 @@ the same machine load; the cost is CPU time of the calling thread (``time.thread
 which other processes on a busy machine do not inflate. Work a ``BatchSpanProcessor`` does on
 its own thread is not counted: it is off the application's path.
 
+Each variant's interpreter also times the *floor* in the same rounds: the uninstrumented
+call inside a bare SDK span carrying the same 13 attributes tollmeter sets, plus the three
+histogram records (operation duration, input and output token usage). No OpenTelemetry-based
+instrumentation can cost less than that.
+
 Per variant, from the fastest of ``--repeats`` rounds (interference only adds time):
 
 - ``call_us``: added microseconds per non-streaming call;
 - ``stream_us``: added microseconds per streaming call of ``--chunks`` content chunks;
 - ``per_chunk_us``: added microseconds per streamed chunk (the slope between streams of
-  ``--chunks`` and ``--chunks + EXTRA_CHUNKS`` chunks).
+  ``--chunks`` and ``--chunks + EXTRA_CHUNKS`` chunks), over bare iteration of the SDK stream;
+- ``floor_call_us``/``floor_stream_us``: what the floor adds, and ``call_to_floor``: the
+  instrumented call's total CPU over the floor's (1.0 would be the floor itself);
+- ``call_us_spread``: the added cost per call in every round (min, median, max of the
+  round-by-round differences), to show how noisy the machine was.
 
 Peers that are not installed are reported as ``"not installed"``;
 ``benchmarks/requirements.txt`` lists them.
@@ -261,6 +270,56 @@ def _calls(sdk: str, native: bool, chunks: int) -> dict[str, Callable[[], None]]
     return {"call": call, "stream": stream(chunks), "stream_long": stream(chunks + EXTRA_CHUNKS)}
 
 
+_FLOOR_REQUEST: dict[str, Any] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.request.max_tokens": 16,
+    "server.address": "bench.invalid",
+    "server.port": 443,
+}
+_FLOOR_RESPONSE: dict[str, Any] = {
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.response.id": "chatcmpl-bench",
+    "gen_ai.response.finish_reasons": ["stop"],
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 16,
+    "gen_ai.usage.cache_read.input_tokens": 0,
+    "tollmeter.usage.source": "provider",
+}
+
+
+def _floor(plan: dict[str, Callable[[], None]]) -> dict[str, Callable[[], None]]:
+    """``plan``'s calls, each in a bare span with 13 attributes plus three histogram records."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("bench.floor")
+    meter = metrics.get_meter("bench.floor")
+    duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+    tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
+    inputs = {**base, "gen_ai.token.type": "input"}
+    outputs = {**base, "gen_ai.token.type": "output"}
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            started = time.perf_counter()
+            span = tracer.start_span(
+                "chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=_FLOOR_REQUEST
+            )
+            fn()
+            span.set_attributes(_FLOOR_RESPONSE)
+            span.end()
+            duration.record(time.perf_counter() - started, base)
+            tokens.record(12, inputs)
+            tokens.record(16, outputs)
+
+        return run
+
+    return {kind: wrap(fn) for kind, fn in plan.items()}
+
+
 def _cpu_us(fn: Callable[[], None], calls: int) -> float:
     """Mean CPU microseconds of the calling thread per call of ``fn``."""
     gc.collect()
@@ -297,6 +356,7 @@ def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, A
     plans = {
         "baseline": _calls(variant.sdk, variant.baseline_native_spans, chunks),
         "measured": _calls(variant.sdk, variant.native_spans, chunks),
+        "floor": _floor(_calls(variant.sdk, variant.baseline_native_spans, chunks)),
     }
     samples: dict[str, dict[str, list[float]]] = {
         which: {"call": [], "stream": [], "stream_long": []} for which in plans
@@ -319,9 +379,11 @@ def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, A
             processor.force_flush()
             exporter.clear()
 
+    kinds = ("baseline", "floor", "measured")
     for round_ in range(repeats):
-        order = ("baseline", "measured") if round_ % 2 == 0 else ("measured", "baseline")
-        for which in order:
+        # Rotate, then reverse every other round, so each kind runs early and late alike.
+        order = kinds[round_ % 3 :] + kinds[: round_ % 3]
+        for which in order if round_ % 2 == 0 else tuple(reversed(order)):
             measure(which)
 
     # Interference from other processes only ever adds time, so the fastest round of each
@@ -332,6 +394,10 @@ def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, A
     def per_chunk(which: str) -> float:
         return (fastest(which, "stream_long") - fastest(which, "stream")) / EXTRA_CHUNKS
 
+    added = sorted(
+        m - b for m, b in zip(samples["measured"]["call"], samples["baseline"]["call"], strict=True)
+    )
+
     return {
         "status": "ok",
         "baseline_call_us": round(fastest("baseline", "call"), 2),
@@ -340,6 +406,14 @@ def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, A
         "call_us": round(fastest("measured", "call") - fastest("baseline", "call"), 2),
         "stream_us": round(fastest("measured", "stream") - fastest("baseline", "stream"), 2),
         "per_chunk_us": round(per_chunk("measured") - per_chunk("baseline"), 3),
+        "floor_call_us": round(fastest("floor", "call") - fastest("baseline", "call"), 2),
+        "floor_stream_us": round(fastest("floor", "stream") - fastest("baseline", "stream"), 2),
+        "call_to_floor": round(fastest("measured", "call") / fastest("floor", "call"), 3),
+        "call_us_spread": [
+            round(added[0], 1),
+            round(added[len(added) // 2], 1),
+            round(added[-1], 1),
+        ],
     }
 
 

@@ -228,6 +228,9 @@ def _is_genai(span: Span) -> bool:
     return any(word in name for word in _GENAI_SCOPE_WORDS)
 
 
+_OWN_SCOPES: Final = "tollmeter.instrumentation."
+
+
 class AttributionSpanProcessor(SpanProcessor):
     """Adds the attribution in effect to every GenAI span when it starts (and shows
     tollmeter's wrappers a peer's span that is never made current: ``_peers.note_started``)."""
@@ -235,6 +238,10 @@ class AttributionSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             note_started(span)
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name.startswith(_OWN_SCOPES):
+                # tollmeter's wrappers set the same attribution, read from the same context.
+                return
             attribution = current_attribution(parent_context)
             if not attribution or not _is_genai(span):
                 return
