@@ -241,3 +241,25 @@ def test_a_hostile_outcome_span_is_refused_alone(app: App, keyed: RunningCollect
     (row,) = keyed.collector.ledger.read_outcome_rows(0, 10)
     assert row[2:5] == ("wf-2.5", "ticket_resolved", "2.5")
     assert row[1] == "acme"  # the ingest key's tenant
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "yesterday"}, "from: 'yesterday' is not an ISO 8601 time"),
+        ({"to": "2300-01-01"}, "to: '2300-01-01' is out of range"),
+        ({"name": "n" * 129}, "name: longer than 128"),
+        ({"group_by": "workflow"}, "unknown parameter 'group_by'"),
+    ],
+)
+def test_bad_summary_parameters_are_refused(
+    keyed: RunningCollector, params: dict[str, str], message: str
+) -> None:
+    answer = httpx.get(
+        f"{keyed.management_url}/api/v1/outcomes/summary",
+        params=params,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]

@@ -43,6 +43,7 @@ MAX_OUTCOMES = 1000
 _FIELDS = frozenset({"name", "workflow_id", "value", "outcome_id", "tenant", "time"})
 _SUMMARY_PARAMS = frozenset({"from", "to", "name", "tenant"})
 _END_OF_TIME_NS = 2**63 - 1
+_YEAR_2200_S = 7_258_118_400
 
 
 def outcome_routes(ledger: Ledger) -> list[Route]:
@@ -194,6 +195,6 @@ def _time_ns(field: str, text: object, default: int) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     seconds = moment.timestamp()
-    if not 0 <= seconds < 2**33:
+    if not 0 <= seconds < _YEAR_2200_S:
         raise BadRequest(f"{field}: {text!r} is out of range")
     return int(seconds) * 1_000_000_000 + moment.microsecond * 1000
