@@ -11,6 +11,7 @@ stops those that started in the reverse order:
     console, reconciliation,       nothing to flush (a reconciliation under way finishes in
     metrics                        its thread within its own timeouts)
     export                         the last Parquet file, with every acknowledged event
+    grants                         its schedule stopped (grants live in the ledger)
     limits                         state written, expired reservations charged
     pipeline                       drained: everything still queued is committed
     forwarding                     queues flushed to the downstream collectors
@@ -33,6 +34,7 @@ from tollmeter.collector.billing._attach import Reconciler
 from tollmeter.collector.console import attach_console
 from tollmeter.collector.export import ExportService, install_export
 from tollmeter.collector.forward import chain_sinks, start_forwarding
+from tollmeter.collector.grants._attach import Grants
 from tollmeter.collector.limits import LimitsService
 from tollmeter.collector.limits._attach import attach_limits
 from tollmeter.collector.receivers import GrpcReceiver, OtlpIngest, http_receiver_app
@@ -256,6 +258,7 @@ COMPONENTS: Sequence[Callable[[], Component]] = (
     Forwarding,
     Pipeline,
     Limits,
+    Grants,
     Export,
     Metrics,
     Reconciler,

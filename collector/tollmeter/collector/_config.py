@@ -33,6 +33,7 @@ from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.billing._config import ReconciliationConfig
 from tollmeter.collector.errors import InvalidConfig, InvalidSetting
+from tollmeter.collector.grants._config import GrantsConfig
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
@@ -220,6 +221,7 @@ class Config:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     reconciliation: ReconciliationConfig = field(default_factory=ReconciliationConfig)
+    grants: GrantsConfig = field(default_factory=GrantsConfig)
 
     @property
     def storage_url(self) -> str:

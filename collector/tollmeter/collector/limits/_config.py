@@ -48,6 +48,8 @@ HookEvent = Literal[
     "reservation_expired",
     "forecast_exceeded",
     "reconciliation_drift",
+    "grant_low_balance",
+    "grant_expired",
 ]
 
 ACTIONS: tuple[Action, ...] = ("block", "throttle", "alert", "downgrade")
@@ -74,7 +76,11 @@ HOOK_EVENTS: tuple[HookEvent, ...] = (
     "forecast_exceeded",
 )
 """What a hook that names no ``events`` is told about."""
-OPT_IN_EVENTS: tuple[HookEvent, ...] = ("reconciliation_drift",)
+OPT_IN_EVENTS: tuple[HookEvent, ...] = (
+    "reconciliation_drift",
+    "grant_low_balance",
+    "grant_expired",
+)
 """Events a hook receives only when its ``events`` name them: not about limits."""
 _PERIODS: tuple[Period, ...] = ("day", "week", "month")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")

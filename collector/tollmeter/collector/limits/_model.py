@@ -31,6 +31,8 @@ NoticeKind = Literal[
     "reservation_expired",
     "forecast_exceeded",
     "reconciliation_drift",
+    "grant_low_balance",
+    "grant_expired",
 ]
 
 

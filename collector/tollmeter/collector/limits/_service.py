@@ -93,6 +93,8 @@ class LimitsService:
         self._collector_id = collector_id
         self._expiry_interval_s = expiry_interval_s
         self._clock = clock
+        # Checked before the engine (the prepaid grants' overage gate); a denial is final.
+        self.gate: Callable[[CheckRequest], CheckResult | None] | None = None
         self._org_of = (organisations or OrganisationsConfig()).org_of_tenant
         # Usage history for the forecasts: the ledger's query interface.
         self._forecaster = None if usage is None else Forecaster(usage)
@@ -117,6 +119,10 @@ class LimitsService:
             self._forecast_thread.start()
 
     def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
+        gate = self.gate
+        denied = None if gate is None else gate(request)
+        if denied is not None:
+            return denied
         org = self._org_of.get(request.tenant)
         if org != request.org:
             request = dataclasses.replace(request, org=org)

@@ -1,0 +1,169 @@
+"""The grants service: the overage gate of checks, grant hooks, and ending due grants.
+
+The gate answers from a per-tenant view of the grants (their dates and whether any balance
+is left), read from the ledger at start and again for a tenant after each commit of its
+usage here, after each grant change here, and for every tenant each ``interval`` (what
+other replicas burnt). Under ``overage: block`` a check is denied with the reason
+``grants exhausted`` once no grant covering now has a balance left.
+
+How far usage can go past the grants under ``block``: a check admitted while a balance is
+left is not held against it (the burn happens when its usage is committed), so the calls
+in flight at the moment the grants run out (the open reservations, and on other replicas
+until their next refresh, the calls they admit meanwhile) may still finish. Their usage
+beyond the grants is recorded as ``overage``, never as a negative grant balance.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+
+from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.grants._config import GrantsConfig
+from tollmeter.collector.grants._model import Grant
+from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice
+from tollmeter.collector.storage import Ledger
+from tollmeter.semconv.errors import TollmeterError
+
+__all__ = ["EXHAUSTED", "GrantsService"]
+
+logger = logging.getLogger(__name__)
+
+EXHAUSTED = "grants exhausted"
+
+
+class GrantsService:
+    def __init__(
+        self,
+        config: GrantsConfig,
+        ledger: Ledger,
+        *,
+        notify: Callable[[Notice], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clock = clock
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._held: dict[str, list[tuple[Grant, Decimal]]] = {}
+        self._low: set[str] = set()
+        # Grants already low when the collector starts fired (or never will) before it.
+        self.refresh(None, announce=False)
+
+    def gate(self, request: CheckRequest) -> CheckResult | None:
+        """The denial of a check under ``block`` once the tenant's grants are used up."""
+        tenant = request.tenant
+        if self.config.policy(tenant) != "block":
+            return None
+        held = self._held.get(tenant)
+        if not held:
+            return None
+        now_ns = int(self.clock() * 1e9)
+        if any(balance > 0 and grant.covers(now_ns) for grant, balance in held):
+            return None
+        return CheckResult(allowed=False, action="block", denied_by="grants", reason=EXHAUSTED)
+
+    def on_committed(self, events: Sequence[UsageEvent]) -> None:
+        """Pipeline subscriber: re-read the grants of the tenants that used some."""
+        tenants = {event.tenant_id for event in events} & set(self._held)
+        for tenant in sorted(tenants):
+            self._guarded(functools.partial(self.refresh, tenant))
+
+    def refresh(self, tenant: str | None, *, announce: bool = True) -> None:
+        """Re-read the grants of ``tenant`` (or all) and fire ``grant_low_balance`` for each
+        grant that fell below its threshold since it was last read."""
+        grants = self.ledger.list_grants(tenant)
+        by_tenant: dict[str, list[tuple[Grant, Decimal]]] = {}
+        for grant, balance in grants:
+            by_tenant.setdefault(grant.tenant_id, []).append((grant, balance))
+        notices = []
+        with self._lock:
+            if tenant is None:
+                self._held = by_tenant
+            else:
+                self._held[tenant] = by_tenant.get(tenant, [])
+            for grant, balance in grants:
+                if grant.grant_id in self._low or not self._is_low(grant, balance):
+                    continue
+                self._low.add(grant.grant_id)
+                if announce and grant.voided_ns is None:
+                    notices.append(self._low_notice(grant, balance))
+        self._emit(notices)
+
+    def end_due(self) -> int:
+        """End the grants whose expiry has come; ``grant_expired`` for each. How many ended."""
+        ended = self.ledger.end_grants(int(self.clock() * 1e9))
+        notices = [
+            Notice(
+                kind="grant_expired",
+                time=self.clock(),
+                tenant=e.grant.tenant_id,
+                detail={
+                    "tenant": e.grant.tenant_id,
+                    "grant_id": e.grant.grant_id,
+                    "unit": e.grant.unit,
+                    "expired": str(e.expired),
+                    "rolled_over": str(e.carried),
+                    "next_grant_id": None if e.next_grant is None else e.next_grant.grant_id,
+                },
+            )
+            for e in ended
+        ]
+        self._emit(notices)
+        for tenant in sorted({e.grant.tenant_id for e in ended}):
+            self.refresh(tenant)
+        return len(ended)
+
+    def create(self, grant: Grant) -> bool:
+        created = self.ledger.create_grant(grant)
+        self.refresh(grant.tenant_id)
+        return created
+
+    def void(self, grant_id: str) -> Grant | None:
+        voided = self.ledger.void_grant(grant_id, int(self.clock() * 1e9))
+        if voided is not None:
+            self.refresh(voided.tenant_id)
+        return voided
+
+    def tick(self) -> None:
+        """One round of the schedule: end due grants, then re-read every tenant."""
+        self._guarded(self.end_due)
+        self._guarded(lambda: self.refresh(None))
+
+    def _is_low(self, grant: Grant, balance: Decimal) -> bool:
+        threshold = grant.amount * Decimal(str(self.config.low_balance_fraction))
+        return balance < threshold or balance <= 0
+
+    def _low_notice(self, grant: Grant, balance: Decimal) -> Notice:
+        return Notice(
+            kind="grant_low_balance",
+            time=self.clock(),
+            tenant=grant.tenant_id,
+            detail={
+                "tenant": grant.tenant_id,
+                "grant_id": grant.grant_id,
+                "unit": grant.unit,
+                "amount": str(grant.amount),
+                "balance": str(balance),
+                "threshold_fraction": self.config.low_balance_fraction,
+            },
+        )
+
+    def _emit(self, notices: Iterable[Notice]) -> None:
+        if self._notify is None:
+            return
+        for notice in notices:
+            self._notify(notice)
+
+    @staticmethod
+    def _guarded(work: Callable[[], object]) -> None:
+        # Commits and the schedule go on when the ledger cannot be read for a moment.
+        try:
+            work()
+        except TollmeterError:
+            logger.exception("grants not refreshed; retrying on the next commit or round")
