@@ -1,27 +1,30 @@
 """The ledger's hash chain: the canonical encoding of a row and how commits link.
 
-A row is encoded column by column, in the order of the column list recorded with its
-commit (``ROW_COLUMNS`` when it was committed: the codec's field order, ``sequence``
-last). Each value is one type tag byte, then for every tag but ``N`` a 4-byte big-endian
-length and that many bytes:
+A row is encoded as the JSON array of its values, in the order of the column list
+recorded with its commit (``ROW_COLUMNS`` when it was committed: the codec's field
+order, ``sequence`` last), exactly as Python's ``json.dumps(values, separators=(",",
+":"), ensure_ascii=False)`` writes it, in UTF-8. Before that, each value is made
+canonical:
 
-- ``N`` NULL (no length, no bytes);
-- ``I`` an integer, or a floating-point number with an integral value, as ASCII decimal
-  digits (``-`` for negatives): SQLite may hand a ``REAL`` column's ``2.0`` back as ``2``;
-- ``R`` any other floating-point number, as Python's shortest round-trip ``repr``;
-- ``D`` the ``cost`` column, a decimal as plain text without exponent (``0.00015``,
-  never ``1.5E-4``), so SQLite's text and PostgreSQL's ``NUMERIC`` encode alike;
-- ``T`` text, as UTF-8.
+- NULL is ``null``; text is a JSON string (UTF-8 bytes from a driver are decoded first);
+- integers are JSON numbers; a floating-point number with an integral value is written
+  as that integer (``2``, not ``2.0``: a driver may return either for the same stored
+  value), any other as Python's shortest round-trip ``repr``;
+- decimals, and the ``cost`` column whatever its type (SQLite keeps it as text,
+  PostgreSQL as ``NUMERIC``), are JSON strings in plain notation without exponent
+  (``"0.00015"``, never ``1.5E-4``), keeping the stored scale.
 
 A row's digest is SHA-256 of its encoding; the head after a row is SHA-256 of the head
 before it (32 bytes) and the row's digest. The first head is 32 zero bytes. A commit
 stores the head after its last row, and, to locate a row that no longer matches, the
-sequence offset (4 bytes) and the first 8 bytes of the digest of every row it inserted.
+sequence offset (4 bytes, big-endian) and the first 8 bytes of the digest of every row
+it inserted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,7 +48,6 @@ __all__ = [
 GENESIS = bytes(32)
 """The head before the first row."""
 
-_LENGTH = struct.Struct(">I")
 _ENTRY = struct.Struct(">I8s")
 _sha256 = hashlib.sha256
 
@@ -63,38 +65,29 @@ class ChainLink:
     digests: bytes
 
 
-def _encode_value(value: object, decimal: bool) -> bytes:
-    if value is None:
-        return b"N"
-    if isinstance(value, bytes):
-        payload = value
-        if decimal:
-            payload = format(Decimal(value.decode()), "f").encode()
-            return b"D" + _LENGTH.pack(len(payload)) + payload
-        return b"T" + _LENGTH.pack(len(payload)) + payload
-    if decimal:
-        payload = format(Decimal(str(value)), "f").encode()
-        return b"D" + _LENGTH.pack(len(payload)) + payload
-    if isinstance(value, str):
-        payload = value.encode()
-        return b"T" + _LENGTH.pack(len(payload)) + payload
-    if isinstance(value, bool):
-        raise TypeError("the ledger stores no booleans")
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        payload = str(int(value)).encode()
-        return b"I" + _LENGTH.pack(len(payload)) + payload
-    if isinstance(value, float):
-        payload = repr(value).encode()
-        return b"R" + _LENGTH.pack(len(payload)) + payload
+def _plain(value: object) -> str:
     if isinstance(value, Decimal):
-        payload = format(value, "f").encode()
-        return b"D" + _LENGTH.pack(len(payload)) + payload
+        return format(value, "f")
     raise TypeError(f"no canonical encoding for {type(value).__name__}")
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
+
+
 def encode_row(row: Sequence[object], decimal_index: int) -> bytes:
-    """The canonical encoding of ``row``; ``decimal_index`` is the ``cost`` column's."""
-    return b"".join(_encode_value(value, index == decimal_index) for index, value in enumerate(row))
+    """The canonical encoding of ``row``; ``decimal_index`` is the ``cost`` column's
+    (``-1`` when the row has no text decimals)."""
+    values = [
+        value.decode()
+        if type(value) is bytes
+        else int(value)
+        if type(value) is float and value.is_integer()
+        else value
+        for value in row
+    ]
+    if decimal_index >= 0 and values[decimal_index] is not None:
+        values[decimal_index] = format(Decimal(str(values[decimal_index])), "f")
+    return _dumps(values).encode()
 
 
 def row_digest(row: Sequence[object], decimal_index: int) -> bytes:
