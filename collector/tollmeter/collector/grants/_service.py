@@ -82,6 +82,7 @@ class GrantsService:
         for grant, balance in grants:
             by_tenant.setdefault(grant.tenant_id, []).append((grant, balance))
         notices = []
+        now_ns = int(self.clock() * 1e9)
         with self._lock:
             if tenant is None:
                 self._held = by_tenant
@@ -91,7 +92,11 @@ class GrantsService:
                 if grant.grant_id in self._low or not self._is_low(grant, balance):
                     continue
                 self._low.add(grant.grant_id)
-                if announce and grant.voided_ns is None:
+                # A grant that ended or was voided is not running low: it is gone.
+                running = grant.voided_ns is None and (
+                    grant.expires_ns is None or now_ns < grant.expires_ns
+                )
+                if announce and running:
                     notices.append(self._low_notice(grant, balance))
         self._emit(notices)
 
