@@ -265,3 +265,55 @@ def test_an_edited_manifest_is_named(exported: Path) -> None:
     assert [(p["kind"], p["file"]) for p in verdict["problems"]] == [
         ("manifest_mismatch", victim.relative_to(exported).as_posix())
     ]
+
+
+def test_an_upgraded_postgresql_ledger_gets_a_genesis_link(postgres_server: Any) -> None:
+    from decimal import Decimal
+
+    from tests.collector.storage.conftest import BASE_NS
+    from tollmeter.collector._records import UsageEvent
+    from tollmeter.collector.storage import open_ledger
+    from tollmeter.collector.storage._codec import EVENT_COLUMNS
+    from tollmeter.collector.storage._postgres_schema import MIGRATIONS
+
+    def event(number: int, cost: str) -> UsageEvent:
+        return UsageEvent(
+            event_id=f"evt-{number}",
+            event_time_ns=BASE_NS + number,
+            provider="openai",
+            operation="chat",
+            tenant_id="acme",
+            input_tokens=number,
+            total_tokens=number,
+            cost=Decimal(cost),
+            currency="USD",
+            duration_s=float(number),
+        )
+
+    url = postgres_server.create_database()
+    # A ledger at version 5 (before the chain) holding two events, one priced finely.
+    v1_columns = EVENT_COLUMNS[: EVENT_COLUMNS.index("collector_id") + 1]
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for steps in MIGRATIONS[:5]:
+            for step in steps:
+                conn.execute(step) if isinstance(step, str) else step(conn)
+        conn.execute("INSERT INTO schema_version (version) VALUES (5)")
+        for number, cost in ((1, "0.000150"), (2, "1.5E-7")):
+            old = event(number, cost)
+            conn.execute(
+                f"INSERT INTO usage_events (sequence, {', '.join(v1_columns)}) "
+                f"VALUES ({', '.join(['%s'] * (len(v1_columns) + 1))})",
+                (number, *[getattr(old, name) for name in v1_columns]),
+            )
+    with open_ledger(url) as ledger:
+        [genesis] = ledger.read_chain(0, 10)
+        assert (genesis.commit, genesis.first_sequence, genesis.last_sequence) == (1, 1, 2)
+        ledger.append([event(3, "2.50E-8")])
+    code, verdict = verify("--storage-url", url)
+    assert (code, verdict["commits"], verdict["events"]) == (0, 2, 3)
+
+    Tamper(url)("UPDATE usage_events SET cost = cost * 2 WHERE sequence = 3")
+    code, verdict = verify("--storage-url", url)
+    assert code == 1
+    assert (verdict["problem"]["kind"], verdict["problem"]["sequence"]) == ("altered", 3)

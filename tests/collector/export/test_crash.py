@@ -1,4 +1,5 @@
-"""Kill the exporting process at each step of a batch, re-run, and count every event once."""
+"""Kill the exporting process at each step of a batch, re-run, and count every event once
+(and find every file with a manifest that chains)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tollmeter.collector.export import Exporter, ExportStatus
+from tollmeter.collector.export._verify import verify_export
 from tollmeter.collector.storage import open_ledger
 
 _CHILD = textwrap.dedent(
@@ -93,6 +95,10 @@ def test_killed_export_resumes_with_every_event_exactly_once(
     assert len(counts) == 31
     assert set(counts.values()) == {1}
     assert not list(directory.glob("date=*/.*"))
+    # Each file has its manifest, and the manifests chain without gap or overlap.
+    verdict = verify_export(directory)
+    assert verdict.problems == []
+    assert (verdict.files, verdict.rows) == (len(after), 31)
 
 
 def test_killed_first_export_before_any_file_leaves_a_clean_directory(

@@ -28,6 +28,7 @@ from tollmeter.collector.export import (
     ExportStatus,
     open_store,
 )
+from tollmeter.collector.export._verify import verify_export
 from tollmeter.collector.storage import Ledger, open_ledger
 
 
@@ -54,6 +55,17 @@ def _objects(server: S3Server, root: str) -> dict[str, bytes]:
             with fs.open_input_stream(info.path) as stream:
                 found[info.path] = stream.read()
     return found
+
+
+def _download(server: S3Server, root: str, target: Path) -> None:
+    fs = server.filesystem()
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type is pafs.FileType.File:
+            path = target / info.path[len(root) + 1 :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as stream:
+                path.write_bytes(stream.read())
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int, Decimal]]:
@@ -148,6 +160,13 @@ def test_failure_between_objects_is_rewritten_under_the_same_keys(
     counts = Counter(_table(s3_server, s3_bucket).column("event_id").to_pylist())
     assert len(counts) == 26
     assert set(counts.values()) == {1}
+    # Someone holding a copy of the bucket finds every object with a manifest that chains
+    # onto the one before, the rerun's first included (it read the head from the bucket).
+    copy = tmp_path / "copy"
+    _download(s3_server, s3_bucket, copy)
+    verdict = verify_export(copy)
+    assert verdict.problems == []
+    assert verdict.rows == 26
 
 
 _CHILD = textwrap.dedent(
