@@ -36,6 +36,7 @@ from tollmeter.collector.storage import AppendResult, Ledger
 from tollmeter.collector.storage._rollups import MinuteSums
 
 __all__ = [
+    "Annotator",
     "CommitSubscriber",
     "EventPricer",
     "IngestResult",
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Sequence[UsageEvent]], None]
 """Called on the writer thread with each commit's new events; must be quick and not raise."""
+
+Annotator = Callable[[list[UsageEvent]], list[UsageEvent]]
+"""Completes a commit's events before they are stored; returns them, in the same order."""
 
 CommitSubscriber = Callable[[Sequence[UsageEvent], MinuteSums], None]
 """Like ``Subscriber``, with the commit's per-minute sums beside its events (computed once,
@@ -163,6 +167,7 @@ class Pipeline:
         self._shared_ids = SharedResponseIds()
         self._subscribers: list[Subscriber] = [self._count_shared_ids]
         self._commit_subscribers: list[CommitSubscriber] = [self._apply_to_meters]
+        self._annotate: Annotator | None = None
         self._writer: threading.Thread | None = None
         self._accepting = False
         self._stopped = False
@@ -188,6 +193,11 @@ class Pipeline:
     def subscribe(self, callback: Subscriber) -> None:
         """Call ``callback`` after every commit with the newly committed events."""
         self._subscribers.append(callback)
+
+    def set_annotator(self, annotate: Annotator) -> None:
+        """Have ``annotate`` complete each commit's events just before they are stored
+        (the limits' policy path); it runs on the writer thread."""
+        self._annotate = annotate
 
     def subscribe_commits(self, callback: CommitSubscriber) -> None:
         """Call ``callback`` after every commit with its new events and per-minute sums."""
@@ -372,7 +382,7 @@ class Pipeline:
         return jobs, False
 
     def _commit(self, jobs: list[_Job]) -> list[tuple[_Job, AppendResult | BaseException]]:
-        events = [event for job in jobs for event in job.events]
+        events = self._annotated([event for job in jobs for event in job.events])
         try:
             result = self._ledger.append(events)
         except Exception as exc:
@@ -389,6 +399,19 @@ class Pipeline:
             return [(jobs[0], exc)]
         self._publish(result)
         return list(zip(jobs, _split(jobs, result), strict=True))
+
+    def _annotated(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        annotate = self._annotate
+        if annotate is None:
+            return events
+        try:
+            return annotate(events)
+        except Exception:
+            # Usage matters more than its annotations: stored without them.
+            logger.exception(
+                "annotating %d usage events failed; storing them as they are", len(events)
+            )
+            return events
 
     def _probe(self) -> None:
         """Retry the events of the failed commit, to notice when the ledger recovers."""

@@ -1,4 +1,5 @@
-"""Migration 7: a version 6 ledger gains each event's organisation and policy path."""
+"""Migration 7: a version 6 ledger gains each event's organisation and policy path, and
+the Parquet export carries both."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import psycopg
 
 from tollmeter.collector._records import UsageEvent
+from tollmeter.collector.export._schema import events_to_table, rows_to_table
 from tollmeter.collector.storage import Ledger, open_ledger
 from tollmeter.collector.storage import _postgres_schema as postgres_schema
-from tollmeter.collector.storage._codec import EVENT_COLUMNS
+from tollmeter.collector.storage._codec import EVENT_COLUMNS, event_values
 from tollmeter.collector.storage._schema import MIGRATIONS, register_functions
 
 # The event columns version 6 had: every column before the organisation.
@@ -88,3 +90,14 @@ def test_a_version_6_postgres_ledger_gains_org_and_policy(postgres_url: str, mak
     _version_6_postgres(postgres_url, old)
     with open_ledger(postgres_url) as ledger:
         _carries_on(ledger, old, make_event)
+
+
+def test_parquet_rows_carry_org_and_policy(make_event) -> None:
+    event = make_event(org_id="acme-org", policy=POLICY, sequence=1)
+    row = (*event_values(event), 1)
+    for table in (
+        events_to_table([event], collector_id="c-1"),
+        rows_to_table([row], collector_id="c-1"),
+    ):
+        (written,) = table.to_pylist()
+        assert (written["org_id"], written["policy"]) == ("acme-org", POLICY)

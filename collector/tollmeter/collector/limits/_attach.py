@@ -104,6 +104,7 @@ def attach_limits(collector: _Host, *, pricer: Pricer) -> LimitsService:
         organisations=config.organisations,
     )
     pipeline.subscribe(service.on_committed)
+    pipeline.set_annotator(service.annotate)
     collector.add_management_routes(limits_routes(service))
     service.start()
     return service

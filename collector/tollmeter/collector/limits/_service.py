@@ -25,6 +25,7 @@ from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._forecaster import Forecaster, KeyForecast, UsageSource
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
+from tollmeter.collector.limits._policy import policy_text
 from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 from tollmeter.collector.limits._rules import CostEstimator, Rule
 from tollmeter.collector.limits._state import LimitStateStore
@@ -119,16 +120,33 @@ class LimitsService:
             self._forecast_thread.start()
 
     def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
+        org = self._org_of.get(request.tenant)
+        if org != request.org:
+            request = dataclasses.replace(request, org=org)
         gate = self.gate
         denied = None if gate is None else gate(request)
         if denied is not None:
             return denied
-        org = self._org_of.get(request.tenant)
-        if org != request.org:
-            request = dataclasses.replace(request, org=org)
         result, notices = self.engine.check(request, dry_run=dry_run)
         self._notify(notices)
         return result
+
+    def annotate(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        """Pipeline annotator, before the commit: each event that names a reservation of
+        its own tenant gets that reservation's policy path (``_policy.py``)."""
+        out = events
+        for index, event in enumerate(events):
+            rid = event.reservation_id
+            if rid is None or event.policy is not None:
+                continue
+            reservation = self.engine.reservation(rid)
+            # A span naming another tenant's reservation learns nothing of that tenant.
+            if reservation is None or reservation.request.tenant != event.tenant_id:
+                continue
+            if out is events:
+                out = list(events)
+            out[index] = dataclasses.replace(event, policy=policy_text(reservation))
+        return out
 
     def on_committed(self, events: Sequence[UsageEvent]) -> None:
         """Pipeline subscriber: count committed usage. Never raises into the pipeline."""
@@ -354,7 +372,6 @@ def _usage_event(
         project_id=req.project,
         api_key_id=req.api_key_id,
         feature=req.feature,
-        org_id=req.org,
         request_id=req.request_id,
         request_model=req.model,
         response_model=response_model,
@@ -363,4 +380,6 @@ def _usage_event(
         status=status,
         reservation_id=reservation.id,
         collector_id=collector_id,
+        org_id=req.org,
+        policy=policy_text(reservation),
     )
