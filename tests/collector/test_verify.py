@@ -317,3 +317,42 @@ def test_an_upgraded_postgresql_ledger_gets_a_genesis_link(postgres_server: Any)
     code, verdict = verify("--storage-url", url)
     assert code == 1
     assert (verdict["problem"]["kind"], verdict["problem"]["sequence"]) == ("altered", 3)
+
+
+def test_replicas_appending_at_once_keep_one_chain(postgres_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.collector.storage.conftest import BASE_NS
+    from tollmeter.collector._records import UsageEvent
+    from tollmeter.collector.storage import open_ledger
+    from tollmeter.collector.storage._verify import verify_ledger
+
+    replicas = [open_ledger(postgres_url) for _ in range(2)]
+
+    def append(worker: int) -> None:
+        ledger = replicas[worker % 2]
+        for batch in range(5):
+            ledger.append(
+                [
+                    UsageEvent(
+                        event_id=f"w{worker}-b{batch}-e{index}",
+                        event_time_ns=BASE_NS + index,
+                        provider="openai",
+                        operation="chat",
+                        tenant_id=f"t{worker}",
+                        input_tokens=index,
+                        total_tokens=index,
+                    )
+                    for index in range(3)
+                ]
+            )
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(append, range(4)))
+        verdict = verify_ledger(replicas[0])
+    finally:
+        for ledger in replicas:
+            ledger.close()
+    assert verdict.problem is None
+    assert (verdict.commits, verdict.events) == (20, 60)
