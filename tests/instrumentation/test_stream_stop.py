@@ -23,6 +23,7 @@ from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
 from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv import attributes as attrs
+from tollmeter.semconv.errors import ConfigurationError
 
 N = 40
 LONG = {"x-fake-reply-tokens": str(10 * N)}
@@ -326,3 +327,52 @@ def test_the_guard_stops_a_stream_at_what_the_quota_allowed(gpt, output_quota, s
     _assert_cut_at_n(texts, GPT, attributes)
     assert attributes[attrs.TOLLMETER_STREAM_LIMIT_REACHED] == "quota"
     assert attributes[attrs.TOLLMETER_RESERVATION_ID]
+
+
+def test_streams_read_together_share_one_budget(gpt, span_exporter):
+    # Two streams of one budget, read a chunk at a time in turn: each sees the other's
+    # progress, so together they stop near N, not at N each.
+    with budget(max_output_tokens=4 * N) as b:
+        streams = [
+            gpt.chat.completions.create(
+                model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+            )
+            for _ in range(2)
+        ]
+        running = list(streams)
+        while running:
+            for stream in list(running):
+                try:
+                    next(stream)
+                except BudgetExceeded:
+                    running.remove(stream)
+    consumed = [
+        span.attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS]
+        for span in span_exporter.get_finished_spans()
+    ]
+    assert len(consumed) == 2
+    assert 4 * N <= sum(consumed) <= 4 * N + 4
+    assert b.output_tokens_used == sum(consumed)
+
+
+def test_no_output_left_refuses_the_next_call_before_any_request(gpt, fake_llm):
+    with budget(max_output_tokens=N):
+        with pytest.raises(BudgetExceeded):
+            _read(
+                gpt.chat.completions.create(
+                    model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+                ),
+                [],
+            )
+        before = len(fake_llm.requests())
+        with pytest.raises(BudgetExceeded) as refused:
+            gpt.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)
+    assert refused.value.kind == "output_tokens"
+    assert len(fake_llm.requests()) == before
+
+
+def test_overrun_must_be_stop_or_warn(output_quota):
+    with pytest.raises(ValueError, match="overrun"):
+        budget(max_output_tokens=N, overrun="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="overrun"):
+        Guard(output_quota.url, overrun="ignore")  # type: ignore[arg-type]

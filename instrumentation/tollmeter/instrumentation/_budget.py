@@ -122,6 +122,10 @@ class budget:
         self._calls = 0
         self._output = 0
         self._output_reserved = 0
+        # Output read so far by streams in flight beyond what their call reserved, by call:
+        # so that streams read at the same time see each other's progress (``_stop``).
+        self._excess: dict[int, int] = {}
+        self._excess_total = 0
         self._failures: dict[str, int] = {}
         self._tokens_stack: list[Token[tuple[budget, ...]]] = []
 
@@ -129,13 +133,13 @@ class budget:
     def tokens_used(self) -> int:
         """Actual tokens of finished calls plus the reservations of calls in flight."""
         with self._lock:
-            return self._tokens + self._reserved
+            return self._tokens + self._reserved + self._excess_total
 
     @property
     def output_tokens_used(self) -> int:
         """Output tokens of finished calls plus the output reserved by calls in flight."""
         with self._lock:
-            return self._output + self._output_reserved
+            return self._output + self._output_reserved + self._excess_total
 
     @property
     def calls(self) -> int:
@@ -229,17 +233,25 @@ class budget:
             self._reserved -= amount
             self._output_reserved -= output
 
-    def _output_room(self, ticket: _Ticket) -> tuple[int, str, int, int] | None:
+    def _output_room(self, ticket: _Ticket, consumed: int = 0) -> tuple[int, str, int, int] | None:
         """The output tokens ``ticket``'s call may still produce here, with the limit that
-        sets it: (room, kind, used by the others, limit); ``None`` without a token limit."""
+        sets it: (room, kind, used by the others, limit); ``None`` without a token limit.
+
+        ``consumed`` is the output the call's stream has read so far: what passes the
+        call's reservation counts against the other calls' room from now on.
+        """
         with self._lock:
+            own = max(0, consumed - ticket.output)
+            self._excess_total += own - self._excess.get(id(ticket), 0)
+            self._excess[id(ticket)] = own
+            # Everything but this call's own output is spoken for.
+            spoken = self._excess_total - own - ticket.output
             rooms: list[tuple[int, str, int, int]] = []
             if self.max_tokens is not None:
-                # Everything but this call's own output reservation is spoken for.
-                others = self._tokens + self._reserved - ticket.output
+                others = self._tokens + self._reserved + spoken
                 rooms.append((self.max_tokens - others, "tokens", others, self.max_tokens))
             if self.max_output_tokens is not None:
-                others = self._output + self._output_reserved - ticket.output
+                others = self._output + self._output_reserved + spoken
                 rooms.append(
                     (
                         self.max_output_tokens - others,
@@ -259,8 +271,11 @@ class budget:
         *,
         output: int = 0,
         actual_output: int | None = None,
+        call: int | None = None,
     ) -> None:
         with self._lock:
+            if call is not None:
+                self._excess_total -= self._excess.pop(call, 0)
             self._reserved -= reserved
             self._tokens += reserved if actual is None else actual
             self._output_reserved -= output
@@ -357,6 +372,7 @@ class BudgetSpanProcessor(SpanProcessor):
                 failed,
                 output=ticket.output,
                 actual_output=actual_output,
+                call=id(ticket),
             )
 
     def shutdown(self) -> None:

@@ -326,14 +326,15 @@ def _budget_caps() -> list[Cap]:
         if found is None:
             continue
 
-        def recheck(b: budget = b) -> int:
-            again = b._output_room(ticket)
+        def refresh(consumed: int, b: budget = b) -> int:
+            again = b._output_room(ticket, consumed)
             return 1 << 62 if again is None else again[0]
 
         def error(
             consumed: int, b: budget = b, found: tuple[int, str, int, int] = found
         ) -> BudgetExceeded:
-            _, kind, others, limit = found
+            again = b._output_room(ticket, consumed)
+            _, kind, others, limit = found if again is None else again
             return BudgetExceeded(
                 f"{b.name}: the stream reached {consumed} output tokens with {others} used "
                 f"by other calls and this call's input ({kind} limit {limit})",
@@ -342,7 +343,7 @@ def _budget_caps() -> list[Cap]:
                 limit=limit,
             )
 
-        caps.append(Cap(found[0], b.overrun, "budget", error, recheck))
+        caps.append(Cap(found[0], b.overrun, "budget", error, refresh))
     return caps
 
 

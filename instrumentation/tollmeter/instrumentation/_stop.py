@@ -3,18 +3,25 @@
 ``before_call`` (``_guard``) works out, once per call, how many output tokens the call may
 still produce: from each ``tollmeter.budget`` in effect (what it has left once every other
 call's usage and reservation is counted, ``_budget``) and from the guard (the output tokens
-the check reserved plus what the collector's blocking token limits have left). Each is a
-``Cap``; ``arm(caps, model)`` leaves them for the stream proxy of the same call, which takes
-them with ``take_armed()`` and feeds every chunk to an ``OutputWatch``.
+the check reserved plus what the collector's blocking or throttling output/total limits
+have left). Each is a ``Cap``; ``arm(caps, model)`` leaves them for the stream proxy of the
+same call, which takes them with ``take_armed()`` and feeds every chunk to an
+``OutputWatch``.
 
 The watch counts the output as it arrives: the provider's cumulative count when a chunk
 carries one, else the text, tokenised with the model's encoding in batches. A batch is
-tokenised only once its characters could hold the room left (no token is shorter than a
-character), so a long stream far from its limit costs a length and a comparison per chunk,
-and the count is exact to the chunk where the limit is reached. When it is, a ``"stop"`` cap
-makes the proxy close the SDK stream (releasing the HTTP connection), end the span with what
-was consumed and ``tollmeter.stream.stopped=true``, and raise the cap's exception at the
-caller's next chunk; a ``"warn"`` cap logs once and the stream is read on.
+tokenised once its characters could hold the room left (no token is shorter than a
+character) or it is ``BATCH_CHARS`` long, so a long stream costs a length and a comparison
+per chunk and its text is tokenised once, and the count is exact to the chunk where the
+limit is reached. At each count a budget is told the stream's progress and asked its room
+again: streams read at the same time within one budget learn of each other's output at
+their next count, and counts come closer together as the room shrinks, so that together
+they pass it by a few tokens, not a stream's worth each.
+
+When a ``"stop"`` cap is reached the proxy closes the SDK stream (releasing the HTTP
+connection), ends the span with what was consumed and ``tollmeter.stream.stopped=true``,
+and raises the cap's exception at the caller's next chunk; a ``"warn"`` cap logs once and
+the stream is read on.
 
 Only what the caller reads through tollmeter's proxies is watched: iterating the stream or
 Anthropic's ``text_stream``. SDK helpers that drain a stream themselves
@@ -41,6 +48,10 @@ __all__ = ["Cap", "OutputWatch", "arm", "disarm", "take_armed"]
 
 _log = logging.getLogger(__name__)
 
+BATCH_CHARS = 4096
+"""The most text a watch leaves uncounted (about a thousand tokens of English): bounds one
+tokenisation, and how late a budget hears of a stream far from its limit."""
+
 Reason = Literal["budget", "quota"]
 
 
@@ -53,8 +64,9 @@ class Cap:
     reason: Reason
     error: Callable[[int], TollmeterError]
     """The exception for the caller, given the output tokens consumed."""
-    recheck: Callable[[], int] | None = None
-    """The room asked again when reached (other calls may have finished meanwhile)."""
+    refresh: Callable[[int], int] | None = None
+    """Told the output consumed at each count, answers the room now (streams read at the
+    same time and calls that finished meanwhile change it)."""
 
 
 _ARMED: ContextVar[tuple[tuple[Cap, ...], str | None] | None] = ContextVar(
@@ -116,7 +128,9 @@ class OutputWatch:
 
     def _room(self) -> int:
         # Tokenise once the pending text could hold the room left (and at least one char).
-        return max(1, self._caps[0].room - self.consumed) if self._caps else 1 << 62
+        if not self._caps:
+            return 1 << 62
+        return max(1, min(BATCH_CHARS, self._caps[0].room - self.consumed))
 
     def observe(self, chunk: Any) -> bool:
         """Count ``chunk``; whether a ``"stop"`` cap has just been reached."""
@@ -137,13 +151,15 @@ class OutputWatch:
         return self._check()
 
     def _check(self) -> bool:
+        refreshed = False
+        for cap in self._caps:
+            if cap.refresh is not None:
+                cap.room = cap.refresh(self.consumed)
+                refreshed = True
+        if refreshed:
+            self._caps.sort(key=lambda c: c.room)
         while self._caps and self.consumed >= self._caps[0].room:
             cap = self._caps[0]
-            if cap.recheck is not None:
-                cap.room = cap.recheck()
-                cap.recheck = None
-                self._caps.sort(key=lambda c: c.room)
-                continue
             del self._caps[0]
             if cap.mode == "stop":
                 self.hit = cap
