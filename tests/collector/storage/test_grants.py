@@ -144,3 +144,14 @@ def test_voiding_takes_off_the_rest_and_every_balance_is_its_movements(
     movements = [m for _, m in ledger.grant_movements(None, 0, 100)]
     assert [m.kind for m in movements] == ["granted", "consumed", "voided", "overage"]
     assert sum(m.amount for m in movements if m.grant_id == "g") == _balances(ledger)["g"] == 0
+
+
+def test_a_tenant_id_no_database_can_hold_burns_its_grants_alike(
+    ledger: Ledger, make_event: EventFactory
+) -> None:
+    tenant = "ac\x00me"
+    ledger.create_grant(_grant("nul", 1000, tenant_id=tenant))
+    ledger.append([make_event(tenant_id=tenant)])
+    ((_, balance),) = ledger.list_grants(tenant)
+    assert balance == 850
+    assert ledger.grant_balances(tenant)["tokens"]["balance"] == 850

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -70,6 +70,8 @@ class GrantSql:
     amount_sum: str
     """The exact sum of the decimal column ``amount``, as decimal text."""
     amount_text: str
+    text: Callable[[str], str] = str
+    """Text as the database can store it (PostgreSQL's cannot hold NUL)."""
 
 
 SQLITE_GRANTS = GrantSql(param="?", amount_sum="tm_decimal_sum(amount)", amount_text="amount")
@@ -127,7 +129,15 @@ def _insert_movements(conn: _Connection, sql: GrantSql, movements: Sequence[Move
     )
     stored = 0
     for m in movements:
-        values = (m.tenant_id, m.grant_id, m.kind, str(m.amount), m.unit, m.source_id, m.time_ns)
+        values = (
+            sql.text(m.tenant_id),
+            m.grant_id,
+            m.kind,
+            str(m.amount),
+            m.unit,
+            sql.text(m.source_id),
+            m.time_ns,
+        )
         if conn.execute(insert, (sequence + 1, *values)).rowcount == 1:
             sequence += 1
             stored += 1
@@ -153,7 +163,7 @@ def create_grant(conn: _Connection, sql: GrantSql, grant: Grant) -> bool:
     inserted = conn.execute(
         f"INSERT INTO grants ({', '.join(_GRANT_COLUMNS)}) "
         f"VALUES ({', '.join([p] * len(_GRANT_COLUMNS))}) ON CONFLICT (grant_id) DO NOTHING",
-        _grant_values(grant),
+        _grant_values(sql, grant),
     ).rowcount
     if inserted != 1:
         return False
@@ -191,7 +201,8 @@ def burn(conn: _Connection, sql: GrantSql, events: Iterable[UsageEvent]) -> int:
     in that unit accounted for: what no active grant covers is overage."""
     by_tenant: dict[str, list[UsageEvent]] = defaultdict(list)
     for event in events:
-        by_tenant[event.tenant_id].append(event)
+        # Keyed as stored, since the grants read back carry the stored tenant.
+        by_tenant[sql.text(event.tenant_id)].append(event)
     if not by_tenant:
         return 0
     tenants = list(by_tenant)
@@ -266,7 +277,7 @@ def end_due(conn: _Connection, sql: GrantSql, now_ns: int) -> list[Ended]:
                 f"INSERT INTO grants ({', '.join(_GRANT_COLUMNS)}) "
                 f"VALUES ({', '.join([p] * len(_GRANT_COLUMNS))}) "
                 "ON CONFLICT (grant_id) DO NOTHING",
-                _grant_values(following),
+                _grant_values(sql, following),
             )
             movements.append(
                 _movement(
@@ -286,7 +297,7 @@ def select_grants(
 ) -> list[tuple[Grant, Decimal]]:
     """The grants (of ``tenant``, or all), oldest first, each with its balance."""
     p = sql.param
-    where, params = ("", ()) if tenant is None else (f" WHERE tenant_id = {p}", (tenant,))
+    where, params = ("", ()) if tenant is None else (f" WHERE tenant_id = {p}", (sql.text(tenant),))
     grants = [
         _grant(row)
         for row in conn.execute(
@@ -303,7 +314,7 @@ def select_balances(conn: _Connection, sql: GrantSql, tenant: str) -> dict[str, 
     rows = conn.execute(
         f"SELECT unit, grant_id = '' AS is_overage, {sql.amount_sum} FROM grant_movements "
         f"WHERE tenant_id = {p} GROUP BY unit, grant_id = ''",
-        (tenant,),
+        (sql.text(tenant),),
     ).fetchall()
     units: dict[str, dict[str, Decimal]] = {}
     for unit, is_overage, total in rows:
@@ -324,7 +335,7 @@ def select_movements(
     p = sql.param
     columns = ", ".join(sql.amount_text if c == "amount" else c for c in _MOVEMENT_COLUMNS)
     where = f"sequence > {p}" + ("" if tenant is None else f" AND tenant_id = {p}")
-    params = (after_sequence,) if tenant is None else (after_sequence, tenant)
+    params = (after_sequence,) if tenant is None else (after_sequence, sql.text(tenant))
     rows = conn.execute(
         f"SELECT sequence, {columns} FROM grant_movements WHERE {where} "
         f"ORDER BY sequence LIMIT {int(limit)}",
@@ -345,9 +356,10 @@ def _movement(
     return Movement(grant.tenant_id, grant.grant_id, kind, amount, grant.unit, source_id, time_ns)
 
 
-def _grant_values(grant: Grant) -> tuple[Any, ...]:
+def _grant_values(sql: GrantSql, grant: Grant) -> tuple[Any, ...]:
     return tuple(
-        str(value) if name == "amount" else value for name, value in _as_dict(grant).items()
+        str(value) if name == "amount" else sql.text(value) if isinstance(value, str) else value
+        for name, value in _as_dict(grant).items()
     )
 
 

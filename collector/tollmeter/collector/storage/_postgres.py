@@ -289,7 +289,7 @@ class PostgresLedger(Ledger):
             # Under the append lock: the last link is this replica's or another's, and no
             # one else links until this transaction ends.
             self._link(conn, [(*stored[seq][1:], seq) for (seq,) in inserted], now_ns)
-            burn(conn, POSTGRES_GRANTS, committed)
+            burn(conn, _GRANTS, committed)
         conn.execute(
             "INSERT INTO dedupe_keys (event_id, seen_ns) SELECT unnest(%s::text[]), %s "
             "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
@@ -400,29 +400,27 @@ class PostgresLedger(Ledger):
             )
 
     def create_grant(self, grant: Grant) -> bool:
-        return self._write_grants("store grant", lambda c: create_grant(c, POSTGRES_GRANTS, grant))
+        return self._write_grants("store grant", lambda c: create_grant(c, _GRANTS, grant))
 
     def void_grant(self, grant_id: str, now_ns: int) -> Grant | None:
-        return self._write_grants(
-            "void grant", lambda c: void_grant(c, POSTGRES_GRANTS, grant_id, now_ns)
-        )
+        return self._write_grants("void grant", lambda c: void_grant(c, _GRANTS, grant_id, now_ns))
 
     def end_grants(self, now_ns: int) -> list[Ended]:
-        return self._write_grants("end grants", lambda c: end_due(c, POSTGRES_GRANTS, now_ns))
+        return self._write_grants("end grants", lambda c: end_due(c, _GRANTS, now_ns))
 
     def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
         with self._connection("read grants") as conn:
-            return select_grants(conn, POSTGRES_GRANTS, tenant)
+            return select_grants(conn, _GRANTS, tenant)
 
     def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
         with self._connection("read grant balances") as conn:
-            return select_balances(conn, POSTGRES_GRANTS, tenant)
+            return select_balances(conn, _GRANTS, tenant)
 
     def grant_movements(
         self, tenant: str | None, after_sequence: int, limit: int
     ) -> list[tuple[int, Movement]]:
         with self._connection("read grant movements") as conn:
-            return select_movements(conn, POSTGRES_GRANTS, tenant, after_sequence, limit)
+            return select_movements(conn, _GRANTS, tenant, after_sequence, limit)
 
     def _write_grants(self, action: str, work: Callable[[psycopg.Connection], _T]) -> _T:
         with self._connection(action) as conn, conn.transaction():
@@ -447,6 +445,9 @@ class PostgresLedger(Ledger):
 def _text(value: str) -> str:
     """``value`` as PostgreSQL can store it: its text cannot hold NUL, so U+FFFD stands in."""
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+_GRANTS = dataclasses.replace(POSTGRES_GRANTS, text=_text)
 
 
 def _storable(values: tuple[Any, ...]) -> tuple[Any, ...]:
