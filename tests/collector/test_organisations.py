@@ -137,3 +137,45 @@ def test_claimed_organisations_count_only_where_the_configuration_is_silent(
     # Team-a's call (320 tokens in all) went to acme's pool, the loner's to none.
     left = _check(running, "team-b", 0, dry_run=True)["limits"]
     assert [(s["name"], s["remaining"]) for s in left] == [("org-day", 680.0)]
+
+
+def _usage(running: RunningCollector, query: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{running.management_url}/api/v1/usage?{query}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    rows: list[dict[str, Any]] = answer.json()["rows"]
+    return rows
+
+
+def test_usage_by_organisation_maps_tenants_at_query_time(running: RunningCollector) -> None:
+    calls = {"team-a": 2, "team-b": 1, "globex-1": 1, "loner": 1}
+    exporter = OTLPSpanExporter(
+        endpoint=running.grpc_endpoint,
+        insecure=True,
+        headers={"x-tollmeter-key": SHARED_KEY},
+        timeout=10,
+    )
+    try:
+        for tenant, count in calls.items():
+            spans = genai_spans(count, tenant=tenant, id_prefix=tenant, input_tokens=100)
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    _events_by_tenant(running, sum(calls.values()))
+    by_org = _usage(running, "group_by=org")
+    assert [(row["org"], row["requests"], row["input_tokens"]) for row in by_org] == [
+        (None, 1, 100),
+        ("acme", 3, 300),
+        ("globex", 1, 100),
+    ]
+    (acme,) = _usage(running, "org=acme&group_by=model")
+    assert (acme["model"], acme["tenant"], acme["requests"]) == ("gpt-4o-mini", None, 3)
+    per_tenant = _usage(running, "org=acme&group_by=tenant,org")
+    assert [(row["org"], row["tenant"], row["requests"]) for row in per_tenant] == [
+        ("acme", "team-a", 2),
+        ("acme", "team-b", 1),
+    ]
+    assert [row["requests"] for row in _usage(running, "org=globex")] == [1]

@@ -109,7 +109,9 @@ class Pipeline:
         )
         collector._pipeline = pipeline
         await pipeline.start()
-        collector.add_management_routes(usage_api_routes(collector.ledger, pipeline))
+        collector.add_management_routes(
+            usage_api_routes(collector.config, collector.ledger, pipeline)
+        )
         self._collector = collector
 
     async def stop(self, deadline: float) -> None:

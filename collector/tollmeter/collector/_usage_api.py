@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._meters import METER_DIMENSIONS, Meters, ledger_breakdown
+from tollmeter.collector._org_usage import ORG, by_org
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import (
     DIMENSIONS,
@@ -44,7 +45,7 @@ __all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "usage_routes"]
 
 MAX_USAGE_ROWS = 10_000
 MAX_EVENTS_PAGE = 1_000
-_USAGE_PARAMS = frozenset({*DIMENSIONS, "start", "end", "group_by", "window", "limit"})
+_USAGE_PARAMS = frozenset({*DIMENSIONS, ORG, "start", "end", "group_by", "window", "limit"})
 _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
 _WORKFLOW = "workflow"
@@ -132,8 +133,51 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
         raise BadRequest(str(exc)) from None
 
 
-def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
-    """The usage API routes over ``ledger`` and ``meters``."""
+def _per_tenant(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The parameters of an ``org`` query asked of the ledger per tenant instead, and the
+    grouping asked for."""
+    asked = _group_by(params)
+    if _WORKFLOW in asked:
+        raise BadRequest("group_by=workflow takes no org")
+    unknown = [name for name in asked if name not in DIMENSIONS and name != ORG]
+    if unknown:
+        raise BadRequest(
+            f"cannot group by {_preview(', '.join(unknown))}; "
+            f"choose from {', '.join(DIMENSIONS)}, {ORG} or {_WORKFLOW} alone"
+        )
+    dims = [name for name in asked if name != ORG]
+    per_tenant = {name: value for name, value in params.items() if name != ORG}
+    per_tenant["group_by"] = ",".join([*dims, *(("tenant",) if "tenant" not in dims else ())])
+    return per_tenant, asked
+
+
+def usage_routes(
+    ledger: Ledger, meters: Meters, *, org_of: Mapping[str, str] | None = None
+) -> list[Route]:
+    """The usage API routes over ``ledger`` and ``meters``; ``org_of`` maps tenants to
+    their organisations for ``org`` queries."""
+    organisations = org_of or {}
+
+    async def usage_by_org(params: Mapping[str, str]) -> JSONResponse:
+        _check_names(params, _USAGE_PARAMS)
+        per_tenant, asked = _per_tenant(params)
+        query = _usage_query(per_tenant)
+        rows = await run_in_threadpool(ledger.query_usage, query)
+        found = by_org(rows, group_by=asked, org=params.get(ORG) or None, org_of=organisations)
+        grouped = ORG in asked
+        return JSONResponse(
+            {
+                "group_by": list(asked),
+                "window": query.window,
+                "start": None if query.start is None else query.start.isoformat(),
+                "end": None if query.end is None else query.end.isoformat(),
+                "rows": [
+                    {**row.to_json(), **({ORG: owner} if grouped else {})} for owner, row in found
+                ],
+                # Per-tenant rows up to the limit were summed: more may exist beyond it.
+                "truncated": len(rows) == query.limit,
+            }
+        )
 
     async def usage(request: Request) -> JSONResponse:
         """Usage totals, filtered, grouped and bucketed by window.
@@ -144,6 +188,10 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
           - {name: model, in: query, schema: {type: string}}
           - {name: feature, in: query, schema: {type: string}}
           - {name: api_key, in: query, schema: {type: string}}
+          - name: org
+            in: query
+            description: the tenants the organisations configuration maps to it
+            schema: {type: string}
           - name: usage_source
             in: query
             schema: {type: string, enum: [provider, estimate, reservation]}
@@ -152,7 +200,7 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
           - name: group_by
             in: query
             description: >-
-              comma-separated tenant, project, model, feature, api_key, usage_source; or
+              comma-separated tenant, project, model, feature, api_key, usage_source, org; or
               workflow alone (with start and end at most 31 days apart): calls, tokens,
               hidden input tokens, loop tokens, retries and cost per workflow run
             schema: {type: string}
@@ -164,8 +212,11 @@ def usage_routes(ledger: Ledger, meters: Meters) -> list[Route]:
           "200": {description: "rows with token buckets, requests, cost and currency"}
           "400": {description: a parameter is invalid}
         """
-        query = _usage_query(request.query_params)
-        if _WORKFLOW in _group_by(request.query_params):
+        params = request.query_params
+        if params.get(ORG) or ORG in _group_by(params):
+            return await usage_by_org(params)
+        query = _usage_query(params)
+        if _WORKFLOW in _group_by(params):
             workflows = await run_in_threadpool(ledger.query_workflows, query)
             return JSONResponse(
                 {

@@ -44,5 +44,6 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
     )
 
 
-def usage_api_routes(ledger: Ledger, pipeline: Pipeline) -> list[BaseRoute]:
-    return [*usage_routes(ledger, pipeline.meters), *outcome_routes(ledger)]
+def usage_api_routes(config: Config, ledger: Ledger, pipeline: Pipeline) -> list[BaseRoute]:
+    org_of = config.organisations.org_of_tenant
+    return [*usage_routes(ledger, pipeline.meters, org_of=org_of), *outcome_routes(ledger)]
