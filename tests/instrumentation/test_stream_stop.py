@@ -1,7 +1,7 @@
 """Streams cut where their output reaches a budget or the guard's reservation.
 
-The real OpenAI and Anthropic SDKs read long replies from the fake LLM server; each test
-asks for a reply ten times longer than the limit allows.
+The real OpenAI, Anthropic and boto3 (Bedrock) SDKs read long replies from the fake LLM
+server; each test asks for a reply ten times longer than the limit allows.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.instrumentation.bedrock.conftest import make_client
 from tests.instrumentation.test_guard import CheckServer
 from tollmeter.instrumentation import BudgetSpanProcessor, Guard, budget
 from tollmeter.instrumentation._estimate import count_text_tokens
 from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
+from tollmeter.instrumentation.bedrock import BedrockInstrumentor
 from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
 from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv import attributes as attrs
@@ -30,6 +32,7 @@ LONG = {"x-fake-reply-tokens": str(10 * N)}
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-test-small"
 MESSAGES = [{"role": "user", "content": "Tell me a long story"}]
+BEDROCK_HELLO = [{"role": "user", "content": [{"text": "Tell me a long story"}]}]
 
 
 @pytest.fixture
@@ -71,6 +74,8 @@ def _text_of(chunk: Any) -> str:
     """The output text one chunk of any of the streams here carries."""
     if isinstance(chunk, str):
         return chunk
+    if isinstance(chunk, dict):  # Bedrock ConverseStream
+        return str(chunk.get("contentBlockDelta", {}).get("delta", {}).get("text", ""))
     if getattr(chunk, "choices", None):
         return chunk.choices[0].delta.content or ""
     if getattr(chunk, "type", None) == "content_block_delta":
@@ -376,3 +381,24 @@ def test_overrun_must_be_stop_or_warn(output_quota):
         budget(max_output_tokens=N, overrun="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="overrun"):
         Guard(output_quota.url, overrun="ignore")  # type: ignore[arg-type]
+
+
+def test_bedrock_converse_stream_stops_at_the_budget(
+    fake_llm, tracer_provider, meter_provider, span_attributes
+):
+    tracer_provider.add_span_processor(BudgetSpanProcessor())
+    instrumentor = BedrockInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    client = make_client(fake_llm)
+    model = f"amazon.nova-micro-v1:0?reply_tokens={10 * N}"
+    texts: list[str] = []
+    try:
+        with budget(max_output_tokens=N):
+            stream = client.converse_stream(modelId=model, messages=BEDROCK_HELLO)["stream"]
+            with pytest.raises(BudgetExceeded):
+                _read(stream, texts)
+    finally:
+        client.close()
+        instrumentor.uninstrument()
+    assert stream._raw_stream.closed
+    _assert_cut_at_n(texts, model, span_attributes())

@@ -23,10 +23,11 @@ connection), ends the span with what was consumed and ``tollmeter.stream.stopped
 and raises the cap's exception at the caller's next chunk; a ``"warn"`` cap logs once and
 the stream is read on.
 
-Only what the caller reads through tollmeter's proxies is watched: iterating the stream or
-Anthropic's ``text_stream``. SDK helpers that drain a stream themselves
-(``get_final_message()``, ``until_done()``) and raw responses parsed by the caller are
-metered when they end, not stopped.
+Only what the caller reads through tollmeter's proxies is watched: iterating the stream,
+Anthropic's ``text_stream`` or a Bedrock ``converse_stream()`` stream (whose events are
+dicts; ``invoke_model_with_response_stream()`` bodies, in each vendor's format, are not).
+SDK helpers that drain a stream themselves (``get_final_message()``, ``until_done()``) and
+raw responses parsed by the caller are metered when they end, not stopped.
 """
 
 from __future__ import annotations
@@ -260,7 +261,25 @@ def _typed(chunk: Any) -> str | int | None:
     return None
 
 
-_READERS: dict[type[Any], Progress] = {str: _text}
+def _converse(chunk: Any) -> str | int | None:
+    """Bedrock ``ConverseStream`` events (plain dicts)."""
+    delta = chunk.get("contentBlockDelta")
+    if delta is not None:
+        delta = delta.get("delta") or {}
+        text = delta.get("text")
+        if text is None:
+            text = (delta.get("reasoningContent") or {}).get("text")
+        if text is None:
+            text = (delta.get("toolUse") or {}).get("input")
+        return text if isinstance(text, str) and text else None
+    metadata = chunk.get("metadata")
+    if metadata is not None:
+        count = (metadata.get("usage") or {}).get("outputTokens")
+        return count if isinstance(count, int) else None
+    return None
+
+
+_READERS: dict[type[Any], Progress] = {str: _text, dict: _converse}
 
 
 def _progress_of(chunk: Any) -> str | int | None:

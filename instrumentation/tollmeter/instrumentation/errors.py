@@ -7,7 +7,8 @@ Hierarchy::
     │   └── GuardUnavailable    the collector could not be asked and the guard fails closed
     └── BudgetExceeded          an in-process ``tollmeter.budget`` would be passed
 
-Both are raised before any request reaches the provider.
+Both are raised before any request reaches the provider, or, for a stream whose output
+reaches a hard limit while it is read, at the caller's next chunk once the stream is closed.
 """
 
 from __future__ import annotations
