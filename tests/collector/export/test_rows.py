@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from tollmeter.collector._records import USAGE_SOURCES, UsageEvent
 from tollmeter.collector.export import Exporter, events_to_table
-from tollmeter.collector.export._schema import rows_to_table
 from tollmeter.collector.export._local import LocalStore
+from tollmeter.collector.export._schema import rows_to_table
 from tollmeter.collector.observability import TimedLedger
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Ledger, SQLiteLedger
