@@ -261,3 +261,20 @@ def test_each_example_says_how_to_run_it(name: str) -> None:
     assert f"python examples/{name}/app.py" in docstring
     guide = (ROOT / "docs" / "examples.md").read_text()
     assert f"python examples/{name}/app.py" in guide
+
+
+def test_grants_burn_then_block_the_prepaid_tenant(llm, collector) -> None:
+    output = run_example("grants", llm, collector)
+
+    balances = numbers(r"call \d+: ok, balance (\d+)", output)
+    assert balances == sorted(balances, reverse=True)
+    assert balances[-1] == 0
+    assert all(balance > 0 for balance in balances[:-1])
+    assert "DENIED by 'grants'" in output
+    # Only the admitted calls reached the model; the denied one never did.
+    assert len(llm.requests()) == len(balances)
+    (row,) = collector.usage(tenant="prepaid")
+    consumed = -sum(numbers(r"consumed\s+(-\d+) tokens", output))
+    overage = -sum(numbers(r"overage\s+(-\d+) tokens", output))
+    assert consumed == 200
+    assert consumed + overage == row["total_tokens"]
