@@ -1,6 +1,6 @@
 """Streams cut where their output reaches a budget or the guard's reservation.
 
-The real OpenAI, Anthropic and boto3 (Bedrock) SDKs read long replies from the fake LLM
+The real OpenAI, Anthropic, Gemini and boto3 (Bedrock) SDKs read long replies from the fake LLM
 server; each test asks for a reply ten times longer than the limit allows.
 """
 
@@ -14,6 +14,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.instrumentation.bedrock.conftest import make_client
@@ -23,6 +25,7 @@ from tollmeter.instrumentation._estimate import count_text_tokens
 from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.instrumentation.bedrock import BedrockInstrumentor
 from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
+from tollmeter.instrumentation.google_genai import GoogleGenAIInstrumentor
 from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv.errors import ConfigurationError
@@ -402,3 +405,69 @@ def test_bedrock_converse_stream_stops_at_the_budget(
         instrumentor.uninstrument()
     assert stream._raw_stream.closed
     _assert_cut_at_n(texts, model, span_attributes())
+
+
+@pytest.fixture
+def gemini(fake_llm, tracer_provider, meter_provider) -> Iterator[genai.Client]:
+    tracer_provider.add_span_processor(BudgetSpanProcessor())
+    instrumentor = GoogleGenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    options = genai_types.HttpOptions(base_url=fake_llm.url)
+    with genai.Client(api_key="test-key", http_options=options) as client:
+        yield client
+    instrumentor.uninstrument()
+
+
+GEMINI_LONG = genai_types.GenerateContentConfig(http_options=genai_types.HttpOptions(headers=LONG))
+
+
+def _gemini_text(chunk: Any) -> str:
+    return "".join(
+        part.text or ""
+        for candidate in chunk.candidates or ()
+        for part in (candidate.content.parts if candidate.content else None) or ()
+    )
+
+
+def _each(stream: Any, note: Callable[[Any], None]) -> None:
+    for chunk in stream:
+        note(chunk)
+
+
+async def _aeach(stream: Any, note: Callable[[Any], None]) -> None:
+    async for chunk in stream:
+        note(chunk)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_gemini_stream_stops_at_the_budget(gemini, span_attributes, mode):
+    counts: list[int] = []
+
+    def note(chunk: Any) -> None:
+        if _gemini_text(chunk):
+            counts.append(chunk.usage_metadata.candidates_token_count)
+
+    async def run_async() -> None:
+        try:
+            stream = await gemini.aio.models.generate_content_stream(
+                model="gemini-2.0-flash", contents="Tell me a long story", config=GEMINI_LONG
+            )
+            with pytest.raises(BudgetExceeded):
+                await _aeach(stream, note)
+        finally:
+            await gemini.aio.aclose()
+
+    with budget(max_output_tokens=N):
+        if mode == "sync":
+            stream = gemini.models.generate_content_stream(
+                model="gemini-2.0-flash", contents="Tell me a long story", config=GEMINI_LONG
+            )
+            with pytest.raises(BudgetExceeded):
+                _each(stream, note)
+        else:
+            asyncio.run(run_async())
+    attributes = span_attributes()
+    # The provider's own running count decides: the chunk that reached N was the last read.
+    assert counts[-2] < N <= counts[-1]
+    assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == counts[-1]
+    assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is True

@@ -25,7 +25,8 @@ the stream is read on.
 
 Only what the caller reads through tollmeter's proxies is watched: iterating the stream,
 Anthropic's ``text_stream`` or a Bedrock ``converse_stream()`` stream (whose events are
-dicts; ``invoke_model_with_response_stream()`` bodies, in each vendor's format, are not).
+dicts; ``invoke_model_with_response_stream()`` bodies, in each vendor's format, are not) or
+a Gemini ``generate_content_stream()``.
 SDK helpers that drain a stream themselves (``get_final_message()``, ``until_done()``) and
 raw responses parsed by the caller are metered when they end, not stopped.
 """
@@ -279,6 +280,23 @@ def _converse(chunk: Any) -> str | int | None:
     return None
 
 
+def _candidates(chunk: Any) -> str | int | None:
+    """Gemini ``GenerateContentResponse`` chunks, whose usage is cumulative in each."""
+    usage = chunk.usage_metadata
+    if usage is not None:
+        visible = getattr(usage, "candidates_token_count", None)
+        if isinstance(visible, int):
+            thoughts = getattr(usage, "thoughts_token_count", None)
+            return visible + (thoughts if isinstance(thoughts, int) else 0)
+    parts: list[str] = []
+    for candidate in chunk.candidates or ():
+        content = candidate.content
+        for part in (content.parts if content is not None else None) or ():
+            if isinstance(part.text, str) and part.text:
+                parts.append(part.text)
+    return "".join(parts) or None
+
+
 _READERS: dict[type[Any], Progress] = {str: _text, dict: _converse}
 
 
@@ -287,6 +305,8 @@ def _progress_of(chunk: Any) -> str | int | None:
     if reader is None:
         if hasattr(chunk, "choices"):
             reader = _choices
+        elif hasattr(chunk, "candidates") and hasattr(chunk, "usage_metadata"):
+            reader = _candidates
         elif hasattr(chunk, "type"):
             reader = _typed
         else:

@@ -478,8 +478,11 @@ class AsyncStreamProxy(MeteredProxy):
 
     async def _self_close_halted(self) -> None:
         """Close the SDK stream a hard limit stopped (the span has already ended)."""
+        wrapped = self.__wrapped__
         with contained("stream.close"):
-            await self.__wrapped__.close()
+            # An async generator (Gemini's streams) has ``aclose`` only.
+            closer = getattr(wrapped, "aclose", None) or wrapped.close
+            await closer()
 
     async def close(self) -> None:
         try:
