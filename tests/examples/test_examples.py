@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLMETER = str(Path(sys.executable).with_name("tollmeter"))
 LIMITS_CONFIG = EXAMPLES / "limits" / "tollmeter.yaml"
-SCRIPTS = ("anthropic_caching", "streaming_estimate", "agent_budget", "limits", "concurrency")
+SCRIPTS = (
+    "anthropic_caching",
+    "streaming_estimate",
+    "agent_budget",
+    "limits",
+    "concurrency",
+    "organisations",
+)
 
 
 def free_ports(count: int) -> list[int]:
@@ -251,6 +258,23 @@ def test_concurrency_lets_two_calls_of_a_tenant_fly_at_once(llm, collector) -> N
     assert not re.search(r"research-in-flight: [1-9]", output)
     (row,) = collector.usage(tenant="research")
     assert row["requests"] == 6
+
+
+def test_organisations_share_one_pool_between_their_tenants(llm, collector) -> None:
+    output = run_example("organisations", llm, collector)
+
+    allowed = re.findall(r"round \d+: (acme-\w+) allowed", output)
+    denied = re.findall(r"round \d+: (acme-\w+) DENIED by 'acme-daily-tokens'", output)
+    # Both tenants spent from the pool, and once it ran dry both were refused.
+    assert set(allowed) == set(denied) == {"acme-search", "acme-support"}
+    assert len(llm.requests()) == len(allowed)
+    rows = {row["tenant"]: row for row in collector.usage(group_by="tenant")}
+    spent = sum(rows[t]["total_tokens"] for t in ("acme-search", "acme-support"))
+    assert spent <= 600
+    assert f"acme {len(allowed)} calls, {spent} tokens" in output
+    policy = re.search(r"policy of the last call of acme-\w+: (\{.*\})", output)
+    assert policy is not None
+    assert '"limits":["tenant-tokens-per-minute","acme-daily-tokens"]' in policy.group(1)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

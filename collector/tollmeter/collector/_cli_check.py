@@ -126,7 +126,9 @@ def _evaluate_locally(config_file: Path, request: CheckRequest, fresh: bool) -> 
         )
     try:
         service = LimitsService(
-            config.limits, state_path=None if fresh or not state.is_file() else state
+            config.limits,
+            state_path=None if fresh or not state.is_file() else state,
+            organisations=config.organisations,
         )
     except TollmeterError as exc:
         click.echo(f"cannot read the limit state: {exc}", err=True)
