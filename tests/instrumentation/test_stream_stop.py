@@ -379,6 +379,22 @@ def test_no_output_left_refuses_the_next_call_before_any_request(gpt, fake_llm):
     assert len(fake_llm.requests()) == before
 
 
+def test_the_guard_from_the_environment_warns_when_told(
+    gpt, output_quota, span_attributes, monkeypatch
+):
+    monkeypatch.setenv("TOLLMETER_GUARD_URL", output_quota.url)
+    monkeypatch.setenv("TOLLMETER_GUARD_OVERRUN", "warn")
+    texts: list[str] = []
+    _read(
+        gpt.chat.completions.create(model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG),
+        texts,
+    )
+    assert len(texts) == 10 * N
+    attributes = span_attributes()
+    assert attributes[attrs.TOLLMETER_STREAM_LIMIT_REACHED] == "quota"
+    assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is False
+
+
 def test_overrun_must_be_stop_or_warn(output_quota):
     with pytest.raises(ValueError, match="overrun"):
         budget(max_output_tokens=N, overrun="ignore")  # type: ignore[arg-type]

@@ -55,6 +55,7 @@ from tollmeter.semconv.errors import ConfigurationError
 __all__ = [
     "TOLLMETER_GUARD_FAIL_MODE",
     "TOLLMETER_GUARD_KEY",
+    "TOLLMETER_GUARD_OVERRUN",
     "TOLLMETER_GUARD_TIMEOUT",
     "TOLLMETER_GUARD_URL",
     "Guard",
@@ -72,6 +73,9 @@ TOLLMETER_GUARD_FAIL_MODE = "TOLLMETER_GUARD_FAIL_MODE"
 """``open`` (default: let calls through when the collector is unreachable) or ``closed``."""
 TOLLMETER_GUARD_KEY = "TOLLMETER_GUARD_KEY"
 """Bearer key for the collector's management API, when it requires one."""
+TOLLMETER_GUARD_OVERRUN = "TOLLMETER_GUARD_OVERRUN"
+"""``stop`` (default: close a stream whose output passes what the check allowed, and raise
+``QuotaExceeded`` at its next chunk) or ``warn`` (log once and read on)."""
 
 FailMode = Literal["open", "closed"]
 _MAX_RESPONSE_BYTES = 1024 * 1024
@@ -405,6 +409,10 @@ def _guard_from_settings(url: str) -> Guard | None:
             "%s=%r is not open or closed; using open", TOLLMETER_GUARD_FAIL_MODE, fail_mode
         )
         fail_mode = "open"
+    overrun = os.environ.get(TOLLMETER_GUARD_OVERRUN, "stop")
+    if overrun not in ("stop", "warn"):
+        _log.warning("%s=%r is not stop or warn; using stop", TOLLMETER_GUARD_OVERRUN, overrun)
+        overrun = "stop"
     timeout = 0.5
     raw_timeout = os.environ.get(TOLLMETER_GUARD_TIMEOUT)
     if raw_timeout:
@@ -418,6 +426,7 @@ def _guard_from_settings(url: str) -> Guard | None:
             timeout=timeout if timeout > 0 else 0.5,
             fail_mode="closed" if fail_mode == "closed" else "open",
             api_key=os.environ.get(TOLLMETER_GUARD_KEY),
+            overrun="warn" if overrun == "warn" else "stop",
         )
     except ConfigurationError as exc:
         _log.warning("tollmeter guard disabled: %s", exc)
