@@ -163,9 +163,17 @@ def test_openai_responses_stream_stops_at_the_budget(gpt, span_attributes):
     _assert_cut_at_n(texts, GPT, span_attributes())
 
 
-def test_anthropic_raw_stream_stops_at_the_budget(claude, span_attributes):
+def test_anthropic_raw_stream_stops_at_the_budget(
+    fake_llm, instrumented, claude_tracing, native, span_attributes
+):
+    # With the SDK's own spans on, the span that reports the stop is the SDK's, enriched.
     texts: list[str] = []
-    with budget(max_output_tokens=N):
+    with (
+        anthropic.Anthropic(
+            base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(native)
+        ) as claude,
+        budget(max_output_tokens=N),
+    ):
         stream = claude.messages.create(
             model=CLAUDE, max_tokens=4096, messages=MESSAGES, stream=True, extra_headers=LONG
         )
