@@ -21,8 +21,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.collector.conftest import RunningCollector, genai_spans
-from tollmeter.collector.limits import CheckRequest
+from tollmeter.collector._organisations import OrganisationsConfig
+from tollmeter.collector.limits import CheckRequest, LimitsService
 from tollmeter.collector.limits._policy import MAX_POLICY_BYTES, policy_text
+from tollmeter.collector.storage import open_ledger
 from tollmeter.instrumentation import Guard, attribute
 from tollmeter.instrumentation.openai import OpenAIInstrumentor
 from tollmeter.semconv.attributes import TOLLMETER_RESERVATION_ID
@@ -159,3 +161,57 @@ def test_an_oversize_policy_keeps_a_prefix_of_its_limits_and_says_so(
     kept = policy["limits"]
     assert 0 < len(kept) < len(names)
     assert kept == names[: len(kept)]
+
+
+def test_an_unchecked_call_has_no_policy(running) -> None:
+    exporter = OTLPSpanExporter(
+        endpoint=running.grpc_endpoint,
+        insecure=True,
+        headers={"x-tollmeter-key": TEAM_A_KEY},
+        timeout=10,
+    )
+    try:
+        assert exporter.export(genai_spans(1, tenant="team-a")) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    (event,) = _events(running, 1)
+    assert (event["org_id"], event["reservation_id"], event["policy"]) == ("acme", None, None)
+
+
+def test_expired_and_reconciled_reservations_carry_their_policy_and_org(make_limits, clock) -> None:
+    downgrade = {
+        "name": "tenant-soft",
+        "limit": 100,
+        "window": "day",
+        "action": "downgrade",
+        "downgrade_model": "gpt-4o-mini",
+    }
+    ledger = open_ledger("memory://")
+    service = LimitsService(
+        make_limits(RULES[0], downgrade, reservation_ttl="1m"),
+        ledger=ledger,
+        clock=clock,
+        organisations=OrganisationsConfig.from_mapping(
+            {"acme": {"tenants": ["team-a"]}}, "organisations"
+        ),
+    )
+    try:
+        expiring = service.check(CheckRequest(tenant="team-a", estimated_input_tokens=500))
+        reconciled = service.check(CheckRequest(tenant="team-a", estimated_input_tokens=10))
+        event = service.reconcile(reconciled.reservation_id, {"input_tokens": 8})
+        assert event is not None
+        clock.advance(61)
+        assert service.expire() == 1
+        by_reservation = {e.reservation_id: e for e in ledger.read_events(0, 10)}
+        for result in (expiring, reconciled):
+            stored = by_reservation[result.reservation_id]
+            assert stored.org_id == "acme"
+            assert json.loads(stored.policy or "") == {
+                "decision": "downgrade",
+                "reservation": result.reservation_id,
+                "limits": ["org-day", "tenant-soft"],
+                "downgrade": "gpt-4o-mini",
+            }
+    finally:
+        service.close()
+        ledger.close()
