@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -113,11 +114,25 @@ async def _aread(stream: Any, texts: list[str]) -> None:
             texts.append(text)
 
 
-def test_openai_chat_stream_stops_at_the_budget(gpt, span_attributes):
+def _left_after(fake_llm: Any) -> int:
+    """How many chunks the fake server had sent when the last client went away."""
+    request_id = fake_llm.last().request_id
+    waited = threading.Event()
+    for _ in range(200):  # the server notices on its own event loop, a moment later
+        sent = fake_llm.left_early(request_id)
+        if sent is not None:
+            return int(sent)
+        waited.wait(0.05)
+    raise AssertionError("the fake LLM server never saw the client leave")
+
+
+def test_openai_chat_stream_stops_at_the_budget(gpt, fake_llm, span_attributes):
+    # Paced, so that the server is still sending when the connection is closed.
+    paced = {**LONG, "x-fake-chunk-delay-ms": "2"}
     texts: list[str] = []
     with budget(max_output_tokens=N) as b:
         stream = gpt.chat.completions.create(
-            model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG
+            model=GPT, messages=MESSAGES, stream=True, extra_headers=paced
         )
         with pytest.raises(BudgetExceeded) as stopped:
             _read(stream, texts)
@@ -128,6 +143,7 @@ def test_openai_chat_stream_stops_at_the_budget(gpt, span_attributes):
     assert (stopped.value.kind, stopped.value.limit) == ("output_tokens", N)
     assert stopped.value.used == consumed
     assert b.output_tokens_used == consumed
+    assert len(texts) <= _left_after(fake_llm) < 10 * N
     # The refusal repeats, the stream is not read again.
     with pytest.raises(BudgetExceeded):
         next(stream)

@@ -66,20 +66,29 @@ _ENDPOINTS: dict[str, tuple[Provider, Handler]] = {
     **{path: ("gemini", handler) for path, handler in GEMINI_ROUTES.items()},
 }
 _BEDROCK_ATTEMPT = re.compile(r"attempt=(\d+)")
+_MAX_LEFT_EARLY = 1024
 
 
 class FakeLLMState:
-    """The server's memory: the prompt cache and the journal of recent exchanges."""
+    """The server's memory: the prompt cache, the journal of recent exchanges and the
+    streams their clients left before the end (request id: chunks sent by then)."""
 
     def __init__(self) -> None:
         self.cache = PrefixCache()
         self.journal = Journal()
         self.reports = ReportSettings()
+        self.left_early: dict[str, int] = {}
 
     def reset(self) -> None:
         self.cache.clear()
         self.journal.clear()
         self.reports.reset()
+        self.left_early.clear()
+
+    def note_left(self, request_id: str, sent: int) -> None:
+        if len(self.left_early) >= _MAX_LEFT_EARLY:
+            self.left_early.pop(next(iter(self.left_early)))
+        self.left_early[request_id] = sent
 
 
 class _Problem(Exception):
@@ -229,6 +238,7 @@ class _Endpoint:
             first_delay=directives.first_token_delay,
             chunk_delay=directives.chunk_delay_ms / 1000,
             cut_after=cut,
+            on_left=lambda sent: self.state.note_left(base.request_id, sent),
         )
 
 

@@ -84,6 +84,11 @@ class FakeLLMServer:
                 return exchange
         raise KeyError(response_id)
 
+    def left_early(self, request_id: str) -> int | None:
+        """The chunks sent to a streaming client that went away before the end, else ``None``
+        (the client read the whole stream, or it was all sent before it left)."""
+        return self.state.left_early.get(request_id)
+
     def last(self) -> Exchange:
         items = self.state.journal.snapshot()
         if not items:

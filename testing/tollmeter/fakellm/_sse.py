@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -48,7 +48,8 @@ class PlayedResponse:
     client sees the call succeed, then waits for the first token) and before the headers for
     a plain body. ``chunk_delay`` paces the chunks of a stream. ``cut_after`` drops the
     connection once that many chunks have been sent; a plain body is declared at its full
-    length, so the client sees a truncated body.
+    length, so the client sees a truncated body. ``on_left`` is told how many chunks had been
+    sent when a streaming client goes away before the end.
     """
 
     def __init__(
@@ -62,7 +63,9 @@ class PlayedResponse:
         first_delay: float = 0.0,
         chunk_delay: float = 0.0,
         cut_after: int | None = None,
+        on_left: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_left = on_left
         self.status = status
         self.chunks = list(chunks)
         self.streaming = streaming
@@ -81,25 +84,31 @@ class PlayedResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         left = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, left))
+        sent: list[int] = [0]
         try:
-            await self._play(send, left)
+            done = await self._play(send, left, sent)
         finally:
             watcher.cancel()
+        if not done and self.streaming and self.on_left is not None:
+            self.on_left(sent[0])
 
-    async def _play(self, send: Send, left: asyncio.Event) -> None:
+    async def _play(self, send: Send, left: asyncio.Event, sent: list[int]) -> bool:
+        """Play the reply; whether it was played to the end (``sent[0]``: chunks sent)."""
         if not self.streaming and await _pause(self.first_delay, left):
-            return
+            return False
         start = {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
         await send(start)
         if self.streaming and await _pause(self.first_delay, left):
-            return
+            return False
         for index, chunk in enumerate(self.chunks):
             if self.cut_after is not None and index >= self.cut_after:
                 raise StreamCut
             if index and self.streaming and await _pause(self.chunk_delay, left):
-                return
+                return False
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent[0] = index + 1
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
 
 
 async def _watch_disconnect(receive: Receive, left: asyncio.Event) -> None:
