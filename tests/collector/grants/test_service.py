@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -50,7 +51,9 @@ def _grant(grant_id: str, amount: int, tenant: str = "acme", **fields: object) -
     return Grant(**values)  # type: ignore[arg-type]
 
 
-def _use(ledger: Ledger, service: GrantsService, event_id: str, tokens: int) -> None:
+def _use(
+    ledger: Ledger, service: GrantsService, event_id: str, tokens: int, **fields: object
+) -> None:
     event = UsageEvent(
         event_id=event_id,
         event_time_ns=int(NOW_S * 1e9),
@@ -61,6 +64,7 @@ def _use(ledger: Ledger, service: GrantsService, event_id: str, tokens: int) -> 
         output_tokens=0,
         total_tokens=tokens,
     )
+    event = dataclasses.replace(event, **fields)  # type: ignore[arg-type]
     service.on_committed(ledger.append([event]).committed)
 
 
@@ -90,6 +94,32 @@ def test_the_gate_blocks_only_tenants_under_block_whose_grants_are_used_up(
     assert service.gate(acme) is None
     clock.now += 3600
     assert service.gate(acme) is not None
+
+
+def test_an_organisation_grant_is_shared_by_its_tenants_after_their_own(
+    ledger: Ledger,
+) -> None:
+    clock = Clock()
+    config = GrantsConfig(overage="block")
+    service = GrantsService(config, ledger, clock=clock, org_of_tenant={"search": "acme-org"})
+    service.create(_grant("own", 50, tenant="search"))
+    # The organisation's grant expires later: the tenant's own burns first.
+    org_grant = _grant("pool", 100, tenant="", org_id="acme-org")
+    service.create(dataclasses.replace(org_grant, expires_ns=org_grant.expires_ns + HOUR_NS))
+    _use(ledger, service, "e1", 80, tenant_id="search", org_id="acme-org")
+    balances = {g.grant_id: b for g, b in ledger.list_grants(None)}
+    assert balances == {"own": Decimal(0), "pool": Decimal(70)}
+    assert ledger.grant_balances(org="acme-org")["tokens"]["balance"] == 70
+    # The tenant's history shows what it burnt of the organisation's grant.
+    burnt = [(m.grant_id, m.amount) for _, m in ledger.grant_movements("search", 0, 10)]
+    assert burnt == [("own", 50), ("own", -50), ("pool", -30)]
+    assert service.gate(CheckRequest(tenant="search")) is None
+    _use(ledger, service, "e2", 100, tenant_id="search", org_id="acme-org")
+    assert ledger.grant_balances("search")["tokens"] == {
+        "balance": Decimal(0),
+        "overage": Decimal(30),
+    }
+    assert service.gate(CheckRequest(tenant="search")) is not None
 
 
 def test_low_balance_fires_once_per_grant_and_not_again_after_a_restart(
@@ -128,6 +158,7 @@ def test_grant_expired_fires_once_with_what_rolled_over(ledger: Ledger) -> None:
             "event": "grant_expired",
             "time": notices[0].to_json()["time"],
             "tenant": "acme",
+            "org": None,
             "grant_id": "g",
             "unit": "tokens",
             "expired": "20",
@@ -141,6 +172,7 @@ def test_grant_expired_fires_once_with_what_rolled_over(ledger: Ledger) -> None:
 def keyed(collector_factory: Callable[..., RunningCollector]) -> RunningCollector:
     return collector_factory(
         management={"admin_keys": [ADMIN], "ingest_keys": {ACME_KEY: "acme"}},
+        organisations={"acme-org": {"tenants": ["acme"]}},
     )
 
 
@@ -168,6 +200,22 @@ def test_routes_admin_manages_and_a_tenant_key_sees_only_its_own(keyed: RunningC
     other = httpx.get(f"{api}/balance", params={"tenant": "globex"}, headers=tenant, timeout=10)
     assert other.status_code == 403
     assert httpx.get(api, headers=tenant, timeout=10).status_code == 403
+
+    pool = {"org": "acme-org", "amount": 100, "grant_id": "pool"}
+    assert httpx.post(api, json=pool, headers=admin, timeout=10).status_code == 201
+    both = {**pool, "tenant": "acme", "grant_id": "both"}
+    assert httpx.post(api, json=both, headers=admin, timeout=10).status_code == 400
+    shared = httpx.get(f"{api}/balance", headers=tenant, timeout=10).json()["org"]
+    assert shared["org"] == "acme-org"
+    assert shared["units"] == {"tokens": {"balance": "100", "overage": "0"}}
+    by_org = httpx.get(f"{api}/balance", params={"org": "acme-org"}, headers=admin, timeout=10)
+    assert by_org.json()["units"] == shared["units"]
+    assert (
+        httpx.get(
+            f"{api}/balance", params={"org": "acme-org"}, headers=tenant, timeout=10
+        ).status_code
+        == 403
+    )
 
     voided = httpx.post(f"{api}/credit/void", headers=admin, timeout=10)
     assert voided.status_code == 200

@@ -155,3 +155,26 @@ def test_a_tenant_id_no_database_can_hold_burns_its_grants_alike(
     ((_, balance),) = ledger.list_grants(tenant)
     assert balance == 850
     assert ledger.grant_balances(tenant)["tokens"]["balance"] == 850
+
+
+def test_an_organisation_grant_is_burnt_by_the_usage_of_its_tenants(
+    ledger: Ledger, make_event: EventFactory
+) -> None:
+    ledger.create_grant(_grant("pool", 1000, tenant_id="", org_id="acme-org"))
+    ledger.append(
+        [
+            make_event(tenant_id="search", org_id="acme-org"),
+            make_event(tenant_id="support", org_id="acme-org"),
+            make_event(tenant_id="outsider"),
+        ]
+    )
+    assert ledger.grant_balances(org="acme-org") == {
+        "tokens": {"balance": Decimal(700), "overage": Decimal(0)}
+    }
+    movements = [m for _, m in ledger.grant_movements(None, 0, 10, org="acme-org")]
+    assert [(m.tenant_id, m.kind, m.amount) for m in movements] == [
+        ("", "granted", 1000),
+        ("search", "consumed", -150),
+        ("support", "consumed", -150),
+    ]
+    assert ledger.grant_balances("outsider") == {}

@@ -1,14 +1,15 @@
 """Grant routes on the management port.
 
-Admin keys create, list and void grants. Balance and history are open to ingest keys
-bound to a tenant too, for their own tenant only.
+Admin keys create, list and void grants, and read any tenant's or organisation's balance
+and history (``tenant=`` or ``org=``). An ingest key bound to a tenant reads its own
+tenant's only (with what its organisation's grants have left).
 
-``POST /api/v1/grants`` takes ``tenant``, ``amount`` (a number or decimal string), ``unit``
-(``tokens`` or a currency code), ``time_zone`` (IANA, default ``UTC``), ``effective_from``
-and ``expires_at`` (ISO 8601, local to ``time_zone`` unless written with an offset;
-``effective_from`` defaults to now, no ``expires_at`` never expires), ``priority``
-(integer, higher burns first among grants expiring together), ``rollover`` (``none``,
-``all`` or a cap) and an optional ``grant_id`` (a new one is made when absent).
+``POST /api/v1/grants`` takes ``tenant`` or ``org``, ``amount`` (a number or decimal
+string), ``unit`` (``tokens`` or a currency code), ``time_zone`` (IANA, default ``UTC``),
+``effective_from`` and ``expires_at`` (ISO 8601, local to ``time_zone`` unless written with
+an offset; ``effective_from`` defaults to now, no ``expires_at`` never expires),
+``priority`` (integer, higher burns first among grants expiring together), ``rollover``
+(``none``, ``all`` or a cap) and an optional ``grant_id`` (a new one is made when absent).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _FIELDS = frozenset(
     {
         "grant_id",
         "tenant",
+        "org",
         "amount",
         "unit",
         "time_zone",
@@ -80,9 +82,11 @@ def grant_routes(service: GrantsService) -> list[Route]:
         responses:
           "200": {description: "grants, oldest first"}
         """
-        tenant = request.query_params.get("tenant")
+        params = request.query_params
         try:
-            grants = await run_in_threadpool(service.ledger.list_grants, tenant)
+            grants = await run_in_threadpool(
+                lambda: service.ledger.list_grants(params.get("tenant"), org=params.get("org"))
+            )
         except StorageError as exc:
             return error_response(503, f"cannot read grants: {exc}")
         return JSONResponse({"grants": [_grant_json(g, b) for g, b in grants]})
@@ -110,24 +114,22 @@ def grant_routes(service: GrantsService) -> list[Route]:
           "200": {description: balances per unit}
           "403": {description: the key is bound to another tenant}
         """
-        tenant = _tenant(request)
-        if isinstance(tenant, Response):
-            return tenant
+        holder = _holder(request)
+        if isinstance(holder, Response):
+            return holder
+        tenant, org = holder
+        if tenant is not None:
+            org = service.org_of_tenant.get(tenant)
         try:
-            units = await run_in_threadpool(service.ledger.grant_balances, tenant)
-            grants = await run_in_threadpool(service.ledger.list_grants, tenant)
+            own = await run_in_threadpool(_balance, service, tenant, None)
+            shared = None if org is None else await run_in_threadpool(_balance, service, None, org)
         except StorageError as exc:
             return error_response(503, f"cannot read grants: {exc}")
+        if tenant is None:
+            return JSONResponse({"org": org, **(shared or {})})
+        body: dict[str, Any] = {"tenant": tenant, "overage_policy": service.config.policy(tenant)}
         return JSONResponse(
-            {
-                "tenant": tenant,
-                "overage_policy": service.config.policy(tenant),
-                "units": {
-                    unit: {"balance": str(v["balance"]), "overage": str(v["overage"])}
-                    for unit, v in sorted(units.items())
-                },
-                "grants": [_grant_json(g, b) for g, b in grants],
-            }
+            {**body, **own, "org": None if org is None else {"org": org, **(shared or {})}}
         )
 
     @ingest_keys_allowed
@@ -138,9 +140,10 @@ def grant_routes(service: GrantsService) -> list[Route]:
           "200": {description: "movements and the ``next`` page's ``after``"}
           "403": {description: the key is bound to another tenant}
         """
-        tenant = _tenant(request)
-        if isinstance(tenant, Response):
-            return tenant
+        holder = _holder(request)
+        if isinstance(holder, Response):
+            return holder
+        tenant, org = holder
         try:
             after = int(request.query_params.get("after", "0"))
             limit = min(int(request.query_params.get("limit", "100")), _HISTORY_LIMIT)
@@ -151,12 +154,15 @@ def grant_routes(service: GrantsService) -> list[Route]:
                 400, f"after and limit must be whole numbers, limit 1-{_HISTORY_LIMIT}"
             )
         try:
-            rows = await run_in_threadpool(service.ledger.grant_movements, tenant, after, limit)
+            rows = await run_in_threadpool(
+                lambda: service.ledger.grant_movements(tenant, after, limit, org=org)
+            )
         except StorageError as exc:
             return error_response(503, f"cannot read grant movements: {exc}")
         return JSONResponse(
             {
                 "tenant": tenant,
+                "org": org,
                 "movements": [_movement_json(seq, m) for seq, m in rows],
                 "next": rows[-1][0] if len(rows) == limit else None,
             }
@@ -171,20 +177,34 @@ def grant_routes(service: GrantsService) -> list[Route]:
     ]
 
 
-def _tenant(request: Request) -> str | Response:
+def _holder(request: Request) -> tuple[str | None, str | None] | Response:
+    """(tenant, organisation) whose grants the request may read: exactly one is set."""
     principal = principal_of(request)
     asked = request.query_params.get("tenant")
+    org = request.query_params.get("org")
     if principal.role == "ingest":
         if principal.tenant is None:
             return error_response(403, "balances need an admin key or a key bound to a tenant")
-        if asked is not None and asked != principal.tenant:
+        if org is not None or (asked is not None and asked != principal.tenant):
             return error_response(
                 403, f"this key is bound to tenant {principal.tenant!r} and sees only its grants"
             )
-        return principal.tenant
-    if not asked:
-        return error_response(400, "tenant is required")
-    return asked
+        return principal.tenant, None
+    if bool(asked) == bool(org):
+        return error_response(400, "give one tenant or one org")
+    return asked, org
+
+
+def _balance(service: GrantsService, tenant: str | None, org: str | None) -> dict[str, Any]:
+    units = service.ledger.grant_balances(tenant, org=org)
+    grants = service.ledger.list_grants(tenant, org=org)
+    return {
+        "units": {
+            unit: {"balance": str(v["balance"]), "overage": str(v["overage"])}
+            for unit, v in sorted(units.items())
+        },
+        "grants": [_grant_json(g, b) for g, b in grants],
+    }
 
 
 def _grant(data: Any, service: GrantsService) -> Grant:
@@ -194,9 +214,12 @@ def _grant(data: Any, service: GrantsService) -> Grant:
     if unknown:
         raise ValueError(f"unknown field {unknown[0]!r}")
     zone = data.get("time_zone", "UTC")
-    tenant = data.get("tenant")
+    tenant = data.get("tenant", "")
+    org = data.get("org")
     if not isinstance(zone, str) or not isinstance(tenant, str):
         raise ValueError("tenant and time_zone must be strings")
+    if org is not None and (not isinstance(org, str) or not org):
+        raise ValueError("org must be a non-empty string")
     now_ns = int(service.clock() * 1e9)
     try:
         amount = Decimal(str(data.get("amount")))
@@ -218,13 +241,15 @@ def _grant(data: Any, service: GrantsService) -> Grant:
         priority=priority,
         rollover=str(data.get("rollover", "none")),
         created_ns=time.time_ns(),
+        org_id=org,
     ).check()
 
 
 def _grant_json(grant: Grant, balance: Decimal) -> dict[str, Any]:
     return {
         "grant_id": grant.grant_id,
-        "tenant": grant.tenant_id,
+        "tenant": grant.tenant_id or None,
+        "org": grant.org_id,
         "amount": str(grant.amount),
         "unit": grant.unit,
         "balance": str(balance),

@@ -31,6 +31,7 @@ class Grants:
             collector.config.grants,
             collector.ledger,
             notify=None if limits is None else limits.hooks.emit,
+            org_of_tenant=collector.config.organisations.org_of_tenant,
         )
         if limits is not None:
             limits.gate = service.gate

@@ -5,8 +5,10 @@ A grant's balance is never stored: it is the sum of its movements (``granted`` +
 carries into, ``voided`` -). Usage beyond every active grant is an ``overage`` movement of
 the tenant (no grant, ``grant_id`` ``""``), so grant balances never go below zero.
 
-Burn order among a tenant's grants of one unit active at the event's time: earliest expiry
-first (grants without expiry last), then the highest priority, then the oldest.
+Usage burns its tenant's grants and its organisation's (the event's ``org_id``) of one unit
+active at the event's time, as one pool: earliest expiry first (grants without expiry last),
+then the highest priority, then the oldest. What a tenant burns of its organisation's grant
+is recorded under the tenant, so each tenant's history shows it.
 
 Expiry is a wall-clock time in the grant's IANA zone, turned into one instant when the grant
 is made: the grant covers usage at ``t`` when ``effective_ns <= t < expires_ns``. A local time
@@ -67,6 +69,7 @@ class GrantError(TollmeterError):
 class Grant:
     grant_id: str
     tenant_id: str
+    """The tenant it was granted to; ``""`` for a grant to an organisation."""
     amount: Decimal
     unit: str
     """``tokens`` (burnt by total tokens) or an ISO 4217 code (burnt by cost in it)."""
@@ -78,6 +81,12 @@ class Grant:
     """``none``, ``all`` or a decimal cap (the most carried into the next period)."""
     created_ns: int = 0
     voided_ns: int | None = None
+    org_id: str | None = None
+    """The organisation it was granted to, whose tenants' usage burns it."""
+
+    @property
+    def holder(self) -> str:
+        return f"org:{self.org_id}" if self.org_id else f"tenant:{self.tenant_id}"
 
     def covers(self, time_ns: int) -> bool:
         """Whether usage at ``time_ns`` may burn this grant."""
@@ -89,8 +98,8 @@ class Grant:
         """The grant itself when its fields are usable; raises ``GrantError`` otherwise."""
         if not _ID.match(self.grant_id):
             raise GrantError("grant_id must be 1-128 letters, digits, '_', '.', ':' or '-'")
-        if not self.tenant_id:
-            raise GrantError("tenant must not be empty")
+        if bool(self.tenant_id) == bool(self.org_id):
+            raise GrantError("a grant goes to one tenant or to one organisation")
         if not self.amount.is_finite() or self.amount <= 0:
             raise GrantError("amount must be a positive number")
         if self.unit != "tokens" and not _CURRENCY.match(self.unit):
@@ -221,6 +230,7 @@ def successor(grant: Grant, amount: Decimal) -> Grant:
         priority=grant.priority,
         rollover=grant.rollover,
         created_ns=grant.expires_ns,
+        org_id=grant.org_id,
     )
 
 

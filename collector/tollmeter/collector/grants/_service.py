@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
 from tollmeter.collector._records import UsageEvent
@@ -44,23 +44,31 @@ class GrantsService:
         *,
         notify: Callable[[Notice], None] | None = None,
         clock: Callable[[], float] = time.time,
+        org_of_tenant: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        # The organisations' configured tenants: whose grants a tenant's checks may count on.
+        self.org_of_tenant: Mapping[str, str] = org_of_tenant or {}
         self.ledger = ledger
         self.clock = clock
         self._notify = notify
         self._lock = threading.Lock()
+        # Per holder (``Grant.holder``): its grants and their balances as last read.
         self._held: dict[str, list[tuple[Grant, Decimal]]] = {}
         self._low: set[str] = set()
         # Grants already low when the collector starts fired (or never will) before it.
-        self.refresh(None, announce=False)
+        self.refresh(announce=False)
 
     def gate(self, request: CheckRequest) -> CheckResult | None:
-        """The denial of a check under ``block`` once the tenant's grants are used up."""
+        """The denial of a check under ``block`` once the grants of the tenant and of its
+        organisation are used up."""
         tenant = request.tenant
         if self.config.policy(tenant) != "block":
             return None
-        held = self._held.get(tenant)
+        held = list(self._held.get(f"tenant:{tenant}", ()))
+        org = self.org_of_tenant.get(tenant)
+        if org is not None:
+            held += self._held.get(f"org:{org}", ())
         if not held:
             return None
         now_ns = int(self.clock() * 1e9)
@@ -69,25 +77,34 @@ class GrantsService:
         return CheckResult(allowed=False, action="block", denied_by="grants", reason=EXHAUSTED)
 
     def on_committed(self, events: Sequence[UsageEvent]) -> None:
-        """Pipeline subscriber: re-read the grants of the tenants that used some."""
-        tenants = {event.tenant_id for event in events} & set(self._held)
+        """Pipeline subscriber: re-read the grants of the tenants and organisations that used
+        some."""
+        held = set(self._held)
+        tenants = {e.tenant_id for e in events if f"tenant:{e.tenant_id}" in held}
+        orgs = {e.org_id for e in events if e.org_id and f"org:{e.org_id}" in held}
         for tenant in sorted(tenants):
             self._guarded(functools.partial(self.refresh, tenant))
+        for org in sorted(orgs):
+            self._guarded(functools.partial(self.refresh, org=org))
 
-    def refresh(self, tenant: str | None, *, announce: bool = True) -> None:
-        """Re-read the grants of ``tenant`` (or all) and fire ``grant_low_balance`` for each
-        grant that fell below its threshold since it was last read."""
-        grants = self.ledger.list_grants(tenant)
-        by_tenant: dict[str, list[tuple[Grant, Decimal]]] = {}
+    def refresh(
+        self, tenant: str | None = None, *, org: str | None = None, announce: bool = True
+    ) -> None:
+        """Re-read the grants of ``tenant`` or ``org`` (all for neither) and fire
+        ``grant_low_balance`` for each grant that fell below its threshold since it was
+        last read."""
+        grants = self.ledger.list_grants(tenant, org=org)
+        by_holder: dict[str, list[tuple[Grant, Decimal]]] = {}
         for grant, balance in grants:
-            by_tenant.setdefault(grant.tenant_id, []).append((grant, balance))
+            by_holder.setdefault(grant.holder, []).append((grant, balance))
         notices = []
         now_ns = int(self.clock() * 1e9)
         with self._lock:
-            if tenant is None:
-                self._held = by_tenant
+            if tenant is None and org is None:
+                self._held = by_holder
             else:
-                self._held[tenant] = by_tenant.get(tenant, [])
+                key = f"org:{org}" if org is not None else f"tenant:{tenant}"
+                self._held[key] = by_holder.get(key, [])
             for grant, balance in grants:
                 if grant.grant_id in self._low or not self._is_low(grant, balance):
                     continue
@@ -107,9 +124,10 @@ class GrantsService:
             Notice(
                 kind="grant_expired",
                 time=self.clock(),
-                tenant=e.grant.tenant_id,
+                tenant=e.grant.tenant_id or None,
                 detail={
-                    "tenant": e.grant.tenant_id,
+                    "tenant": e.grant.tenant_id or None,
+                    "org": e.grant.org_id,
                     "grant_id": e.grant.grant_id,
                     "unit": e.grant.unit,
                     "expired": str(e.expired),
@@ -120,25 +138,31 @@ class GrantsService:
             for e in ended
         ]
         self._emit(notices)
-        for tenant in sorted({e.grant.tenant_id for e in ended}):
-            self.refresh(tenant)
+        for grant in {e.grant.holder: e.grant for e in ended}.values():
+            self._refresh_holder(grant)
         return len(ended)
 
     def create(self, grant: Grant) -> bool:
         created = self.ledger.create_grant(grant)
-        self.refresh(grant.tenant_id)
+        self._refresh_holder(grant)
         return created
 
     def void(self, grant_id: str) -> Grant | None:
         voided = self.ledger.void_grant(grant_id, int(self.clock() * 1e9))
         if voided is not None:
-            self.refresh(voided.tenant_id)
+            self._refresh_holder(voided)
         return voided
+
+    def _refresh_holder(self, grant: Grant) -> None:
+        if grant.org_id:
+            self.refresh(org=grant.org_id)
+        else:
+            self.refresh(grant.tenant_id)
 
     def tick(self) -> None:
         """One round of the schedule: end due grants, then re-read every tenant."""
         self._guarded(self.end_due)
-        self._guarded(lambda: self.refresh(None))
+        self._guarded(self.refresh)
 
     def _is_low(self, grant: Grant, balance: Decimal) -> bool:
         threshold = grant.amount * Decimal(str(self.config.low_balance_fraction))
@@ -148,9 +172,10 @@ class GrantsService:
         return Notice(
             kind="grant_low_balance",
             time=self.clock(),
-            tenant=grant.tenant_id,
+            tenant=grant.tenant_id or None,
             detail={
-                "tenant": grant.tenant_id,
+                "tenant": grant.tenant_id or None,
+                "org": grant.org_id,
                 "grant_id": grant.grant_id,
                 "unit": grant.unit,
                 "amount": str(grant.amount),

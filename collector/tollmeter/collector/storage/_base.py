@@ -158,21 +158,28 @@ class Ledger(abc.ABC):
         del now_ns
         raise StorageError(f"{type(self).__name__} keeps no grants")
 
-    def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
-        """The grants of ``tenant`` (or all), oldest first, each with its balance."""
-        del tenant
+    def list_grants(
+        self, tenant: str | None = None, *, org: str | None = None
+    ) -> list[tuple[Grant, Decimal]]:
+        """The grants of ``tenant`` or of ``org`` (all for neither), oldest first, each with
+        its balance."""
+        del tenant, org
         raise StorageError(f"{type(self).__name__} keeps no grants")
 
-    def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
-        """Per unit, the tenant's grant ``balance`` and ``overage``."""
-        del tenant
+    def grant_balances(
+        self, tenant: str | None = None, *, org: str | None = None
+    ) -> dict[str, dict[str, Decimal]]:
+        """Per unit, the ``balance`` of the grants of ``tenant`` or ``org``, and a tenant's
+        ``overage``."""
+        del tenant, org
         raise StorageError(f"{type(self).__name__} keeps no grants")
 
     def grant_movements(
-        self, tenant: str | None, after_sequence: int, limit: int
+        self, tenant: str | None, after_sequence: int, limit: int, *, org: str | None = None
     ) -> list[tuple[int, Movement]]:
-        """Up to ``limit`` grant movements (of ``tenant``, or all) after a sequence."""
-        del tenant, after_sequence, limit
+        """Up to ``limit`` grant movements of ``tenant`` or ``org`` (all for neither) after
+        a sequence."""
+        del tenant, after_sequence, limit, org
         raise StorageError(f"{type(self).__name__} keeps no grants")
 
     def lease(self, name: str) -> Lease:

@@ -40,6 +40,7 @@ __all__ = [
     "burn",
     "create_grant",
     "end_due",
+    "holder",
     "select_balances",
     "select_grants",
     "select_movements",
@@ -58,6 +59,7 @@ _GRANT_COLUMNS = (
     "rollover",
     "created_ns",
     "voided_ns",
+    "org_id",
 )
 _MOVEMENT_COLUMNS = ("tenant_id", "grant_id", "kind", "amount", "unit", "source_id", "time_ns")
 
@@ -100,7 +102,20 @@ def _grant_select(sql: GrantSql) -> str:
 
 
 def _grant(row: Sequence[Any]) -> Grant:
-    gid, tenant, amount, unit, effective, expires, tz, priority, rollover, created, voided = row
+    (
+        gid,
+        tenant,
+        amount,
+        unit,
+        effective,
+        expires,
+        tz,
+        priority,
+        rollover,
+        created,
+        voided,
+        org,
+    ) = row
     return Grant(
         grant_id=str(gid),
         tenant_id=str(tenant),
@@ -113,6 +128,7 @@ def _grant(row: Sequence[Any]) -> Grant:
         rollover=str(rollover),
         created_ns=int(created),
         voided_ns=None if voided is None else int(voided),
+        org_id=None if org is None else str(org),
     )
 
 
@@ -194,57 +210,77 @@ def void_grant(conn: _Connection, sql: GrantSql, grant_id: str, now_ns: int) -> 
 
 
 def burn(conn: _Connection, sql: GrantSql, events: Iterable[UsageEvent]) -> int:
-    """Burn the grants of the tenants of ``events`` (just inserted, in sequence order);
-    usage beyond them becomes overage. Returns how many movements were stored.
+    """Burn the grants of the tenants of ``events`` (just inserted, in sequence order) and of
+    their organisations; usage beyond them becomes overage. Returns how many movements were
+    stored.
 
-    A tenant that ever had a grant in a unit (even voided or ended) keeps having its usage
-    in that unit accounted for: what no active grant covers is overage."""
+    A tenant that ever had a grant in a unit, itself or through its organisation (even
+    voided or ended), keeps having its usage in that unit accounted for: what no active
+    grant covers is overage."""
     by_tenant: dict[str, list[UsageEvent]] = defaultdict(list)
+    orgs: set[str] = set()
     for event in events:
         # Keyed as stored, since the grants read back carry the stored tenant.
         by_tenant[sql.text(event.tenant_id)].append(event)
+        if event.org_id:
+            orgs.add(sql.text(event.org_id))
     if not by_tenant:
         return 0
-    tenants = list(by_tenant)
-    marks = ", ".join([sql.param] * len(tenants))
+    holders = [*by_tenant, *orgs]
+    tenant_marks = ", ".join([sql.param] * len(by_tenant))
+    where = f"tenant_id IN ({tenant_marks})"
+    if orgs:
+        where += f" OR org_id IN ({', '.join([sql.param] * len(orgs))})"
     grants = [
         _grant(row)
-        for row in conn.execute(
-            f"{_grant_select(sql)} WHERE tenant_id IN ({marks})",
-            tuple(tenants),
-        ).fetchall()
+        for row in conn.execute(f"{_grant_select(sql)} WHERE {where}", tuple(holders)).fetchall()
     ]
     if not grants:
         return 0
     balances = _balances(conn, sql, [g.grant_id for g in grants])
-    held: dict[tuple[str, str], list[Grant]] = defaultdict(list)
+    held: dict[str, list[Grant]] = defaultdict(list)
     for grant in grants:
-        held[(grant.tenant_id, grant.unit)].append(grant)
+        held[grant.holder].append(grant)
     movements: list[Movement] = []
-    for (tenant, unit), pool in held.items():
-        for event in by_tenant[tenant]:
-            amount = usage_amount(unit, event.total_tokens, event.cost, event.currency)
-            if amount <= 0:
-                continue
-            active = [(g, balances[g.grant_id]) for g in pool if g.covers(event.event_time_ns)]
-            taken, overage = allocate(active, amount)
-            for grant, part in taken:
-                balances[grant.grant_id] -= part
-                movements.append(
-                    _movement(grant, "consumed", -part, event.event_id, event.event_time_ns)
-                )
-            if overage > 0:
-                movements.append(
-                    Movement(
-                        tenant,
-                        OVERAGE,
-                        "overage",
-                        -overage,
-                        unit,
-                        event.event_id,
-                        event.event_time_ns,
+    for tenant, tenant_events in by_tenant.items():
+        for event in tenant_events:
+            org = sql.text(event.org_id) if event.org_id else None
+            pool = held[f"tenant:{tenant}"] + (held[f"org:{org}"] if org else [])
+            for unit in sorted({g.unit for g in pool}):
+                amount = usage_amount(unit, event.total_tokens, event.cost, event.currency)
+                if amount <= 0:
+                    continue
+                active = [
+                    (g, balances[g.grant_id])
+                    for g in pool
+                    if g.unit == unit and g.covers(event.event_time_ns)
+                ]
+                taken, overage = allocate(active, amount)
+                for grant, part in taken:
+                    balances[grant.grant_id] -= part
+                    movements.append(
+                        Movement(
+                            tenant,
+                            grant.grant_id,
+                            "consumed",
+                            -part,
+                            unit,
+                            event.event_id,
+                            event.event_time_ns,
+                        )
                     )
-                )
+                if overage > 0:
+                    movements.append(
+                        Movement(
+                            tenant,
+                            OVERAGE,
+                            "overage",
+                            -overage,
+                            unit,
+                            event.event_id,
+                            event.event_time_ns,
+                        )
+                    )
     return _insert_movements(conn, sql, movements)
 
 
@@ -293,11 +329,11 @@ def end_due(conn: _Connection, sql: GrantSql, now_ns: int) -> list[Ended]:
 
 
 def select_grants(
-    conn: _Connection, sql: GrantSql, tenant: str | None
+    conn: _Connection, sql: GrantSql, holder: str | None
 ) -> list[tuple[Grant, Decimal]]:
-    """The grants (of ``tenant``, or all), oldest first, each with its balance."""
-    p = sql.param
-    where, params = ("", ()) if tenant is None else (f" WHERE tenant_id = {p}", (sql.text(tenant),))
+    """The grants of ``holder`` (``tenant:<id>`` or ``org:<id>``; all for ``None``), oldest
+    first, each with its balance."""
+    where, params = _holder_filter(sql, holder, "")
     grants = [
         _grant(row)
         for row in conn.execute(
@@ -308,34 +344,62 @@ def select_grants(
     return [(g, balances[g.grant_id]) for g in grants]
 
 
-def select_balances(conn: _Connection, sql: GrantSql, tenant: str) -> dict[str, dict[str, Decimal]]:
-    """Per unit: the tenant's grant ``balance`` and its ``overage``, each the sum of movements."""
-    p = sql.param
-    rows = conn.execute(
-        f"SELECT unit, grant_id = '' AS is_overage, {sql.amount_sum} FROM grant_movements "
-        f"WHERE tenant_id = {p} GROUP BY unit, grant_id = ''",
-        (sql.text(tenant),),
-    ).fetchall()
+def select_balances(conn: _Connection, sql: GrantSql, holder: str) -> dict[str, dict[str, Decimal]]:
+    """Per unit: the ``balance`` of the holder's grants (each the sum of its movements) and,
+    for a tenant, its ``overage`` (the sum of its overage movements)."""
+    where, params = _holder_filter(sql, holder, "g.")
     units: dict[str, dict[str, Decimal]] = {}
-    for unit, is_overage, total in rows:
-        entry = units.setdefault(str(unit), {"balance": Decimal(0), "overage": Decimal(0)})
-        if is_overage:
+    for unit, total in conn.execute(
+        f"SELECT g.unit, {sql.amount_sum.replace('amount', 'm.amount')} FROM grant_movements AS m "
+        f"JOIN grants AS g ON g.grant_id = m.grant_id{where} GROUP BY g.unit",
+        params,
+    ).fetchall():
+        units[str(unit)] = {"balance": Decimal(str(total)), "overage": Decimal(0)}
+    if holder.startswith("tenant:"):
+        for unit, total in conn.execute(
+            f"SELECT unit, {sql.amount_sum} FROM grant_movements "
+            f"WHERE tenant_id = {sql.param} AND grant_id = '' GROUP BY unit",
+            (sql.text(holder.removeprefix("tenant:")),),
+        ).fetchall():
+            entry = units.setdefault(str(unit), {"balance": Decimal(0), "overage": Decimal(0)})
             entry["overage"] = -Decimal(str(total))
-        else:
-            entry["balance"] = Decimal(str(total))
     return units
 
 
+def holder(tenant: str | None, org: str | None) -> str | None:
+    """The key the selects take: ``org:<id>`` or ``tenant:<id>``, ``None`` for every grant."""
+    if org is not None:
+        return f"org:{org}"
+    return None if tenant is None else f"tenant:{tenant}"
+
+
+def _holder_filter(sql: GrantSql, holder: str | None, prefix: str) -> tuple[str, tuple[str, ...]]:
+    if holder is None:
+        return "", ()
+    kind, _, name = holder.partition(":")
+    column = "org_id" if kind == "org" else "tenant_id"
+    return f" WHERE {prefix}{column} = {sql.param}", (sql.text(name),)
+
+
 def select_movements(
-    conn: _Connection, sql: GrantSql, tenant: str | None, after_sequence: int, limit: int
+    conn: _Connection, sql: GrantSql, holder: str | None, after_sequence: int, limit: int
 ) -> list[tuple[int, Movement]]:
-    """Up to ``limit`` movements (of ``tenant``, or all) after ``after_sequence``, ascending."""
+    """Up to ``limit`` movements after ``after_sequence``, ascending: a tenant's (its own
+    grants', what it burnt of its organisation's, its overage), an organisation's grants',
+    or all for ``None``."""
     if limit < 1:
         raise ValueError("limit must be positive")
     p = sql.param
     columns = ", ".join(sql.amount_text if c == "amount" else c for c in _MOVEMENT_COLUMNS)
-    where = f"sequence > {p}" + ("" if tenant is None else f" AND tenant_id = {p}")
-    params = (after_sequence,) if tenant is None else (after_sequence, sql.text(tenant))
+    where = f"sequence > {p}"
+    params: tuple[object, ...] = (after_sequence,)
+    if holder is not None:
+        kind, _, name = holder.partition(":")
+        if kind == "org":
+            where += f" AND grant_id IN (SELECT grant_id FROM grants WHERE org_id = {p})"
+        else:
+            where += f" AND tenant_id = {p}"
+        params = (after_sequence, sql.text(name))
     rows = conn.execute(
         f"SELECT sequence, {columns} FROM grant_movements WHERE {where} "
         f"ORDER BY sequence LIMIT {int(limit)}",

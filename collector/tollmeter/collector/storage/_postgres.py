@@ -53,6 +53,7 @@ from tollmeter.collector.storage._grants import (
     burn,
     create_grant,
     end_due,
+    holder,
     select_balances,
     select_grants,
     select_movements,
@@ -408,19 +409,23 @@ class PostgresLedger(Ledger):
     def end_grants(self, now_ns: int) -> list[Ended]:
         return self._write_grants("end grants", lambda c: end_due(c, _GRANTS, now_ns))
 
-    def list_grants(self, tenant: str | None) -> list[tuple[Grant, Decimal]]:
+    def list_grants(
+        self, tenant: str | None = None, *, org: str | None = None
+    ) -> list[tuple[Grant, Decimal]]:
         with self._connection("read grants") as conn:
-            return select_grants(conn, _GRANTS, tenant)
+            return select_grants(conn, _GRANTS, holder(tenant, org))
 
-    def grant_balances(self, tenant: str) -> dict[str, dict[str, Decimal]]:
+    def grant_balances(
+        self, tenant: str | None = None, *, org: str | None = None
+    ) -> dict[str, dict[str, Decimal]]:
         with self._connection("read grant balances") as conn:
-            return select_balances(conn, _GRANTS, tenant)
+            return select_balances(conn, _GRANTS, holder(tenant, org) or "tenant:")
 
     def grant_movements(
-        self, tenant: str | None, after_sequence: int, limit: int
+        self, tenant: str | None, after_sequence: int, limit: int, *, org: str | None = None
     ) -> list[tuple[int, Movement]]:
         with self._connection("read grant movements") as conn:
-            return select_movements(conn, _GRANTS, tenant, after_sequence, limit)
+            return select_movements(conn, _GRANTS, holder(tenant, org), after_sequence, limit)
 
     def _write_grants(self, action: str, work: Callable[[psycopg.Connection], _T]) -> _T:
         with self._connection(action) as conn, conn.transaction():

@@ -116,8 +116,9 @@ _V8: tuple[Step, ...] = (
     "amount NUMERIC NOT NULL, unit TEXT NOT NULL, effective_ns BIGINT NOT NULL, "
     "expires_ns BIGINT, time_zone TEXT NOT NULL, priority BIGINT NOT NULL, "
     "rollover TEXT NOT NULL, created_ns BIGINT NOT NULL, voided_ns BIGINT, "
-    "ended_ns BIGINT)",
+    "ended_ns BIGINT, org_id TEXT)",
     "CREATE INDEX grants_tenant ON grants (tenant_id)",
+    "CREATE INDEX grants_org ON grants (org_id)",
     "CREATE INDEX grants_expiry ON grants (expires_ns) WHERE ended_ns IS NULL",
     "CREATE TABLE grant_movements (sequence BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, "
     "grant_id TEXT NOT NULL, kind TEXT NOT NULL, amount NUMERIC NOT NULL, unit TEXT NOT NULL, "

@@ -133,16 +133,18 @@ _V7 = (
     "ALTER TABLE usage_events ADD COLUMN policy TEXT",
 )
 
-# Version 8 keeps prepaid grants (``_grants.py``): the grants as made, and their movements,
-# whose sum is every balance. Each cause moves a grant once: ``source_id`` is the usage
-# event's id for what it consumed, or the kind and the grant for a grant's own changes.
+# Version 8 keeps prepaid grants (``_grants.py``): the grants as made (to a tenant, or to an
+# organisation with ``tenant_id`` empty), and their movements, whose sum is every balance.
+# Each cause moves a grant once: ``source_id`` is the usage event's id for what it
+# consumed, or the kind and the grant for a grant's own changes.
 _V8: tuple[Step, ...] = (
     "CREATE TABLE grants (grant_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, "
     "amount TEXT NOT NULL, unit TEXT NOT NULL, effective_ns INTEGER NOT NULL, "
     "expires_ns INTEGER, time_zone TEXT NOT NULL, priority INTEGER NOT NULL, "
     "rollover TEXT NOT NULL, created_ns INTEGER NOT NULL, voided_ns INTEGER, "
-    "ended_ns INTEGER) WITHOUT ROWID",
+    "ended_ns INTEGER, org_id TEXT) WITHOUT ROWID",
     "CREATE INDEX grants_tenant ON grants (tenant_id)",
+    "CREATE INDEX grants_org ON grants (org_id)",
     "CREATE INDEX grants_expiry ON grants (expires_ns) WHERE ended_ns IS NULL",
     "CREATE TABLE grant_movements (sequence INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, "
     "grant_id TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL, unit TEXT NOT NULL, "
