@@ -511,3 +511,20 @@ def test_gemini_stream_stops_at_the_budget(gemini, span_attributes, mode):
     assert counts[-2] < N <= counts[-1]
     assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == counts[-1]
     assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is True
+
+
+def test_the_openai_stream_helper_is_stopped_too(gpt, span_attributes):
+    texts: list[str] = []
+
+    def read_events(stream: Any) -> None:
+        for event in stream:
+            if event.type == "content.delta":
+                texts.append(event.delta)
+
+    with (
+        budget(max_output_tokens=N),
+        gpt.chat.completions.stream(model=GPT, messages=MESSAGES, extra_headers=LONG) as stream,
+        pytest.raises(BudgetExceeded),
+    ):
+        read_events(stream)
+    _assert_cut_at_n(texts, GPT, span_attributes())
