@@ -14,8 +14,9 @@
   Vertex AI).
 - ``outcome(name, workflow_id=..., value=...)``: record what a workflow achieved, so that
   the collector gives the cost and tokens per outcome (per resolved ticket...).
-- ``budget(max_tokens=..., max_calls=...)``: cap the model calls of one request or
-  agent run in process; ``BudgetExceeded`` before the call that would pass it.
+- ``budget(max_tokens=..., max_calls=..., max_output_tokens=...)``: cap the model calls of
+  one request or agent run in process; ``BudgetExceeded`` before the call that would pass
+  it, or at the next chunk of a stream whose output reaches it (``overrun="warn"``: log).
 - ``Guard(url=...)``: pre-flight checks against the collector's limits (also enabled by
   ``configure(guard_url=...)`` or ``TOLLMETER_GUARD_URL``); ``QuotaExceeded`` before a
   denied call reaches the provider.
