@@ -142,6 +142,21 @@ def test_low_balance_fires_once_per_grant_and_not_again_after_a_restart(
     assert restarted == []
 
 
+def test_a_grant_running_low_is_announced_by_one_replica_only(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    told: list[Notice] = []
+    config = GrantsConfig(low_balance_fraction=0.5)
+    with open_ledger(url) as first, open_ledger(url) as second:
+        one = GrantsService(config, first, notify=told.append, clock=Clock())
+        other = GrantsService(config, second, notify=told.append, clock=Clock())
+        one.create(_grant("g", 100))
+        other.refresh()
+        _use(first, one, "e1", 60)
+        other.refresh()
+        one.refresh()
+    assert [n.kind for n in told] == ["grant_low_balance"]
+
+
 def test_grant_expired_fires_once_with_what_rolled_over(ledger: Ledger) -> None:
     notices: list[Notice] = []
     clock = Clock()

@@ -178,3 +178,13 @@ def test_an_organisation_grant_is_burnt_by_the_usage_of_its_tenants(
         ("support", "consumed", -150),
     ]
     assert ledger.grant_balances("outsider") == {}
+
+
+def test_a_state_key_is_claimed_once_among_the_processes_sharing_a_ledger(
+    durable_url: str,
+) -> None:
+    with open_ledger(durable_url) as first, open_ledger(durable_url) as second:
+        assert first.claim_state("grants.low_balance.g", "1")
+        assert not second.claim_state("grants.low_balance.g", "2")
+        assert not first.claim_state("grants.low_balance.g", "3")
+        assert second.get_state("grants.low_balance.g") == "1"

@@ -55,9 +55,10 @@ class GrantsService:
         self._lock = threading.Lock()
         # Per holder (``Grant.holder``): its grants and their balances as last read.
         self._held: dict[str, list[tuple[Grant, Decimal]]] = {}
+        # Grants known low here; the notice itself is claimed in the ledger, once for all
+        # replicas and restarts.
         self._low: set[str] = set()
-        # Grants already low when the collector starts fired (or never will) before it.
-        self.refresh(announce=False)
+        self.refresh()
 
     def gate(self, request: CheckRequest) -> CheckResult | None:
         """The denial of a check under ``block`` once the grants of the tenant and of its
@@ -87,9 +88,7 @@ class GrantsService:
         for org in sorted(orgs):
             self._guarded(functools.partial(self.refresh, org=org))
 
-    def refresh(
-        self, tenant: str | None = None, *, org: str | None = None, announce: bool = True
-    ) -> None:
+    def refresh(self, tenant: str | None = None, *, org: str | None = None) -> None:
         """Re-read the grants of ``tenant`` or ``org`` (all for neither) and fire
         ``grant_low_balance`` for each grant that fell below its threshold since it was
         last read."""
@@ -97,8 +96,8 @@ class GrantsService:
         by_holder: dict[str, list[tuple[Grant, Decimal]]] = {}
         for grant, balance in grants:
             by_holder.setdefault(grant.holder, []).append((grant, balance))
-        notices = []
         now_ns = int(self.clock() * 1e9)
+        newly_low: list[tuple[Grant, Decimal]] = []
         with self._lock:
             if tenant is None and org is None:
                 self._held = by_holder
@@ -110,12 +109,15 @@ class GrantsService:
                     continue
                 self._low.add(grant.grant_id)
                 # A grant that ended or was voided is not running low: it is gone.
-                running = grant.voided_ns is None and (
+                if grant.voided_ns is None and (
                     grant.expires_ns is None or now_ns < grant.expires_ns
-                )
-                if announce and running:
-                    notices.append(self._low_notice(grant, balance))
-        self._emit(notices)
+                ):
+                    newly_low.append((grant, balance))
+        self._emit(
+            self._low_notice(grant, balance)
+            for grant, balance in newly_low
+            if self.ledger.claim_state(f"grants.low_balance.{grant.grant_id}", str(now_ns))
+        )
 
     def end_due(self) -> int:
         """End the grants whose expiry has come; ``grant_expired`` for each. How many ended."""

@@ -124,6 +124,12 @@ class Ledger(abc.ABC):
     def set_state(self, key: str, value: str) -> None:
         """Durably store a small value (an export cursor, hook state...)."""
 
+    def claim_state(self, key: str, value: str) -> bool:
+        """Store ``value`` under ``key`` unless the key is taken; whether this call took it.
+        Among processes sharing the ledger, one claim of a key succeeds."""
+        del key, value
+        raise StorageError(f"{type(self).__name__} takes no claims")
+
     def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Store the outcomes whose (tenant, outcome id) is new, in one durable transaction;
         the stored ones with their sequences (a repeat, even within the batch, stores nothing).

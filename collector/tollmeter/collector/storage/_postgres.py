@@ -380,6 +380,14 @@ class PostgresLedger(Ledger):
                 (_text(key), _text(value)),
             )
 
+    def claim_state(self, key: str, value: str) -> bool:
+        with self._connection("write ledger state") as conn:
+            cursor = conn.execute(
+                "INSERT INTO state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (_text(key), _text(value)),
+            )
+        return cursor.rowcount == 1
+
     def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         if not outcomes:
             return []

@@ -350,6 +350,14 @@ class SQLiteLedger(Ledger):
                 (key, value),
             )
 
+    def claim_state(self, key: str, value: str) -> bool:
+        with self._writing() as conn, _wrapped("write ledger state"):
+            cursor = conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+        return cursor.rowcount == 1
+
     def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         if not outcomes:
             return []
