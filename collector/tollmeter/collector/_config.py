@@ -33,9 +33,9 @@ from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.billing._config import ReconciliationConfig
 from tollmeter.collector.errors import InvalidConfig, InvalidSetting
-from tollmeter.collector.grants._config import GrantsConfig
 from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
+from tollmeter.collector.grants._config import GrantsConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.observability._config import MetricsConfig
 from tollmeter.collector.pricing._config import PricingConfig
