@@ -127,7 +127,32 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Versions 9 to 11: placeholders, as in ``_schema.py``.
+_V9: tuple[Step, ...] = ("SELECT 1",)
+_V10: tuple[Step, ...] = ("SELECT 1",)
+_V11: tuple[Step, ...] = ("SELECT 1",)
+
+# Version 12: the retention checkpoint, as in ``_schema.py``.
+_V12: tuple[Step, ...] = (
+    "CREATE TABLE ledger_chain_checkpoint (commit_number BIGINT PRIMARY KEY, "
+    "last_sequence BIGINT NOT NULL, head TEXT NOT NULL, first_pruned_ns BIGINT, "
+    "last_pruned_ns BIGINT, pruned_events BIGINT NOT NULL, cut_ns BIGINT NOT NULL)",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+    _V11,
+    _V12,
+)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 if len(MIGRATIONS) != SCHEMA_VERSION:  # pragma: no cover - caught by every test run

@@ -153,7 +153,35 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Versions 9 to 11 are taken by changes still being written; each owner replaces its
+# placeholder with the real steps.
+_V9: tuple[Step, ...] = ("SELECT 1",)
+_V10: tuple[Step, ...] = ("SELECT 1",)
+_V11: tuple[Step, ...] = ("SELECT 1",)
+
+# Version 12 keeps the checkpoint where retention cut the chain (``_retention.py``): the
+# link and head at the last pruned event, so ``verify`` resumes from there. One row per cut,
+# the newest being the one in force.
+_V12: tuple[Step, ...] = (
+    "CREATE TABLE ledger_chain_checkpoint (commit_number INTEGER PRIMARY KEY, "
+    "last_sequence INTEGER NOT NULL, head TEXT NOT NULL, first_pruned_ns INTEGER, "
+    "last_pruned_ns INTEGER, pruned_events INTEGER NOT NULL, cut_ns INTEGER NOT NULL)",
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+    _V11,
+    _V12,
+)
 """Migration ``i`` brings the schema from version ``i`` to ``i + 1``. Append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
