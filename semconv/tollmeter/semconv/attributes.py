@@ -44,6 +44,11 @@ __all__ = [
     "SERVICE_NAME",
     "TOLLMETER_API_KEY_ID",
     "TOLLMETER_ATTEMPT",
+    "TOLLMETER_AVOIDED_ID",
+    "TOLLMETER_AVOIDED_INPUT_TOKENS",
+    "TOLLMETER_AVOIDED_MODEL",
+    "TOLLMETER_AVOIDED_OUTPUT_TOKENS",
+    "TOLLMETER_AVOIDED_PROVIDER",
     "TOLLMETER_BUDGET_CALL",
     "TOLLMETER_ENVIRONMENT",
     "TOLLMETER_FEATURE",
@@ -288,6 +293,32 @@ Type ``double``; origin tollmeter, experimental.
 TOLLMETER_OUTCOME_ID: Final = "tollmeter.outcome.id"
 """The id that makes an outcome report idempotent per tenant; derived from the workflow id and the
 outcome name when absent. Type ``string``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_AVOIDED_MODEL: Final = "tollmeter.avoided.model"
+"""The model a call answered from the application's own cache would have used, on a
+`tollmeter.cache_hit` span; the collector prices the avoided tokens at its price. Type
+``string``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_AVOIDED_PROVIDER: Final = "tollmeter.avoided.provider"
+"""The provider of `tollmeter.avoided.model` (for example `openai`), on a `tollmeter.cache_hit`
+span. Type ``string``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_AVOIDED_INPUT_TOKENS: Final = "tollmeter.avoided.input_tokens"
+"""Input tokens a call answered from the application's cache would have used; metered as avoided,
+never as billed usage. Type ``int``; unit ``{token}``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_AVOIDED_OUTPUT_TOKENS: Final = "tollmeter.avoided.output_tokens"
+"""Output tokens a call answered from the application's cache would have used; metered as avoided,
+never as billed usage. Type ``int``; unit ``{token}``; origin tollmeter, experimental.
+"""
+
+TOLLMETER_AVOIDED_ID: Final = "tollmeter.avoided.id"
+"""The id that makes a cache hit report idempotent per tenant; derived from the span's trace and
+span ids when absent. Type ``string``; origin tollmeter, experimental.
 """
 
 
