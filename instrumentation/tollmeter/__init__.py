@@ -1,7 +1,7 @@
 """tollmeter: meter LLM token usage with OpenTelemetry.
 
 ``tollmeter.configure``, ``tollmeter.attribute``, ``tollmeter.budget``,
-``tollmeter.outcome`` and the two
+``tollmeter.outcome``, ``tollmeter.cache_hit`` and the two
 errors an application catches around a model call, ``tollmeter.BudgetExceeded`` and
 ``tollmeter.QuotaExceeded``, are re-exported lazily from ``tollmeter.instrumentation``
 so that importing ``tollmeter.collector`` or ``tollmeter.semconv`` never loads the
@@ -21,11 +21,20 @@ if TYPE_CHECKING:
         QuotaExceeded,
         attribute,
         budget,
+        cache_hit,
         configure,
         outcome,
     )
 
-__all__ = ["BudgetExceeded", "QuotaExceeded", "attribute", "budget", "configure", "outcome"]
+__all__ = [
+    "BudgetExceeded",
+    "QuotaExceeded",
+    "attribute",
+    "budget",
+    "cache_hit",
+    "configure",
+    "outcome",
+]
 
 _LAZY = frozenset(__all__)
 

@@ -14,6 +14,9 @@
   Vertex AI).
 - ``outcome(name, workflow_id=..., value=...)``: record what a workflow achieved, so that
   the collector gives the cost and tokens per outcome (per resolved ticket...).
+- ``cache_hit(model=..., input_tokens=..., output_tokens=...)``: report a call answered
+  from the application's own cache, metered by the collector as avoided tokens and saved
+  cost, apart from billed usage.
 - ``budget(max_tokens=..., max_calls=..., max_output_tokens=...)``: cap the model calls of
   one request or agent run in process; ``BudgetExceeded`` before the call that would pass
   it, or at the next chunk of a stream whose output reaches it (``overrun="warn"``: log).
@@ -36,6 +39,7 @@ from tollmeter.instrumentation._attribution import (
     current_attribution,
 )
 from tollmeter.instrumentation._budget import BudgetSpanProcessor, budget
+from tollmeter.instrumentation._cache_hit import cache_hit
 from tollmeter.instrumentation._configure import TelemetryHandle, configure
 from tollmeter.instrumentation._estimate import (
     count_text_tokens,
@@ -63,6 +67,7 @@ __all__ = [
     "TollmeterWSGIMiddleware",
     "attribute",
     "budget",
+    "cache_hit",
     "configure",
     "count_text_tokens",
     "current_attribution",
