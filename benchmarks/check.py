@@ -5,12 +5,17 @@ Measures:
 - ``in_process``: ``LimitEngine.check`` (one reservation against two matching limits, a
   token bucket and a calendar day) timed call by call; baseline ``in_process_noop``: a
   Python function call doing nothing, timed the same way.
+- ``in_process_hierarchy``: the same check for a tenant of an organisation naming a
+  project, so that it also reserves on a project limit and an organisation limit: three
+  levels (project, tenant, organisation) and four counters instead of one level and two.
+  Both run against the same rules, so the difference is the hierarchy alone.
 - ``http``: ``POST /api/v1/check`` on a uvicorn server in its own process (one core),
   driven by ``--clients`` concurrent keep-alive connections from a bare asyncio client
   in this process;
   baseline ``http_noop``: a ``POST`` route on the same server that reads the JSON body
   and answers ``{}``. The ratio isolates the limits work from HTTP and client costs.
-  ``http_one_client`` (and its no-op baseline) is the latency of one client alone.
+  ``http_one_client`` (and its no-op baseline) is the latency of one client alone;
+  ``http_one_client_hierarchy`` and ``http_hierarchy`` are the same with three levels.
 
 Prints one JSON object. Usage: ``python benchmarks/check.py --clients 16 --requests 20000``.
 """
@@ -28,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector.limits import CheckRequest, LimitEngine, LimitsConfig
 
 LIMITS = {
@@ -35,8 +41,45 @@ LIMITS = {
     "rules": [
         {"name": "tpm", "limit": 1e12, "window": {"per": "1m"}, "action": "throttle"},
         {"name": "daily", "limit": 1e15, "window": "day", "alert_at": [0.8]},
+        {
+            "name": "project-daily",
+            "match": {"project": "*"},
+            "group_by": ["tenant", "project"],
+            "limit": 1e15,
+            "window": "day",
+        },
+        {
+            "name": "org-daily",
+            "match": {"org": "*"},
+            "group_by": ["org"],
+            "limit": 1e15,
+            "window": "day",
+        },
     ],
 }
+# Tenants ``tenant-*`` belong to no organisation and name no project: they match the two
+# tenant limits only. Each ``org-tenant-*`` belongs to one of ten organisations and names
+# a project: it matches all four limits, on three levels.
+ORGANISATIONS = {
+    f"org-{o}": {"tenants": [f"org-tenant-{i}" for i in range(o, 100, 10)]} for o in range(10)
+}
+
+
+def _bodies(hierarchy: bool) -> list[dict[str, Any]]:
+    if not hierarchy:
+        return [
+            {"tenant": f"tenant-{i}", "model": "gpt-4o", "estimated_input_tokens": 500}
+            for i in range(100)
+        ]
+    return [
+        {
+            "tenant": f"org-tenant-{i}",
+            "project": f"project-{i % 3}",
+            "model": "gpt-4o",
+            "estimated_input_tokens": 500,
+        }
+        for i in range(100)
+    ]
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -48,28 +91,42 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def bench_in_process(count: int) -> dict[str, Any]:
+def _time_checks(requests: list[CheckRequest]) -> list[int]:
     engine = LimitEngine(LimitsConfig.from_mapping(LIMITS))
-    requests = [
-        CheckRequest(tenant=f"tenant-{i % 100}", model="gpt-4o", estimated_input_tokens=500)
-        for i in range(count)
-    ]
     clock = time.perf_counter_ns
     samples = []
     for request in requests:
         started = clock()
         engine.check(request)
         samples.append(clock() - started)
+    return samples
+
+
+def bench_in_process(count: int) -> dict[str, Any]:
+    org_of = OrganisationsConfig.from_mapping(ORGANISATIONS, "organisations").org_of_tenant
+    flat, nested = _bodies(False), _bodies(True)
+    requests = [CheckRequest(**flat[i % 100]) for i in range(count)]
+    # The service fills in the organisation from the configuration before the engine.
+    hierarchy = [
+        CheckRequest(**nested[i % 100], org=org_of[nested[i % 100]["tenant"]]) for i in range(count)
+    ]
+    samples = _time_checks(requests)
+    samples_hierarchy = _time_checks(hierarchy)
 
     def noop(request: CheckRequest) -> None:
         return None
 
+    clock = time.perf_counter_ns
     baseline = []
     for request in requests:
         started = clock()
         noop(request)
         baseline.append(clock() - started)
-    return {"in_process": _percentiles(samples), "in_process_noop": _percentiles(baseline)}
+    return {
+        "in_process": _percentiles(samples),
+        "in_process_hierarchy": _percentiles(samples_hierarchy),
+        "in_process_noop": _percentiles(baseline),
+    }
 
 
 def serve(port: int) -> None:
@@ -82,7 +139,8 @@ def serve(port: int) -> None:
 
     from tollmeter.collector.limits import LimitsService, limits_routes
 
-    service = LimitsService(LimitsConfig.from_mapping(LIMITS))
+    organisations = OrganisationsConfig.from_mapping(ORGANISATIONS, "organisations")
+    service = LimitsService(LimitsConfig.from_mapping(LIMITS), organisations=organisations)
     service.start()
 
     async def noop(request: Request) -> Response:
@@ -123,19 +181,16 @@ def _payload(path: str, body: dict[str, Any]) -> bytes:
     return head.encode() + data
 
 
-async def _drive(port: int, path: str, clients: int, total: int) -> dict[str, Any]:
+async def _drive(
+    port: int, path: str, clients: int, total: int, *, hierarchy: bool = False
+) -> dict[str, Any]:
     """``clients`` keep-alive connections, each sending its share of ``total`` requests.
 
     A bare asyncio client keeps the load generator cheap, so that the server is measured.
     """
     samples: list[int] = []
     per_client = total // clients
-    payloads = [
-        _payload(
-            path, {"tenant": f"tenant-{i % 100}", "model": "gpt-4o", "estimated_input_tokens": 500}
-        )
-        for i in range(100)
-    ]
+    payloads = [_payload(path, body) for body in _bodies(hierarchy)]
 
     async def one(worker: int, count: int, record: bool) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -177,19 +232,28 @@ def bench_http(clients: int, total: int) -> dict[str, Any]:
                     raise RuntimeError("the benchmark server did not start") from None
                 time.sleep(0.05)
         latency = asyncio.run(_drive(port, "/api/v1/check", 1, total // 4))
+        latency_hierarchy = asyncio.run(
+            _drive(port, "/api/v1/check", 1, total // 4, hierarchy=True)
+        )
         latency_noop = asyncio.run(_drive(port, "/noop", 1, total // 4))
         check = asyncio.run(_drive(port, "/api/v1/check", clients, total))
+        check_hierarchy = asyncio.run(_drive(port, "/api/v1/check", clients, total, hierarchy=True))
         noop = asyncio.run(_drive(port, "/noop", clients, total))
     finally:
         server.terminate()
         server.wait(30)
     return {
         "http_one_client": latency,
+        "http_one_client_hierarchy": latency_hierarchy,
         "http_one_client_noop": latency_noop,
         "clients": clients,
         "http": check,
+        "http_hierarchy": check_hierarchy,
         "http_noop": noop,
         "throughput_ratio_vs_noop": check["requests_per_s"] / noop["requests_per_s"],
+        "throughput_ratio_hierarchy_vs_noop": (
+            check_hierarchy["requests_per_s"] / noop["requests_per_s"]
+        ),
     }
 
 
