@@ -32,11 +32,24 @@ request goes on. The middleware never turns a request into an error.
 The attribution lasts as long as the application works on the request: for
 ASGI the whole call, including a streamed body; for WSGI also while the server
 consumes the returned iterable, and its ``close()``.
+
+With ``quota_response=True`` a ``QuotaExceeded`` or ``BudgetExceeded`` the application
+lets escape becomes ``429 Too Many Requests`` with ``Retry-After`` (the error's own
+``retry_after``, else ``default_retry_after`` seconds) and a JSON body naming the error
+``code``, the ``limit`` and the ``tenant``; a fail-closed ``GuardUnavailable`` becomes
+``503``. Only before the response has started: once its status line went out, the error
+goes on to the server, which ends the response without completing its body. Frameworks
+that turn every exception into a 500 themselves (Flask, Django) must hand limit errors
+on: Flask with ``app.register_error_handler(QuotaExceeded, middleware.limit_response)``
+(and the same for ``BudgetExceeded``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Final, cast
@@ -45,8 +58,21 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 
-from tollmeter.instrumentation._attribution import _KEYS, _problem, attribute
+from tollmeter.instrumentation._attribution import (
+    _KEYS,
+    _problem,
+    attribute,
+    current_attribution,
+)
+from tollmeter.instrumentation._limit_response import (
+    DEFAULT_RETRY_AFTER,
+    LIMIT_ERRORS,
+    LimitResponse,
+    limit_response,
+)
 from tollmeter.instrumentation._safety import report_failure
+from tollmeter.instrumentation.errors import BudgetExceeded, QuotaExceeded
+from tollmeter.semconv import attributes as attrs
 
 __all__ = ["Resolve", "TollmeterMiddleware", "TollmeterWSGIMiddleware"]
 
@@ -211,6 +237,8 @@ class TollmeterMiddleware:
         resolve: Resolve | None = None,
         authenticated_user: bool = True,
         baggage: bool = False,
+        quota_response: bool = False,
+        default_retry_after: float = DEFAULT_RETRY_AFTER,
     ) -> None:
         self.app = app
         self._resolver = _Resolver(
@@ -222,14 +250,44 @@ class TollmeterMiddleware:
             baggage=baggage,
         )
         self._wanted = {header.encode("latin-1") for header in self._resolver.wanted}
+        self._quota_response = quota_response
+        self._default_retry_after = _retry_after_seconds(default_retry_after)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         block = self._attribution(scope) if scope.get("type") in _ASGI_SCOPES else None
-        if block is None:
-            await self.app(scope, receive, send)
+        if not (self._quota_response and scope.get("type") == "http"):
+            if block is None:
+                await self.app(scope, receive, send)
+                return
+            with block:
+                await self.app(scope, receive, send)
             return
-        with block:
-            await self.app(scope, receive, send)
+        with block if block is not None else contextlib.nullcontext():
+            await self._answer_limits(scope, receive, send)
+
+    async def _answer_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except LIMIT_ERRORS as error:
+            if started:
+                raise  # the status is sent: only the server can end the response now
+            answer = _answer(error, self._default_retry_after)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [(k.encode(), v.encode()) for k, v in answer.headers],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.body})
 
     def _attribution(self, scope: Scope) -> attribute | None:
         try:
@@ -242,6 +300,24 @@ class TollmeterMiddleware:
         except Exception as exc:
             report_failure("middleware.asgi", exc)
             return None
+
+
+def _retry_after_seconds(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"default_retry_after must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"default_retry_after={value!r} is not a number of seconds")
+    return float(value)
+
+
+def _status_line(answer: LimitResponse) -> str:
+    return f"{answer.status} {answer.reason}"
+
+
+def _answer(error: QuotaExceeded | BudgetExceeded, default_retry_after: float) -> LimitResponse:
+    """The limit response for ``error``, for the tenant of the request being served."""
+    tenant = current_attribution().get(attrs.TOLLMETER_TENANT_ID)
+    return limit_response(error, tenant=tenant, default_retry_after=default_retry_after)
 
 
 def _asgi_user(scope: Scope) -> str | None:
@@ -278,6 +354,8 @@ class TollmeterWSGIMiddleware:
         resolve: Resolve | None = None,
         authenticated_user: bool = True,
         baggage: bool = False,
+        quota_response: bool = False,
+        default_retry_after: float = DEFAULT_RETRY_AFTER,
     ) -> None:
         self.app = app
         self._resolver = _Resolver(
@@ -288,6 +366,8 @@ class TollmeterWSGIMiddleware:
             authenticated_user=authenticated_user,
             baggage=baggage,
         )
+        self._quota_response = quota_response
+        self._default_retry_after = _retry_after_seconds(default_retry_after)
         # environ key (``HTTP_X_TENANT_ID``) -> header name
         self._environ_keys = {
             "HTTP_" + header.upper().replace("-", "_"): header for header in self._resolver.wanted
@@ -295,13 +375,53 @@ class TollmeterWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         block = self._attribution(environ)
+        app = self.limit_answering_app if self._quota_response else self.app
         if block is None:
-            return self.app(environ, start_response)
+            return app(environ, start_response)
         with block:
-            body = self.app(environ, start_response)
+            body = app(environ, start_response)
         if isinstance(body, (list, tuple)):
             return body  # already produced: nothing runs while the server reads it
         return _AttributedBody(body, block)
+
+    def limit_answering_app(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The wrapped application, its limit errors answered as the middleware answers them.
+
+        Only an error raised while the application is called is answered: one raised while
+        the server reads a streamed body comes after the status line went out.
+        """
+        started = False
+
+        def watched(*arguments: Any) -> Any:
+            nonlocal started
+            started = True
+            return start_response(*arguments)
+
+        try:
+            return self.app(environ, watched)
+        except LIMIT_ERRORS as error:
+            answer = _answer(error, self._default_retry_after)
+            # exc_info lets the server replace the status the application gave (PEP 3333);
+            # without one given there is nothing to replace.
+            exc_info = sys.exc_info() if started else None
+            start_response(_status_line(answer), list(answer.headers), exc_info)
+            return [answer.body]
+
+    def limit_response(self, error: QuotaExceeded | BudgetExceeded) -> WSGIApp:
+        """A WSGI application answering ``error`` (429, or 503 for ``GuardUnavailable``).
+
+        Frameworks accept it as a response: in Flask, ``app.register_error_handler(
+        QuotaExceeded, middleware.limit_response)`` answers errors Flask would turn into a 500.
+        """
+        answer = _answer(error, self._default_retry_after)
+
+        def respond(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            start_response(_status_line(answer), list(answer.headers))
+            return [answer.body]
+
+        return respond
 
     def _attribution(self, environ: dict[str, Any]) -> attribute | None:
         try:

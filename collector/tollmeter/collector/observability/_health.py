@@ -18,6 +18,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from tollmeter.collector._avoided import AvoidedCall
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._pipeline import PipelineStats
 from tollmeter.collector._records import UsageEvent
@@ -74,6 +75,16 @@ class TimedLedger(Ledger):
     ) -> OutcomeSummary:
         return self._ledger.summarize_outcomes(
             tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
+        )
+
+    def append_avoided(self, calls: Sequence[AvoidedCall]) -> list[AvoidedCall]:
+        return self._ledger.append_avoided(calls)
+
+    def summarize_avoided(
+        self, *, start_ns: int, end_ns: int, tenant: str | None, group_by: Sequence[str]
+    ) -> list[dict[str, object]]:
+        return self._ledger.summarize_avoided(
+            start_ns=start_ns, end_ns=end_ns, tenant=tenant, group_by=group_by
         )
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from tollmeter.collector._avoided import AvoidedCall
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
@@ -148,6 +149,19 @@ class Ledger(abc.ABC):
         """Cost and tokens per outcome name, and of the workflows without an outcome."""
         del tenant, start_ns, end_ns, name
         raise StorageError(f"{type(self).__name__} stores no outcomes")
+
+    def append_avoided(self, calls: Sequence[AvoidedCall]) -> list[AvoidedCall]:
+        """Store the avoided calls whose (tenant, avoided id) is new, in one durable
+        transaction; the stored ones with their sequences."""
+        del calls
+        raise StorageError(f"{type(self).__name__} stores no avoided usage")
+
+    def summarize_avoided(
+        self, *, start_ns: int, end_ns: int, tenant: str | None, group_by: Sequence[str]
+    ) -> list[dict[str, object]]:
+        """Avoided calls, tokens and saved cost per group, in ``[start_ns, end_ns)``."""
+        del start_ns, end_ns, tenant, group_by
+        raise StorageError(f"{type(self).__name__} stores no avoided usage")
 
     def create_grant(self, grant: Grant) -> bool:
         """Store a new grant with its ``granted`` movement; ``False`` when its id is taken."""

@@ -35,9 +35,11 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from tollmeter.collector._avoided import AvoidedCall
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
+from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
@@ -406,6 +408,26 @@ class PostgresLedger(Ledger):
         with self._connection("summarize outcomes") as conn:
             return summarize_outcomes(
                 conn, POSTGRES_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
+            )
+
+    def append_avoided(self, calls: Sequence[AvoidedCall]) -> list[AvoidedCall]:
+        if not calls:
+            return []
+        with self._connection("store avoided usage") as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            return store_avoided(conn, POSTGRES_SQL, calls)
+
+    def summarize_avoided(
+        self, *, start_ns: int, end_ns: int, tenant: str | None, group_by: Sequence[str]
+    ) -> list[dict[str, object]]:
+        with self._connection("summarize avoided usage") as conn:
+            return summarize_avoided(
+                conn,
+                POSTGRES_SQL,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                tenant=tenant,
+                group_by=group_by,
             )
 
     def create_grant(self, grant: Grant) -> bool:

@@ -130,7 +130,14 @@ _V8: tuple[Step, ...] = (
 # Versions 9 to 11: placeholders, as in ``_schema.py``.
 _V9: tuple[Step, ...] = ("SELECT 1",)
 _V10: tuple[Step, ...] = ("SELECT 1",)
-_V11: tuple[Step, ...] = ("SELECT 1",)
+# Version 11: avoided usage, as in ``_schema.py``; costs are exact NUMERIC.
+_V11: tuple[Step, ...] = (
+    "CREATE TABLE avoided_usage (sequence BIGINT PRIMARY KEY, avoided_id TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, feature TEXT, provider TEXT NOT NULL, model TEXT NOT NULL, "
+    "input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cost NUMERIC, currency TEXT, "
+    "time_ns BIGINT NOT NULL, UNIQUE (tenant_id, avoided_id))",
+    "CREATE INDEX avoided_usage_time ON avoided_usage (time_ns)",
+)
 
 # Version 12: the retention checkpoint, as in ``_schema.py``.
 _V12: tuple[Step, ...] = (

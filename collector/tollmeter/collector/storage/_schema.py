@@ -157,7 +157,16 @@ _V8: tuple[Step, ...] = (
 # placeholder with the real steps.
 _V9: tuple[Step, ...] = ("SELECT 1",)
 _V10: tuple[Step, ...] = ("SELECT 1",)
-_V11: tuple[Step, ...] = ("SELECT 1",)
+# Version 11 keeps avoided usage (``_avoided.py``): calls an application answered from its
+# own cache, with the tokens and the cost they would have had; apart from usage_events, so
+# nothing that bills or limits usage reads them.
+_V11: tuple[Step, ...] = (
+    "CREATE TABLE avoided_usage (sequence INTEGER PRIMARY KEY, avoided_id TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL, feature TEXT, provider TEXT NOT NULL, model TEXT NOT NULL, "
+    "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost TEXT, currency TEXT, "
+    "time_ns INTEGER NOT NULL, UNIQUE (tenant_id, avoided_id))",
+    "CREATE INDEX avoided_usage_time ON avoided_usage (time_ns)",
+)
 
 # Version 12 keeps the checkpoint where retention cut the chain (``_retention.py``): the
 # link and head at the last pruned event, so ``verify`` resumes from there. One row per cut,

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
+from tollmeter.collector._avoided import AvoidedCall
 from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
+from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
 from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
 from tollmeter.collector.storage._codec import (
@@ -382,6 +384,28 @@ class SQLiteLedger(Ledger):
         with self._reading() as conn, _wrapped("summarize outcomes"):
             return summarize_outcomes(
                 conn, SQLITE_SQL, tenant=tenant, start_ns=start_ns, end_ns=end_ns, name=name
+            )
+
+    def append_avoided(self, calls: Sequence[AvoidedCall]) -> list[AvoidedCall]:
+        if not calls:
+            return []
+        with self._writing() as conn, _wrapped("store avoided usage"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                stored = store_avoided(conn, SQLITE_SQL, calls)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    def summarize_avoided(
+        self, *, start_ns: int, end_ns: int, tenant: str | None, group_by: Sequence[str]
+    ) -> list[dict[str, object]]:
+        with self._reading() as conn, _wrapped("summarize avoided usage"):
+            return summarize_avoided(
+                conn, SQLITE_SQL, start_ns=start_ns, end_ns=end_ns, tenant=tenant, group_by=group_by
             )
 
     def create_grant(self, grant: Grant) -> bool:
