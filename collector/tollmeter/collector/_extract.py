@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tollmeter.collector._avoided import AvoidedCall, avoided_call
 from tollmeter.collector._call_measures import KEYS as _MEASURE_KEYS
 from tollmeter.collector._call_measures import call_measures
 from tollmeter.collector._event_ids import event_id
@@ -207,6 +208,11 @@ _OWN_KEYS = frozenset(
         attrs.TOLLMETER_OUTCOME_NAME,
         attrs.TOLLMETER_OUTCOME_VALUE,
         attrs.TOLLMETER_OUTCOME_ID,
+        attrs.TOLLMETER_AVOIDED_MODEL,
+        attrs.TOLLMETER_AVOIDED_PROVIDER,
+        attrs.TOLLMETER_AVOIDED_INPUT_TOKENS,
+        attrs.TOLLMETER_AVOIDED_OUTPUT_TOKENS,
+        attrs.TOLLMETER_AVOIDED_ID,
         _DEPLOYMENT_ENVIRONMENT,
         *_MEASURE_KEYS,
     }
@@ -231,6 +237,7 @@ class ExtractResult:
 
     events: list[UsageEvent] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    avoided: list[AvoidedCall] = field(default_factory=list)
     accepted_spans: int = 0
     rejected_spans: int = 0
     errors: list[str] = field(default_factory=list)
@@ -286,6 +293,7 @@ class Extractor:
         """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant."""
         events: list[UsageEvent] = []
         outcomes: list[Outcome] = []
+        avoided: list[AvoidedCall] = []
         errors: list[str] = []
         # Pricing failures of this request, logged once at the end.
         unpriced: list[Exception] = []
@@ -305,6 +313,8 @@ class Extractor:
                         continue
                     if isinstance(event, Outcome):
                         outcomes.append(event)
+                    elif isinstance(event, AvoidedCall):
+                        avoided.append(event)
                     elif event is not None:
                         events.append(event)
         if unpriced:
@@ -316,6 +326,7 @@ class Extractor:
         return ExtractResult(
             events=events,
             outcomes=outcomes,
+            avoided=avoided,
             accepted_spans=total - len(errors),
             rejected_spans=len(errors),
             errors=errors,
@@ -334,13 +345,15 @@ class Extractor:
         bound: str | None,
         now_ns: int,
         unpriced: list[Exception],
-    ) -> UsageEvent | Outcome | None:
+    ) -> UsageEvent | Outcome | AvoidedCall | None:
         pairs = span.attributes
         if len(pairs) > MAX_ATTRIBUTES:
             raise _Rejected(f"{len(pairs)} attributes, more than {MAX_ATTRIBUTES}")
         span_attrs = _attributes(pairs, self._wanted)
         if attrs.TOLLMETER_OUTCOME_NAME in span_attrs:
             return self._outcome(span, span_attrs, resource, bound, now_ns)
+        if attrs.TOLLMETER_AVOIDED_MODEL in span_attrs:
+            return self._avoided(span, span_attrs, resource, bound, now_ns)
         if self._operation_keys.isdisjoint(span_attrs):
             return None
         operation = operation_of(span_attrs)
@@ -478,6 +491,33 @@ class Extractor:
             value=value,
             time_ns=start,
         )
+
+    def _avoided(
+        self,
+        span: Span,
+        span_attrs: Mapping[str, object],
+        resource: Mapping[str, object],
+        bound: str | None,
+        now_ns: int,
+    ) -> AvoidedCall:
+        """A cache hit (``tollmeter.cache_hit`` span): avoided usage, never billed usage."""
+        tenant = self._tenant(span_attrs, resource, bound)
+        start = span.start_time_unix_nano
+        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
+            raise _Rejected(f"start time {start} ns is not a plausible time")
+        feature = span_attrs.get(attrs.TOLLMETER_FEATURE, resource.get(attrs.TOLLMETER_FEATURE))
+        try:
+            return avoided_call(
+                span_attrs,
+                tenant=tenant,
+                feature=_text(feature),
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                time_ns=start,
+                pricer=self._pricer,
+            )
+        except BadRequest as exc:
+            raise _Rejected(str(exc)) from None
 
     def _tenant(
         self, span_attrs: Mapping[str, object], resource: Mapping[str, object], bound: str | None

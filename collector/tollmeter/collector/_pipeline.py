@@ -75,7 +75,8 @@ class IngestResult:
     """The outcome of one OTLP request, returned once its events are committed.
 
     ``events`` counts the newly committed usage events; ``duplicates`` those already
-    in the ledger (or repeated in the same commit); ``outcomes`` the newly stored outcomes.
+    in the ledger (or repeated in the same commit); ``outcomes`` the newly stored outcomes,
+    ``avoided`` the newly stored cache hits.
     """
 
     accepted_spans: int
@@ -84,6 +85,7 @@ class IngestResult:
     events: int
     duplicates: int
     outcomes: int = 0
+    avoided: int = 0
 
 
 @dataclass(slots=True)
@@ -262,6 +264,16 @@ class Pipeline:
                 self._release(weight)
                 raise
             outcomes = len(stored)
+        avoided = 0
+        if extracted.avoided:
+            # Stored like outcomes, and never handed to meters or limits: avoided usage is
+            # not usage.
+            try:
+                saved = await asyncio.to_thread(self._ledger.append_avoided, extracted.avoided)
+            except BaseException:
+                self._release(weight)
+                raise
+            avoided = len(saved)
         result = await self._submit(events, weight) if events else None
         if result is None:
             self._release(weight)
@@ -272,6 +284,7 @@ class Pipeline:
             events=0 if result is None else len(result.committed),
             duplicates=0 if result is None else result.duplicates,
             outcomes=outcomes,
+            avoided=avoided,
         )
 
     async def append_events(self, events: Sequence[UsageEvent]) -> AppendResult:
