@@ -33,7 +33,8 @@ class UsageEvent:
     part of the input the instrumentation counted in system/developer messages and tool
     definitions (``None``: not reported); the two timings are set for streams only.
     ``org_id`` is the tenant's organisation (``None``: none known); ``policy`` is the
-    limits' decision on the call as compact JSON (``None``: the call was never checked).
+    limits' decision on the call as compact JSON (``None``: the call was never checked);
+    ``plan`` is the tenant's plan when the call was metered (``None``: none).
     """
 
     event_id: str
@@ -75,6 +76,7 @@ class UsageEvent:
     decode_s_per_output_token: float | None = None
     org_id: str | None = None
     policy: str | None = None
+    plan: str | None = None
     sequence: int = 0
 
     @property

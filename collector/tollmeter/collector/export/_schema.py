@@ -26,9 +26,9 @@ __all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table", 
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the first columns; 2: hidden_input_tokens, time_to_first_token_s and
-decode_s_per_output_token appended; 3: org_id and policy appended."""
+decode_s_per_output_token appended; 3: org_id and policy appended; 4: plan appended."""
 
 _STRING = pa.string()
 _COST = pa.decimal128(COST_PRECISION, COST_SCALE)
@@ -83,6 +83,7 @@ SCHEMA = pa.schema(
         pa.field("decode_s_per_output_token", pa.float64()),
         pa.field("org_id", _STRING),
         pa.field("policy", _STRING),
+        pa.field("plan", _STRING),
     ],
     metadata={"tollmeter.schema_version": str(SCHEMA_VERSION)},
 )
@@ -90,6 +91,7 @@ SCHEMA = pa.schema(
 DICTIONARY_COLUMNS: tuple[str, ...] = (
     "tenant_id",
     "org_id",
+    "plan",
     "project_id",
     "user_id",
     "api_key_id",

@@ -70,6 +70,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "decode_s_per_output_token",
     "org_id",
     "policy",
+    "plan",
 )
 """The columns ``usage_events`` stores for an event, in ``UsageEvent`` field order."""
 

@@ -127,9 +127,16 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-# Versions 9 to 11: placeholders, as in ``_schema.py``.
+# Versions 9 and 11: placeholders, as in ``_schema.py``.
 _V9: tuple[Step, ...] = ("SELECT 1",)
-_V10: tuple[Step, ...] = ("SELECT 1",)
+
+# Version 10: plans, as in ``_schema.py``.
+_V10: tuple[Step, ...] = (
+    "CREATE TABLE tenant_plans (tenant_id TEXT PRIMARY KEY, plan TEXT NOT NULL, "
+    "changed_ns BIGINT NOT NULL)",
+    "ALTER TABLE usage_events ADD COLUMN plan TEXT",
+)
+
 # Version 11: avoided usage, as in ``_schema.py``; costs are exact NUMERIC.
 _V11: tuple[Step, ...] = (
     "CREATE TABLE avoided_usage (sequence BIGINT PRIMARY KEY, avoided_id TEXT NOT NULL, "

@@ -153,10 +153,19 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-# Versions 9 to 11 are taken by changes still being written; each owner replaces its
+# Versions 9 and 11 are taken by changes still being written; each owner replaces its
 # placeholder with the real steps.
 _V9: tuple[Step, ...] = ("SELECT 1",)
-_V10: tuple[Step, ...] = ("SELECT 1",)
+
+# Version 10 keeps plans: the plan the management API put each tenant on (``_plans.py``),
+# which every replica reads, and the plan in force for each usage event. Rows written
+# before stay NULL: no plan known.
+_V10: tuple[Step, ...] = (
+    "CREATE TABLE tenant_plans (tenant_id TEXT PRIMARY KEY, plan TEXT NOT NULL, "
+    "changed_ns INTEGER NOT NULL) WITHOUT ROWID",
+    "ALTER TABLE usage_events ADD COLUMN plan TEXT",
+)
+
 # Version 11 keeps avoided usage (``_avoided.py``): calls an application answered from its
 # own cache, with the tokens and the cost they would have had; apart from usage_events, so
 # nothing that bills or limits usage reads them.
