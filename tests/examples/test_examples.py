@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import re
 import socket
@@ -33,6 +34,7 @@ SCRIPTS = (
     "limits",
     "concurrency",
     "organisations",
+    "gateway_429",
 )
 
 
@@ -302,3 +304,25 @@ def test_grants_burn_then_block_the_prepaid_tenant(llm, collector) -> None:
     overage = -sum(numbers(r"overage\s+(-\d+) tokens", output))
     assert consumed == 200
     assert consumed + overage == row["total_tokens"]
+
+
+def test_gateway_answers_429_once_the_tenant_quota_is_used_up(llm, collector) -> None:
+    output = run_example("gateway_429", llm, collector)
+
+    statuses = numbers(r"request \d+: (\d+)", output)
+    assert statuses[-1] == 429
+    assert set(statuses[:-1]) == {200}
+    # The refused request never reached the model.
+    assert len(llm.requests()) == len(statuses) - 1
+    (row,) = collector.usage(tenant="gateway-demo")
+    assert row["requests"] == len(statuses) - 1
+    (retry_after,) = numbers(r"Retry-After: (\d+)", output)
+    assert 0 < retry_after <= 86400  # the daily window ends by then
+    body = json.loads(output.split("body: ", 1)[1])
+    assert body == {
+        "error": "quota exceeded",
+        "code": "quota_exceeded",
+        "limit": "gateway-daily-tokens",
+        "tenant": "gateway-demo",
+        "retry_after": retry_after,
+    }
