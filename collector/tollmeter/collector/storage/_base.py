@@ -211,6 +211,15 @@ class Ledger(abc.ABC):
         """Tenant -> plan, as ``set_tenant_plan`` last left them."""
         return {}
 
+    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
+        """Put ``tenant`` on ``plan`` for every process sharing this ledger."""
+        del tenant, plan, now_ns
+        raise StorageError(f"{type(self).__name__} keeps no plans")
+
+    def tenant_plans(self) -> dict[str, str]:
+        """Tenant -> plan, as ``set_tenant_plan`` last left them."""
+        return {}
+
     def lease(self, name: str) -> Lease:
         """The lease ``name`` among the processes sharing this ledger (not yet acquired)."""
         del name

@@ -70,6 +70,7 @@ from tollmeter.collector.storage._outcomes import (
     summarize_outcomes,
 )
 from tollmeter.collector.storage._plans import select_plans, upsert_plan
+from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
@@ -463,6 +464,14 @@ class PostgresLedger(Ledger):
             # The append lock: burns and grant changes see each other's balances whole.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             return work(conn)
+
+    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
+        with self._connection("store plan") as conn:
+            upsert_plan(conn, "%s", _text(tenant), _text(plan), now_ns)
+
+    def tenant_plans(self) -> dict[str, str]:
+        with self._connection("read plans") as conn:
+            return select_plans(conn)
 
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         with self._connection("store plan") as conn:

@@ -48,6 +48,7 @@ from tollmeter.collector.storage._outcomes import (
     summarize_outcomes,
 )
 from tollmeter.collector.storage._plans import select_plans, upsert_plan
+from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
     MinuteSums,
@@ -437,6 +438,14 @@ class SQLiteLedger(Ledger):
     ) -> list[tuple[int, Movement]]:
         with self._reading() as conn, _wrapped("read grant movements"):
             return select_movements(conn, SQLITE_GRANTS, holder(tenant, org), after_sequence, limit)
+
+    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
+        with self._writing() as conn, _wrapped("store plan"):
+            upsert_plan(conn, "?", tenant, plan, now_ns)
+
+    def tenant_plans(self) -> dict[str, str]:
+        with self._reading() as conn, _wrapped("read plans"):
+            return select_plans(conn)
 
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         with self._writing() as conn, _wrapped("store plan"):
