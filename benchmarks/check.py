@@ -16,6 +16,9 @@ Measures:
   and answers ``{}``. The ratio isolates the limits work from HTTP and client costs.
   ``http_one_client`` (and its no-op baseline) is the latency of one client alone;
   ``http_one_client_hierarchy`` and ``http_hierarchy`` are the same with three levels.
+  Each HTTP figure carries the server process's CPU time per request and how busy it was
+  (CPU seconds per second), read from ``/proc``: a ratio taken while the server was not
+  busy measures the clients or the other work on the machine, not the server.
 
 Prints one JSON object. Usage: ``python benchmarks/check.py --clients 16 --requests 20000``.
 """
@@ -181,8 +184,18 @@ def _payload(path: str, body: dict[str, Any]) -> bytes:
     return head.encode() + data
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) that process ``pid`` has used, where ``/proc`` tells."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _drive(
-    port: int, path: str, clients: int, total: int, *, hierarchy: bool = False
+    port: int, path: str, clients: int, total: int, *, server: int, hierarchy: bool = False
 ) -> dict[str, Any]:
     """``clients`` keep-alive connections, each sending its share of ``total`` requests.
 
@@ -207,10 +220,18 @@ async def _drive(
             await writer.wait_closed()
 
     await asyncio.gather(*(one(w, 50, False) for w in range(clients)))  # warm up
+    cpu_before = _cpu_s(server)
     started = time.perf_counter()
     await asyncio.gather(*(one(w, per_client, True) for w in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"requests_per_s": len(samples) / elapsed, **_percentiles(samples)}
+    cpu_after = _cpu_s(server)
+    out = {"requests_per_s": len(samples) / elapsed, **_percentiles(samples)}
+    if cpu_before is not None and cpu_after is not None:
+        # What a request costs the server, and whether the server was the bottleneck
+        # (busy near 1.0) or waited on the clients or on a machine shared with other work.
+        out["server_cpu_us_per_request"] = (cpu_after - cpu_before) / len(samples) * 1e6
+        out["server_busy"] = (cpu_after - cpu_before) / elapsed
+    return out
 
 
 def bench_http(clients: int, total: int) -> dict[str, Any]:
