@@ -84,6 +84,12 @@ def verify_command(
         _fail(f"cannot read the ledger: {exc}")
     if verdict.problem is None:
         text = f"OK: {verdict.events} events in {verdict.commits} commits, head {verdict.head}"
+        if verdict.checkpoint is not None:
+            text += (
+                f"; events up to sequence {verdict.checkpoint.last_sequence} (commit "
+                f"{verdict.checkpoint.commit}) pruned by retention, checkpoint head "
+                f"{verdict.checkpoint.head}"
+            )
     else:
         text = (
             f"BROKEN after {verdict.events} good events in {verdict.commits} commits: "

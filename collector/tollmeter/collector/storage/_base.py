@@ -12,7 +12,7 @@ from tollmeter.collector._outcomes import Outcome
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.errors import StorageError
 from tollmeter.collector.grants._model import Grant, Movement
-from tollmeter.collector.storage._chain import ChainLink
+from tollmeter.collector.storage._chain import ChainLink, Checkpoint
 from tollmeter.collector.storage._codec import EventRow, event_values
 from tollmeter.collector.storage._grants import Ended
 from tollmeter.collector.storage._outcomes import OutcomeRow, OutcomeSummary
@@ -103,6 +103,17 @@ class Ledger(abc.ABC):
         """Up to ``limit`` links of the hash chain after commit ``after_commit``, ascending."""
         del after_commit, limit
         raise StorageError(f"{type(self).__name__} keeps no hash chain")
+
+    def chain_checkpoint(self) -> Checkpoint | None:
+        """Where retention last cut the chain, or ``None`` when nothing was pruned."""
+        return None
+
+    def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
+        """Delete the events after the checkpoint in force (at ``previous_commit``, 0 for
+        none) up to ``checkpoint`` and record it, in one transaction; the events deleted.
+        ``StorageError`` when another process cut meanwhile."""
+        del previous_commit, checkpoint
+        raise StorageError(f"{type(self).__name__} prunes no events")
 
     @abc.abstractmethod
     def last_sequence(self) -> int:
@@ -201,15 +212,6 @@ class Ledger(abc.ABC):
         a sequence."""
         del tenant, after_sequence, limit, org
         raise StorageError(f"{type(self).__name__} keeps no grants")
-
-    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
-        """Put ``tenant`` on ``plan`` for every process sharing this ledger."""
-        del tenant, plan, now_ns
-        raise StorageError(f"{type(self).__name__} keeps no plans")
-
-    def tenant_plans(self) -> dict[str, str]:
-        """Tenant -> plan, as ``set_tenant_plan`` last left them."""
-        return {}
 
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         """Put ``tenant`` on ``plan`` for every process sharing this ledger."""

@@ -37,6 +37,7 @@ from tollmeter.collector.storage._codec import ROW_COLUMNS
 __all__ = [
     "GENESIS",
     "ChainLink",
+    "Checkpoint",
     "fold",
     "genesis_link",
     "link_rows",
@@ -63,6 +64,31 @@ class ChainLink:
     committed_ns: int
     columns: tuple[str, ...]
     digests: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where the chain was cut: events up to ``last_sequence`` (commits up to ``commit``)
+    are pruned, and ``head`` is the chain's head after them."""
+
+    commit: int
+    last_sequence: int
+    head: str
+    first_pruned_ns: int | None
+    last_pruned_ns: int | None
+    pruned_events: int
+    cut_ns: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "commit": self.commit,
+            "last_sequence": self.last_sequence,
+            "head": self.head,
+            "first_pruned_ns": self.first_pruned_ns,
+            "last_pruned_ns": self.last_pruned_ns,
+            "pruned_events": self.pruned_events,
+            "cut_ns": self.cut_ns,
+        }
 
 
 def _plain(value: object) -> str:

@@ -41,7 +41,7 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
-from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
+from tollmeter.collector.storage._chain import GENESIS, ChainLink, Checkpoint, link_rows
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     EventRow,
@@ -70,14 +70,18 @@ from tollmeter.collector.storage._outcomes import (
     summarize_outcomes,
 )
 from tollmeter.collector.storage._plans import select_plans, upsert_plan
-from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_sums, rollup_rows
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
-from tollmeter.collector.storage._sqlite import _chain_link, _positive
+from tollmeter.collector.storage._sqlite import (
+    _chain_link,
+    _checkpoint,
+    _checkpoint_values,
+    _positive,
+)
 from tollmeter.collector.storage._workflows import (
     WorkflowRow,
     check_workflow_query,
@@ -119,6 +123,16 @@ _LAST_LINK = "SELECT commit_number, head FROM ledger_chain ORDER BY commit_numbe
 _INSERT_LINK = (
     "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
     "committed_ns, columns, row_digests) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_CHECKPOINT_COLUMNS = (
+    "commit_number, last_sequence, head, first_pruned_ns, last_pruned_ns, pruned_events, cut_ns"
+)
+_SELECT_CHECKPOINT = (
+    f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_chain_checkpoint ORDER BY commit_number DESC LIMIT 1"
+)
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO ledger_chain_checkpoint ({_CHECKPOINT_COLUMNS}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 _SELECT_LINKS = (
     "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
@@ -335,6 +349,26 @@ class PostgresLedger(Ledger):
             rows = conn.execute(_SELECT_LINKS, (after_commit, limit)).fetchall()
         return [_chain_link(row) for row in rows]
 
+    def chain_checkpoint(self) -> Checkpoint | None:
+        with self._connection("read chain checkpoint") as conn:
+            row = conn.execute(_SELECT_CHECKPOINT).fetchone()
+        return None if row is None else _checkpoint(row)
+
+    def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
+        with self._connection("prune ledger") as conn, conn.transaction():
+            # Two pruners at once: the second waits, then finds the checkpoint moved.
+            conn.execute("LOCK TABLE ledger_chain_checkpoint IN EXCLUSIVE MODE")
+            current = conn.execute(_SELECT_CHECKPOINT).fetchone()
+            if (0 if current is None else int(current[0])) != previous_commit:
+                raise StorageError("another process pruned the ledger meanwhile")
+            before = 0 if current is None else int(current[1])
+            deleted = conn.execute(
+                "DELETE FROM usage_events WHERE sequence > %s AND sequence <= %s",
+                (before, checkpoint.last_sequence),
+            ).rowcount
+            conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
+        return int(deleted)
+
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         return [event_from_row(row) for row in self.read_event_rows(after_sequence, limit)]
 
@@ -464,14 +498,6 @@ class PostgresLedger(Ledger):
             # The append lock: burns and grant changes see each other's balances whole.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             return work(conn)
-
-    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
-        with self._connection("store plan") as conn:
-            upsert_plan(conn, "%s", _text(tenant), _text(plan), now_ns)
-
-    def tenant_plans(self) -> dict[str, str]:
-        with self._connection("read plans") as conn:
-            return select_plans(conn)
 
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         with self._connection("store plan") as conn:

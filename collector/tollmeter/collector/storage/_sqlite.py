@@ -18,7 +18,7 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
-from tollmeter.collector.storage._chain import GENESIS, ChainLink, link_rows
+from tollmeter.collector.storage._chain import GENESIS, ChainLink, Checkpoint, link_rows
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     ROW_COLUMNS,
@@ -47,7 +47,6 @@ from tollmeter.collector.storage._outcomes import (
     store_outcomes,
     summarize_outcomes,
 )
-from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
@@ -85,6 +84,15 @@ _CHAIN_COLUMNS = ",".join(ROW_COLUMNS)
 _INSERT_LINK = (
     "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
     "committed_ns, columns, row_digests) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_CHECKPOINT_COLUMNS = (
+    "commit_number, last_sequence, head, first_pruned_ns, last_pruned_ns, pruned_events, cut_ns"
+)
+_SELECT_CHECKPOINT = (
+    f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_chain_checkpoint ORDER BY commit_number DESC LIMIT 1"
+)
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO ledger_chain_checkpoint ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_LINKS = (
     "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
@@ -301,6 +309,31 @@ class SQLiteLedger(Ledger):
             rows = conn.execute(_SELECT_LINKS, (after_commit, limit)).fetchall()
         return [_chain_link(row) for row in rows]
 
+    def chain_checkpoint(self) -> Checkpoint | None:
+        with self._reading() as conn, _wrapped("read chain checkpoint"):
+            row = conn.execute(_SELECT_CHECKPOINT).fetchone()
+        return None if row is None else _checkpoint(row)
+
+    def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
+        with self._writing() as conn, _wrapped("prune ledger"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = conn.execute(_SELECT_CHECKPOINT).fetchone()
+                if (0 if current is None else int(current[0])) != previous_commit:
+                    raise StorageError("another process pruned the ledger meanwhile")
+                before = 0 if current is None else int(current[1])
+                deleted = conn.execute(
+                    "DELETE FROM usage_events WHERE sequence > ? AND sequence <= ?",
+                    (before, checkpoint.last_sequence),
+                ).rowcount
+                conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return int(deleted)
+
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         if limit < 1:
             raise ValueError("limit must be positive")
@@ -447,14 +480,6 @@ class SQLiteLedger(Ledger):
         with self._reading() as conn, _wrapped("read plans"):
             return select_plans(conn)
 
-    def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
-        with self._writing() as conn, _wrapped("store plan"):
-            upsert_plan(conn, "?", tenant, plan, now_ns)
-
-    def tenant_plans(self) -> dict[str, str]:
-        with self._reading() as conn, _wrapped("read plans"):
-            return select_plans(conn)
-
     def _write_grants(self, action: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._writing() as conn, _wrapped(action):
             conn.execute("BEGIN IMMEDIATE")
@@ -487,6 +512,31 @@ class SQLiteLedger(Ledger):
     @property
     def synchronous(self) -> Synchronous:
         return self._synchronous
+
+
+def _checkpoint(row: Sequence[Any]) -> Checkpoint:
+    commit, last, head, first_ns, last_ns, pruned, cut_ns = row
+    return Checkpoint(
+        int(commit),
+        int(last),
+        str(head),
+        None if first_ns is None else int(first_ns),
+        None if last_ns is None else int(last_ns),
+        int(pruned),
+        int(cut_ns),
+    )
+
+
+def _checkpoint_values(checkpoint: Checkpoint) -> tuple[object, ...]:
+    return (
+        checkpoint.commit,
+        checkpoint.last_sequence,
+        checkpoint.head,
+        checkpoint.first_pruned_ns,
+        checkpoint.last_pruned_ns,
+        checkpoint.pruned_events,
+        checkpoint.cut_ns,
+    )
 
 
 def _chain_link(row: Sequence[Any]) -> ChainLink:

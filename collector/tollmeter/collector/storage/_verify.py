@@ -11,7 +11,9 @@ so a break is placed on one event:
   rows do not give, a column it names that the ledger no longer has).
 
 Only what was committed when the walk starts is checked, so a collector may keep
-appending meanwhile.
+appending meanwhile. When retention pruned the oldest events, the walk starts at its
+checkpoint (the head after the last pruned commit, which must be the head that commit's
+link recorded) and reports the range as pruned: it cannot be checked, and is not removed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tollmeter.collector.storage._base import Ledger
-from tollmeter.collector.storage._chain import GENESIS, ChainLink, row_digest, unpack_digests
+from tollmeter.collector.storage._chain import (
+    GENESIS,
+    ChainLink,
+    Checkpoint,
+    row_digest,
+    unpack_digests,
+)
 from tollmeter.collector.storage._codec import EVENT_COLUMNS, ROW_COLUMNS
 
 __all__ = ["Break", "LedgerVerdict", "verify_ledger"]
@@ -62,13 +70,15 @@ class Break:
 
 @dataclass(frozen=True, slots=True)
 class LedgerVerdict:
-    """What ``verify_ledger`` found: the commits and events it checked, the head it
-    reached, and the first break (``None`` when the chain holds)."""
+    """What ``verify_ledger`` found: the commits and events it checked (with those before
+    the retention ``checkpoint``, pruned, in ``commits``), the head it reached, and the
+    first break (``None`` when the chain holds)."""
 
     commits: int
     events: int
     head: str
     problem: Break | None
+    checkpoint: Checkpoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +91,7 @@ class LedgerVerdict:
             "events": self.events,
             "head": self.head,
             "problem": None if self.problem is None else self.problem.to_json(),
+            "pruned": None if self.checkpoint is None else self.checkpoint.to_json(),
         }
 
 
@@ -91,12 +102,12 @@ def _text(value: Any) -> str:
 class _Rows:
     """The ledger's rows up to ``end`` in sequence order, one at a time, with a look-ahead."""
 
-    def __init__(self, ledger: Ledger, end: int) -> None:
+    def __init__(self, ledger: Ledger, end: int, after: int) -> None:
         self._ledger = ledger
         self._end = end
         self._page: list[Any] = []
         self._index = 0
-        self._after = 0
+        self._after = after
 
     def peek(self) -> tuple[Any, ...] | None:
         if self._index == len(self._page):
@@ -116,8 +127,7 @@ class _Rows:
         self._index += 1
 
 
-def _links(ledger: Ledger) -> Iterator[ChainLink]:
-    after = 0
+def _links(ledger: Ledger, after: int) -> Iterator[ChainLink]:
     while True:
         page = ledger.read_chain(after, 1_000)
         yield from page
@@ -128,14 +138,29 @@ def _links(ledger: Ledger) -> Iterator[ChainLink]:
 
 def verify_ledger(ledger: Ledger) -> LedgerVerdict:
     """Walk the chain of ``ledger`` and its events (see the module docstring)."""
+    checkpoint = ledger.chain_checkpoint()
     end = ledger.last_sequence()
-    rows = _Rows(ledger, end)
     head, commits, events = GENESIS, 0, 0
+    if checkpoint is not None:
+        head, commits = bytes.fromhex(checkpoint.head), checkpoint.commit
+    rows = _Rows(ledger, end, 0 if checkpoint is None else checkpoint.last_sequence)
 
     def verdict(problem: Break | None) -> LedgerVerdict:
-        return LedgerVerdict(commits, events, head.hex(), problem)
+        return LedgerVerdict(commits, events, head.hex(), problem, checkpoint)
 
-    for link in _links(ledger):
+    if checkpoint is not None:
+        cut = ledger.read_chain(checkpoint.commit - 1, 1)
+        if not cut or cut[0].commit != checkpoint.commit or cut[0].head != checkpoint.head:
+            return verdict(
+                Break(
+                    "chain",
+                    checkpoint.commit,
+                    None,
+                    None,
+                    "the retention checkpoint is not the head its commit recorded",
+                )
+            )
+    for link in _links(ledger, commits):
         if link.first_sequence > end:
             if ledger.read_event_rows(link.first_sequence - 1, 1):
                 break  # committed after the walk began
