@@ -155,7 +155,12 @@ class LimitEngine:
                 created_at=now,
                 expires_at=now + self._config.reservation_ttl_s,
                 charges=charges,
-                result=result,
+                # Only what the policy path and a replay after a restart read: open
+                # reservations pile up, and every object they hold is walked again by
+                # each full garbage collection, a cost the check path pays.
+                result=CheckResult(
+                    True, result.action, reservation_id, None, result.downgrade_model
+                ),
             )
             self._dirty_reservations.add(reservation_id)
         return result, notices
