@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from tollmeter.collector._avoided_api import avoided_routes
 from tollmeter.collector._config import Config
 from tollmeter.collector._extract import Extractor
 from tollmeter.collector._outcomes_api import outcome_routes
@@ -46,4 +47,8 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
 
 def usage_api_routes(config: Config, ledger: Ledger, pipeline: Pipeline) -> list[BaseRoute]:
     org_of = config.organisations.org_of_tenant
-    return [*usage_routes(ledger, pipeline.meters, org_of=org_of), *outcome_routes(ledger)]
+    return [
+        *usage_routes(ledger, pipeline.meters, org_of=org_of),
+        *outcome_routes(ledger),
+        *avoided_routes(ledger),
+    ]
