@@ -252,14 +252,18 @@ def bench_http(clients: int, total: int) -> dict[str, Any]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the benchmark server did not start") from None
                 time.sleep(0.05)
-        latency = asyncio.run(_drive(port, "/api/v1/check", 1, total // 4))
+        pid = server.pid
+        check_path = "/api/v1/check"
+        latency = asyncio.run(_drive(port, check_path, 1, total // 4, server=pid))
         latency_hierarchy = asyncio.run(
-            _drive(port, "/api/v1/check", 1, total // 4, hierarchy=True)
+            _drive(port, check_path, 1, total // 4, server=pid, hierarchy=True)
         )
-        latency_noop = asyncio.run(_drive(port, "/noop", 1, total // 4))
-        check = asyncio.run(_drive(port, "/api/v1/check", clients, total))
-        check_hierarchy = asyncio.run(_drive(port, "/api/v1/check", clients, total, hierarchy=True))
-        noop = asyncio.run(_drive(port, "/noop", clients, total))
+        latency_noop = asyncio.run(_drive(port, "/noop", 1, total // 4, server=pid))
+        check = asyncio.run(_drive(port, check_path, clients, total, server=pid))
+        check_hierarchy = asyncio.run(
+            _drive(port, check_path, clients, total, server=pid, hierarchy=True)
+        )
+        noop = asyncio.run(_drive(port, "/noop", clients, total, server=pid))
     finally:
         server.terminate()
         server.wait(30)
