@@ -10,6 +10,7 @@ stops those that started in the reverse order:
     receivers                      no new spans; requests in flight finish and commit
     console, reconciliation,       nothing to flush (a reconciliation under way finishes in
     metrics                        its thread within its own timeouts)
+    retention                      its schedule stopped (each cut is one transaction)
     export                         the last Parquet file, with every acknowledged event
     grants                         its schedule stopped (grants live in the ledger)
     limits                         state written, expired reservations charged
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from tollmeter.collector._asgi_server import EmbeddedServer
+from tollmeter.collector._retention import Retention
 from tollmeter.collector._wiring import build_pipeline, open_configured_ledger, usage_api_routes
 from tollmeter.collector.billing._attach import Reconciler
 from tollmeter.collector.console import attach_console
@@ -262,6 +264,7 @@ COMPONENTS: Sequence[Callable[[], Component]] = (
     Limits,
     Grants,
     Export,
+    Retention,
     Metrics,
     Reconciler,
     Console,

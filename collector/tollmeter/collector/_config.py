@@ -30,6 +30,7 @@ from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
 from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
 from tollmeter.collector._edge_config import ServerConfig, TlsConfig
 from tollmeter.collector._organisations import OrganisationsConfig
+from tollmeter.collector._retention import RetentionConfig
 from tollmeter.collector._settings import environment_overrides
 from tollmeter.collector.billing._config import ReconciliationConfig
 from tollmeter.collector.errors import InvalidConfig, InvalidSetting
@@ -120,14 +121,21 @@ class ReceiversConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """Ledger location; ``None`` means ``sqlite:///<data_dir>/ledger.db``."""
+    """Ledger location (``None`` means ``sqlite:///<data_dir>/ledger.db``) and how long
+    raw events are kept."""
 
     url: str | None = None
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str) -> StorageConfig:
         section = Section(mapping, path)
-        config = cls(url=section.optional_string("url"))
+        config = cls(
+            url=section.optional_string("url"),
+            retention=RetentionConfig.from_mapping(
+                section.raw("retention"), section.key("retention")
+            ),
+        )
         section.finish()
         return config
 
@@ -253,6 +261,19 @@ class Config:
                     values[item.name] = parse(root.raw(item.name), root.key(item.name))
         with _collect(found):
             root.finish()
+        storage, export = values.get("storage"), values.get("export")
+        if (
+            isinstance(storage, StorageConfig)
+            and storage.retention.events is not None
+            and isinstance(export, ExportConfig)
+            and not export.enabled
+        ):
+            # The Parquet files are the only copy of what retention prunes.
+            found.append(
+                ConfigProblem(
+                    "", "storage.retention.events", "needs the export enabled (export.enabled)"
+                )
+            )
         if found:
             raise InvalidConfig(found)
         return cls(**values)  # type: ignore[arg-type]
