@@ -108,6 +108,10 @@ def test_exported_old_events_are_pruned_on_schedule(
 
     assert {event.input_tokens for event in running.events()} == {101, 100}
     assert totals(ledger) == before
+    page = httpx.get(f"{running.management_url}/api/v1/events", timeout=10).json()
+    assert page["events"][0]["sequence"] == 7 * PER_DAY + 1
+    assert page["pruned"]["through_sequence"] == 7 * PER_DAY
+    assert page["pruned"]["first_event_ns"] < page["pruned"]["last_event_ns"]
     running.stop()
 
     code, verdict = verify("--storage-url", url)

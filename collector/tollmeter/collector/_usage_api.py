@@ -250,7 +250,7 @@ def usage_routes(
             schema: {type: integer, minimum: 0}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000}}
         responses:
-          "200": {description: "events and the next cursor"}
+          "200": {description: "events, the next cursor, and the range retention pruned"}
           "400": {description: a parameter is invalid}
         """
         params = request.query_params
@@ -258,12 +258,20 @@ def usage_routes(
         after = _integer("after", params.get("after"), 0, 0, 2**63 - 1)
         limit = _integer("limit", params.get("limit"), 100, 1, MAX_EVENTS_PAGE)
         page = await run_in_threadpool(ledger.read_events, after, limit)
-        return JSONResponse(
-            {
-                "events": [event_to_json(event) for event in page],
-                "next": page[-1].sequence if page else after,
+        body: dict[str, object] = {
+            "events": [event_to_json(event) for event in page],
+            "next": page[-1].sequence if page else after,
+        }
+        checkpoint = await run_in_threadpool(ledger.chain_checkpoint)
+        if checkpoint is not None:
+            # Retention pruned the events up to here: a reader starting before them
+            # resumes after the cut, and learns why the sequences jump.
+            body["pruned"] = {
+                "through_sequence": checkpoint.last_sequence,
+                "first_event_ns": checkpoint.first_pruned_ns,
+                "last_event_ns": checkpoint.last_pruned_ns,
             }
-        )
+        return JSONResponse(body)
 
     async def current_meters(request: Request) -> JSONResponse:
         """Live meters of the current window bucket, per value of one dimension.
