@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
 from tollmeter.collector.limits._rules import Estimate
@@ -36,7 +37,10 @@ NoticeKind = Literal[
 ]
 
 
+@lru_cache(maxsize=1024)
 def iso_time(ts: float) -> str:
+    # Cached: a calendar limit resets at the same instant for every check of its period,
+    # and formatting that instant again was a good part of building a check's answer.
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
