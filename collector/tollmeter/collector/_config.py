@@ -38,6 +38,7 @@ from tollmeter.collector.export._config import ExportConfig
 from tollmeter.collector.forward._config import ForwardConfig
 from tollmeter.collector.grants._config import GrantsConfig
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
+from tollmeter.collector.limits._plans import PlansConfig, name_clashes
 from tollmeter.collector.observability._config import MetricsConfig
 from tollmeter.collector.pricing._config import PricingConfig
 from tollmeter.semconv.errors import ConfigurationError
@@ -225,6 +226,7 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     organisations: OrganisationsConfig = field(default_factory=OrganisationsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    plans: PlansConfig = field(default_factory=PlansConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -261,6 +263,12 @@ class Config:
                     values[item.name] = parse(root.raw(item.name), root.key(item.name))
         with _collect(found):
             root.finish()
+        limits, plans = values.get("limits"), values.get("plans")
+        if isinstance(limits, LimitsConfig) and isinstance(plans, PlansConfig):
+            found.extend(
+                ConfigProblem("", key, reason)
+                for key, reason in name_clashes(limits, plans, root.key("limits"))
+            )
         storage, export = values.get("storage"), values.get("export")
         if (
             isinstance(storage, StorageConfig)

@@ -30,10 +30,11 @@ from tollmeter.collector.limits._config import (
     LimitsConfig,
 )
 from tollmeter.collector.limits._model import CheckRequest
+from tollmeter.collector.limits._plans import name_clashes
 from tollmeter.collector.limits._service import LimitsService
 from tollmeter.semconv.errors import ConfigurationError, InvalidUsage, TollmeterError
 
-__all__ = ["limits_routes", "limits_to_mapping"]
+__all__ = ["limits_routes", "limits_to_mapping", "read_json_body"]
 
 MAX_BODY_BYTES = 64 * 1024
 _MAX_TEXT = 256
@@ -64,7 +65,8 @@ def _other_tenant(bound: str) -> JSONResponse:
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def read_json_body(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object, read up to ``MAX_BODY_BYTES``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > MAX_BODY_BYTES:
@@ -182,7 +184,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         """
         bound = principal_of(request).tenant
         try:
-            data = await _json_body(request)
+            data = await read_json_body(request)
             if bound is not None and data.get("tenant") is None:
                 data["tenant"] = bound
             dry_run = data.get("dry_run", False)
@@ -212,7 +214,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
           "404": {description: "unknown, already reconciled or expired reservation"}
         """
         try:
-            data = await _json_body(request)
+            data = await read_json_body(request)
             rid = _required(data, "reservation_id")
             cancelled = data.get("cancelled", False)
             if not isinstance(cancelled, bool):
@@ -295,7 +297,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         }
         return JSONResponse(
             {
-                "limits": limits_to_mapping(service.engine.config),
+                "limits": limits_to_mapping(service.limits),
                 "counters": service.engine.counts(),
                 "hooks": stats,
             }
@@ -309,7 +311,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
           "400": {description: invalid limits; nothing changed}
         """
         try:
-            data = await _json_body(request)
+            data = await read_json_body(request)
         except BadRequest as exc:
             code = "invalid_limits" if exc.status == 400 else None
             return error_response(exc.status, str(exc), code=code)
@@ -319,9 +321,12 @@ def limits_routes(service: LimitsService) -> list[Route]:
                 [("limits.rules", 'required; send {"rules": []} to remove every limit')]
             )
         # Settings the body leaves out keep the values in force, not the defaults.
-        merged = {**limits_to_mapping(service.engine.config), **data}
+        merged = {**limits_to_mapping(service.limits), **data}
         try:
             config = LimitsConfig.from_mapping(merged, "limits")
+            clashes = name_clashes(config, service.plans.plans, "limits")
+            if clashes:
+                return _invalid_limits(clashes)
         except InvalidConfig as exc:
             return _invalid_limits([(p.key, p.reason) for p in exc.problems])
         except InvalidSetting as exc:

@@ -23,6 +23,8 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._pipeline import Pipeline
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits._api import limits_routes
+from tollmeter.collector.limits._plan_book import PlanBook
+from tollmeter.collector.limits._plans_api import plan_routes
 from tollmeter.collector.limits._service import LimitsService
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import AppendResult, Ledger
@@ -102,9 +104,10 @@ def attach_limits(collector: _Host, *, pricer: Pricer) -> LimitsService:
         collector_id=config.collector_id,
         usage=collector.ledger.query_usage,
         organisations=config.organisations,
+        plans=PlanBook(config.plans, collector.ledger),
     )
     pipeline.subscribe(service.on_committed)
     pipeline.set_annotator(service.annotate)
-    collector.add_management_routes(limits_routes(service))
+    collector.add_management_routes([*limits_routes(service), *plan_routes(service.plans)])
     service.start()
     return service

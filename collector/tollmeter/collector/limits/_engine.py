@@ -36,6 +36,7 @@ from tollmeter.collector.limits._rules import (
     Rule,
     Window,
     attributes_of_event,
+    rules_by_name,
 )
 from tollmeter.collector.limits._status import tenant_status
 
@@ -72,7 +73,7 @@ class LimitEngine:
         self._new_id = new_id or (lambda: os.urandom(16).hex())
         self._config = config
         self._rules: tuple[Rule, ...] = tuple(Rule(c) for c in config.rules)
-        self._by_name = {r.name: r for r in self._rules}
+        self._by_name = rules_by_name(self._rules)
         self._prices_needed = _prices_needed(self._rules)
         self._counters: dict[CounterKey, Counter] = {}
         self._reservations: dict[str, Reservation] = {}
@@ -206,13 +207,18 @@ class LimitEngine:
         attrs = attributes_of_event(event)
         event_time = event.event_time_ns / 1e9
         targets: dict[CounterKey, Charge | None] = {}
+        # The rules the event matches are those of its tenant's plan: they settle their
+        # counters, the others by name.
+        matched: dict[CounterKey, Rule] = {}
         for candidate in self._rules:
             if candidate.matches(attrs):
-                targets[(candidate.name, candidate.key(attrs))] = None
+                ck = (candidate.name, candidate.key(attrs))
+                targets[ck] = None
+                matched[ck] = candidate
         for c in reserved:
             targets[(c.limit, c.key)] = c
         for (name, key), charge in targets.items():
-            rule = self._by_name.get(name)
+            rule = matched.get((name, key)) or self._by_name.get(name)
             if rule is None:
                 continue
             counter = self._counter(rule, key, now)
@@ -355,7 +361,7 @@ class LimitEngine:
             old = self._by_name
             self._config = config
             self._rules = tuple(Rule(c) for c in config.rules)
-            self._by_name = {r.name: r for r in self._rules}
+            self._by_name = rules_by_name(self._rules)
             self._prices_needed = _prices_needed(self._rules)
             now = self._clock()
             for ck, counter in list(self._counters.items()):

@@ -78,6 +78,8 @@ class CheckRequest:
     request_id: str | None = None
     org: str | None = None
     """The tenant's organisation, from the configuration: never taken from the caller."""
+    plan: str | None = None
+    """The tenant's plan, from the plan assignments: never taken from the caller."""
 
     def attributes(self) -> dict[str, str | None]:
         return {
@@ -87,6 +89,7 @@ class CheckRequest:
             "api_key": self.api_key_id,
             "feature": self.feature,
             "org": self.org,
+            "plan": self.plan,
         }
 
 
@@ -185,6 +188,7 @@ class Reservation:
             None if result is None else result.action,
             None if result is None else result.downgrade_model,
             q.org,
+            q.plan,
         ]
 
     @classmethod
@@ -193,8 +197,9 @@ class Reservation:
         cost, created, expires, charges, action, downgrade = row[9:15]
         # Rows written before organisations existed end at the downgrade.
         org = row[15] if len(row) > 15 else None
+        plan = row[16] if len(row) > 16 else None
         request = CheckRequest(
-            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id, org
+            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id, org, plan
         )
         return cls(
             id=rid,

@@ -55,6 +55,7 @@ from tollmeter.collector.limits._rules import (
     Rule,
     TokenBucket,
     attributes_of_event,
+    rules_by_name,
 )
 from tollmeter.collector.limits._status import tenant_status
 
@@ -110,7 +111,7 @@ class RedisLimitEngine:
     def _set_rules(self, config: LimitsConfig) -> None:
         self._config = config
         self._rules = tuple(Rule(c) for c in config.rules)
-        self._by_name = {r.name: r for r in self._rules}
+        self._by_name = rules_by_name(self._rules)
         self._prices_needed = any(r.config.measure == "cost" for r in self._rules)
 
     @property
@@ -356,10 +357,14 @@ class RedisLimitEngine:
         attrs = attributes_of_event(event)
         event_time = event.event_time_ns / 1e9
         targets: dict[CounterKey, Charge | None] = {}
+        # The rules the event matches are those of its tenant's plan: they settle their
+        # counters, the others by name.
+        matched: dict[CounterKey, Rule] = {}
         for candidate in self._rules:
             if candidate.matches(attrs):
-                targets[(candidate.name, candidate.key(attrs))] = None
-        matched = set(targets)
+                ck = (candidate.name, candidate.key(attrs))
+                targets[ck] = None
+                matched[ck] = candidate
         for c in reserved.charges if reserved is not None else ():
             targets[(c.limit, c.key)] = c
         tenant = event.tenant_id
@@ -374,7 +379,7 @@ class RedisLimitEngine:
         args = [_num(now), "0"]
         chosen: list[tuple[Rule, tuple[str, ...]]] = []
         for (name, key), charge in targets.items():
-            rule = by_name.get(name)
+            rule = matched.get((name, key)) or by_name.get(name)
             if rule is None:
                 continue
             actual = rule.actual_amount(event)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
@@ -34,13 +34,30 @@ __all__ = [
     "TokenBucket",
     "Window",
     "attributes_of_event",
+    "rules_by_name",
 ]
 
 Attributes = Mapping[str, "str | None"]
-"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key, org)."""
+"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key, org)
+and ``plan``."""
 
 CostEstimator = Callable[[str, int, int], "float | None"]
 """(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""
+
+
+def rules_by_name(rules: Iterable[Rule]) -> dict[str, Rule]:
+    """The rule of each name, for settling counters where the plan is not at hand.
+
+    Limits of one name in several plans share their counters; the one with the largest
+    capacity stands for them, so that a bucket is never clamped below what the plan of
+    its tenant allows (the next check brings it back to its own plan's capacity).
+    """
+    by_name: dict[str, Rule] = {}
+    for rule in rules:
+        held = by_name.get(rule.name)
+        if held is None or rule.window.capacity > held.window.capacity:
+            by_name[rule.name] = rule
+    return by_name
 
 
 def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
@@ -51,6 +68,7 @@ def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
         "api_key": event.api_key_id,
         "feature": event.feature,
         "org": event.org_id,
+        "plan": event.plan,
     }
 
 

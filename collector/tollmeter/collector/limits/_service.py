@@ -25,6 +25,8 @@ from tollmeter.collector.limits._engine import LimitEngine
 from tollmeter.collector.limits._forecaster import Forecaster, KeyForecast, UsageSource
 from tollmeter.collector.limits._hooks import HookDispatcher, HookStats
 from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice, Reservation
+from tollmeter.collector.limits._plan_book import PlanBook
+from tollmeter.collector.limits._plans import PlansConfig, with_plan_rules
 from tollmeter.collector.limits._policy import policy_text
 from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 from tollmeter.collector.limits._rules import CostEstimator, Rule
@@ -77,15 +79,20 @@ class LimitsService:
         ledger_notifies: bool = False,
         usage: UsageSource | None = None,
         organisations: OrganisationsConfig | None = None,
+        plans: PlanBook | None = None,
     ) -> None:
         self.engine: LimitEngine | RedisLimitEngine
         self._store: LimitStateStore | None = None
+        # The limits as configured; the engines enforce them with the plans' rules added.
+        self.limits = limits
+        self.plans = plans or PlanBook(PlansConfig())
+        enforced = with_plan_rules(limits, self.plans.plans)
         if limits.storage == "memory":
-            self.engine = LimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
+            self.engine = LimitEngine(enforced, clock=clock, cost_estimator=cost_estimator)
             self._store = LimitStateStore(state_path)
         else:
             # Shared state: nothing to load, nothing written behind.
-            self.engine = RedisLimitEngine(limits, clock=clock, cost_estimator=cost_estimator)
+            self.engine = RedisLimitEngine(enforced, clock=clock, cost_estimator=cost_estimator)
         self.hooks = HookDispatcher(hooks or HooksConfig())
         self.decisions = RecentDecisions()
         self._ledger = ledger
@@ -121,8 +128,9 @@ class LimitsService:
 
     def check(self, request: CheckRequest, *, dry_run: bool = False) -> CheckResult:
         org = self._org_of.get(request.tenant)
-        if org != request.org:
-            request = dataclasses.replace(request, org=org)
+        plan = self.plans.plan_of(request.tenant)
+        if org != request.org or plan != request.plan:
+            request = dataclasses.replace(request, org=org, plan=plan)
         gate = self.gate
         denied = None if gate is None else gate(request)
         if denied is not None:
@@ -133,9 +141,17 @@ class LimitsService:
 
     def annotate(self, events: list[UsageEvent]) -> list[UsageEvent]:
         """Pipeline annotator, before the commit: each event that names a reservation of
-        its own tenant gets that reservation's policy path (``_policy.py``)."""
+        its own tenant gets that reservation's policy path (``_policy.py``), and every
+        event its tenant's plan."""
         out = events
-        for index, event in enumerate(events):
+        if self.plans.plans.limits:
+            out = [
+                e
+                if e.plan is not None
+                else dataclasses.replace(e, plan=self.plans.plan_of(e.tenant_id))
+                for e in events
+            ]
+        for index, event in enumerate(out):
             rid = event.reservation_id
             if rid is None or event.policy is not None:
                 continue
@@ -194,7 +210,7 @@ class LimitsService:
         return self.engine.release(reservation_id)
 
     def reload(self, limits: LimitsConfig) -> None:
-        started = self.engine.config
+        started = self.limits
         # Where the state lives is chosen at start; a reload changes the rules only.
         limits = dataclasses.replace(
             limits,
@@ -203,7 +219,8 @@ class LimitsService:
             redis_key_prefix=started.redis_key_prefix,
             redis_timeout_s=started.redis_timeout_s,
         )
-        self.engine.set_config(limits)
+        self.limits = limits
+        self.engine.set_config(with_plan_rules(limits, self.plans.plans))
         logger.info("limits reloaded: %d rules", len(limits.rules))
 
     def status(self, tenant: str) -> dict[str, Any]:
@@ -382,4 +399,5 @@ def _usage_event(
         collector_id=collector_id,
         org_id=req.org,
         policy=policy_text(reservation),
+        plan=req.plan,
     )

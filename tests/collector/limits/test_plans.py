@@ -1,0 +1,126 @@
+"""Plans in a real collector with either limits engine (in-process and Redis): a free
+tenant at its quota is moved to pro through the API and admitted at once, with the
+month's usage still counted; every event records the plan it was metered under."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from tests.collector.conftest import RunningCollector, genai_spans
+
+ADMIN = "admin-key"
+ACME_KEY = "acme-ingest-key"
+PLANS = {
+    "free": {
+        "default": True,
+        "limits": [
+            {"name": "monthly-tokens", "limit": 1_000, "window": "month"},
+            {"name": "rpm", "measure": "requests", "limit": 100, "window": "1m"},
+        ],
+    },
+    "pro": {
+        "limits": [
+            {"name": "monthly-tokens", "limit": 100_000, "window": "month"},
+            {"name": "rpm", "measure": "requests", "limit": 1_000, "window": "1m"},
+        ],
+    },
+}
+CHECK = {"tenant": "acme", "estimated_input_tokens": 80, "max_output_tokens": 20}
+
+
+def _admin(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    return httpx.request(method, url, headers=headers, timeout=10, **kwargs)
+
+
+def _send(running: RunningCollector, count: int, prefix: str) -> None:
+    exporter = OTLPSpanExporter(
+        endpoint=running.grpc_endpoint,
+        insecure=True,
+        headers={"x-tollmeter-key": ACME_KEY},
+        timeout=10,
+    )
+    try:
+        spans = genai_spans(count, tenant="acme", id_prefix=prefix)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+
+
+def _events(running: RunningCollector, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        answer = _admin("GET", f"{running.management_url}/api/v1/events")
+        answer.raise_for_status()
+        events: list[dict[str, Any]] = answer.json()["events"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.02)
+
+
+def _monthly(answer: dict[str, Any]) -> dict[str, Any]:
+    (entry,) = [e for e in answer["limits"] if e["name"] == "monthly-tokens"]
+    return entry
+
+
+@pytest.mark.parametrize("engine", ["memory", "redis"])
+def test_an_upgrade_admits_at_once_and_keeps_the_months_usage(
+    engine: str, request: pytest.FixtureRequest, collector_factory: Callable[..., Any]
+) -> None:
+    limits: dict[str, Any] = {"reservation_ttl": "1h", "rules": []}
+    if engine == "redis":
+        limits["storage"] = request.getfixturevalue("redis_url")
+    running: RunningCollector = collector_factory(
+        plans=PLANS,
+        limits=limits,
+        management={"admin_keys": [ADMIN], "ingest_keys": {ACME_KEY: "acme"}},
+    )
+    api = running.management_url
+    plan_url = f"{api}/api/v1/tenants/acme/plan"
+    assert _admin("GET", plan_url).json() == {"tenant": "acme", "plan": "free"}
+
+    # 8 calls of 120 tokens on the free plan: 960 of its 1,000 a month.
+    _send(running, 8, f"free-{engine}")
+    events = _events(running, 8)
+    assert [e["plan"] for e in events] == ["free"] * 8
+    deadline = time.monotonic() + 10
+    while True:
+        denied = _admin("POST", f"{api}/api/v1/check", json=CHECK).json()
+        if not denied["allowed"] or time.monotonic() > deadline:
+            break
+        _admin(
+            "POST",
+            f"{api}/api/v1/reconcile",
+            json={"reservation_id": denied["reservation_id"], "cancelled": True},
+        )
+        time.sleep(0.02)
+    assert (denied["allowed"], denied["denied_by"]) == (False, "monthly-tokens")
+    assert _monthly(denied)["limit"] == 1_000
+
+    # The tenant's own key may not move it; an unknown plan is refused; neither changes it.
+    own = httpx.put(
+        plan_url, json={"plan": "pro"}, headers={"x-tollmeter-key": ACME_KEY}, timeout=10
+    )
+    assert own.status_code == 403
+    unknown = _admin("PUT", plan_url, json={"plan": "platinum"})
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "unknown_plan")
+    assert _admin("GET", plan_url).json()["plan"] == "free"
+    assert not _admin("POST", f"{api}/api/v1/check", json=CHECK).json()["allowed"]
+
+    moved = _admin("PUT", plan_url, json={"plan": "pro"})
+    assert moved.json() == {"tenant": "acme", "plan": "pro"}
+    admitted = _admin("POST", f"{api}/api/v1/check", json=CHECK).json()
+    assert admitted["allowed"], admitted
+    # The free month's 960 tokens and this reservation's 100 count against pro's 100,000.
+    assert (_monthly(admitted)["limit"], _monthly(admitted)["remaining"]) == (100_000, 98_940)
+
+    _send(running, 2, f"pro-{engine}")
+    events = _events(running, 10)
+    assert [e["plan"] for e in events] == ["free"] * 8 + ["pro"] * 2
