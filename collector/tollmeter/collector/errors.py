@@ -18,6 +18,8 @@ Hierarchy::
     ├── LimitStateError                 the limit state file cannot be read or written
     ├── ExportBusy                      another export into the same directory is running
     ├── ExportStoreError                the export's object store refused or did not answer
+    ├── GrantError                      a grant that cannot be made as asked
+    ├── ReportError                     a provider usage or cost report that cannot be used
     └── DemoError                       ``tollmeter demo`` could not run
 
 A few modules keep a private exception that never leaves them (a span refused while
@@ -42,11 +44,13 @@ __all__ = [
     "ExportBusy",
     "ExportStoreError",
     "Forbidden",
+    "GrantError",
     "InvalidConfig",
     "InvalidQuery",
     "InvalidSetting",
     "LimitStateError",
     "PipelineFull",
+    "ReportError",
     "StartupError",
     "StorageError",
     "TlsError",
@@ -137,3 +141,11 @@ class ExportStoreError(TollmeterError):
 
 class DemoError(TollmeterError):
     """The demo could not run (missing example app, data dir in use, app failure)."""
+
+
+class GrantError(TollmeterError):
+    """A grant that cannot be made as asked (bad amount, unit, zone or dates)."""
+
+
+class ReportError(TollmeterError):
+    """A provider report that cannot be used as sent: malformed, truncated or hostile."""

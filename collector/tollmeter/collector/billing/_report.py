@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.errors import ReportError
 
 __all__ = [
     "MAX_TOKENS",
@@ -42,10 +42,6 @@ TOKEN_TYPES = (
 MAX_TOKENS = 10**15
 """More tokens than any organisation uses in a day: a larger count is a broken report."""
 _MAX_COST = Decimal(10) ** 12
-
-
-class ReportError(TollmeterError):
-    """A provider report that cannot be used as sent: malformed, truncated or hostile."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.collector.errors import GrantError
 
 __all__ = [
     "MOVEMENT_KINDS",
@@ -59,10 +59,6 @@ OVERAGE = ""
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
-class GrantError(TollmeterError):
-    """A grant that cannot be made as asked (bad amount, unit, zone or dates)."""
 
 
 @dataclass(frozen=True, slots=True)
