@@ -16,9 +16,12 @@ Measures:
   and answers ``{}``. The ratio isolates the limits work from HTTP and client costs.
   ``http_one_client`` (and its no-op baseline) is the latency of one client alone;
   ``http_one_client_hierarchy`` and ``http_hierarchy`` are the same with three levels.
+  The routes take turns in ``--rounds`` rounds, so that a load on the machine that comes
+  and goes, or the heap of open reservations that grows, weighs on each of them alike.
   Each HTTP figure carries the server process's CPU time per request and how busy it was
-  (CPU seconds per second), read from ``/proc``: a ratio taken while the server was not
-  busy measures the clients or the other work on the machine, not the server.
+  (CPU seconds per second), read from ``/proc``: a throughput ratio taken while the
+  server was not busy measures the clients or the other work on the machine, so
+  ``ratio_vs_noop`` gives the ratio of the server's CPU time per request beside it.
 
 Prints one JSON object. Usage: ``python benchmarks/check.py --clients 16 --requests 20000``.
 """
@@ -34,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector.limits import CheckRequest, LimitEngine, LimitsConfig
@@ -194,9 +197,15 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _Phase(NamedTuple):
+    samples_ns: list[int]
+    elapsed_s: float
+    server_cpu_s: float | None
+
+
 async def _drive(
     port: int, path: str, clients: int, total: int, *, server: int, hierarchy: bool = False
-) -> dict[str, Any]:
+) -> _Phase:
     """``clients`` keep-alive connections, each sending its share of ``total`` requests.
 
     A bare asyncio client keeps the load generator cheap, so that the server is measured.
@@ -225,16 +234,54 @@ async def _drive(
     await asyncio.gather(*(one(w, per_client, True) for w in range(clients)))
     elapsed = time.perf_counter() - started
     cpu_after = _cpu_s(server)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return _Phase(samples, elapsed, cpu)
+
+
+def _summary(phases: list[_Phase]) -> dict[str, Any]:
+    samples = [s for phase in phases for s in phase.samples_ns]
+    elapsed = sum(phase.elapsed_s for phase in phases)
     out = {"requests_per_s": len(samples) / elapsed, **_percentiles(samples)}
-    if cpu_before is not None and cpu_after is not None:
+    cpus = [phase.server_cpu_s for phase in phases]
+    if all(cpu is not None for cpu in cpus):
+        cpu = sum(c for c in cpus if c is not None)
         # What a request costs the server, and whether the server was the bottleneck
         # (busy near 1.0) or waited on the clients or on a machine shared with other work.
-        out["server_cpu_us_per_request"] = (cpu_after - cpu_before) / len(samples) * 1e6
-        out["server_busy"] = (cpu_after - cpu_before) / elapsed
+        out["server_cpu_us_per_request"] = cpu / len(samples) * 1e6
+        out["server_busy"] = cpu / elapsed
     return out
 
 
-def bench_http(clients: int, total: int) -> dict[str, Any]:
+_ROUTES = {
+    "": ("/api/v1/check", False),
+    "_hierarchy": ("/api/v1/check", True),
+    "_noop": ("/noop", False),
+}
+
+
+def _measure(port: int, server: int, clients: int, total: int, rounds: int) -> dict[str, Any]:
+    """Each route in ``rounds`` rounds, their order turning from round to round, so that
+    a machine whose load drifts (or a heap that grows) weighs on every route alike."""
+    phases: dict[str, list[_Phase]] = {name: [] for name in _ROUTES}
+    names = list(_ROUTES)
+    for round_ in range(rounds):
+        for name in names[round_ % 3 :] + names[: round_ % 3]:
+            path, hierarchy = _ROUTES[name]
+            phase = _drive(port, path, clients, total // rounds, server=server, hierarchy=hierarchy)
+            phases[name].append(asyncio.run(phase))
+    return {name: _summary(p) for name, p in phases.items()}
+
+
+def _ratio(check: dict[str, Any], noop: dict[str, Any]) -> dict[str, float | None]:
+    cpu = "server_cpu_us_per_request"
+    return {
+        "throughput": check["requests_per_s"] / noop["requests_per_s"],
+        # The throughput ratio a server with a core of its own would show.
+        "server_cpu": noop[cpu] / check[cpu] if cpu in check and cpu in noop else None,
+    }
+
+
+def bench_http(clients: int, total: int, rounds: int) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -252,33 +299,17 @@ def bench_http(clients: int, total: int) -> dict[str, Any]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the benchmark server did not start") from None
                 time.sleep(0.05)
-        pid = server.pid
-        check_path = "/api/v1/check"
-        latency = asyncio.run(_drive(port, check_path, 1, total // 4, server=pid))
-        latency_hierarchy = asyncio.run(
-            _drive(port, check_path, 1, total // 4, server=pid, hierarchy=True)
-        )
-        latency_noop = asyncio.run(_drive(port, "/noop", 1, total // 4, server=pid))
-        check = asyncio.run(_drive(port, check_path, clients, total, server=pid))
-        check_hierarchy = asyncio.run(
-            _drive(port, check_path, clients, total, server=pid, hierarchy=True)
-        )
-        noop = asyncio.run(_drive(port, "/noop", clients, total, server=pid))
+        one = _measure(port, server.pid, 1, total // 4, rounds)
+        many = _measure(port, server.pid, clients, total, rounds)
     finally:
         server.terminate()
         server.wait(30)
     return {
-        "http_one_client": latency,
-        "http_one_client_hierarchy": latency_hierarchy,
-        "http_one_client_noop": latency_noop,
+        **{f"http_one_client{name}": summary for name, summary in one.items()},
         "clients": clients,
-        "http": check,
-        "http_hierarchy": check_hierarchy,
-        "http_noop": noop,
-        "throughput_ratio_vs_noop": check["requests_per_s"] / noop["requests_per_s"],
-        "throughput_ratio_hierarchy_vs_noop": (
-            check_hierarchy["requests_per_s"] / noop["requests_per_s"]
-        ),
+        **{f"http{name}": summary for name, summary in many.items()},
+        "ratio_vs_noop": _ratio(many[""], many["_noop"]),
+        "ratio_hierarchy_vs_noop": _ratio(many["_hierarchy"], many["_noop"]),
     }
 
 
@@ -287,6 +318,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20_000, help="HTTP requests per route")
     parser.add_argument("--in-process", type=int, default=200_000, help="in-process checks")
+    parser.add_argument("--rounds", type=int, default=4, help="HTTP rounds per route")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -294,7 +326,7 @@ def main() -> None:
         return
     result = {"benchmark": "check", **bench_in_process(args.in_process)}
     result["in_process_checks_per_s"] = 1e6 / result["in_process"]["mean_us"]
-    result.update(bench_http(args.clients, args.requests))
+    result.update(bench_http(args.clients, args.requests, args.rounds))
     print(json.dumps(result, indent=2))
 
 
