@@ -240,7 +240,7 @@ def test_without_keys_check_is_open(collector_factory):
         assert check(api, "whatever", tenant="acme").status_code == 200
 
 
-def test_openapi_lists_ingest_keys_for_check_reconcile_and_outcomes_only(api):
+def test_openapi_lists_ingest_keys_only_where_a_tenant_key_may_call(api):
     document = api.get("/openapi.json").json()
     schemes = document["components"]["securitySchemes"]
     assert schemes["ingestKey"]["scheme"] == schemes["adminKey"]["scheme"] == "bearer"
@@ -248,9 +248,18 @@ def test_openapi_lists_ingest_keys_for_check_reconcile_and_outcomes_only(api):
     assert document["paths"]["/api/v1/check"]["post"]["security"] == both
     assert document["paths"]["/api/v1/reconcile"]["post"]["security"] == both
     assert document["paths"]["/api/v1/outcomes"]["post"]["security"] == both
+    # A tenant's own grants: its balance and history, never another tenant's.
+    assert document["paths"]["/api/v1/grants/balance"]["get"]["security"] == both
+    assert document["paths"]["/api/v1/grants/history"]["get"]["security"] == both
     assert "403" in document["paths"]["/api/v1/check"]["post"]["responses"]
     for path, item in document["paths"].items():
-        ingest = ("/api/v1/check", "/api/v1/reconcile", "/api/v1/outcomes")
+        ingest = (
+            "/api/v1/check",
+            "/api/v1/reconcile",
+            "/api/v1/outcomes",
+            "/api/v1/grants/balance",
+            "/api/v1/grants/history",
+        )
         if path.startswith("/api/") and path not in ingest:
             for operation in item.values():
                 assert operation["security"] == [{"adminKey": []}], path
