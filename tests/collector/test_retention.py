@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.collector.conftest import RunningCollector, collector_config
 from tests.collector.test_verify import Tamper, verify
-from tollmeter.collector._retention import prune_once
+from tollmeter.collector._retention import ledger_options, prune_once
 from tollmeter.collector.storage import Ledger
 from tollmeter.collector.storage._query import UsageQuery
 from tollmeter.semconv.errors import ConfigurationError
@@ -132,3 +132,14 @@ def test_retention_without_export_is_refused(tmp_path: Path) -> None:
         collector_config(
             tmp_path, storage={"retention": {"events": "30d"}}, export={"enabled": False}
         )
+
+
+def test_rollup_ages_reach_the_ledger_only_when_set(tmp_path: Path) -> None:
+    config = collector_config(
+        tmp_path, storage={"retention": {"minute_rollups": "2d", "hour_rollups": "90d"}}
+    )
+    assert ledger_options(config.storage.retention) == {
+        "minute_rollups_s": 2 * 86_400.0,
+        "hour_rollups_s": 90 * 86_400.0,
+    }
+    assert ledger_options(collector_config(tmp_path).storage.retention) == {}

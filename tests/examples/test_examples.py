@@ -326,3 +326,21 @@ def test_gateway_answers_429_once_the_tenant_quota_is_used_up(llm, collector) ->
         "tenant": "gateway-demo",
         "retry_after": retry_after,
     }
+
+
+def test_an_upgraded_plan_admits_the_tenant_its_free_plan_refused(llm, collector) -> None:
+    output = run_example("plans", llm, collector)
+
+    assert "plan-demo is on plan free" in output
+    assert "DENIED by 'plan-monthly-tokens'" in output
+    assert "plan-demo is now on plan pro" in output
+    plans = re.findall(r"event: \d+ tokens on plan (\w+)", output)
+    admitted = len(re.findall(r"call \d+: ok", output))
+    # The refused call never reached the model; the two after the upgrade did.
+    assert len(llm.requests()) == admitted == len(plans)
+    assert plans == ["free"] * (admitted - 2) + ["pro"] * 2
+    (row,) = collector.usage(tenant="plan-demo")
+    # The free plan let through no more than its 300 tokens a month.
+    free_tokens = sum(numbers(r"event: (\d+) tokens on plan free", output))
+    assert 0 < free_tokens <= 300
+    assert row["total_tokens"] == sum(numbers(r"event: (\d+) tokens on plan \w+", output))

@@ -24,33 +24,46 @@ if TYPE_CHECKING:
     from tollmeter.collector._server import Collector
     from tollmeter.collector.storage import Lease
 
-__all__ = ["Retention", "RetentionConfig", "prune_once"]
+__all__ = ["Retention", "RetentionConfig", "ledger_options", "prune_once"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """``events`` (seconds) is the age past which exported events are pruned; ``None``
-    keeps them forever."""
+    """Ages in seconds: ``events`` past which exported events are pruned, and
+    ``minute_rollups`` / ``hour_rollups`` past which those rollups are; ``None`` leaves the
+    ledger's own (events and hour rollups forever, minute rollups 7 days)."""
 
     events: float | None = None
+    minute_rollups: float | None = None
+    hour_rollups: float | None = None
     interval: float = 3600.0
     batch: int = 5_000
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str) -> RetentionConfig:
         section = Section(mapping, path)
-        events = (
-            None if section.raw("events") is None else section.duration("events", 0, positive=True)
-        )
+        ages = {
+            name: None if section.raw(name) is None else section.duration(name, 0, positive=True)
+            for name in ("events", "minute_rollups", "hour_rollups")
+        }
         config = cls(
-            events=events,
+            events=ages["events"],
+            minute_rollups=ages["minute_rollups"],
+            hour_rollups=ages["hour_rollups"],
             interval=section.duration("interval", cls.interval, positive=True),
             batch=section.integer("batch", cls.batch, minimum=1),
         )
         section.finish()
         return config
+
+
+def ledger_options(config: RetentionConfig) -> dict[str, float]:
+    """The ledger's own rollup ages, for ``open_ledger``; only those set, so a storage
+    URL's query string still applies otherwise."""
+    options = {"minute_rollups_s": config.minute_rollups, "hour_rollups_s": config.hour_rollups}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def prune_once(ledger: Ledger, lease: Lease, config: RetentionConfig, *, now_ns: int) -> int:

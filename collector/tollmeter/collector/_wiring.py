@@ -13,6 +13,7 @@ from tollmeter.collector._config import Config
 from tollmeter.collector._extract import Extractor
 from tollmeter.collector._outcomes_api import outcome_routes
 from tollmeter.collector._pipeline import Pipeline
+from tollmeter.collector._retention import ledger_options
 from tollmeter.collector._usage_api import usage_routes
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Ledger, open_ledger
@@ -24,7 +25,11 @@ def open_configured_ledger(config: Config) -> Ledger:
     """Open the configured ledger, creating the data directory for the default one."""
     if config.storage.url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-    return open_ledger(config.storage_url, dedupe_window_s=config.ingest.dedupe_window)
+    return open_ledger(
+        config.storage_url,
+        dedupe_window_s=config.ingest.dedupe_window,
+        **ledger_options(config.storage.retention),
+    )
 
 
 def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:

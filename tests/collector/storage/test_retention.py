@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -139,3 +141,41 @@ def test_an_altered_event_is_not_pruned(
 
     # The batch holding the altered commit is refused whole.
     assert ledger.read_events(0, 1)[0].sequence == 1
+
+
+def count_hour_rollups(url: str) -> int:
+    sql = "SELECT COUNT(*) FROM rollups WHERE granularity = 'hour'"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    with psycopg.connect(url) as pg:
+        row = pg.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_hour_rollups_past_their_age_are_not_kept(
+    shared_ledger: tuple[str, Ledger], make_event: EventFactory
+) -> None:
+    url, plain = shared_ledger
+    plain.close()
+    hour_ns = 3_600 * 1_000_000_000
+    day_start = BASE_NS - BASE_NS % DAY_NS
+    events = [make_event(event_time_ns=day_start + hour * hour_ns + 5) for hour in (3, 3, 7)]
+    query = UsageQuery(
+        start=datetime.fromtimestamp(day_start / 1e9, UTC),
+        end=datetime.fromtimestamp((day_start + DAY_NS) / 1e9, UTC),
+        window="hour",
+    )
+
+    with open_ledger(url, hour_rollups_s=86_400) as ledger:
+        ledger.append(events)
+
+        assert count_hour_rollups(url) == 0
+        rows = ledger.query_usage(query)
+        assert [(row.window_start, row.requests) for row in rows] == [
+            (datetime.fromtimestamp((day_start + 3 * hour_ns) / 1e9, UTC), 2),
+            (datetime.fromtimestamp((day_start + 7 * hour_ns) / 1e9, UTC), 1),
+        ]
+        (day,) = ledger.query_usage(dataclasses.replace(query, window="day"))
+        assert (day.requests, day.total_tokens) == (3, 450)

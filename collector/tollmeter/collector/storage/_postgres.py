@@ -155,7 +155,7 @@ class PostgresLedger(Ledger):
 
     ``conninfo`` is a libpq URL or keyword string. Up to ``pool_size`` connections are
     opened as needed and kept. ``dedupe_window_s``, ``prune_interval_s`` and
-    ``minute_rollups_s`` mean what they mean for ``SQLiteLedger``.
+    ``minute_rollups_s`` and ``hour_rollups_s`` mean what they mean for ``SQLiteLedger``.
     """
 
     shared = True
@@ -169,6 +169,7 @@ class PostgresLedger(Ledger):
         statement_timeout_s: float | str = 30.0,
         prune_interval_s: float | str = 60.0,
         minute_rollups_s: float | str = 7 * 86400.0,
+        hour_rollups_s: float | str | None = None,
         pool_size: int | str = 4,
         **libpq: str,
     ) -> None:
@@ -181,6 +182,9 @@ class PostgresLedger(Ledger):
         self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
         self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
         self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
+        self._hour_rollups_s = (
+            None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+        )
         self._statement_timeout_s = _positive("statement_timeout_s", statement_timeout_s)
         connect_timeout = _positive("connect_timeout_s", connect_timeout_s)
         size = int(_positive("pool_size", pool_size))
@@ -318,7 +322,14 @@ class PostgresLedger(Ledger):
         minutes = minute_sums(committed)
         # One order for every replica's upserts, should two ever overlap.
         rows = sorted(
-            (_storable(row) for row in rollup_rows(minutes, minute_horizon_s=minute_horizon_s)),
+            (
+                _storable(row)
+                for row in rollup_rows(
+                    minutes,
+                    minute_horizon_s=minute_horizon_s,
+                    hour_horizon_s=self._hour_horizon_s(now_ns),
+                )
+            ),
             key=_rollup_key,
         )
         with conn.cursor() as cursor:
@@ -329,6 +340,11 @@ class PostgresLedger(Ledger):
                 "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < %s",
                 (minute_horizon_s,),
             )
+            if self._hour_rollups_s is not None:
+                conn.execute(
+                    "DELETE FROM rollups WHERE granularity = 'hour' AND bucket < %s",
+                    (self._hour_horizon_s(now_ns),),
+                )
             self._last_prune_ns = now_ns
         return committed, minutes
 
@@ -384,13 +400,16 @@ class PostgresLedger(Ledger):
         return int(row[0]) if row else 0
 
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
-        horizon_s = self._minute_horizon_s(time.time_ns())
+        now_ns = time.time_ns()
+        minute_s, hour_s = self._minute_horizon_s(now_ns), self._hour_horizon_s(now_ns)
         filters = query.filters()
         if any("\x00" in value for value in filters.values()):
             cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
             query = dataclasses.replace(query, **cleaned)
         with self._connection("query usage") as conn:
-            return _select_usage(conn, query, minute_horizon_s=horizon_s, dialect=POSTGRES)
+            return _select_usage(
+                conn, query, minute_horizon_s=minute_s, hour_horizon_s=hour_s, dialect=POSTGRES
+            )
 
     def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
         check_workflow_query(query)
@@ -404,6 +423,12 @@ class PostgresLedger(Ledger):
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
+
+    def _hour_horizon_s(self, now_ns: int) -> int:
+        if self._hour_rollups_s is None:
+            return 0
+        horizon = now_ns // 1_000_000_000 - self._hour_rollups_s
+        return horizon - horizon % 3600
 
     def get_state(self, key: str) -> str | None:
         with self._connection("read ledger state") as conn:

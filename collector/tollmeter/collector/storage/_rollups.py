@@ -143,16 +143,21 @@ def minute_sums(events: Sequence[UsageEvent]) -> MinuteSums:
     return minutes
 
 
-def rollup_rows(minutes: MinuteSums, *, minute_horizon_s: int = 0) -> list[tuple[object, ...]]:
+def rollup_rows(
+    minutes: MinuteSums, *, minute_horizon_s: int = 0, hour_horizon_s: int = 0
+) -> list[tuple[object, ...]]:
     """Per-bucket sums for every window, folded from ``minute_sums``, ready for the upsert.
 
-    Minutes before ``minute_horizon_s`` get no minute rollup (they would be pruned at once).
+    Minutes before ``minute_horizon_s`` get no minute rollup, hours before
+    ``hour_horizon_s`` no hour rollup (they would be pruned at once).
     """
     buckets: dict[tuple[Any, ...], list[Any]] = {}
     for key, acc in minutes.items():
         dims = key[1:]
         for window, bucket in zip(WINDOWS, bucket_starts(key[0]), strict=True):
-            if window == "minute" and bucket < minute_horizon_s:
+            if (window == "minute" and bucket < minute_horizon_s) or (
+                window == "hour" and bucket < hour_horizon_s
+            ):
                 continue
             bucket_key = (window, bucket, *dims)
             target = buckets.get(bucket_key)
@@ -170,11 +175,12 @@ def rollup_rows(minutes: MinuteSums, *, minute_horizon_s: int = 0) -> list[tuple
     ]
 
 
-def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
+def _granularity(query: UsageQuery, minute_horizon_s: int, hour_horizon_s: int) -> Window | None:
     """The coarsest rollup whose buckets tile the query exactly, or ``None`` (raw events).
 
     Minute rollups only cover the time since ``minute_horizon_s``: older minutes are
-    pruned, so a query starting earlier (or without a start) cannot use them.
+    pruned, so a query starting earlier (or without a start) cannot use them. Hour rollups
+    are kept forever unless ``hour_horizon_s`` (0 for forever) says the same of them.
     """
     # Weeks are summed from day buckets, which tile them.
     finest = "day" if query.window == "week" else query.window
@@ -185,6 +191,12 @@ def _granularity(query: UsageQuery, minute_horizon_s: int) -> Window | None:
         return None
     for window in reversed(WINDOWS[:limit]):
         if window == "minute" and (start_ns is None or start_ns // _NS < minute_horizon_s):
+            continue
+        if (
+            window == "hour"
+            and hour_horizon_s
+            and (start_ns is None or start_ns // _NS < hour_horizon_s)
+        ):
             continue
         if all(is_aligned(window, ns // _NS) for ns in bounds):
             return window
@@ -206,10 +218,11 @@ def select_usage(
     query: UsageQuery,
     *,
     minute_horizon_s: int = 0,
+    hour_horizon_s: int = 0,
     dialect: Dialect = SQLITE,
 ) -> list[UsageRow]:
     """Run ``query`` on ``conn``, a DB-API connection to a ledger in ``dialect``."""
-    granularity = _granularity(query, minute_horizon_s)
+    granularity = _granularity(query, minute_horizon_s, hour_horizon_s)
     mark = dialect.param
     token_sums = ", ".join(dialect.integer_sum.format(name) for name in _TOKEN_COLUMNS)
     start_ns, end_ns = query.start_ns(), query.end_ns()

@@ -128,7 +128,8 @@ class SQLiteLedger(Ledger):
     ``dedupe_window_s`` bounds how long the seen-key table remembers an event id;
     the unique ``event_id`` of ``usage_events`` still refuses a late duplicate of an
     event that is in the ledger. Minute rollups are kept for ``minute_rollups_s``
-    (hour, day and month rollups forever); older minute-level queries read raw events.
+    (``hour_rollups_s`` for hour rollups, forever when ``None``; day and month rollups
+    forever); older minute- or hour-level queries read raw events.
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class SQLiteLedger(Ledger):
         timeout_s: float | str = 30.0,
         prune_interval_s: float | str = 60.0,
         minute_rollups_s: float | str = 7 * 86400.0,
+        hour_rollups_s: float | str | None = None,
     ) -> None:
         mode = synchronous.lower()
         if mode not in _SYNCHRONOUS:
@@ -150,6 +152,9 @@ class SQLiteLedger(Ledger):
         self._timeout_s = _positive("timeout_s", timeout_s)
         self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
         self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
+        self._hour_rollups_s = (
+            None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+        )
         self._synchronous: Synchronous = mode
         self._memory = path is None
         self._target = f"file:tollmeter-{uuid.uuid4().hex}?mode=memory" if path is None else path
@@ -280,13 +285,25 @@ class SQLiteLedger(Ledger):
         )
         minute_horizon_s = self._minute_horizon_s(now_ns)
         minutes = minute_sums(committed)
-        conn.executemany(_UPSERT_ROLLUP, rollup_rows(minutes, minute_horizon_s=minute_horizon_s))
+        conn.executemany(
+            _UPSERT_ROLLUP,
+            rollup_rows(
+                minutes,
+                minute_horizon_s=minute_horizon_s,
+                hour_horizon_s=self._hour_horizon_s(now_ns),
+            ),
+        )
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
             conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < ?", (now_ns - self._window_ns,))
             conn.execute(
                 "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < ?",
                 (minute_horizon_s,),
             )
+            if self._hour_rollups_s is not None:
+                conn.execute(
+                    "DELETE FROM rollups WHERE granularity = 'hour' AND bucket < ?",
+                    (self._hour_horizon_s(now_ns),),
+                )
             self._last_prune_ns = now_ns
         return committed, minutes, chain
 
@@ -361,9 +378,10 @@ class SQLiteLedger(Ledger):
 
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         # Computed before reading: pruning only ever removes minutes before this horizon.
-        horizon_s = self._minute_horizon_s(time.time_ns())
+        now_ns = time.time_ns()
+        minute_s, hour_s = self._minute_horizon_s(now_ns), self._hour_horizon_s(now_ns)
         with self._reading() as conn, _wrapped("query usage"):
-            return select_usage(conn, query, minute_horizon_s=horizon_s)
+            return select_usage(conn, query, minute_horizon_s=minute_s, hour_horizon_s=hour_s)
 
     def query_workflows(self, query: UsageQuery) -> list[WorkflowRow]:
         check_workflow_query(query)
@@ -373,6 +391,12 @@ class SQLiteLedger(Ledger):
     def _minute_horizon_s(self, now_ns: int) -> int:
         horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
         return horizon - horizon % 60
+
+    def _hour_horizon_s(self, now_ns: int) -> int:
+        if self._hour_rollups_s is None:
+            return 0
+        horizon = now_ns // 1_000_000_000 - self._hour_rollups_s
+        return horizon - horizon % 3600
 
     def get_state(self, key: str) -> str | None:
         with self._reading() as conn, _wrapped("read ledger state"):
