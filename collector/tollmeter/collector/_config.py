@@ -149,6 +149,8 @@ class IngestConfig:
     span names no tenant; ``default_tenant`` is the last resort.
     ``max_pending_spans`` bounds the queue in front of the ledger: beyond it,
     receivers answer UNAVAILABLE/503 so that exporters retry.
+    ``internal_environments`` mark the usage of those environments internal (see
+    ``Extractor``).
     """
 
     dedupe_window: float = 7 * 86400.0
@@ -156,6 +158,7 @@ class IngestConfig:
     default_tenant: str = "unknown"
     max_pending_spans: int = 100_000
     commit_interval: float = 0.005
+    internal_environments: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str) -> IngestConfig:
@@ -168,6 +171,7 @@ class IngestConfig:
                 "max_pending_spans", cls.max_pending_spans, minimum=1
             ),
             commit_interval=section.duration("commit_interval", cls.commit_interval),
+            internal_environments=section.string_list("internal_environments"),
         )
         section.finish()
         return config

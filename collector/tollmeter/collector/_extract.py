@@ -138,6 +138,11 @@ def _attributes(pairs: Sequence[KeyValue], wanted: frozenset[str]) -> _Attribute
     return out
 
 
+def _is_true(value: object) -> bool:
+    # A boolean attribute, or text where it came through baggage or a string-only SDK.
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 class _Recorder(Mapping[str, object]):
     """An empty mapping that remembers which keys were looked up."""
 
@@ -200,6 +205,7 @@ _OWN_KEYS = frozenset(
         attrs.TOLLMETER_API_KEY_ID,
         attrs.TOLLMETER_FEATURE,
         attrs.TOLLMETER_ENVIRONMENT,
+        attrs.TOLLMETER_INTERNAL,
         attrs.TOLLMETER_REQUEST_ID,
         attrs.TOLLMETER_WORKFLOW_ID,
         attrs.TOLLMETER_ATTEMPT,
@@ -266,6 +272,11 @@ class Extractor:
     when neither carries ``tollmeter.tenant.id``; ``default_tenant`` is the last resort.
     ``pricer`` sets each event's cost, currency and price source as it is built;
     ``organisations`` gives each event its tenant's organisation.
+
+    A call is internal usage (the operator's own) when its span or resource says
+    ``tollmeter.internal=true`` or its environment is one of ``internal_environments``,
+    and only on spans sent without a tenant-bound ingest key: a tenant's key could
+    otherwise turn its own usage internal and out of its limits and its bill.
     """
 
     def __init__(
@@ -276,6 +287,7 @@ class Extractor:
         collector_id: str | None = None,
         pricer: CallPricer | None = None,
         organisations: OrganisationsConfig | None = None,
+        internal_environments: Sequence[str] = (),
     ) -> None:
         if not default_tenant:
             raise ValueError("default_tenant must not be empty")
@@ -286,6 +298,7 @@ class Extractor:
         self._collector_id = collector_id
         self._pricer = pricer
         self._organisations = organisations or OrganisationsConfig()
+        self._internal_environments = frozenset(internal_environments)
 
     def extract(
         self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
@@ -446,6 +459,11 @@ class Extractor:
             decode_s_per_output_token=measures.decode_s_per_output_token,
             org_id=self._organisations.org_of(
                 tenant, _text(labels.get(attrs.TOLLMETER_ORG_ID)), trusted=bound is None
+            ),
+            internal=bound is None
+            and (
+                _is_true(labels.get(attrs.TOLLMETER_INTERNAL))
+                or (environment is not None and environment in self._internal_environments)
             ),
         )
 

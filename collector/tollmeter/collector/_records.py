@@ -34,7 +34,8 @@ class UsageEvent:
     definitions (``None``: not reported); the two timings are set for streams only.
     ``org_id`` is the tenant's organisation (``None``: none known); ``policy`` is the
     limits' decision on the call as compact JSON (``None``: the call was never checked);
-    ``plan`` is the tenant's plan when the call was metered (``None``: none).
+    ``plan`` is the tenant's plan when the call was metered (``None``: none);
+    ``internal`` marks the operator's own usage (tests, evaluations, staff tools).
     """
 
     event_id: str
@@ -77,6 +78,7 @@ class UsageEvent:
     org_id: str | None = None
     policy: str | None = None
     plan: str | None = None
+    internal: bool = False
     sequence: int = 0
 
     @property

@@ -39,6 +39,7 @@ def build_pipeline(config: Config, ledger: Ledger, pricer: Pricer) -> Pipeline:
         default_tenant=ingest.default_tenant,
         collector_id=config.collector_id,
         organisations=config.organisations,
+        internal_environments=ingest.internal_environments,
         # Priced as they are extracted, so that each event is built once.
         pricer=pricer,
     )

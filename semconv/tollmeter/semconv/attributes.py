@@ -52,6 +52,7 @@ __all__ = [
     "TOLLMETER_BUDGET_CALL",
     "TOLLMETER_ENVIRONMENT",
     "TOLLMETER_FEATURE",
+    "TOLLMETER_INTERNAL",
     "TOLLMETER_ORG_ID",
     "TOLLMETER_OUTCOME_ID",
     "TOLLMETER_OUTCOME_NAME",
@@ -249,6 +250,12 @@ TOLLMETER_USAGE_SOURCE: Final = "tollmeter.usage.source"
 TOLLMETER_USAGE_ABANDONED: Final = "tollmeter.usage.abandoned"
 """True when a stream was dropped by the application before it finished. Type ``boolean``; origin
 tollmeter, stable.
+"""
+
+TOLLMETER_INTERNAL: Final = "tollmeter.internal"
+"""True for usage of the operator's own (tests, evaluations, staff tools), metered and marked
+internal so that it can be told apart from customer usage; honoured by the collector only on
+spans sent without a tenant-bound ingest key. Type ``boolean``; origin tollmeter, experimental.
 """
 
 TOLLMETER_RESERVATION_ID: Final = "tollmeter.reservation.id"

@@ -20,6 +20,7 @@ from tollmeter.collector.export._schema import rows_to_table
 from tollmeter.collector.observability import TimedLedger
 from tollmeter.collector.pricing import Pricer
 from tollmeter.collector.storage import Ledger, SQLiteLedger
+from tollmeter.collector.storage._codec import event_values
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(UsageEvent))
 _TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
@@ -108,13 +109,7 @@ def test_costs_the_column_cannot_hold_are_treated_as_for_events(cost: Decimal) -
         UsageEvent("a", 1, "openai", "chat", "t", cost=Decimal("0.5"), sequence=1),
         UsageEvent("b", 2, "openai", "chat", "t", cost=cost, sequence=2),
     ]
-    rows = [
-        tuple(
-            str(value) if name == "cost" and value is not None else value
-            for name, value in zip(_FIELDS, dataclasses.astuple(event), strict=True)
-        )
-        for event in events
-    ]
+    rows = [(*event_values(event), event.sequence) for event in events]
     table = rows_to_table(rows, collector_id=None)
     assert table.equals(events_to_table(events, collector_id=None))
     assert table.column("cost")[0].as_py() == Decimal("0.5")

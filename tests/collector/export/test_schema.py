@@ -54,13 +54,14 @@ PINNED = [
     ("org_id", "string", True),
     ("policy", "string", True),
     ("plan", "string", True),
+    ("internal", "bool", False),
 ]
 
 
 def test_schema_is_pinned() -> None:
     assert [(f.name, str(f.type), f.nullable) for f in SCHEMA] == PINNED
-    assert SCHEMA_VERSION == 4
-    assert SCHEMA.metadata == {b"tollmeter.schema_version": b"4"}
+    assert SCHEMA_VERSION == 5
+    assert SCHEMA.metadata == {b"tollmeter.schema_version": b"5"}
 
 
 def test_every_event_field_but_the_nanosecond_time_is_a_column() -> None:
@@ -90,7 +91,7 @@ def test_events_become_rows_with_exact_values() -> None:
     assert row["event_time"] == dt.datetime(2026, 11, 2, 0, 0, 0, 123456, tzinfo=dt.timezone.utc)
     assert row["uncached_input_tokens"] == 750
     assert row["cost"] == Decimal("0.000000000001")
-    assert (row["collector_id"], row["schema_version"], row["sequence"]) == ("c-1", 4, 7)
+    assert (row["collector_id"], row["schema_version"], row["sequence"]) == ("c-1", 5, 7)
     assert row["attempt"] == 2
     assert (row["hidden_input_tokens"], row["time_to_first_token_s"]) == (None, None)
 

@@ -26,9 +26,10 @@ __all__ = ["DICTIONARY_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "events_to_table", 
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the first columns; 2: hidden_input_tokens, time_to_first_token_s and
-decode_s_per_output_token appended; 3: org_id and policy appended; 4: plan appended."""
+decode_s_per_output_token appended; 3: org_id and policy appended; 4: plan appended;
+5: internal appended."""
 
 _STRING = pa.string()
 _COST = pa.decimal128(COST_PRECISION, COST_SCALE)
@@ -84,6 +85,7 @@ SCHEMA = pa.schema(
         pa.field("org_id", _STRING),
         pa.field("policy", _STRING),
         pa.field("plan", _STRING),
+        pa.field("internal", pa.bool_(), nullable=False),
     ],
     metadata={"tollmeter.schema_version": str(SCHEMA_VERSION)},
 )
@@ -127,7 +129,8 @@ _NS = pa.timestamp("ns", tz="UTC")
 _ROW_FIELDS = ROW_COLUMNS
 _ROW_TYPE = pa.struct(
     [
-        (name, _COUNT if name == "event_time_ns" else SCHEMA.field(name).type)
+        # internal: stored as 0 or 1, made a boolean below
+        (name, _COUNT if name in ("event_time_ns", "internal") else SCHEMA.field(name).type)
         if name != "cost"
         else (name, _STRING)
         for name in _ROW_FIELDS
@@ -171,6 +174,7 @@ def rows_to_table(rows: Sequence[tuple[Any, ...]], *, collector_id: str | None) 
     values = dict(zip(_ROW_FIELDS, pa.array(rows, type=_ROW_TYPE).flatten(), strict=True))
     columns = {name: values[name] for name in _COPIED_ROW}
     columns["event_time"] = values["event_time_ns"].cast(_NS).cast(_TIME, safe=False)
+    columns["internal"] = values["internal"].cast(pa.bool_())
     columns["uncached_input_tokens"] = pc.subtract_checked(
         pc.subtract_checked(values["input_tokens"], values["cache_read_input_tokens"]),
         values["cache_write_input_tokens"],

@@ -71,6 +71,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "org_id",
     "policy",
     "plan",
+    "internal",
 )
 """The columns ``usage_events`` stores for an event, in ``UsageEvent`` field order."""
 
@@ -81,6 +82,7 @@ EventRow = tuple[Any, ...]
 UTF-8 ``bytes``; ``cost`` is decimal text."""
 
 _COST = EVENT_COLUMNS.index("cost")
+_INTERNAL = EVENT_COLUMNS.index("internal")
 _VALUES = operator.attrgetter(*EVENT_COLUMNS)
 _new_event: Callable[..., UsageEvent] = UsageEvent
 _blank_event = object.__new__
@@ -94,6 +96,8 @@ def event_values(event: UsageEvent) -> EventRow:
     values: EventRow = _VALUES(event)
     if event.cost is not None:
         values = (*values[:_COST], str(event.cost), *values[_COST + 1 :])
+    # Stored as 0 or 1, as both backends read it back: the hash chain encodes a row as read.
+    values = (*values[:_INTERNAL], int(event.internal), *values[_INTERNAL + 1 :])
     return values
 
 
@@ -102,6 +106,7 @@ def event_from_row(row: Sequence[object]) -> UsageEvent:
     values = list(row)
     if values[_COST] is not None:
         values[_COST] = Decimal(str(values[_COST]))
+    values[_INTERNAL] = bool(values[_INTERNAL])
     return _new_event(*values)
 
 

@@ -127,8 +127,11 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-# Versions 9 and 11: placeholders, as in ``_schema.py``.
-_V9: tuple[Step, ...] = ("SELECT 1",)
+# Version 9: internal usage, as in ``_schema.py`` (0 or 1, like SQLite, so that a row
+# encodes the same for the hash chain on both backends).
+_V9: tuple[Step, ...] = (
+    "ALTER TABLE usage_events ADD COLUMN internal SMALLINT NOT NULL DEFAULT 0",
+)
 
 # Version 10: plans, as in ``_schema.py``.
 _V10: tuple[Step, ...] = (

@@ -153,9 +153,10 @@ _V8: tuple[Step, ...] = (
     "CREATE INDEX grant_movements_tenant ON grant_movements (tenant_id, sequence)",
 )
 
-# Versions 9 and 11 are taken by changes still being written; each owner replaces its
-# placeholder with the real steps.
-_V9: tuple[Step, ...] = ("SELECT 1",)
+# Version 9 marks internal usage (the operator's own calls: tests, evaluations, staff
+# tools), metered like any other but told apart from customer usage. Rows written before
+# are customer usage.
+_V9: tuple[Step, ...] = ("ALTER TABLE usage_events ADD COLUMN internal INTEGER NOT NULL DEFAULT 0",)
 
 # Version 10 keeps plans: the plan the management API put each tenant on (``_plans.py``),
 # which every replica reads, and the plan in force for each usage event. Rows written
