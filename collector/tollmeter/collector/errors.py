@@ -20,6 +20,7 @@ Hierarchy::
     ├── ExportStoreError                the export's object store refused or did not answer
     ├── GrantError                      a grant that cannot be made as asked
     ├── ReportError                     a provider usage or cost report that cannot be used
+    ├── UnknownPlan                     a plan assignment names a plan the config lacks
     └── DemoError                       ``tollmeter demo`` could not run
 
 A few modules keep a private exception that never leaves them (a span refused while
@@ -56,6 +57,7 @@ __all__ = [
     "TlsError",
     "Unauthenticated",
     "Undecodable",
+    "UnknownPlan",
 ]
 
 
@@ -149,3 +151,7 @@ class GrantError(TollmeterError):
 
 class ReportError(TollmeterError):
     """A provider report that cannot be used as sent: malformed, truncated or hostile."""
+
+
+class UnknownPlan(TollmeterError):
+    """An assignment named a plan the configuration does not define."""

@@ -14,16 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from tollmeter.collector.errors import UnknownPlan
 from tollmeter.collector.limits._plans import PlansConfig
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["PlanBook", "UnknownPlan"]
 
 logger = logging.getLogger(__name__)
-
-
-class UnknownPlan(TollmeterError):
-    """An assignment named a plan the configuration does not define."""
 
 
 class _Assignments(Protocol):
