@@ -288,6 +288,23 @@ def test_collector_extra_alone_ingests_forwards_and_exports(install, collector_p
     assert sorted(table.column("response_id").to_pylist()) == ["resp-grpc", "resp-http"]
     assert sum(table.column("total_tokens").to_pylist()) == 300
 
+    # Shared storage without its extra: one line naming the extra, not a traceback.
+    for section, extra in (
+        ({"storage": {"url": "postgresql://tollmeter@127.0.0.1:9/ledger"}}, "postgres"),
+        ({"limits": {"storage": "redis://127.0.0.1:9/0"}}, "redis"),
+    ):
+        config.write_text(yaml.safe_dump({**section, "data_dir": str(tmp_path / extra)}))
+        result = subprocess.run(
+            [str(venv / "bin" / "tollmeter"), "collector", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+        assert result.returncode != 0
+        assert f"tollmeter[{extra}]" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+
 
 def test_replica_extras_share_postgresql_redis_and_s3(
     install, collector_process, postgres_url, redis_url, s3_server, s3_bucket, tmp_path

@@ -74,7 +74,9 @@ def test_forwarding_survives_a_killed_downstream(collector_process, tmp_path):
                 "endpoint": downstream.grpc_endpoint,
                 "tls": {"insecure": True},
                 "queue_size": 4,
-                "timeout": "500ms",
+                # Generous for a busy machine: a send answered late would count as failed
+                # although it arrived. A killed downstream refuses at once whatever this is.
+                "timeout": "10s",
                 "batch": {"delay": "5ms"},
                 "retry": {"initial_backoff": "10ms", "max_backoff": "50ms", "max_elapsed": "300ms"},
             }

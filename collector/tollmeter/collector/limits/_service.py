@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._records import UsageEvent
@@ -28,11 +28,13 @@ from tollmeter.collector.limits._model import CheckRequest, CheckResult, Notice,
 from tollmeter.collector.limits._plan_book import PlanBook
 from tollmeter.collector.limits._plans import PlansConfig, with_plan_rules
 from tollmeter.collector.limits._policy import policy_text
-from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 from tollmeter.collector.limits._rules import CostEstimator, Rule
 from tollmeter.collector.limits._state import LimitStateStore
 from tollmeter.semconv import Usage
-from tollmeter.semconv.errors import TollmeterError
+from tollmeter.semconv.errors import ConfigurationError, TollmeterError
+
+if TYPE_CHECKING:
+    from tollmeter.collector.limits._redis_engine import RedisLimitEngine
 
 __all__ = ["LimitsService", "reservation_event_id"]
 
@@ -92,7 +94,7 @@ class LimitsService:
             self._store = LimitStateStore(state_path)
         else:
             # Shared state: nothing to load, nothing written behind.
-            self.engine = RedisLimitEngine(enforced, clock=clock, cost_estimator=cost_estimator)
+            self.engine = _redis_engine(enforced, clock=clock, cost_estimator=cost_estimator)
         self.hooks = HookDispatcher(hooks or HooksConfig())
         self.decisions = RecentDecisions()
         self._ledger = ledger
@@ -312,7 +314,7 @@ class LimitsService:
         self.hooks.close(max(0.0, deadline - time.monotonic()))
         if self._store is not None:
             self._store.close()
-        if isinstance(self.engine, RedisLimitEngine):
+        if not isinstance(self.engine, LimitEngine):
             self.engine.close()
 
     def _notify(self, notices: list[Notice]) -> None:
@@ -401,3 +403,15 @@ def _usage_event(
         policy=policy_text(reservation),
         plan=req.plan,
     )
+
+
+def _redis_engine(limits: LimitsConfig, **options: Any) -> RedisLimitEngine:
+    # Imported here: the redis client is the optional ``tollmeter[redis]`` extra.
+    try:
+        from tollmeter.collector.limits._redis_engine import RedisLimitEngine
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"limits.storage {limits.storage!r} needs the redis client: "
+            f"pip install 'tollmeter[redis]' ({exc})"
+        ) from None
+    return RedisLimitEngine(limits, **options)
