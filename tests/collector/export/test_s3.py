@@ -264,7 +264,7 @@ def test_unusable_store_is_one_clear_line_and_keeps_the_cursor(
     elif case == "wrong secret":
         s3["secret_access_key"] = "not-the-secret-0123456789"
     elif case == "unknown key":
-        s3["access_key_id"] = "AKIAUNKNOWNKEY000000"
+        s3["access_key_id"] = "no-such-access-key-id"
     else:
         s3["endpoint_url"] = f"http://127.0.0.1:{_closed_port()}"
         s3["connect_timeout"] = "1s"
