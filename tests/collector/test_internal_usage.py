@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 OPERATOR_KEY = "operator-key-0123456789"
 ACME_KEY = "acme-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def _send(collector: Any, key: str, spans: Sequence[ReadableSpan]) -> None:
@@ -50,3 +53,79 @@ def test_internal_by_attribute_or_environment_but_never_from_a_tenant_key(
         "sneaky-0": False,
         "sneaky-env-0": False,
     }
+
+
+def _used(collector: Any, tenant: str) -> dict[str, float]:
+    with httpx.Client(base_url=collector.management_url, timeout=10) as api:
+        answer = api.get(f"/api/v1/tenants/{tenant}/status", headers=ADMIN)
+        answer.raise_for_status()
+        return {e["name"]: e["limit"] - e["remaining"] for e in answer.json()["limits"]}
+
+
+def test_limits_leave_internal_usage_out_unless_a_rule_includes_it(
+    collector_factory: Callable[..., Any], make_spans: Callable[..., list[ReadableSpan]]
+) -> None:
+    rules = [
+        {"name": "customer", "limit": 10_000, "window": "day"},
+        {"name": "everything", "limit": 10_000, "window": "day", "include_internal": True},
+    ]
+    collector = collector_factory(
+        limits={"rules": rules},
+        management={
+            "admin_keys": [ADMIN_KEY],
+            "ingest_keys": {OPERATOR_KEY: None, ACME_KEY: "acme"},
+        },
+    )
+    internal = {"tollmeter.internal": True}
+    # 120 tokens a span: one internal call, one of the customer's own.
+    _send(collector, OPERATOR_KEY, make_spans(1, tenant="acme", id_prefix="evals", extra=internal))
+    _send(collector, ACME_KEY, make_spans(1, tenant="acme", id_prefix="customer"))
+    assert _used(collector, "acme") == {"customer": 120, "everything": 240}
+    with httpx.Client(base_url=collector.management_url, timeout=10) as api:
+        shown = api.get("/api/v1/limits", headers=ADMIN).json()["limits"]["rules"]
+    assert [r.get("include_internal", False) for r in shown] == [False, True]
+
+
+def test_an_internal_check_is_counted_only_where_included_and_never_from_a_tenant_key(
+    collector_factory: Callable[..., Any], make_spans: Callable[..., list[ReadableSpan]]
+) -> None:
+    rules = [
+        {"name": "customer", "limit": 10_000, "window": "day"},
+        {"name": "everything", "limit": 10_000, "window": "day", "include_internal": True},
+    ]
+    collector = collector_factory(
+        limits={"rules": rules, "reservation_ttl": "1h"},
+        management={
+            "admin_keys": [ADMIN_KEY],
+            "ingest_keys": {OPERATOR_KEY: None, ACME_KEY: "acme"},
+        },
+    )
+    body = {"tenant": "acme", "estimated_input_tokens": 300, "max_output_tokens": 100}
+    with httpx.Client(base_url=collector.management_url, timeout=10) as api:
+        refused = api.post(
+            "/api/v1/check",
+            json={**body, "internal": True},
+            headers={"authorization": f"Bearer {ACME_KEY}"},
+        )
+        assert refused.status_code == 403
+        # No counter at all: the refused check reserved nothing.
+        assert _used(collector, "acme") == {}
+        allowed = api.post(
+            "/api/v1/check",
+            json={**body, "internal": True},
+            headers={"authorization": f"Bearer {OPERATOR_KEY}"},
+        )
+        assert allowed.status_code == 200
+        assert allowed.json()["allowed"]
+        assert _used(collector, "acme") == {"everything": 400}
+        # The gateway reports the call: its usage event is internal, and settles the
+        # reservation at the actual usage on the rule that includes internal usage only.
+        rid = allowed.json()["reservation_id"]
+        done = api.post(
+            "/api/v1/reconcile",
+            json={"reservation_id": rid, "input_tokens": 50, "output_tokens": 5},
+            headers={"authorization": f"Bearer {OPERATOR_KEY}"},
+        )
+        assert done.status_code == 200
+    assert _used(collector, "acme") == {"everything": 55}
+    assert [e.internal for e in collector.events()] == [True]

@@ -7,7 +7,9 @@ at run time (a PUT lasts until the next restart or SIGHUP, which reload the file
 
 Check and reconcile also accept ingest keys, so applications need no admin key; an
 ingest key bound to a tenant checks that tenant when the request names none, and is
-refused (403) for any other tenant's checks and reservations.
+refused (403) for any other tenant's checks and reservations. ``internal: true`` on a
+check (the operator's own call, counted only by rules with ``include_internal``) is
+refused (403) from a key bound to a tenant.
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ _MAX_TOKENS = 100_000_000
 _MAX_DURATION_S = 86_400.0
 _TEXT_FIELDS = ("project", "model", "api_key_id", "feature", "request_id")
 _CHECK_FIELDS = frozenset(
-    ("tenant", "estimated_input_tokens", "max_output_tokens", "dry_run", *_TEXT_FIELDS)
+    (
+        "tenant",
+        "estimated_input_tokens",
+        "max_output_tokens",
+        "dry_run",
+        "internal",
+        *_TEXT_FIELDS,
+    )
 )
 _USAGE_INTS = (
     "input_tokens",
@@ -112,8 +121,12 @@ def check_request_from_json(data: dict[str, Any]) -> CheckRequest:
     unknown = data.keys() - _CHECK_FIELDS
     if unknown:
         raise BadRequest(f"{sorted(unknown)[0]}: unknown field")
+    internal = data.get("internal", False)
+    if not isinstance(internal, bool):
+        raise BadRequest("internal: expected a boolean")
     return CheckRequest(
         tenant=_required(data, "tenant"),
+        internal=internal,
         estimated_input_tokens=_count(data, "estimated_input_tokens"),
         max_output_tokens=_count(data, "max_output_tokens"),
         **{k: _text(data, k) for k in _TEXT_FIELDS},
@@ -165,6 +178,8 @@ def _rule_to_mapping(rule: LimitConfig) -> dict[str, Any]:
         out["downgrade_model"] = rule.downgrade_model
     if rule.currency is not None:
         out["currency"] = rule.currency
+    if rule.include_internal:
+        out["include_internal"] = True
     return out
 
 
@@ -195,6 +210,11 @@ def limits_routes(service: LimitsService) -> list[Route]:
             return error_response(exc.status, str(exc))
         if bound is not None and check_request.tenant != bound:
             return _other_tenant(bound)
+        if bound is not None and check_request.internal:
+            # As at ingest: a tenant's own key never makes its usage internal.
+            return error_response(
+                403, f"this ingest key is bound to tenant {bound!r} and cannot mark calls internal"
+            )
         result = service.check(check_request, dry_run=dry_run)
         headers = {}
         if not result.allowed and result.retry_after_s is not None:

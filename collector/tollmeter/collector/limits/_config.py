@@ -120,6 +120,8 @@ class LimitConfig:
     alert_at: tuple[float, ...] = ()
     downgrade_model: str | None = None
     currency: str | None = None
+    include_internal: bool = False
+    """Count usage marked internal too; by default the operator's own calls are left out."""
 
     @classmethod
     def from_mapping(
@@ -174,6 +176,8 @@ class LimitConfig:
                     raise section.error("currency", "only valid with measure: cost")
             values["currency"] = currency
         with problems.collect():
+            values["include_internal"] = section.boolean("include_internal", False)
+        with problems.collect():
             if raw["limit"] is not None:
                 values["limit"] = read.number(raw["limit"], section.key("limit"))
         with problems.collect():
@@ -205,6 +209,7 @@ _RULE_KEYS = (
     "downgrade_model",
     "group_by",
     "currency",
+    "include_internal",
 )
 
 

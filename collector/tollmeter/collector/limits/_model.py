@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
-from tollmeter.collector.limits._rules import Estimate
+from tollmeter.collector.limits._rules import INTERNAL, Estimate
 
 __all__ = [
     "Changes",
@@ -80,6 +80,9 @@ class CheckRequest:
     """The tenant's organisation, from the configuration: never taken from the caller."""
     plan: str | None = None
     """The tenant's plan, from the plan assignments: never taken from the caller."""
+    internal: bool = False
+    """The operator's own call: only rules with ``include_internal`` count it. The check
+    API accepts it from callers that are not bound to a tenant only."""
 
     def attributes(self) -> dict[str, str | None]:
         return {
@@ -90,6 +93,7 @@ class CheckRequest:
             "feature": self.feature,
             "org": self.org,
             "plan": self.plan,
+            INTERNAL: "true" if self.internal else None,
         }
 
 
@@ -189,6 +193,7 @@ class Reservation:
             None if result is None else result.downgrade_model,
             q.org,
             q.plan,
+            q.internal,
         ]
 
     @classmethod
@@ -198,8 +203,19 @@ class Reservation:
         # Rows written before organisations existed end at the downgrade.
         org = row[15] if len(row) > 15 else None
         plan = row[16] if len(row) > 16 else None
+        internal = bool(row[17]) if len(row) > 17 else False
         request = CheckRequest(
-            tenant, project, model, api_key_id, feature, int(inp), int(out), request_id, org, plan
+            tenant,
+            project,
+            model,
+            api_key_id,
+            feature,
+            int(inp),
+            int(out),
+            request_id,
+            org,
+            plan,
+            internal,
         )
         return cls(
             id=rid,

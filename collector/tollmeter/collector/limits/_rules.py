@@ -24,6 +24,7 @@ from tollmeter.collector.limits._config import (
 from tollmeter.collector.storage._query import UsageRow
 
 __all__ = [
+    "INTERNAL",
     "Attributes",
     "CalendarWindow",
     "CostEstimator",
@@ -38,8 +39,12 @@ __all__ = [
 ]
 
 Attributes = Mapping[str, "str | None"]
-"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key, org)
-and ``plan``."""
+"""Request attributes keyed by ``DIMENSIONS`` (tenant, project, model, feature, api_key, org),
+``plan`` and ``INTERNAL``."""
+
+INTERNAL = "internal"
+"""Attribute set (to ``"true"``) on the operator's own usage; not a dimension to match or
+group by, only what makes a rule without ``include_internal`` pass the call by."""
 
 CostEstimator = Callable[[str, int, int], "float | None"]
 """(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""
@@ -69,6 +74,7 @@ def attributes_of_event(event: UsageEvent) -> dict[str, str | None]:
         "feature": event.feature,
         "org": event.org_id,
         "plan": event.plan,
+        INTERNAL: "true" if event.internal else None,
     }
 
 
@@ -302,6 +308,8 @@ class Rule:
         }
 
     def matches(self, attrs: Attributes) -> bool:
+        if attrs.get(INTERNAL) is not None and not self.config.include_internal:
+            return False
         for dim, pattern in self._patterns.items():
             value = attrs.get(dim)
             if value is None or not pattern.match(value):
@@ -357,6 +365,9 @@ class Rule:
         )
 
     def actual_amount(self, event: UsageEvent) -> float:
+        if event.internal and not self.config.include_internal:
+            # Settles a reservation made before the call was known to be internal to nothing.
+            return 0.0
         measure = self.config.measure
         if measure == "requests":
             return 1.0

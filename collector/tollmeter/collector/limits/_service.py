@@ -402,6 +402,7 @@ def _usage_event(
         org_id=req.org,
         policy=policy_text(reservation),
         plan=req.plan,
+        internal=req.internal,
     )
 
 
