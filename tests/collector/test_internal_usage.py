@@ -4,6 +4,7 @@ environment, and only for spans sent without a tenant-bound ingest key."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -129,3 +130,30 @@ def test_an_internal_check_is_counted_only_where_included_and_never_from_a_tenan
         assert done.status_code == 200
     assert _used(collector, "acme") == {"everything": 55}
     assert [e.internal for e in collector.events()] == [True]
+
+
+def test_the_usage_api_separates_internal_usage(
+    collector_factory: Callable[..., Any], make_spans: Callable[..., list[ReadableSpan]]
+) -> None:
+    collector = collector_factory(
+        management={"admin_keys": [ADMIN_KEY], "ingest_keys": {OPERATOR_KEY: None}}
+    )
+    internal = {"tollmeter.internal": True}
+    _send(collector, OPERATOR_KEY, make_spans(2, tenant="acme", id_prefix="evals", extra=internal))
+    _send(collector, OPERATOR_KEY, make_spans(1, tenant="acme", id_prefix="customer"))
+    now = datetime.now(timezone.utc)
+    bounds = {"start": (now - timedelta(hours=1)).isoformat(), "end": now.isoformat()}
+
+    def requests(**params: str) -> list[tuple[str, int]]:
+        with httpx.Client(base_url=collector.management_url, timeout=10) as api:
+            answer = api.get("/api/v1/usage", params=params, headers=ADMIN)
+        answer.raise_for_status()
+        return [(r["tenant"], r["requests"]) for r in answer.json()["rows"]]
+
+    assert requests(group_by="tenant", **bounds) == [("acme", 3)]
+    assert requests(group_by="tenant", internal="true", **bounds) == [("acme", 2)]
+    assert requests(group_by="tenant", internal="false", **bounds) == [("acme", 1)]
+    with httpx.Client(base_url=collector.management_url, timeout=10) as api:
+        unbounded = api.get("/api/v1/usage", params={"internal": "true"}, headers=ADMIN)
+        wrong = api.get("/api/v1/usage", params={"internal": "yes", **bounds}, headers=ADMIN)
+    assert (unbounded.status_code, wrong.status_code) == (400, 400)

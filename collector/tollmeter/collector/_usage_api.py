@@ -5,7 +5,9 @@
 is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
 (``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger;
 ``group_by=workflow`` (alone, with ``start`` and ``end``) answers per workflow run with
-its hidden and loop tokens, from the raw events of the range.
+its hidden and loop tokens, from the raw events of the range. ``internal=true|false``
+keeps only the operator's own usage or only the rest; rollups do not keep it apart, so
+it is answered from the raw events and needs ``start`` and ``end`` at most 31 days apart.
 ``GET /api/v1/events`` pages through raw usage events by sequence (``after``, ``limit``;
 ``next`` is the cursor of the following page). ``GET /api/v1/meters`` reads the
 in-memory meters of the current window bucket, or the ledger's rollups of it when the
@@ -45,7 +47,9 @@ __all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "usage_routes"]
 
 MAX_USAGE_ROWS = 10_000
 MAX_EVENTS_PAGE = 1_000
-_USAGE_PARAMS = frozenset({*DIMENSIONS, ORG, "start", "end", "group_by", "window", "limit"})
+_USAGE_PARAMS = frozenset(
+    {*DIMENSIONS, ORG, "internal", "start", "end", "group_by", "window", "limit"}
+)
 _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
 _WORKFLOW = "workflow"
@@ -87,6 +91,14 @@ def _integer(name: str, text: str | None, default: int, low: int, high: int) -> 
     return value
 
 
+def _internal(text: str | None) -> bool | None:
+    if not text:
+        return None
+    if text not in ("true", "false"):
+        raise BadRequest(f"internal must be true or false, not {_preview(text)}")
+    return text == "true"
+
+
 def _group_by(params: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(name.strip() for name in params.get("group_by", "").split(",") if name.strip())
 
@@ -120,6 +132,7 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             feature=params.get("feature") or None,
             api_key=params.get("api_key") or None,
             usage_source=params.get("usage_source") or None,
+            internal=_internal(params.get("internal")),
             start=_time("start", params.get("start")),
             end=_time("end", params.get("end")),
             group_by=group_by,  # type: ignore[arg-type]  # names checked above
@@ -195,6 +208,12 @@ def usage_routes(
           - name: usage_source
             in: query
             schema: {type: string, enum: [provider, estimate, reservation]}
+          - name: internal
+            in: query
+            description: >-
+              only internal usage (true) or only the rest (false); needs start and end at
+              most 31 days apart
+            schema: {type: string, enum: ["true", "false"]}
           - {name: start, in: query, description: ISO 8601, inclusive, schema: {type: string}}
           - {name: end, in: query, description: ISO 8601, exclusive, schema: {type: string}}
           - name: group_by

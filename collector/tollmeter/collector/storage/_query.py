@@ -10,10 +10,12 @@ from tollmeter.collector._dimensions import DIMENSIONS, Dimension
 from tollmeter.collector.errors import InvalidQuery
 from tollmeter.collector.storage._windows import QUERY_WINDOWS, QueryWindow
 
-__all__ = ["DIMENSIONS", "Dimension", "UsageQuery", "UsageRow"]
+__all__ = ["DIMENSIONS", "MAX_RAW_RANGE", "Dimension", "UsageQuery", "UsageRow"]
 
 
 MAX_ROWS = 10_000_000
+MAX_RAW_RANGE = timedelta(days=31)
+"""The longest range a query answered from the raw events (rollups cannot) may cover."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +32,9 @@ class UsageQuery:
     feature: str | None = None
     api_key: str | None = None
     usage_source: str | None = None
+    internal: bool | None = None
+    """Only the operator's own usage (``True``) or only the rest (``False``). Rollups do not
+    keep the mark apart, so such a query reads the raw events of a bounded range."""
     start: datetime | None = None
     end: datetime | None = None
     group_by: tuple[Dimension, ...] = ()
@@ -65,6 +70,11 @@ class UsageQuery:
             raise InvalidQuery(
                 f"unknown window {self.window!r}; choose from {', '.join(QUERY_WINDOWS)}"
             )
+        if self.internal is not None:
+            if self.start is None or self.end is None:
+                raise InvalidQuery("an internal filter needs start and end")
+            if self.end - self.start > MAX_RAW_RANGE:
+                raise InvalidQuery(f"an internal filter covers at most {MAX_RAW_RANGE.days} days")
         if not 1 <= self.limit <= MAX_ROWS:
             raise InvalidQuery(f"limit must be between 1 and {MAX_ROWS}")
 

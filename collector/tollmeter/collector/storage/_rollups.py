@@ -222,7 +222,12 @@ def select_usage(
     dialect: Dialect = SQLITE,
 ) -> list[UsageRow]:
     """Run ``query`` on ``conn``, a DB-API connection to a ledger in ``dialect``."""
-    granularity = _granularity(query, minute_horizon_s, hour_horizon_s)
+    # Rollups sum internal and customer usage together: a query on the mark reads events.
+    granularity = (
+        None
+        if query.internal is not None
+        else _granularity(query, minute_horizon_s, hour_horizon_s)
+    )
     mark = dialect.param
     token_sums = ", ".join(dialect.integer_sum.format(name) for name in _TOKEN_COLUMNS)
     start_ns, end_ns = query.start_ns(), query.end_ns()
@@ -251,6 +256,9 @@ def select_usage(
     for name, value in query.filters().items():
         where.append(f"{columns[name]} = {mark}")
         params.append(value)
+    if query.internal is not None:
+        where.append(f"internal = {mark}")
+        params.append(int(query.internal))
     if query.window is None:
         window_sql = "NULL"
     elif granularity == query.window:

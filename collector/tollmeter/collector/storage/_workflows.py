@@ -18,17 +18,16 @@ the range counted as its first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
 from tollmeter.collector.errors import InvalidQuery
-from tollmeter.collector.storage._query import UsageQuery
+from tollmeter.collector.storage._query import MAX_RAW_RANGE, UsageQuery
 from tollmeter.collector.storage._rollups import _EVENT_COLUMNS, SQLITE, Connection, Dialect
 
 __all__ = ["MAX_RANGE", "WorkflowRow", "check_workflow_query", "select_workflows"]
 
-MAX_RANGE: Final = timedelta(days=31)
+MAX_RANGE: Final = MAX_RAW_RANGE
 """The longest range one workflow query reads."""
 
 
@@ -85,6 +84,9 @@ def select_workflows(
     for name, value in query.filters().items():
         where.append(f"{_EVENT_COLUMNS[name]} = {mark}")
         params.append(value)
+    if query.internal is not None:
+        where.append(f"internal = {mark}")
+        params.append(int(query.internal))
     total = dialect.integer_sum
     looped = "(n > 1 OR COALESCE(attempt, 0) > 0)"
     sql = (
