@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
+from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+
+from tollmeter.collector._cli_focus import focus_export_command
 
 OPERATOR_KEY = "operator-key-0123456789"
 ACME_KEY = "acme-key-0123456789"
@@ -157,3 +162,30 @@ def test_the_usage_api_separates_internal_usage(
         unbounded = api.get("/api/v1/usage", params={"internal": "true"}, headers=ADMIN)
         wrong = api.get("/api/v1/usage", params={"internal": "yes", **bounds}, headers=ADMIN)
     assert (unbounded.status_code, wrong.status_code) == (400, 400)
+
+
+def test_the_focus_export_leaves_internal_usage_out_unless_asked(
+    collector_factory: Callable[..., Any],
+    make_spans: Callable[..., list[ReadableSpan]],
+    tmp_path: Path,
+) -> None:
+    collector = collector_factory(management={"ingest_keys": {OPERATOR_KEY: None}})
+    internal = {"tollmeter.internal": True}
+    _send(collector, OPERATOR_KEY, make_spans(2, tenant="acme", id_prefix="evals", extra=internal))
+    _send(collector, OPERATOR_KEY, make_spans(1, tenant="acme", id_prefix="customer"))
+    today = datetime.now(timezone.utc).date()
+
+    def exported(*flags: str) -> int:
+        out = tmp_path / f"focus{len(flags)}.parquet"
+        result = CliRunner().invoke(
+            focus_export_command,
+            ["--data-dir", str(collector.config.data_dir), "--out", str(out),
+             "--from", (today - timedelta(days=1)).isoformat(),
+             "--to", (today + timedelta(days=1)).isoformat(),
+             *flags],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return sum(pq.read_table(out).column("x_Requests").to_pylist())
+
+    assert exported() == 1
+    assert exported("--include-internal") == 3

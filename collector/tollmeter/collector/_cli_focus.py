@@ -82,6 +82,11 @@ def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
     show_default=True,
     help="BillingAccountName of every row.",
 )
+@click.option(
+    "--include-internal",
+    is_flag=True,
+    help="Also export usage marked internal (the operator's own calls), left out by default.",
+)
 def focus_export_command(
     config_file: Path | None,
     data_dir: str | None,
@@ -93,6 +98,7 @@ def focus_export_command(
     out: Path,
     billing_account_id: str,
     billing_account_name: str,
+    include_internal: bool,
 ) -> None:
     """Write FOCUS 1.2 cost and usage rows from the ledger, as Parquet or CSV."""
     overrides = {k: v for k, v in (("data_dir", data_dir), ("storage.url", storage_url)) if v}
@@ -111,6 +117,7 @@ def focus_export_command(
         period=cast(ChargePeriod, period),
         billing_account_id=billing_account_id,
         billing_account_name=billing_account_name,
+        include_internal=include_internal,
     )
     first, last = day_bounds(start, end)
     try:

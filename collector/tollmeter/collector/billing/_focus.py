@@ -102,6 +102,8 @@ class FocusOptions:
     billing_account_id: str = "tollmeter"
     billing_account_name: str = "tollmeter"
     billing_account_type: str = "Organization"
+    include_internal: bool = False
+    """Bill the operator's own usage too; by default it is no customer's charge."""
 
 
 @dataclass(slots=True)
@@ -138,6 +140,8 @@ def focus_rows(events: Iterable[UsageEvent], options: FocusOptions) -> list[dict
     """The FOCUS rows of ``events``, ordered by charge period, tenant, provider, model."""
     groups: dict[_Key, _Sums] = {}
     for event in events:
+        if event.internal and not options.include_internal:
+            continue
         priced = event.cost is not None
         price = (event.price_source or "priced") if priced else None
         key: _Key = (
