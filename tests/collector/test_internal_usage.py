@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
@@ -61,6 +62,15 @@ def test_internal_by_attribute_or_environment_but_never_from_a_tenant_key(
     }
 
 
+@pytest.fixture(params=["memory", "redis"])
+def limits_storage(request: pytest.FixtureRequest) -> str:
+    """Where the limits keep their counters: both engines settle internal usage alike."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "memory"
+
+
 def _used(collector: Any, tenant: str) -> dict[str, float]:
     with httpx.Client(base_url=collector.management_url, timeout=10) as api:
         answer = api.get(f"/api/v1/tenants/{tenant}/status", headers=ADMIN)
@@ -69,14 +79,16 @@ def _used(collector: Any, tenant: str) -> dict[str, float]:
 
 
 def test_limits_leave_internal_usage_out_unless_a_rule_includes_it(
-    collector_factory: Callable[..., Any], make_spans: Callable[..., list[ReadableSpan]]
+    collector_factory: Callable[..., Any],
+    make_spans: Callable[..., list[ReadableSpan]],
+    limits_storage: str,
 ) -> None:
     rules = [
         {"name": "customer", "limit": 10_000, "window": "day"},
         {"name": "everything", "limit": 10_000, "window": "day", "include_internal": True},
     ]
     collector = collector_factory(
-        limits={"rules": rules},
+        limits={"rules": rules, "storage": limits_storage},
         management={
             "admin_keys": [ADMIN_KEY],
             "ingest_keys": {OPERATOR_KEY: None, ACME_KEY: "acme"},
@@ -93,14 +105,14 @@ def test_limits_leave_internal_usage_out_unless_a_rule_includes_it(
 
 
 def test_an_internal_check_is_counted_only_where_included_and_never_from_a_tenant_key(
-    collector_factory: Callable[..., Any], make_spans: Callable[..., list[ReadableSpan]]
+    collector_factory: Callable[..., Any], limits_storage: str
 ) -> None:
     rules = [
         {"name": "customer", "limit": 10_000, "window": "day"},
         {"name": "everything", "limit": 10_000, "window": "day", "include_internal": True},
     ]
     collector = collector_factory(
-        limits={"rules": rules, "reservation_ttl": "1h"},
+        limits={"rules": rules, "reservation_ttl": "1h", "storage": limits_storage},
         management={
             "admin_keys": [ADMIN_KEY],
             "ingest_keys": {OPERATOR_KEY: None, ACME_KEY: "acme"},
