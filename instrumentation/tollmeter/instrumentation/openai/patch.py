@@ -38,7 +38,7 @@ from tollmeter.instrumentation._peers import beneath
 from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
-from tollmeter.instrumentation.openai import content, extract, providers
+from tollmeter.instrumentation.openai import content, extract
 from tollmeter.instrumentation.openai.providers import ProviderResolver
 from tollmeter.instrumentation.openai.wrappers import (
     AsyncStreamManagerProxy,
@@ -225,8 +225,10 @@ def _start(
     enforcement: Mapping[str, AttributeValue],
 ) -> Call:
     model = _model(kwargs)
-    client = getattr(instance, "_client", None)
-    attributes = extract.server_attributes(instance)
+    client = resolver.facts(
+        getattr(instance, "_client", None), lambda: extract.server_attributes(instance)
+    )
+    attributes = dict(client.server)
     attributes.update(extract.request_attributes(kwargs))
     if endpoint.injects_usage and extract.needs_stream_estimate(kwargs):
         prefetch_encoding(model)
@@ -234,8 +236,8 @@ def _start(
     hidden = endpoint.hidden_input
     return telemetry.start(
         operation=endpoint.operation,
-        provider=resolver.provider(client),
-        request_model=providers.request_model(client, model),
+        provider=client.provider,
+        request_model=client.request_model(model),
         attributes=attributes,
         input_estimate=endpoint.input_estimate(kwargs, model),
         content=None if endpoint.content is None else endpoint.content(kwargs),

@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "AZURE_OPENAI",
     "DEFAULT_PROVIDER",
     "KNOWN_HOSTS",
     "TOLLMETER_OPENAI_PROVIDER_HOSTS",
+    "ClientFacts",
     "ProviderResolver",
     "checked_hosts",
     "parse_hosts",
@@ -78,6 +81,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 _AZURE_CLIENT = "BaseAzureClient"
 _DEPLOYMENTS = "deployments"
+# Clients are few and long-lived; an app making one per request only refills the table.
+_MAX_CLIENTS = 256
 
 
 def parse_hosts(value: str) -> dict[str, str]:
@@ -108,6 +113,20 @@ def checked_hosts(value: object) -> dict[str, str]:
     return {host.lower(): name for host, name in value.items()}
 
 
+class ClientFacts(NamedTuple):
+    """What every call through one client shares."""
+
+    provider: str
+    deployment: str | None
+    """The Azure deployment the client's ``base_url`` is bound to, if any."""
+    server: Mapping[str, AttributeValue]
+    """``server.address``/``server.port``; never mutate (shared by every call)."""
+
+    def request_model(self, model: str | None) -> str | None:
+        """The request model of a call given ``model`` (see ``request_model``)."""
+        return model if self.deployment is None else self.deployment
+
+
 class ProviderResolver:
     """Provider name and request model of a call, from the client that makes it."""
 
@@ -115,6 +134,23 @@ class ProviderResolver:
         self._overrides = dict(provider_hosts)
         # Clients are few and long-lived: remember each (client class, host) answer.
         self._known: dict[tuple[type, str], str] = {}
+        # (client class, id of its base_url) -> (that base_url, its facts). The URL is held so
+        # that its id cannot be reused while cached; a client given a new base_url misses.
+        self._clients: dict[tuple[type, int], tuple[object, ClientFacts]] = {}
+
+    def facts(self, client: Any, server: Callable[[], Mapping[str, AttributeValue]]) -> ClientFacts:
+        """Provider, deployment and server attributes (``server()``) of ``client``, worked
+        out on its first call only."""
+        base_url = getattr(client, "base_url", None)
+        key = (type(client), id(base_url))
+        entry = self._clients.get(key)
+        if entry is not None and entry[0] is base_url:
+            return entry[1]
+        facts = ClientFacts(self.provider(client), _deployment(client), server())
+        if len(self._clients) >= _MAX_CLIENTS:
+            self._clients.clear()
+        self._clients[key] = (base_url, facts)
+        return facts
 
     def provider(self, client: Any) -> str:
         """``gen_ai.provider.name`` for calls made through ``client``."""
@@ -143,13 +179,18 @@ class ProviderResolver:
 
 def request_model(client: Any, model: str | None) -> str | None:
     """The call's ``model``, or the Azure deployment the client's ``base_url`` is bound to."""
+    deployment = _deployment(client)
+    return model if deployment is None else deployment
+
+
+def _deployment(client: Any) -> str | None:
     path = getattr(getattr(client, "base_url", None), "path", None)
     if not isinstance(path, str) or _DEPLOYMENTS not in path:
-        return model
+        return None
     parts = [part for part in path.split("/") if part]
     if _DEPLOYMENTS in parts[:-1]:
         return parts[parts.index(_DEPLOYMENTS) + 1]
-    return model
+    return None
 
 
 def _host(client: Any) -> str:
