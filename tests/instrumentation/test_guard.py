@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -289,3 +290,26 @@ def test_configure_guard_url_wins_over_the_environment(monkeypatch, check_server
     guard = active_guard()
     assert guard is not None
     assert guard.url == check_server.url + "/api/v1/check"
+
+
+def test_a_call_failing_before_any_usage_gives_its_reservation_back(
+    check_server, claude, claude_tracing, dead_url, installed, wait_spans
+):
+    installed.append(Guard(check_server.url).install())
+    with (
+        anthropic.Anthropic(
+            base_url=dead_url, api_key="test-key", max_retries=0, **claude_tracing(False)
+        ) as unreachable,
+        attribute(tenant="acme"),
+    ):
+        with pytest.raises(anthropic.APIConnectionError):
+            _ask(unreachable, max_tokens=1500)
+        [span] = wait_spans(1)
+        reservation = span.attributes[attrs.TOLLMETER_RESERVATION_ID]
+        # Released on a thread of its own, so that the app's exception is not delayed.
+        deadline = time.monotonic() + 10
+        while check_server.service.engine.reservation(reservation) is not None:
+            assert time.monotonic() < deadline, "the failed call's reservation is still held"
+            time.sleep(0.02)
+        # The whole quota is there again for the next call.
+        assert _ask(claude, max_tokens=1500).usage.output_tokens > 0

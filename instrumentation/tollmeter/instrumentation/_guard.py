@@ -61,6 +61,7 @@ __all__ = [
     "Guard",
     "GuardDecision",
     "before_call",
+    "release_failed_call",
 ]
 
 _log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Guard:
         if timeout <= 0:
             raise ConfigurationError(f"guard timeout must be positive, got {timeout!r}")
         self.url = url.rstrip("/") + "/api/v1/check"
+        self.reconcile_url = url.rstrip("/") + "/api/v1/reconcile"
         self.timeout = timeout
         self.fail_mode = fail_mode
         self.apply_downgrade = apply_downgrade
@@ -207,6 +209,33 @@ class Guard:
             model=downgrade if self.apply_downgrade and isinstance(downgrade, str) else None,
             output_room=_output_room(answer, max(0, int(max_output_tokens))),
         )
+
+    def release(self, reservation_id: str) -> bool:
+        """Give a reservation back: its call failed before the provider reported any usage.
+
+        Returns whether the collector released it. An unreachable collector, or one that no
+        longer holds the reservation (already reconciled or expired), leaves nothing to do:
+        the reservation expires on its own, so this never reports an outage.
+        """
+        body = json.dumps({"reservation_id": reservation_id, "cancelled": True}).encode()
+        connection = self._take(self.reconcile_url)
+        try:
+            with suppress_instrumentation():
+                connection.request(
+                    "POST",
+                    urllib.parse.urlsplit(self.reconcile_url).path,
+                    body=body,
+                    headers=self._headers,
+                )
+                response = connection.getresponse()
+                response.read(_MAX_RESPONSE_BYTES)
+        except (OSError, http.client.HTTPException) as exc:
+            _log.debug("tollmeter guard could not release %s: %s", reservation_id, exc)
+            return False
+        finally:
+            # Not kept alive: a release runs on its own thread, maybe after ``close``.
+            connection.close()
+        return response.status == 200
 
     def close(self) -> None:
         """Close the idle connections to the collector (calls made later open new ones)."""
@@ -372,6 +401,24 @@ def _denial(answer: Mapping[str, Any]) -> QuotaExceeded:
 _INSTALLED: Guard | None = None
 _BY_URL: dict[str, Guard | None] = {}
 _BY_URL_LOCK = threading.Lock()
+
+
+def release_failed_call(span: object) -> None:
+    """Give back the guard's reservation of a call that failed before any usage arrived.
+
+    Without it the reservation, and a concurrency slot with it, would be held until it
+    expires. The release runs on a thread of its own: the app's exception is not delayed.
+    """
+    attributes = getattr(span, "attributes", None)
+    if not isinstance(attributes, Mapping):
+        return
+    reservation_id = attributes.get(attrs.TOLLMETER_RESERVATION_ID)
+    guard = active_guard()
+    if guard is None or not isinstance(reservation_id, str):
+        return
+    threading.Thread(
+        target=guard.release, args=(reservation_id,), name="tollmeter-guard-release", daemon=True
+    ).start()
 
 
 def active_guard() -> Guard | None:

@@ -76,6 +76,7 @@ from tollmeter.instrumentation._capture import ContentRecorder
 from tollmeter.instrumentation._content import CaptureMode, Message, RequestContent, reply
 from tollmeter.instrumentation._conventions import Conventions, conventions_from_env
 from tollmeter.instrumentation._estimate import count_text_tokens
+from tollmeter.instrumentation._guard import release_failed_call
 from tollmeter.instrumentation._peers import (
     PeerSpan,
     hold_end,
@@ -458,6 +459,10 @@ class Telemetry:
         if usage is None and not (error is not None and call.first_chunk_at is None):
             usage = self._estimate(call, output_text)
             source = "estimate"
+        if usage is None:
+            # Failed before any output: nothing will be metered to settle the reservation.
+            with contained("telemetry.release_reservation"):
+                release_failed_call(call.span)
         if usage is not None:
             span_attributes.update(_usage_attributes(usage, source))
             if self.conventions.deprecated_span_names:
