@@ -513,6 +513,12 @@ def test_gemini_stream_stops_at_the_budget(gemini, span_attributes, mode):
     assert attributes[attrs.TOLLMETER_STREAM_STOPPED] is True
 
 
+def _stream_helper(client: Any) -> Any:
+    # Newer openai releases have the helper on chat.completions; older ones only in beta.
+    helper = getattr(client.chat.completions, "stream", None)
+    return helper if helper is not None else client.beta.chat.completions.stream
+
+
 def test_the_openai_stream_helper_is_stopped_too(gpt, span_attributes):
     texts: list[str] = []
 
@@ -523,7 +529,7 @@ def test_the_openai_stream_helper_is_stopped_too(gpt, span_attributes):
 
     with (
         budget(max_output_tokens=N),
-        gpt.chat.completions.stream(model=GPT, messages=MESSAGES, extra_headers=LONG) as stream,
+        _stream_helper(gpt)(model=GPT, messages=MESSAGES, extra_headers=LONG) as stream,
         pytest.raises(BudgetExceeded),
     ):
         read_events(stream)
