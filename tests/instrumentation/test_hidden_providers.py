@@ -54,7 +54,7 @@ def _attributes(wait_spans: Callable[[int], tuple[ReadableSpan, ...]]) -> dict[s
 
 
 def test_anthropic_system_blocks_and_tools(fake_llm: Any, instrumented: None, wait_spans) -> None:
-    model = "claude-sonnet-4-5"
+    model = "claude-test-small"
     tool = {"name": "find_book", "description": "Look a book up", "input_schema": SCHEMA}
     system = [{"type": "text", "text": SYSTEM}, {"type": "text", "text": "Be brief."}]
     with anthropic.Anthropic(base_url=fake_llm.url, api_key="k", max_retries=0) as client:
