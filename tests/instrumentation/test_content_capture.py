@@ -25,7 +25,8 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs import export as logs_export
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from tollmeter.instrumentation._content import MAX_CHARS
@@ -41,6 +42,12 @@ INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
 SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 EVENT = "gen_ai.client.inference.operation.details"
+
+# The in-memory log exporter took its current name after OpenTelemetry 1.30, the floor;
+# the old name now warns, so each release gets the name it knows.
+InMemoryLogRecordExporter: Any = (
+    getattr(logs_export, "InMemoryLogRecordExporter", None) or logs_export.InMemoryLogExporter
+)
 
 
 @pytest.fixture
