@@ -17,6 +17,7 @@ from typing import NoReturn, cast
 
 import click
 
+from tollmeter.collector._cli_days import day_range_options
 from tollmeter.collector._config import Config
 from tollmeter.collector.billing import ledger_events
 from tollmeter.collector.billing._focus import ChargePeriod, FocusOptions, day_bounds, focus_rows
@@ -31,13 +32,6 @@ EXIT_FAILURE = 1
 EXIT_INVALID = 2
 
 
-def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
-
-
 @click.command("focus-export")
 @click.option(
     "--config",
@@ -48,10 +42,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
 )
 @click.option("--data-dir", help="Data directory holding ledger.db.")
 @click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
-@click.option("--from", "start", required=True, callback=_day, help="First day, YYYY-MM-DD (UTC).")
-@click.option(
-    "--to", "end", required=True, callback=_day, help="Day after the last one (UTC, exclusive)."
-)
+@day_range_options
 @click.option(
     "--period",
     type=click.Choice(["hour", "day"]),

@@ -23,6 +23,7 @@ from typing import NoReturn, cast
 
 import click
 
+from tollmeter.collector._cli_days import day_range_options
 from tollmeter.collector._config import Config
 from tollmeter.collector.billing import (
     GRAINS,
@@ -48,13 +49,6 @@ EXIT_INVALID = 2
 EXIT_DRIFT = 3
 
 
-def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
-
-
 @click.command("reconcile-report")
 @click.option(
     "--config",
@@ -65,14 +59,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str) -> date:
 )
 @click.option("--data-dir", help="Data directory holding ledger.db and reports.db.")
 @click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
-@click.option("--from", "start", required=True, callback=_day, help="First day, YYYY-MM-DD (UTC).")
-@click.option(
-    "--to",
-    "end",
-    required=True,
-    callback=_day,
-    help="Day after the last one, YYYY-MM-DD (UTC, exclusive).",
-)
+@day_range_options
 @click.option(
     "--provider",
     "providers",
