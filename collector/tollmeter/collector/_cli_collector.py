@@ -128,9 +128,14 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
     from tollmeter.collector.errors import StartupError
 
     collector = Collector(config)
+    # Handlers go in before the servers start: /readyz may answer while start() still
+    # awaits, and a SIGTERM sent then must stop the collector gracefully, not kill it.
+    stop = asyncio.Event()
+    restore = _install_signal_handlers(stop)
     try:
         await collector.start()
     except StartupError as exc:
+        restore()
         click.echo(f"tollmeter collector: cannot start: {exc}", err=True)
         return EXIT_STARTUP_FAILURE
     lines = [
@@ -143,8 +148,6 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
             click.echo(f"tollmeter collector: {what} listening on {where}")
     click.echo(f"tollmeter collector: ledger {config.storage_url}")
     sys.stdout.flush()
-    stop = asyncio.Event()
-    restore = _install_signal_handlers(stop)
     stop_reloading = _reload_on_sighup(collector, reload) if reload is not None else lambda: None
     try:
         await stop.wait()
