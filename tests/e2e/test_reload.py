@@ -153,3 +153,91 @@ def test_sighup_rotates_keys_and_certificates_keeping_open_connections(
     assert usage_status(running, "admin-new", trusting(new_ca)) == 200
     assert usage_status(running, "admin-newer", trusting(new_ca)) == 401
     assert running.stop() == 0
+
+
+def plans_config(path, *, free_limit: int, pro_tenants: list[str]) -> None:
+    monthly = {"name": "monthly-tokens", "window": "month"}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "management": {"admin_keys": ["admin"]},
+                "limits": {"reservation_ttl": "1h"},
+                "plans": {
+                    "free": {"default": True, "limits": [{**monthly, "limit": free_limit}]},
+                    "pro": {"tenants": pro_tenants, "limits": [{**monthly, "limit": 100_000}]},
+                },
+            }
+        )
+    )
+
+
+def monthly(running, tenant: str) -> tuple[int, int]:
+    """(limit, remaining) of the tenant's monthly-tokens, as its status reports them."""
+    answer = httpx.get(
+        f"{running.management_url}/api/v1/tenants/{tenant}/status",
+        headers={"Authorization": "Bearer admin"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    (entry,) = [e for e in answer.json()["limits"] if e["name"] == "monthly-tokens"]
+    return entry["limit"], entry["remaining"]
+
+
+def reserve(running, tenant: str, tokens: int) -> bool:
+    """Whether a check of ``tokens`` is admitted (the reservation is kept)."""
+    body = {"tenant": tenant, "estimated_input_tokens": tokens, "max_output_tokens": 0}
+    answer = httpx.post(
+        f"{running.management_url}/api/v1/check",
+        json=body,
+        headers={"Authorization": "Bearer admin"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    allowed: bool = answer.json()["allowed"]
+    return allowed
+
+
+def test_sighup_reloads_plans_keeping_the_periods_usage_and_the_apis_assignments(
+    collector_process, tmp_path
+):
+    config = tmp_path / "tollmeter.yaml"
+    plans_config(config, free_limit=1_000, pro_tenants=[])
+    running = collector_process(args=["--config", str(config)])
+    for tenant in ("acme", "globex", "initech"):
+        assert reserve(running, tenant, 900)
+        assert not reserve(running, tenant, 200)
+    # The API moves globex to pro: an assignment the file cannot take back.
+    moved = httpx.put(
+        f"{running.management_url}/api/v1/tenants/globex/plan",
+        json={"plan": "pro"},
+        headers={"Authorization": "Bearer admin"},
+        timeout=10,
+    )
+    assert moved.status_code == 200, moved.text
+
+    # The file raises free to 1,500, puts acme (and globex) on pro.
+    plans_config(config, free_limit=1_500, pro_tenants=["acme", "globex"])
+    running.process.send_signal(signal.SIGHUP)
+    wait_for_log(running, "limits reloaded: 0 rules, 2 plans")
+    # Each keeps the 900 tokens it used this month, under its new plan's value.
+    assert monthly(running, "acme") == (100_000, 99_100)
+    assert monthly(running, "initech") == (1_500, 600)
+    assert reserve(running, "acme", 5_000)
+    assert reserve(running, "initech", 500)
+    assert not reserve(running, "initech", 200)
+
+    # Back to free in the file: acme follows it, globex stays where the API put it.
+    plans_config(config, free_limit=1_500, pro_tenants=[])
+    running.process.send_signal(signal.SIGHUP)
+    wait_for_log(running, "limits reloaded: 0 rules, 2 plans", count=2)
+    assert monthly(running, "acme") == (1_500, 0)  # 5,900 used
+    assert not reserve(running, "acme", 1)
+    assert monthly(running, "globex") == (100_000, 99_100)
+    assert reserve(running, "globex", 5_000)
+
+    # A broken plans section changes nothing.
+    config.write_text(config.read_text().replace("default: true", "default: maybe"))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for_log(running, "SIGHUP: configuration not reloaded")
+    assert monthly(running, "initech") == (1_500, 100)
+    assert running.stop() == 0

@@ -96,7 +96,7 @@ def collector_command(
     """Run the collector: OTLP in, usage ledger, management API.
 
     Stops gracefully on SIGTERM or Ctrl-C (a second one forces exit). SIGHUP
-    reloads the keys, TLS files and limits from the configuration.
+    reloads the keys, TLS files, limits and plans from the configuration.
     """
     # Only values really given (flag or variable) override the file; the shown
     # defaults are the configuration's own.
@@ -160,8 +160,8 @@ async def _serve(config: Config, reload: Callable[[], Config] | None = None) -> 
 
 
 def _reload_on_sighup(collector: Collector, load: Callable[[], Config]) -> Callable[[], None]:
-    """On SIGHUP, read the configuration again and swap in its TLS certificates, keys
-    and limits (limit state kept); returns the undo. A configuration that is invalid,
+    """On SIGHUP, read the configuration again and swap in its TLS certificates, keys,
+    limits and plans (limit state kept); returns the undo. A configuration that is invalid,
     or whose certificates cannot be used, is logged and changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -172,8 +172,8 @@ def _reload_on_sighup(collector: Collector, load: Callable[[], Config]) -> Calla
             collector.reload(load())
         except TollmeterError as exc:
             _logger.error(
-                "SIGHUP: configuration not reloaded; the certificates, keys and limits in "
-                "force stay: %s",
+                "SIGHUP: configuration not reloaded; the certificates, keys, limits and "
+                "plans in force stay: %s",
                 exc,
             )
 

@@ -6,7 +6,7 @@ metrics, console, receivers, management API; port 0 allowed: the bound addresses
 exposed). :meth:`Collector.stop` stops those that started in the reverse order within
 one deadline, ``config.shutdown_grace`` from the stop: the listeners first (no new
 spans, in-flight requests finish), the ledger last. :meth:`Collector.reload` swaps in new
-keys, TLS files and limits while serving. Signals are the CLI's business, never this
+keys, TLS files, limits and plans while serving. Signals are the CLI's business, never this
 class's.
 """
 
@@ -156,8 +156,8 @@ class Collector:
     # -- reload ------------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
-        """Swap in the TLS certificates, keys and limits of ``config`` without dropping
-        connections (what else changed waits for a restart).
+        """Swap in the TLS certificates, keys, limits and plans of ``config`` without
+        dropping connections (what else changed waits for a restart).
 
         Raises :class:`~tollmeter.collector._tls.TlsError` and changes nothing when
         the new certificates cannot be used.
@@ -173,7 +173,7 @@ class Collector:
         )
         _logger.info("admin and ingest keys reloaded")
         if self.limits is not None:
-            self.limits.reload(config.limits)
+            self.limits.reload(config.limits, config.plans)
 
     # -- lifecycle ---------------------------------------------------------------
 

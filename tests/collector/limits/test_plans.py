@@ -103,6 +103,9 @@ def test_an_upgrade_admits_at_once_and_keeps_the_months_usage(
         time.sleep(0.02)
     assert (denied["allowed"], denied["denied_by"]) == (False, "monthly-tokens")
     assert _monthly(denied)["limit"] == 1_000
+    # The status reads the counter at the tenant's own plan's value, not the largest's.
+    status_url = f"{api}/api/v1/tenants/acme/status"
+    assert _monthly(_admin("GET", status_url).json())["limit"] == 1_000
 
     # The tenant's own key may not move it; an unknown plan is refused; neither changes it.
     own = httpx.put(
@@ -120,6 +123,7 @@ def test_an_upgrade_admits_at_once_and_keeps_the_months_usage(
     assert admitted["allowed"], admitted
     # The free month's 960 tokens and this reservation's 100 count against pro's 100,000.
     assert (_monthly(admitted)["limit"], _monthly(admitted)["remaining"]) == (100_000, 98_940)
+    assert _monthly(_admin("GET", status_url).json())["limit"] == 100_000
 
     _send(running, 2, f"pro-{engine}")
     events = _events(running, 10)

@@ -410,13 +410,15 @@ class LimitEngine:
                 "reservations_expired": self._counts["expired"],
             }
 
-    def status(self, tenant: str) -> dict[str, Any]:
-        """Every limit counter of ``tenant``: remaining, and what is blocked until when."""
+    def status(self, tenant: str, plan: str | None = None) -> dict[str, Any]:
+        """Every limit counter of ``tenant``: remaining, and what is blocked until when;
+        plan limits at the value of ``plan``, the tenant's."""
         with self._lock:
             now = self._clock()
+            by_name = self._by_name if plan is None else rules_by_name(self._rules, plan)
             entries = []
             for (name, key), counter in sorted(self._counters.items()):
-                rule = self._by_name.get(name)
+                rule = by_name.get(name)
                 if rule is None or "tenant" not in rule.config.group_by:
                     continue
                 if key[rule.config.group_by.index("tenant")] == tenant:

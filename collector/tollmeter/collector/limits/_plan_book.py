@@ -1,7 +1,9 @@
 """Which plan each tenant is on: the management API's word, else the configuration's.
 
 Assignments made through the API are written to the ledger (``tenant_plans``), which
-every replica shares, and win over the configuration's until changed again. A replica
+every replica shares, and win over the configuration's until changed again, also over a
+file reloaded on SIGHUP: the API is where a tenant's move is recorded as it happens, the
+file only says where tenants start. A replica
 reads them all again at most every ``refresh_s`` seconds, on the next lookup after that
 time; the replica that made a change sees it at once.
 """
@@ -56,6 +58,10 @@ class PlanBook:
         if assigned is not None and assigned in self.plans.limits:
             return assigned
         return self.plans.plan_of(tenant)
+
+    def replace(self, plans: PlansConfig) -> None:
+        """Use ``plans`` (a reloaded file) from now on; the API's assignments stay."""
+        self.plans = plans
 
     def assign(self, tenant: str, plan: str) -> None:
         """Put ``tenant`` on ``plan`` for every replica; raises ``UnknownPlan``."""

@@ -550,10 +550,11 @@ class RedisLimitEngine:
                 "reservations_expired": self._counts["expired"],
             }
 
-    def status(self, tenant: str) -> dict[str, Any]:
-        """Every limit counter of ``tenant``: remaining, and what is blocked until when."""
+    def status(self, tenant: str, plan: str | None = None) -> dict[str, Any]:
+        """Every limit counter of ``tenant``: remaining, and what is blocked until when;
+        plan limits at the value of ``plan``, the tenant's."""
         now = self._clock()
-        by_name = self._by_name
+        by_name = self._by_name if plan is None else rules_by_name(self._rules, plan)
         with self._link.reach() as client:
             set_key = self._keys.counters(tenant)
             slots = []

@@ -50,18 +50,22 @@ CostEstimator = Callable[[str, int, int], "float | None"]
 """(model, input tokens, output tokens) -> estimated cost, or None when unpriced."""
 
 
-def rules_by_name(rules: Iterable[Rule]) -> dict[str, Rule]:
+def rules_by_name(rules: Iterable[Rule], plan: str | None = None) -> dict[str, Rule]:
     """The rule of each name, for settling counters where the plan is not at hand.
 
     Limits of one name in several plans share their counters; the one with the largest
     capacity stands for them, so that a bucket is never clamped below what the plan of
-    its tenant allows (the next check brings it back to its own plan's capacity).
+    its tenant allows (the next check brings it back to its own plan's capacity). With
+    ``plan`` (a tenant's, known), that plan's rule stands for its names instead.
     """
+    rules = tuple(rules)
     by_name: dict[str, Rule] = {}
     for rule in rules:
         held = by_name.get(rule.name)
         if held is None or rule.window.capacity > held.window.capacity:
             by_name[rule.name] = rule
+    if plan is not None:
+        by_name.update((r.name, r) for r in rules if r.config.match.get("plan") == (plan,))
     return by_name
 
 

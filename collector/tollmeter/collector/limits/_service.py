@@ -211,7 +211,11 @@ class LimitsService:
     def release(self, reservation_id: str) -> bool:
         return self.engine.release(reservation_id)
 
-    def reload(self, limits: LimitsConfig) -> None:
+    def reload(self, limits: LimitsConfig, plans: PlansConfig | None = None) -> None:
+        """Enforce ``limits`` (and ``plans``, when given: their templates and the tenants
+        the file puts on them) from the next check on. Counters of every limit whose
+        window is unchanged are kept, plan limits' too: a tenant moved to another plan by
+        the file keeps what it used this period, as after a move through the API."""
         started = self.limits
         # Where the state lives is chosen at start; a reload changes the rules only.
         limits = dataclasses.replace(
@@ -222,13 +226,21 @@ class LimitsService:
             redis_timeout_s=started.redis_timeout_s,
         )
         self.limits = limits
-        self.engine.set_config(with_plan_rules(limits, self.plans.plans))
-        logger.info("limits reloaded: %d rules", len(limits.rules))
+        if plans is None:
+            self.engine.set_config(with_plan_rules(limits, self.plans.plans))
+            logger.info("limits reloaded: %d rules", len(limits.rules))
+            return
+        # The rules first: a check in between meets the new templates under the old
+        # assignments, never an assignment to a plan whose rules are not there yet.
+        self.engine.set_config(with_plan_rules(limits, plans))
+        self.plans.replace(plans)
+        logger.info("limits reloaded: %d rules, %d plans", len(limits.rules), len(plans.limits))
 
     def status(self, tenant: str) -> dict[str, Any]:
-        """The engine's view of the tenant, each limit with its latest ``forecast``
-        (``null`` for limits without one: rolling windows, calls in flight)."""
-        status = self.engine.status(tenant)
+        """The engine's view of the tenant, plan limits at its plan's values, each limit
+        with its latest ``forecast`` (``null`` for limits without one: rolling windows,
+        calls in flight)."""
+        status = self.engine.status(tenant, self.plans.plan_of(tenant))
         forecaster = self._forecaster
         by_name = {r.name: r for r in self.engine.config.rules}
         for entry in status["limits"]:
