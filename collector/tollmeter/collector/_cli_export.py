@@ -13,15 +13,17 @@ ledger; 2 invalid configuration; 75 another export held the directory too long.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from tollmeter.collector._cli_ledger import (
+    EXIT_FAILURE,
+    ledger_options,
+    load_ledger_config,
+)
 from tollmeter.collector._cli_progress import Progress
-from tollmeter.collector._config import Config
-from tollmeter.collector.errors import InvalidConfig
 from tollmeter.collector.export import ExportBusy, Exporter, ExportStatus
 from tollmeter.collector.export._cursor import load_cursor
 from tollmeter.collector.storage import Ledger, open_ledger
@@ -29,8 +31,6 @@ from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["export_command"]
 
-EXIT_FAILURE = 1
-EXIT_INVALID_CONFIG = 2
 EXIT_BUSY = 75
 
 # Option name -> configuration key it overrides.
@@ -44,16 +44,7 @@ _FLAG_KEYS = {
 
 
 @click.command("export")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TOLLMETER_CONFIG",
-    show_envvar=True,
-    help="YAML configuration file to load.",
-)
-@click.option("--data-dir", help="Data directory holding ledger.db (default: ./tollmeter-data).")
-@click.option("--storage-url", help="Ledger URL, e.g. sqlite:///tollmeter-data/ledger.db.")
+@ledger_options(data_dir_help="Data directory holding ledger.db (default: ./tollmeter-data).")
 @click.option("--directory", help="Export directory (default: <data-dir>/export).")
 @click.option("--collector-id", help="Collector id named in the file names.")
 @click.option("--timeout", help="Longest run, e.g. 90s or 10m (default: export.timeout).")
@@ -74,16 +65,7 @@ def export_command(
             and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         ):
             flags[_FLAG_KEYS[name]] = value
-    try:
-        config = Config.load(config_file, environ=os.environ, overrides=flags)
-    except InvalidConfig as exc:
-        click.echo("invalid configuration:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID_CONFIG)
-    if config.storage.url is None and not (config.data_dir / "ledger.db").is_file():
-        click.echo(f"tollmeter export: no ledger in {config.data_dir}", err=True)
-        sys.exit(EXIT_FAILURE)
+    config = load_ledger_config("export", config_file, flags)
     try:
         ledger = open_ledger(config.storage_url)
     except TollmeterError as exc:

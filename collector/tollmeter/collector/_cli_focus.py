@@ -8,7 +8,6 @@ arguments or configuration.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import date
 from decimal import Decimal
@@ -18,30 +17,23 @@ from typing import NoReturn, cast
 import click
 
 from tollmeter.collector._cli_days import day_range_options
-from tollmeter.collector._config import Config
+from tollmeter.collector._cli_ledger import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    ledger_options,
+    load_ledger_config,
+)
 from tollmeter.collector.billing import ledger_events
 from tollmeter.collector.billing._focus import ChargePeriod, FocusOptions, day_bounds, focus_rows
 from tollmeter.collector.billing._focus_write import FocusFormat, write_focus
-from tollmeter.collector.errors import InvalidConfig
 from tollmeter.collector.storage import open_ledger
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["focus_export_command"]
 
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
-
 
 @click.command("focus-export")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TOLLMETER_CONFIG",
-    help="YAML configuration file to load.",
-)
-@click.option("--data-dir", help="Data directory holding ledger.db.")
-@click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
+@ledger_options(data_dir_help="Data directory holding ledger.db.")
 @day_range_options
 @click.option(
     "--period",
@@ -92,18 +84,11 @@ def focus_export_command(
     include_internal: bool,
 ) -> None:
     """Write FOCUS 1.2 cost and usage rows from the ledger, as Parquet or CSV."""
-    overrides = {k: v for k, v in (("data_dir", data_dir), ("storage.url", storage_url)) if v}
-    try:
-        config = Config.load(config_file, environ=os.environ, overrides=overrides)
-    except InvalidConfig as exc:
-        click.echo("invalid configuration:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
+    config = load_ledger_config(
+        "focus-export", config_file, {"data_dir": data_dir, "storage.url": storage_url}
+    )
     if end <= start:
         _fail("--to must be after --from", EXIT_INVALID)
-    if config.storage.url is None and not (config.data_dir / "ledger.db").is_file():
-        _fail(f"no ledger in {config.data_dir}", EXIT_FAILURE)
     options = FocusOptions(
         period=cast(ChargePeriod, period),
         billing_account_id=billing_account_id,

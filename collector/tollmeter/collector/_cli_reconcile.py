@@ -14,7 +14,6 @@ given and some measure drifted by at least that percentage.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import date
 from decimal import Decimal
@@ -24,7 +23,12 @@ from typing import NoReturn, cast
 import click
 
 from tollmeter.collector._cli_days import day_range_options
-from tollmeter.collector._config import Config
+from tollmeter.collector._cli_ledger import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    ledger_options,
+    load_ledger_config,
+)
 from tollmeter.collector.billing import (
     GRAINS,
     PROVIDERS,
@@ -38,27 +42,16 @@ from tollmeter.collector.billing import (
     import_csv_report,
     reconcile_stored,
 )
-from tollmeter.collector.errors import InvalidConfig
 from tollmeter.collector.storage import open_ledger
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["reconcile_command"]
 
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
 EXIT_DRIFT = 3
 
 
 @click.command("reconcile-report")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TOLLMETER_CONFIG",
-    help="YAML configuration file to load.",
-)
-@click.option("--data-dir", help="Data directory holding ledger.db and reports.db.")
-@click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
+@ledger_options(data_dir_help="Data directory holding ledger.db and reports.db.")
 @day_range_options
 @click.option(
     "--provider",
@@ -135,14 +128,9 @@ def reconcile_command(
     as_json: bool,
 ) -> None:
     """Compare the providers' usage and cost reports with the ledger, per day and model."""
-    overrides = {k: v for k, v in (("data_dir", data_dir), ("storage.url", storage_url)) if v}
-    try:
-        config = Config.load(config_file, environ=os.environ, overrides=overrides)
-    except InvalidConfig as exc:
-        click.echo("invalid configuration:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
+    config = load_ledger_config(
+        "reconcile-report", config_file, {"data_dir": data_dir, "storage.url": storage_url}
+    )
     if end <= start:
         _fail("--to must be after --from", EXIT_INVALID)
     keys: dict[Provider, str | None] = {

@@ -12,34 +12,25 @@ read; 2 invalid configuration.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from tollmeter.collector._config import Config
-from tollmeter.collector.errors import InvalidConfig
+from tollmeter.collector._cli_ledger import (
+    ledger_options,
+    load_ledger_config,
+)
 from tollmeter.semconv.errors import TollmeterError
 
 __all__ = ["verify_command"]
 
 EXIT_BROKEN = 1
-EXIT_INVALID_CONFIG = 2
 
 
 @click.command("verify")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TOLLMETER_CONFIG",
-    show_envvar=True,
-    help="YAML configuration file to load.",
-)
-@click.option("--data-dir", help="Data directory holding ledger.db (default: ./tollmeter-data).")
-@click.option("--storage-url", help="Ledger URL, e.g. postgresql://... (default: the data dir's).")
+@ledger_options(data_dir_help="Data directory holding ledger.db (default: ./tollmeter-data).")
 @click.option(
     "--export",
     "export_dir",
@@ -64,16 +55,9 @@ def verify_command(
             _fail(f"cannot read {export_dir}: {exc}")
         _report(export_verdict.to_json(), export_verdict.describe(), export_verdict.ok, as_json)
         return
-    overrides = {k: v for k, v in (("data_dir", data_dir), ("storage.url", storage_url)) if v}
-    try:
-        config = Config.load(config_file, environ=os.environ, overrides=overrides)
-    except InvalidConfig as exc:
-        click.echo("invalid configuration:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID_CONFIG)
-    if config.storage.url is None and not (config.data_dir / "ledger.db").is_file():
-        _fail(f"no ledger in {config.data_dir}")
+    config = load_ledger_config(
+        "verify", config_file, {"data_dir": data_dir, "storage.url": storage_url}
+    )
     from tollmeter.collector.storage import open_ledger
     from tollmeter.collector.storage._verify import verify_ledger
 
