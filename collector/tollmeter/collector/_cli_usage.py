@@ -22,7 +22,7 @@ __all__ = ["TABLE_WIDTH", "format_table", "usage_command"]
 
 TABLE_WIDTH = 100
 
-_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key", "usage_source")
+_DIMENSIONS = ("tenant", "project", "model", "feature", "api_key", "usage_source", "plan")
 _WINDOWS = ("minute", "hour", "day", "week", "month")
 # (JSON field, header) of the token columns, narrow then wide.
 _NARROW = (
@@ -58,10 +58,14 @@ _WINDOW_FORMATS = {
 @click.option("--model", help="Only this model.")
 @click.option("--feature", help="Only this feature.")
 @click.option(
+    "--plan", help="Only usage metered under this plan (with --since and --until, 31 days at most)."
+)
+@click.option(
     "--group-by",
     default="tenant",
     show_default=True,
-    help="Comma-separated dimensions: tenant, project, model, feature, api_key, usage_source.",
+    help="Comma-separated dimensions: tenant, project, model, feature, api_key, usage_source, "
+    "plan (with --since and --until, 31 days at most).",
 )
 @click.option("--window", type=click.Choice(_WINDOWS), help="Also split by calendar window.")
 @click.option("--since", help="Start: an ISO 8601 time, or a duration ago such as 24h or 7d.")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from tollmeter.collector.storage import DIMENSIONS, UsageRow
+from tollmeter.collector.storage import QUERY_DIMENSIONS, UsageRow
 
 __all__ = ["ORG", "OrgRows", "by_org"]
 
@@ -36,7 +36,7 @@ def by_org(
     """``rows`` (grouped by tenant and ``group_by``) kept for ``org`` when given, and summed
     over ``group_by`` plus the organisation when ``group_by`` names it."""
     grouped = ORG in group_by
-    kept = tuple(name for name in DIMENSIONS if name in group_by)
+    kept = tuple(name for name in QUERY_DIMENSIONS if name in group_by)
     sums: dict[_Key, UsageRow] = {}
     for row in rows:
         owner = org_of.get(row.tenant or "")
@@ -62,6 +62,7 @@ def _add(a: UsageRow, b: UsageRow) -> UsageRow:
         feature=a.feature,
         api_key=a.api_key,
         usage_source=a.usage_source,
+        plan=a.plan,
         input_tokens=a.input_tokens + b.input_tokens,
         cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
         cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
@@ -77,7 +78,7 @@ def _add(a: UsageRow, b: UsageRow) -> UsageRow:
 def _only(row: UsageRow, kept: tuple[str, ...]) -> UsageRow:
     """``row`` with the dimensions not asked for blanked (the tenant added for the
     mapping, in particular)."""
-    values = {name: getattr(row, name) if name in kept else None for name in DIMENSIONS}
+    values = {name: getattr(row, name) if name in kept else None for name in QUERY_DIMENSIONS}
     return UsageRow(
         window_start=row.window_start,
         input_tokens=row.input_tokens,

@@ -1,13 +1,15 @@
 """HTTP routes of the usage API: totals, raw events and live meters, as JSON.
 
 ``GET /api/v1/usage`` filters (``tenant``, ``project``, ``model``, ``feature``,
-``api_key``, ``usage_source``), bounds (``start``, ``end``: ISO 8601, UTC when no offset
+``api_key``, ``usage_source``, ``plan``), bounds (``start``, ``end``: ISO 8601, UTC when no offset
 is given, ``end`` exclusive), groups (``group_by=tenant,model``) and buckets
 (``window=minute|hour|day|week|month``, UTC, weeks from Monday) usage from the ledger;
 ``group_by=workflow`` (alone, with ``start`` and ``end``) answers per workflow run with
 its hidden and loop tokens, from the raw events of the range. ``internal=true|false``
-keeps only the operator's own usage or only the rest; rollups do not keep it apart, so
-it is answered from the raw events and needs ``start`` and ``end`` at most 31 days apart.
+keeps only the operator's own usage or only the rest. A ``plan`` filter or grouping
+splits usage by the plan each event was metered under. Rollups keep neither, so such a
+query is answered from the raw events and needs ``start`` and ``end`` at most 31 days
+apart.
 ``GET /api/v1/events`` pages through raw usage events by sequence (``after``, ``limit``;
 ``next`` is the cursor of the following page). ``GET /api/v1/meters`` reads the
 in-memory meters of the current window bucket, or the ledger's rollups of it when the
@@ -32,7 +34,7 @@ from tollmeter.collector._meters import METER_DIMENSIONS, Meters, ledger_breakdo
 from tollmeter.collector._org_usage import ORG, by_org
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import (
-    DIMENSIONS,
+    QUERY_DIMENSIONS,
     QUERY_WINDOWS,
     WINDOWS,
     InvalidQuery,
@@ -48,7 +50,7 @@ __all__ = ["MAX_EVENTS_PAGE", "MAX_USAGE_ROWS", "usage_routes"]
 MAX_USAGE_ROWS = 10_000
 MAX_EVENTS_PAGE = 1_000
 _USAGE_PARAMS = frozenset(
-    {*DIMENSIONS, ORG, "internal", "start", "end", "group_by", "window", "limit"}
+    {*QUERY_DIMENSIONS, ORG, "internal", "start", "end", "group_by", "window", "limit"}
 )
 _EVENTS_PARAMS = frozenset({"after", "limit"})
 _METERS_PARAMS = frozenset({"window", "group_by"})
@@ -113,11 +115,11 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             raise BadRequest("group_by=workflow takes no other dimension and no window")
         if params.get("start") is None or params.get("end") is None:
             raise BadRequest("group_by=workflow needs start and end")
-    unknown = [name for name in group_by if name not in DIMENSIONS]
+    unknown = [name for name in group_by if name not in QUERY_DIMENSIONS]
     if unknown:
         raise BadRequest(
             f"cannot group by {_preview(', '.join(unknown))}; "
-            f"choose from {', '.join(DIMENSIONS)} or {_WORKFLOW} alone"
+            f"choose from {', '.join(QUERY_DIMENSIONS)} or {_WORKFLOW} alone"
         )
     window = params.get("window") or None
     if window is not None and window not in QUERY_WINDOWS:
@@ -132,6 +134,7 @@ def _usage_query(params: Mapping[str, str]) -> UsageQuery:
             feature=params.get("feature") or None,
             api_key=params.get("api_key") or None,
             usage_source=params.get("usage_source") or None,
+            plan=params.get("plan") or None,
             internal=_internal(params.get("internal")),
             start=_time("start", params.get("start")),
             end=_time("end", params.get("end")),
@@ -152,11 +155,11 @@ def _per_tenant(params: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, .
     asked = _group_by(params)
     if _WORKFLOW in asked:
         raise BadRequest("group_by=workflow takes no org")
-    unknown = [name for name in asked if name not in DIMENSIONS and name != ORG]
+    unknown = [name for name in asked if name not in QUERY_DIMENSIONS and name != ORG]
     if unknown:
         raise BadRequest(
             f"cannot group by {_preview(', '.join(unknown))}; "
-            f"choose from {', '.join(DIMENSIONS)}, {ORG} or {_WORKFLOW} alone"
+            f"choose from {', '.join(QUERY_DIMENSIONS)}, {ORG} or {_WORKFLOW} alone"
         )
     dims = [name for name in asked if name != ORG]
     per_tenant = {name: value for name, value in params.items() if name != ORG}
@@ -208,6 +211,12 @@ def usage_routes(
           - name: usage_source
             in: query
             schema: {type: string, enum: [provider, estimate, reservation]}
+          - name: plan
+            in: query
+            description: >-
+              the plan the usage was metered under; needs start and end at most 31 days
+              apart
+            schema: {type: string}
           - name: internal
             in: query
             description: >-
@@ -219,9 +228,10 @@ def usage_routes(
           - name: group_by
             in: query
             description: >-
-              comma-separated tenant, project, model, feature, api_key, usage_source, org; or
-              workflow alone (with start and end at most 31 days apart): calls, tokens,
-              hidden input tokens, loop tokens, retries and cost per workflow run
+              comma-separated tenant, project, model, feature, api_key, usage_source, plan
+              (with start and end at most 31 days apart), org; or workflow alone (with start
+              and end at most 31 days apart): calls, tokens, hidden input tokens, loop
+              tokens, retries and cost per workflow run
             schema: {type: string}
           - name: window
             in: query

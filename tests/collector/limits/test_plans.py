@@ -1,19 +1,23 @@
 """Plans in a real collector with either limits engine (in-process and Redis): a free
 tenant at its quota is moved to pro through the API and admitted at once, with the
-month's usage still counted; every event records the plan it was metered under."""
+month's usage still counted; every event records the plan it was metered under, which
+the usage API and ``tollmeter usage`` group and filter by."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.collector.conftest import RunningCollector, genai_spans
+from tollmeter.collector._cli_group import cli
 
 ADMIN = "admin-key"
 ACME_KEY = "acme-ingest-key"
@@ -128,3 +132,26 @@ def test_an_upgrade_admits_at_once_and_keeps_the_months_usage(
     _send(running, 2, f"pro-{engine}")
     events = _events(running, 10)
     assert [e["plan"] for e in events] == ["free"] * 8 + ["pro"] * 2
+
+    # The usage API and ``tollmeter usage`` split the month by the plan it was used under.
+    now = datetime.now(timezone.utc)
+    start, end = (now - timedelta(hours=1)).isoformat(), (now + timedelta(hours=1)).isoformat()
+    usage_url = f"{api}/api/v1/usage"
+    by_plan = _admin("GET", usage_url, params={"group_by": "plan", "start": start, "end": end})
+    assert [(r["plan"], r["total_tokens"]) for r in by_plan.json()["rows"]] == [
+        ("free", 960),
+        ("pro", 240),
+    ]
+    pro = _admin("GET", usage_url, params={"plan": "pro", "start": start, "end": end})
+    assert [r["requests"] for r in pro.json()["rows"]] == [2]
+    unbounded = _admin("GET", usage_url, params={"group_by": "plan"})
+    assert unbounded.status_code == 400
+    printed = CliRunner().invoke(
+        cli,
+        ["usage", "--url", api, "--admin-key", ADMIN, "--group-by", "plan",
+         "--since", "1h", "--until", end],
+    )  # fmt: skip
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.splitlines()
+    assert lines[0].split()[:2] == ["plan", "requests"]
+    assert [line.split()[:2] for line in lines[2:]] == [["free", "8"], ["pro", "2"]]

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from tollmeter.collector.errors import InvalidQuery
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
-from tollmeter.collector.storage._query import DIMENSIONS, Dimension, UsageQuery, UsageRow
+from tollmeter.collector.storage._query import (
+    DIMENSIONS,
+    QUERY_DIMENSIONS,
+    Dimension,
+    UsageQuery,
+    UsageRow,
+)
 from tollmeter.collector.storage._registry import open_ledger, register_ledger
 from tollmeter.collector.storage._sqlite import SQLiteLedger
 from tollmeter.collector.storage._windows import (
@@ -30,6 +36,7 @@ from tollmeter.collector.storage._windows import (
 
 __all__ = [
     "DIMENSIONS",
+    "QUERY_DIMENSIONS",
     "QUERY_WINDOWS",
     "WINDOWS",
     "AppendResult",

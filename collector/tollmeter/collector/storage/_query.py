@@ -6,11 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from tollmeter.collector._dimensions import DIMENSIONS, Dimension
+from tollmeter.collector._dimensions import (
+    DIMENSIONS,
+    EVENT_DIMENSIONS,
+    QUERY_DIMENSIONS,
+    Dimension,
+    QueryDimension,
+)
 from tollmeter.collector.errors import InvalidQuery
 from tollmeter.collector.storage._windows import QUERY_WINDOWS, QueryWindow
 
-__all__ = ["DIMENSIONS", "MAX_RAW_RANGE", "Dimension", "UsageQuery", "UsageRow"]
+__all__ = [
+    "DIMENSIONS",
+    "MAX_RAW_RANGE",
+    "QUERY_DIMENSIONS",
+    "Dimension",
+    "QueryDimension",
+    "UsageQuery",
+    "UsageRow",
+]
 
 
 MAX_ROWS = 10_000_000
@@ -32,12 +46,14 @@ class UsageQuery:
     feature: str | None = None
     api_key: str | None = None
     usage_source: str | None = None
+    plan: str | None = None
+    """The plan the events were metered under (kept on raw events only, like ``internal``)."""
     internal: bool | None = None
     """Only the operator's own usage (``True``) or only the rest (``False``). Rollups do not
     keep the mark apart, so such a query reads the raw events of a bounded range."""
     start: datetime | None = None
     end: datetime | None = None
-    group_by: tuple[Dimension, ...] = ()
+    group_by: tuple[QueryDimension, ...] = ()
     window: QueryWindow | None = None
     limit: int = 10_000
     costs: bool = True
@@ -59,10 +75,10 @@ class UsageQuery:
                 raise InvalidQuery(f"{name} must be between 1970 and 2200")
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise InvalidQuery("start must be before end")
-        unknown = [name for name in self.group_by if name not in DIMENSIONS]
+        unknown = [name for name in self.group_by if name not in QUERY_DIMENSIONS]
         if unknown:
             raise InvalidQuery(
-                f"cannot group by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}"
+                f"cannot group by {', '.join(unknown)}; choose from {', '.join(QUERY_DIMENSIONS)}"
             )
         if len(set(self.group_by)) != len(self.group_by):
             raise InvalidQuery("group_by repeats a dimension")
@@ -71,16 +87,30 @@ class UsageQuery:
                 f"unknown window {self.window!r}; choose from {', '.join(QUERY_WINDOWS)}"
             )
         if self.internal is not None:
-            if self.start is None or self.end is None:
-                raise InvalidQuery("an internal filter needs start and end")
-            if self.end - self.start > MAX_RAW_RANGE:
-                raise InvalidQuery(f"an internal filter covers at most {MAX_RAW_RANGE.days} days")
+            self._check_raw_range("an internal filter")
+        if self.plan is not None or "plan" in self.group_by:
+            self._check_raw_range("a plan filter or grouping")
         if not 1 <= self.limit <= MAX_ROWS:
             raise InvalidQuery(f"limit must be between 1 and {MAX_ROWS}")
 
-    def filters(self) -> dict[Dimension, str]:
+    def _check_raw_range(self, what: str) -> None:
+        if self.start is None or self.end is None:
+            raise InvalidQuery(f"{what} needs start and end")
+        if self.end - self.start > MAX_RAW_RANGE:
+            raise InvalidQuery(f"{what} covers at most {MAX_RAW_RANGE.days} days")
+
+    @property
+    def needs_events(self) -> bool:
+        """Whether only the raw events can answer: it asks for what rollups do not keep."""
+        return self.internal is not None or any(
+            name in self.group_by or getattr(self, name) is not None for name in EVENT_DIMENSIONS
+        )
+
+    def filters(self) -> dict[QueryDimension, str]:
         """The dimensions this query pins to one value."""
-        return {name: value for name in DIMENSIONS if (value := getattr(self, name)) is not None}
+        return {
+            name: value for name in QUERY_DIMENSIONS if (value := getattr(self, name)) is not None
+        }
 
     def start_ns(self) -> int | None:
         return None if self.start is None else epoch_ns(self.start)
@@ -113,6 +143,7 @@ class UsageRow:
     feature: str | None = None
     api_key: str | None = None
     usage_source: str | None = None
+    plan: str | None = None
     input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_write_input_tokens: int = 0
@@ -145,6 +176,7 @@ class UsageRow:
             "feature": self.feature,
             "api_key": self.api_key,
             "usage_source": self.usage_source,
+            "plan": self.plan,
             "input_tokens": self.input_tokens,
             "uncached_input_tokens": self.uncached_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tollmeter.collector._dimensions import DIMENSIONS, Dimension, dimension_key
+from tollmeter.collector._dimensions import DIMENSIONS, QueryDimension, dimension_key
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._query import UsageQuery, UsageRow, utc_from_epoch
 from tollmeter.collector.storage._windows import (
@@ -52,14 +52,15 @@ _WEEK_S = 7 * 86400
 _MONDAY_OFFSET_S = 3 * 86400
 """The Unix epoch fell on a Thursday: shifted by three days, weeks start on Monday."""
 
-_ROLLUP_COLUMNS: Mapping[Dimension, str] = {name: name for name in DIMENSIONS}
-_EVENT_COLUMNS: Mapping[Dimension, str] = {
+_ROLLUP_COLUMNS: Mapping[QueryDimension, str] = {name: name for name in DIMENSIONS}
+_EVENT_COLUMNS: Mapping[QueryDimension, str] = {
     "tenant": "tenant_id",
     "project": "COALESCE(project_id, '')",
     "model": "COALESCE(NULLIF(response_model, ''), request_model, '')",
     "feature": "COALESCE(feature, '')",
     "api_key": "COALESCE(api_key_id, '')",
     "usage_source": "usage_source",
+    "plan": "COALESCE(plan, '')",
 }
 _TOKEN_COLUMNS = (
     "input_tokens",
@@ -222,11 +223,10 @@ def select_usage(
     dialect: Dialect = SQLITE,
 ) -> list[UsageRow]:
     """Run ``query`` on ``conn``, a DB-API connection to a ledger in ``dialect``."""
-    # Rollups sum internal and customer usage together: a query on the mark reads events.
+    # Rollups sum internal and customer usage, and every plan, together: a query on the
+    # mark or the plan reads events.
     granularity = (
-        None
-        if query.internal is not None
-        else _granularity(query, minute_horizon_s, hour_horizon_s)
+        None if query.needs_events else _granularity(query, minute_horizon_s, hour_horizon_s)
     )
     mark = dialect.param
     token_sums = ", ".join(dialect.integer_sum.format(name) for name in _TOKEN_COLUMNS)
