@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._outcomes import outcome_text
-from tollmeter.collector._outcomes_api import _time_ns
+from tollmeter.collector._query_params import refuse_unknown, time_window
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import Ledger, StorageError
 from tollmeter.collector.storage._avoided import AVOIDED_GROUPS
@@ -24,7 +24,6 @@ from tollmeter.collector.storage._avoided import AVOIDED_GROUPS
 __all__ = ["avoided_routes"]
 
 _PARAMS = frozenset({"from", "to", "tenant", "group_by"})
-_END_OF_TIME_NS = 2**63 - 1
 
 
 def avoided_routes(ledger: Ledger) -> list[Route]:
@@ -44,14 +43,8 @@ def avoided_routes(ledger: Ledger) -> list[Route]:
         """
         params = request.query_params
         try:
-            unknown = sorted(set(params) - _PARAMS)
-            if unknown:
-                raise BadRequest(
-                    f"unknown parameter {', '.join(unknown)[:64]!r}; "
-                    f"expected {', '.join(sorted(_PARAMS))}"
-                )
-            start_ns = _time_ns("from", params.get("from"), 0)
-            end_ns = _time_ns("to", params.get("to"), _END_OF_TIME_NS)
+            refuse_unknown(params, _PARAMS)
+            start_ns, end_ns = time_window(params)
             tenant = params.get("tenant")
             tenant = None if tenant is None else outcome_text(tenant, "tenant")
             group_by = [n.strip() for n in params.get("group_by", "").split(",") if n.strip()]

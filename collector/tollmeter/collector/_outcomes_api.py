@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +32,7 @@ from tollmeter.collector._outcomes import (
     outcome_text,
     outcome_value,
 )
+from tollmeter.collector._query_params import refuse_unknown, time_ns, time_window
 from tollmeter.collector.errors import BadRequest
 from tollmeter.collector.storage import Ledger, StorageError
 
@@ -42,8 +42,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_OUTCOMES = 1000
 _FIELDS = frozenset({"name", "workflow_id", "value", "outcome_id", "tenant", "time"})
 _SUMMARY_PARAMS = frozenset({"from", "to", "name", "tenant"})
-_END_OF_TIME_NS = 2**63 - 1
-_YEAR_2200_S = 7_258_118_400
 
 
 def outcome_routes(ledger: Ledger) -> list[Route]:
@@ -97,14 +95,8 @@ def outcome_routes(ledger: Ledger) -> list[Route]:
         """
         params = request.query_params
         try:
-            unknown = sorted(set(params) - _SUMMARY_PARAMS)
-            if unknown:
-                raise BadRequest(
-                    f"unknown parameter {', '.join(unknown)[:64]!r}; "
-                    f"expected {', '.join(sorted(_SUMMARY_PARAMS))}"
-                )
-            start_ns = _time_ns("from", params.get("from"), 0)
-            end_ns = _time_ns("to", params.get("to"), _END_OF_TIME_NS)
+            refuse_unknown(params, _SUMMARY_PARAMS)
+            start_ns, end_ns = time_window(params)
             name = params.get("name")
             tenant = params.get("tenant")
             name = None if name is None else outcome_name(name)
@@ -170,7 +162,7 @@ def _outcome(item: object, index: int, bound: str | None) -> Outcome:
         if tenant is None:
             raise BadRequest("tenant: required with a key that is not bound to a tenant")
         tenant = outcome_text(tenant, "tenant")
-        time_ns = _time_ns("time", item.get("time"), time.time_ns())
+        moment = time_ns("time", item.get("time"), time.time_ns())
     except BadRequest as exc:
         raise BadRequest(f"{where}.{exc}") from None
     return Outcome(
@@ -179,22 +171,5 @@ def _outcome(item: object, index: int, bound: str | None) -> Outcome:
         workflow_id=workflow,
         name=name,
         value=value,
-        time_ns=time_ns,
+        time_ns=moment,
     )
-
-
-def _time_ns(field: str, text: object, default: int) -> int:
-    if text is None:
-        return default
-    if not isinstance(text, str) or len(text) > 64:
-        raise BadRequest(f"{field}: expected an ISO 8601 time")
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{field}: {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    seconds = moment.timestamp()
-    if not 0 <= seconds < _YEAR_2200_S:
-        raise BadRequest(f"{field}: {text!r} is out of range")
-    return int(seconds) * 1_000_000_000 + moment.microsecond * 1000
