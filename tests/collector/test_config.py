@@ -120,6 +120,16 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
         ("management: {admin_keys: secret}\n", "management.admin_keys", "list"),
         ("management: {ingest_keys: [a, b]}\n", "management.ingest_keys", "mapping"),
         ("management: {ingest_keys: {k: 5}}\n", "management.ingest_keys.k", "string or null"),
+        (
+            "management: {ingest_keys: {k: a, s3cret: {internal: maybe}}}\n",
+            "management.ingest_keys[1].internal",
+            "true or false",
+        ),
+        (
+            "management: {ingest_keys: {s3cret: {tenant: a, intern: true}}}\n",
+            "management.ingest_keys[0].intern",
+            "unknown key",
+        ),
         ("storage: {url: 7}\n", "storage.url", "string"),
         ("storage: {url: x, pool: 3}\n", "storage.pool", "unknown key"),
     ],
@@ -182,6 +192,17 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     assert config.receivers.grpc.endpoint.port == 3003
     assert config.data_dir == Path("from-env")
     assert Config.load(path, environ={}).receivers.grpc.endpoint.port == 1001
+
+
+def test_an_ingest_key_marked_internal(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "management:\n  ingest_keys:\n    k1: acme\n    k2: {internal: true}\n"
+        "    k3: {tenant: acme, internal: true}\n    k4: {tenant: globex}\n",
+    )
+    management = Config.load(path, environ={}).management
+    assert dict(management.ingest_keys) == {"k1": "acme", "k2": None, "k3": "acme", "k4": "globex"}
+    assert management.internal_keys == ("k2", "k3")
 
 
 def test_environment_lists_and_keys() -> None:

@@ -6,7 +6,9 @@ hold the digest itself, written ``sha256:<64 hex digits>``, so that the file
 holds no secret: clients still send the key, whose digest is compared.
 :meth:`KeyRing.replace` swaps every key at once (on SIGHUP). An ingest key comes
 in an OTLP header, ``authorization: Bearer <key>`` or ``x-tollmeter-key: <key>``
-(the form the standard exporters send with ``OTEL_EXPORTER_OTLP_HEADERS``).
+(the form the standard exporters send with ``OTEL_EXPORTER_OTLP_HEADERS``). An ingest
+key may be marked internal: everything sent or checked with it is the operator's own
+usage.
 
 The management API asks :meth:`KeyRing.authorize` who a request acts as. A route
 needs either ``admin`` access (admin keys, when configured) or ``ingest`` access
@@ -21,7 +23,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tollmeter.collector.errors import Forbidden, Unauthenticated
 
@@ -30,6 +32,7 @@ __all__ = [
     "DIGEST_PREFIX",
     "INGEST_KEY_HEADER",
     "Access",
+    "IngestKey",
     "KeyRing",
     "Principal",
     "is_key_digest",
@@ -49,15 +52,27 @@ class Principal:
     """Who a management request acts as.
 
     ``anonymous`` means no key was needed (none configured for that access).
-    ``tenant`` is set only for an ingest key bound to one tenant.
+    ``tenant`` is set only for an ingest key bound to one tenant, ``internal`` only for
+    an ingest key marked internal.
     """
 
     role: Literal["admin", "ingest", "anonymous"]
     tenant: str | None = None
+    internal: bool = False
+
+
+class IngestKey(NamedTuple):
+    """What an ingest key says of the usage sent with it."""
+
+    tenant: str | None
+    """The tenant it is bound to (``None``: any tenant)."""
+    internal: bool = False
+    """Whether all of it is internal usage."""
 
 
 ANONYMOUS = Principal("anonymous")
 _ADMIN = Principal("admin")
+_ANY_TENANT = IngestKey(None)
 
 
 def _digest(key: str) -> bytes:
@@ -98,20 +113,27 @@ class KeyRing:
         *,
         admin_keys: Iterable[str] = (),
         ingest_keys: Mapping[str, str | None] | None = None,
+        internal_keys: Iterable[str] = (),
     ) -> None:
         self._admin: tuple[bytes, ...] = ()
-        self._ingest: dict[bytes, str | None] = {}
-        self.replace(admin_keys=admin_keys, ingest_keys=ingest_keys)
+        self._ingest: dict[bytes, IngestKey] = {}
+        self.replace(admin_keys=admin_keys, ingest_keys=ingest_keys, internal_keys=internal_keys)
 
     def replace(
         self,
         *,
         admin_keys: Iterable[str] = (),
         ingest_keys: Mapping[str, str | None] | None = None,
+        internal_keys: Iterable[str] = (),
     ) -> None:
-        """Accept these keys from now on, and no others (each key or its ``sha256:`` digest)."""
+        """Accept these keys from now on, and no others (each key or its ``sha256:`` digest);
+        ``internal_keys`` are the ingest keys whose usage is internal."""
         admin = tuple(_configured_digest(key) for key in admin_keys)
-        ingest = {_configured_digest(key): tenant for key, tenant in (ingest_keys or {}).items()}
+        internal = set(internal_keys)
+        ingest = {
+            _configured_digest(key): IngestKey(tenant, key in internal)
+            for key, tenant in (ingest_keys or {}).items()
+        }
         self._admin, self._ingest = admin, ingest
 
     @property
@@ -122,20 +144,20 @@ class KeyRing:
     def ingest_required(self) -> bool:
         return bool(self._ingest)
 
-    def ingest_tenant(self, key: str | None) -> str | None:
-        """The tenant ``key`` is bound to (``None``: any tenant).
+    def ingest_key(self, key: str | None) -> IngestKey:
+        """The tenant ``key`` is bound to and whether its usage is internal.
 
         Raises :class:`Unauthenticated` when ingest keys are configured and
         ``key`` is missing or unknown.
         """
         if not self._ingest:
-            return None
+            return _ANY_TENANT
         if key is None:
             raise Unauthenticated("an ingest key is required")
-        known, tenant = self._ingest_binding(key)
-        if not known:
+        found = self._ingest_binding(key)
+        if found is None:
             raise Unauthenticated("unknown ingest key")
-        return tenant
+        return found
 
     def admin_allowed(self, key: str | None) -> bool:
         """True when no admin key is configured, or ``key`` is one of them."""
@@ -170,7 +192,7 @@ class KeyRing:
                 return ANONYMOUS
             if key is not None and self._is_admin(key):
                 return _ADMIN
-            if key is not None and self._ingest_binding(key)[0]:
+            if key is not None and self._ingest_binding(key) is not None:
                 raise Forbidden("this route needs an admin key; ingest keys are not accepted")
             raise Unauthenticated("a valid admin key is required")
         if not self._admin and not self._ingest:
@@ -179,10 +201,10 @@ class KeyRing:
             raise Unauthenticated("an admin or ingest key is required")
         if self._is_admin(key):
             return _ADMIN
-        known, tenant = self._ingest_binding(key)
-        if not known:
+        found = self._ingest_binding(key)
+        if found is None:
             raise Unauthenticated("unknown key")
-        return Principal("ingest", tenant)
+        return Principal("ingest", found.tenant, found.internal)
 
     def _is_admin(self, key: str) -> bool:
         digest = _digest(key)
@@ -190,11 +212,11 @@ class KeyRing:
         matches = [hmac.compare_digest(known, digest) for known in self._admin]
         return any(matches)
 
-    def _ingest_binding(self, key: str) -> tuple[bool, str | None]:
-        """Whether ``key`` is an ingest key, and the tenant it is bound to."""
+    def _ingest_binding(self, key: str) -> IngestKey | None:
+        """What ingest key ``key`` says, or ``None`` when it is none."""
         digest = _digest(key)
-        found, bound = False, None
-        for known, tenant in list(self._ingest.items()):
+        found = None
+        for known, binding in list(self._ingest.items()):
             if hmac.compare_digest(known, digest):
-                found, bound = True, tenant
-        return found, bound
+                found = binding
+        return found

@@ -185,22 +185,27 @@ class ManagementConfig:
     ``admin_keys`` (with ingest keys only, they are closed to everyone). ``ingest_keys`` map an
     ingest key to the tenant it is bound to, or to ``None`` for any tenant;
     when any is set, OTLP requests without a known key are refused. Either kind
-    may be written as its digest, ``sha256:<64 hex digits>``.
+    may be written as its digest, ``sha256:<64 hex digits>``. An ingest key written
+    ``{tenant: ..., internal: true}`` is in ``internal_keys``: all usage sent or checked
+    with it is internal.
     """
 
     enabled: bool = True
     endpoint: Endpoint = _MANAGEMENT_ENDPOINT
     admin_keys: tuple[str, ...] = ()
     ingest_keys: Mapping[str, str | None] = field(default_factory=dict)
+    internal_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, mapping: object, path: str) -> ManagementConfig:
         section = Section(mapping, path)
+        ingest_keys, internal_keys = _ingest_keys(section)
         config = cls(
             enabled=section.boolean("enabled", cls.enabled),
             endpoint=section.endpoint("endpoint", cls.endpoint),
             admin_keys=section.string_list("admin_keys"),
-            ingest_keys=section.string_map("ingest_keys"),
+            ingest_keys=ingest_keys,
+            internal_keys=internal_keys,
         )
         for name, keys in (("admin_keys", config.admin_keys), ("ingest_keys", config.ingest_keys)):
             for key in keys:
@@ -211,6 +216,29 @@ class ManagementConfig:
                     )
         section.finish()
         return config
+
+
+def _ingest_keys(section: Section) -> tuple[dict[str, str | None], tuple[str, ...]]:
+    """``ingest_keys``: each key's tenant (a string, or null for any), or a mapping with
+    ``tenant`` and ``internal``; returns the tenants and the internal keys."""
+    raw = section.raw("ingest_keys")
+    if not isinstance(raw, Mapping):
+        return section.string_map("ingest_keys"), ()
+    plain = {key: value for key, value in raw.items() if not isinstance(value, Mapping)}
+    tenants = Section({"ingest_keys": plain}, section.path).string_map("ingest_keys")
+    internal: list[str] = []
+    for index, (key, value) in enumerate(raw.items()):
+        if not isinstance(value, Mapping):
+            continue
+        if not isinstance(key, str) or not key.strip():
+            raise section.error("ingest_keys", f"keys must be non-empty strings, got {key!r}")
+        # Named by position: the key itself may be a secret.
+        entry = Section(value, f"{section.key('ingest_keys')}[{index}]")
+        tenants[key] = entry.optional_string("tenant")
+        if entry.boolean("internal", False):
+            internal.append(key)
+        entry.finish()
+    return {key: tenants[key] for key in raw}, tuple(internal)
 
 
 @dataclass(frozen=True)

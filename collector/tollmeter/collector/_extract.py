@@ -273,10 +273,11 @@ class Extractor:
     ``pricer`` sets each event's cost, currency and price source as it is built;
     ``organisations`` gives each event its tenant's organisation.
 
-    A call is internal usage (the operator's own) when its span or resource says
-    ``tollmeter.internal=true`` or its environment is one of ``internal_environments``,
-    and only on spans sent without a tenant-bound ingest key: a tenant's key could
-    otherwise turn its own usage internal and out of its limits and its bill.
+    A call is internal usage (the operator's own) when it is sent with an ingest key the
+    configuration marks ``internal``, or when its span or resource says
+    ``tollmeter.internal=true`` or its environment is one of ``internal_environments``;
+    the last two only on spans sent without a tenant-bound ingest key: a tenant's key
+    could otherwise turn its own usage internal and out of its limits and its bill.
     """
 
     def __init__(
@@ -301,9 +302,14 @@ class Extractor:
         self._internal_environments = frozenset(internal_environments)
 
     def extract(
-        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+        self,
+        request: ExportTraceServiceRequest,
+        *,
+        bound_tenant: str | None = None,
+        internal: bool = False,
     ) -> ExtractResult:
-        """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant."""
+        """Usage events of ``request``; ``bound_tenant`` pins every span to one tenant,
+        ``internal`` (an internal ingest key's request) marks every event internal."""
         events: list[UsageEvent] = []
         outcomes: list[Outcome] = []
         avoided: list[AvoidedCall] = []
@@ -320,7 +326,9 @@ class Extractor:
                     if resource is None:
                         resource = self._resource(resource_spans.resource.attributes)
                     try:
-                        event = self._event(span, resource, bound_tenant, now_ns, unpriced)
+                        event = self._event(
+                            span, resource, bound_tenant, internal, now_ns, unpriced
+                        )
                     except (_Rejected, InvalidUsage) as exc:
                         errors.append(f"span {span.span_id.hex() or '?'} ({_name(span)}): {exc}")
                         continue
@@ -356,6 +364,7 @@ class Extractor:
         span: Span,
         resource: Mapping[str, object],
         bound: str | None,
+        internal_key: bool,
         now_ns: int,
         unpriced: list[Exception],
     ) -> UsageEvent | Outcome | AvoidedCall | None:
@@ -460,10 +469,13 @@ class Extractor:
             org_id=self._organisations.org_of(
                 tenant, _text(labels.get(attrs.TOLLMETER_ORG_ID)), trusted=bound is None
             ),
-            internal=bound is None
-            and (
-                _is_true(labels.get(attrs.TOLLMETER_INTERNAL))
-                or (environment is not None and environment in self._internal_environments)
+            internal=internal_key
+            or (
+                bound is None
+                and (
+                    _is_true(labels.get(attrs.TOLLMETER_INTERNAL))
+                    or (environment is not None and environment in self._internal_environments)
+                )
             ),
         )
 

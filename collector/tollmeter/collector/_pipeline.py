@@ -62,7 +62,11 @@ by the ledger, for its rollups)."""
 
 class SpanExtractor(Protocol):
     def extract(
-        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+        self,
+        request: ExportTraceServiceRequest,
+        *,
+        bound_tenant: str | None = None,
+        internal: bool = False,
     ) -> ExtractResult: ...
 
 
@@ -230,9 +234,14 @@ class Pipeline:
             logger.error("ledger writer still busy after %.1fs; pending requests may fail", timeout)
 
     async def ingest_traces(
-        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+        self,
+        request: ExportTraceServiceRequest,
+        *,
+        bound_tenant: str | None = None,
+        internal: bool = False,
     ) -> IngestResult:
-        """Meter ``request``; returns once its usage events are committed.
+        """Meter ``request``; returns once its usage events are committed. ``bound_tenant``
+        and ``internal`` are what the request's ingest key says (see ``Extractor``).
 
         Raises ``PipelineFull`` at once when too many spans are pending, and the
         ledger's ``StorageError`` when the commit failed (nothing was acknowledged).
@@ -245,9 +254,11 @@ class Pipeline:
         self._reserve(weight)
         try:
             if self._thread_extract_spans is not None and weight > self._thread_extract_spans:
-                extracted, events = await asyncio.to_thread(self._extract, request, bound_tenant)
+                extracted, events = await asyncio.to_thread(
+                    self._extract, request, bound_tenant, internal
+                )
             else:
-                extracted, events = self._extract(request, bound_tenant)
+                extracted, events = self._extract(request, bound_tenant, internal)
         except BaseException:
             self._release(weight)
             raise
@@ -295,9 +306,9 @@ class Pipeline:
         return await self._submit(events, len(events))
 
     def _extract(
-        self, request: ExportTraceServiceRequest, bound_tenant: str | None
+        self, request: ExportTraceServiceRequest, bound_tenant: str | None, internal: bool
     ) -> tuple[ExtractResult, list[UsageEvent]]:
-        extracted = self._extractor.extract(request, bound_tenant=bound_tenant)
+        extracted = self._extractor.extract(request, bound_tenant=bound_tenant, internal=internal)
         return extracted, self._priced(extracted.events)
 
     def _priced(self, events: list[UsageEvent]) -> list[UsageEvent]:

@@ -71,6 +71,7 @@ class Collector:
         self.keys = KeyRing(
             admin_keys=self.config.management.admin_keys,
             ingest_keys=self.config.management.ingest_keys,
+            internal_keys=self.config.management.internal_keys,
         )
         self.pricer = Pricer(self.config.pricing)
         self._management = ManagementApi(keys=self.keys, readiness=self.readiness)
@@ -170,6 +171,7 @@ class Collector:
         self.keys.replace(
             admin_keys=config.management.admin_keys,
             ingest_keys=config.management.ingest_keys,
+            internal_keys=config.management.internal_keys,
         )
         _logger.info("admin and ingest keys reloaded")
         if self.limits is not None:

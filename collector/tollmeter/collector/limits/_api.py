@@ -9,7 +9,8 @@ Check and reconcile also accept ingest keys, so applications need no admin key; 
 ingest key bound to a tenant checks that tenant when the request names none, and is
 refused (403) for any other tenant's checks and reservations. ``internal: true`` on a
 check (the operator's own call, counted only by rules with ``include_internal``) is
-refused (403) from a key bound to a tenant.
+refused (403) from a key bound to a tenant, unless the configuration marks that key
+internal: every check made with an internal ingest key is internal.
 """
 
 from __future__ import annotations
@@ -197,11 +198,14 @@ def limits_routes(service: LimitsService) -> list[Route]:
           "400": {description: malformed request}
           "403": {description: the ingest key is bound to another tenant}
         """
-        bound = principal_of(request).tenant
+        principal = principal_of(request)
+        bound = principal.tenant
         try:
             data = await read_json_body(request)
             if bound is not None and data.get("tenant") is None:
                 data["tenant"] = bound
+            if principal.internal:
+                data["internal"] = True
             dry_run = data.get("dry_run", False)
             if not isinstance(dry_run, bool):
                 raise BadRequest("dry_run: expected a boolean")
@@ -210,7 +214,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
             return error_response(exc.status, str(exc))
         if bound is not None and check_request.tenant != bound:
             return _other_tenant(bound)
-        if bound is not None and check_request.internal:
+        if bound is not None and check_request.internal and not principal.internal:
             # As at ingest: a tenant's own key never makes its usage internal.
             return error_response(
                 403, f"this ingest key is bound to tenant {bound!r} and cannot mark calls internal"

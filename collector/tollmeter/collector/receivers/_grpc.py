@@ -183,7 +183,7 @@ class GrpcReceiver:
                 if isinstance(value, str)
             }
             try:
-                bound_tenant = ingest.keys.ingest_tenant(key_from_headers(metadata.get))
+                bound = ingest.keys.ingest_key(key_from_headers(metadata.get))
             except Unauthenticated as exc:
                 await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
             try:
@@ -191,7 +191,13 @@ class GrpcReceiver:
             except Undecodable as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             try:
-                return await ingest.export(signal, request, bound_tenant=bound_tenant, raw=payload)
+                return await ingest.export(
+                    signal,
+                    request,
+                    bound_tenant=bound.tenant,
+                    internal=bound.internal,
+                    raw=payload,
+                )
             except RETRYABLE as exc:
                 message, delay_s = retry_advice(exc)
                 await _abort(

@@ -129,7 +129,7 @@ def http_receiver_app(ingest: OtlpIngest, *, max_body_bytes: int) -> Starlette:
                 f"unsupported content encoding {content_encoding!r}: use gzip or none",
             )
         try:
-            bound_tenant = ingest.keys.ingest_tenant(key_from_headers(request.headers.get))
+            bound = ingest.keys.ingest_key(key_from_headers(request.headers.get))
         except Unauthenticated as exc:
             return _status_response(encoding, 401, code_pb2.UNAUTHENTICATED, str(exc))
         try:
@@ -148,7 +148,9 @@ def http_receiver_app(ingest: OtlpIngest, *, max_body_bytes: int) -> Starlette:
             return _status_response(encoding, 400, code_pb2.INVALID_ARGUMENT, str(exc))
         raw = payload if encoding == "protobuf" else None
         try:
-            response = await ingest.export(signal, message, bound_tenant=bound_tenant, raw=raw)
+            response = await ingest.export(
+                signal, message, bound_tenant=bound.tenant, internal=bound.internal, raw=raw
+            )
         except RETRYABLE as exc:
             advice, delay_s = retry_advice(exc)
             return _status_response(

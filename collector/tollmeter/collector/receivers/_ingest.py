@@ -113,7 +113,11 @@ SIGNALS: dict[Signal, SignalSpec] = {
 
 class TracePipeline(Protocol):
     async def ingest_traces(
-        self, request: ExportTraceServiceRequest, *, bound_tenant: str | None = None
+        self,
+        request: ExportTraceServiceRequest,
+        *,
+        bound_tenant: str | None = None,
+        internal: bool = False,
     ) -> IngestResult: ...
 
 
@@ -152,9 +156,11 @@ class OtlpIngest:
         request: Message,
         *,
         bound_tenant: str | None,
+        internal: bool = False,
         raw: bytes | None = None,
     ) -> Message:
-        """Export a decoded request and build its response.
+        """Export a decoded request and build its response; ``bound_tenant`` and
+        ``internal`` are what its ingest key says (``KeyRing.ingest_key``).
 
         Raises the pipeline's ``PipelineFull`` when it cannot take the spans now.
         """
@@ -164,7 +170,9 @@ class OtlpIngest:
             return spec.response_type()
         if not isinstance(request, ExportTraceServiceRequest):
             raise TypeError(f"expected ExportTraceServiceRequest, got {type(request).__name__}")
-        result = await self._pipeline.ingest_traces(request, bound_tenant=bound_tenant)
+        result = await self._pipeline.ingest_traces(
+            request, bound_tenant=bound_tenant, internal=internal
+        )
         self._offer(signal, request, raw)
         response = ExportTraceServiceResponse()
         if result.rejected_spans or result.error_message:
