@@ -26,7 +26,8 @@ class UsageEvent:
     """One metered model call.
 
     ``event_id`` is derived from the dedupe key, so the same call reported twice
-    yields the same id. ``sequence`` is assigned by the ledger on commit (0 before).
+    yields the same id. ``sequence`` is stamped by the ledger on the event it commits
+    (0 before).
     ``event_time_ns`` is the span's start time in nanoseconds since the Unix epoch.
     Token fields follow ``tollmeter.semconv.Usage``: ``input_tokens`` includes cache
     reads and writes, ``output_tokens`` includes reasoning. ``hidden_input_tokens`` is the

@@ -32,6 +32,21 @@ def test_append_assigns_increasing_sequences(ledger: Ledger, make_event) -> None
     assert ledger.last_sequence() == 3
 
 
+def test_committed_events_are_the_ones_given_stamped_with_their_sequence(
+    ledger: Ledger, make_event
+) -> None:
+    given = [make_event(), make_event()]
+    first = ledger.append(given)
+    again = ledger.append([given[1], make_event()])
+
+    assert all(c is g for c, g in zip(first.committed, given, strict=True))
+    assert [e.sequence for e in given] == [1, 2]
+    # A duplicate is not committed again and keeps the sequence it was committed under.
+    assert [e.sequence for e in again.committed] == [3]
+    assert given[1].sequence == 2
+    assert ledger.read_events(0, 10) == [*given, again.committed[0]]
+
+
 def test_read_events_pages_in_sequence_order(ledger: Ledger, make_event) -> None:
     events = [make_event(cost=Decimal("0.000123"), currency="USD") for _ in range(5)]
     committed = ledger.append(events).committed

@@ -27,7 +27,7 @@ __all__ = [
     "event_from_row",
     "event_to_json",
     "event_values",
-    "with_sequence",
+    "stamp_sequence",
 ]
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -85,10 +85,7 @@ _COST = EVENT_COLUMNS.index("cost")
 _INTERNAL = EVENT_COLUMNS.index("internal")
 _VALUES = operator.attrgetter(*EVENT_COLUMNS)
 _new_event: Callable[..., UsageEvent] = UsageEvent
-_blank_event = object.__new__
-_SLOT_SETTERS: tuple[Callable[[UsageEvent, object], None], ...] = tuple(
-    getattr(UsageEvent, name).__set__ for name in ROW_COLUMNS
-)
+_set_sequence: Callable[[UsageEvent, int], None] = vars(UsageEvent)["sequence"].__set__
 
 
 def event_values(event: UsageEvent) -> EventRow:
@@ -110,14 +107,15 @@ def event_from_row(row: Sequence[object]) -> UsageEvent:
     return _new_event(*values)
 
 
-def with_sequence(event: UsageEvent, sequence: int) -> UsageEvent:
-    """A copy of ``event`` carrying ``sequence``."""
-    # On the commit path: filling the slots of a new instance costs less than the frozen
-    # ``__init__`` (an ``object.__setattr__`` call per field) and copies a valid event.
-    copy = _blank_event(UsageEvent)
-    for set_slot, value in zip(_SLOT_SETTERS, (*_VALUES(event), sequence), strict=True):
-        set_slot(copy, value)
-    return copy
+def stamp_sequence(event: UsageEvent, sequence: int) -> UsageEvent:
+    """Give ``event``, just committed, its ``sequence``, in place, and return it.
+
+    An event handed to ``Ledger.append`` belongs to the ledger from then on: stamping it
+    keeps the commit path from building every event a second time (the frozen
+    ``__setattr__`` stays closed to everyone else; the slot is written directly).
+    """
+    _set_sequence(event, sequence)
+    return event
 
 
 def event_to_json(event: UsageEvent) -> dict[str, Any]:

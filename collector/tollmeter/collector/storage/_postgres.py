@@ -47,7 +47,7 @@ from tollmeter.collector.storage._codec import (
     EventRow,
     event_from_row,
     event_values,
-    with_sequence,
+    stamp_sequence,
 )
 from tollmeter.collector.storage._grants import (
     POSTGRES_GRANTS,
@@ -307,7 +307,7 @@ class PostgresLedger(Ledger):
                     stored[sequence] = _storable((sequence, *event_values(event)))
                     copy.write_row(stored[sequence])
             inserted = sorted(cursor.execute(_MOVE).fetchall())
-        committed = [with_sequence(by_sequence[seq], seq) for (seq,) in inserted]
+        committed = [stamp_sequence(by_sequence[seq], seq) for (seq,) in inserted]
         if inserted:
             # Under the append lock: the last link is this replica's or another's, and no
             # one else links until this transaction ends.

@@ -25,7 +25,7 @@ from tollmeter.collector.storage._codec import (
     EventRow,
     event_from_row,
     event_values,
-    with_sequence,
+    stamp_sequence,
 )
 from tollmeter.collector.storage._grants import (
     SQLITE_GRANTS,
@@ -276,7 +276,7 @@ class SQLiteLedger(Ledger):
                 )
             }
             rows = [row for row in rows if row[_EVENT_ID + 1] in stored]
-        committed = [with_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
+        committed = [stamp_sequence(fresh[row[_EVENT_ID + 1]], row[0]) for row in rows]
         chain = self._link(conn, rows, now_ns)
         burn(conn, SQLITE_GRANTS, committed)
         conn.executemany(
