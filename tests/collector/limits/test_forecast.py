@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
@@ -11,9 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.limits import CheckRequest, HooksConfig, LimitsService
 from tollmeter.collector.limits._forecast import project
+from tollmeter.collector.limits._plan_book import PlanBook
+from tollmeter.collector.limits._plans import PlansConfig
 from tollmeter.collector.storage import open_ledger
 
 UTC = ZoneInfo("UTC")
@@ -263,3 +267,74 @@ def test_forecast_exceeded_fires_once_across_redis_replicas(
             service.close()
     received = __import__(target.split(":")[0]).received
     assert [p["event"] for p in received] == ["forecast_exceeded"]
+
+
+def _forecasts(service: Any, tenant: str) -> dict[str, Any]:
+    """The tenant's forecast of each limit it has a counter of, by limit name."""
+    service.check(CheckRequest(tenant=tenant, estimated_input_tokens=1))
+    return {e["name"]: e["forecast"] for e in service.status(tenant)["limits"]}
+
+
+def test_forecasts_leave_internal_usage_out_where_the_limit_does(ledger, make_limits, clock):
+    # globex's own 100 a day, and 5000 a day of the operator's evaluations of it.
+    ledger.append(
+        [
+            dataclasses.replace(_event("globex", NOW - day * 86400 + 60, 5000), internal=True)
+            for day in range(0, 43)
+        ]
+    )
+    clock.now = NOW
+    rules = (MONTHLY, {**MONTHLY, "name": "monthly-all", "include_internal": True})
+    service = LimitsService(make_limits(*rules), usage=ledger.query_usage, clock=clock)
+    try:
+        # globex passes 25,000 only on the limit that counts internal usage; acme on both.
+        assert service.refresh_forecasts() == 3
+        forecasts = _forecasts(service, "globex")
+        # 1,500 used by the middle of the month, 100 a day for 15.5 days more.
+        assert forecasts["monthly"]["projected"] == pytest.approx(3_050.0)
+        # ...and 5,000 a day of March 1 to today noon, then 5,000 a day for 15.5 days.
+        assert forecasts["monthly-all"]["projected"] == pytest.approx(
+            3_050.0 + 16 * 5_000 + 15.5 * 5_000
+        )
+        exceeded = {(f.limit, f.keymap["tenant"]) for f in service.forecasts() if _past(f)}
+        assert exceeded == {("monthly", "acme"), ("monthly-all", "acme"), ("monthly-all", "globex")}
+    finally:
+        service.close()
+
+
+def _past(item: Any) -> bool:
+    return bool(item.forecast.projected > item.limit_value)
+
+
+def test_forecasts_cover_organisation_and_plan_limits(ledger, make_limits, clock):
+    clock.now = NOW
+    org_monthly = {"name": "org-monthly", "limit": 30_000, "window": "month", "group_by": ["org"]}
+    plans = PlansConfig.from_mapping(
+        {
+            "free": {"default": True, "limits": [{**MONTHLY, "name": "plan", "limit": 2_000}]},
+            "pro": {"tenants": ["acme"], "limits": [{**MONTHLY, "name": "plan", "limit": 99_000}]},
+        }
+    )
+    service = LimitsService(
+        make_limits(org_monthly),
+        usage=ledger.query_usage,
+        clock=clock,
+        organisations=OrganisationsConfig({"acme": "umbrella", "globex": "umbrella"}),
+        plans=PlanBook(plans),
+    )
+    try:
+        service.refresh_forecasts()
+        projected = {
+            (f.limit, tuple(f.keymap.values())): (f.limit_value, f.forecast.projected)
+            for f in service.forecasts()
+        }
+        assert projected == {
+            # acme and globex together, 1,100 a day.
+            ("org-monthly", ("umbrella",)): (30_000, pytest.approx(33_550.0)),
+            # Each tenant at the value of the plan it is on.
+            ("plan", ("acme",)): (99_000, pytest.approx(30_500.0)),
+            ("plan", ("globex",)): (2_000, pytest.approx(3_050.0)),
+        }
+        assert _forecasts(service, "globex")["plan"]["projected"] == pytest.approx(3_050.0)
+    finally:
+        service.close()

@@ -6,12 +6,21 @@ query for the daily totals of the last weeks and one for the current window so f
 grouped by the limit's dimensions. The latest projections are kept for the status API
 and the metrics; a ``forecast_exceeded`` notice is made for each key projected past its
 limit, marked so that it fires once per window and key.
+
+A limit counts what enforcement counts. The rollups are kept per tenant, so a limit on
+organisations or plans is projected from usage per tenant, each tenant given the
+organisation the configuration maps it to and the plan it is on now (a tenant moved to
+another plan keeps its period's usage, as its counters do). The rollups also sum internal
+usage with the rest: for a limit without ``include_internal`` the internal usage of the
+same ranges is read from the raw events (at most ``MAX_RAW_RANGE`` a query) and taken
+back out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from typing import NamedTuple
 
@@ -20,7 +29,7 @@ from tollmeter.collector.limits._forecast import LOOKBACK_DAYS, Forecast, projec
 from tollmeter.collector.limits._marks import mark_of
 from tollmeter.collector.limits._model import Notice
 from tollmeter.collector.limits._rules import CalendarWindow, Rule
-from tollmeter.collector.storage._query import MAX_ROWS, UsageQuery, UsageRow
+from tollmeter.collector.storage._query import MAX_RAW_RANGE, MAX_ROWS, UsageQuery, UsageRow
 
 __all__ = ["Forecaster", "KeyForecast"]
 
@@ -41,10 +50,21 @@ class KeyForecast(NamedTuple):
 
 
 class Forecaster:
-    """Thread-safe holder of the latest projections; ``refresh`` recomputes them."""
+    """Thread-safe holder of the latest projections; ``refresh`` recomputes them.
 
-    def __init__(self, usage: UsageSource) -> None:
+    ``org_of`` maps tenants to their organisations, ``plan_of`` gives a tenant's plan.
+    """
+
+    def __init__(
+        self,
+        usage: UsageSource,
+        *,
+        org_of: Mapping[str, str] | None = None,
+        plan_of: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._usage = usage
+        self._org_of = org_of or {}
+        self._plan_of = plan_of or (lambda tenant: None)
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, tuple[str, ...]], KeyForecast] = {}
 
@@ -71,47 +91,42 @@ class Forecaster:
         window = rule.window
         if not isinstance(window, CalendarWindow):
             return []  # a bucket has no window end, calls in flight no usage to project
-        if "org" in rule.config.group_by or "org" in rule.config.match:
-            # The daily rollups are kept per tenant, not per organisation.
-            return []
         start, end, label = window.bounds(now)
-        dims = tuple(
-            d for d in METER_DIMENSIONS if d in rule.config.group_by or d in rule.config.match
-        )
+        asked = {*rule.config.group_by, *rule.config.match}
+        per_tenant = bool(asked & {"org", "plan"})
+        dims = tuple(d for d in METER_DIMENSIONS if d in asked or (per_tenant and d == "tenant"))
         costs = rule.config.measure == "cost"
         today = datetime.fromtimestamp(now, timezone.utc).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        history_rows = self._usage(
-            UsageQuery(
-                start=today - timedelta(days=LOOKBACK_DAYS),
-                end=today,
-                window="day",
-                group_by=dims,
-                costs=costs,
-                limit=MAX_ROWS,
-            )
+        history_query = UsageQuery(
+            start=today - timedelta(days=LOOKBACK_DAYS),
+            end=today,
+            window="day",
+            group_by=dims,
+            costs=costs,
+            limit=MAX_ROWS,
         )
-        current_rows = self._usage(
-            UsageQuery(
-                start=datetime.fromtimestamp(start, timezone.utc),
-                group_by=dims,
-                costs=costs,
-                limit=MAX_ROWS,
-            )
+        current_query = UsageQuery(
+            start=datetime.fromtimestamp(start, timezone.utc),
+            # The window's end, not now: usage stamped ahead by a late clock counts too.
+            end=datetime.fromtimestamp(end, timezone.utc),
+            group_by=dims,
+            costs=costs,
+            limit=MAX_ROWS,
         )
         history: dict[tuple[str, ...], dict[date, float]] = {}
-        for row in history_rows:
-            key = _key_of(rule, row, dims)
+        for row, sign in self._rows(rule, history_query):
+            key = self._key_of(rule, row, dims, per_tenant)
             if key is not None and row.window_start is not None:
                 days = history.setdefault(key, {})
                 day = row.window_start.date()
-                days[day] = days.get(day, 0.0) + rule.usage_amount(row)
+                days[day] = days.get(day, 0.0) + sign * rule.usage_amount(row)
         used: dict[tuple[str, ...], float] = {}
-        for row in current_rows:
-            key = _key_of(rule, row, dims)
+        for row, sign in self._rows(rule, current_query):
+            key = self._key_of(rule, row, dims, per_tenant)
             if key is not None:
-                used[key] = used.get(key, 0.0) + rule.usage_amount(row)
+                used[key] = used.get(key, 0.0) + sign * rule.usage_amount(row)
         keys = sorted(set(history) | set(used), key=lambda k: -used.get(k, 0.0))[:MAX_KEYS]
         out = []
         for key in keys:
@@ -140,11 +155,31 @@ class Forecaster:
             )
         return out
 
+    def _rows(self, rule: Rule, query: UsageQuery) -> Iterator[tuple[UsageRow, float]]:
+        """The rows of ``query`` (bounded), each with the sign to count it with: those of
+        internal usage, for a limit that leaves it out, with -1."""
+        for row in self._usage(query):
+            yield row, 1.0
+        start, stop = query.start, query.end
+        if rule.config.include_internal or start is None or stop is None:
+            return
+        while start < stop:
+            part = min(stop, start + MAX_RAW_RANGE)
+            internal = dataclasses.replace(query, start=start, end=part, internal=True)
+            for row in self._usage(internal):
+                yield row, -1.0
+            start = part
 
-def _key_of(rule: Rule, row: UsageRow, dims: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The limit's key of a usage row, or ``None`` when the limit does not match it."""
-    attrs = {d: getattr(row, d) for d in dims}
-    return rule.key(attrs) if rule.matches(attrs) else None
+    def _key_of(
+        self, rule: Rule, row: UsageRow, dims: tuple[str, ...], per_tenant: bool
+    ) -> tuple[str, ...] | None:
+        """The limit's key of a usage row, or ``None`` when the limit does not match it;
+        ``per_tenant``: the row's tenant stands for its organisation and plan."""
+        attrs = {d: getattr(row, d) for d in dims}
+        if per_tenant and row.tenant is not None:
+            attrs["org"] = self._org_of.get(row.tenant)
+            attrs["plan"] = self._plan_of(row.tenant)
+        return rule.key(attrs) if rule.matches(attrs) else None
 
 
 def _exceeds(item: KeyForecast) -> bool:

@@ -107,7 +107,11 @@ class LimitsService:
         self.gate: Callable[[CheckRequest], CheckResult | None] | None = None
         self._org_of = (organisations or OrganisationsConfig()).org_of_tenant
         # Usage history for the forecasts: the ledger's query interface.
-        self._forecaster = None if usage is None else Forecaster(usage)
+        self._forecaster = (
+            None
+            if usage is None
+            else Forecaster(usage, org_of=self._org_of, plan_of=self.plans.plan_of)
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._forecast_thread: threading.Thread | None = None
