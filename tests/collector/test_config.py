@@ -203,6 +203,15 @@ def test_an_ingest_key_marked_internal(tmp_path: Path) -> None:
     management = Config.load(path, environ={}).management
     assert dict(management.ingest_keys) == {"k1": "acme", "k2": None, "k3": "acme", "k4": "globex"}
     assert management.internal_keys == ("k2", "k3")
+    bad = write(
+        tmp_path,
+        "management:\n  ingest_keys:\n    k1: {tenant: 3, internal: maybe}\n    k2: {owner: x}\n",
+    )
+    assert [key for _, key, _ in problems(bad, environ={})] == [
+        "management.ingest_keys[0].tenant",
+        "management.ingest_keys[0].internal",
+        "management.ingest_keys[1].owner",
+    ]
 
 
 def test_environment_lists_and_keys() -> None:

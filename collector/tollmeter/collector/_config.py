@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 
 from tollmeter.collector._auth import DIGEST_PREFIX, is_key_digest
-from tollmeter.collector._config_values import ConfigProblem, Endpoint, Section
+from tollmeter.collector._config_values import ConfigProblem, Endpoint, Problems, Section
 from tollmeter.collector._edge_config import ServerConfig, TlsConfig
 from tollmeter.collector._organisations import OrganisationsConfig
 from tollmeter.collector._retention import RetentionConfig
@@ -220,24 +220,32 @@ class ManagementConfig:
 
 def _ingest_keys(section: Section) -> tuple[dict[str, str | None], tuple[str, ...]]:
     """``ingest_keys``: each key's tenant (a string, or null for any), or a mapping with
-    ``tenant`` and ``internal``; returns the tenants and the internal keys."""
+    ``tenant`` and ``internal``; returns the tenants and the internal keys. Every problem
+    of the entries is reported at once."""
     raw = section.raw("ingest_keys")
     if not isinstance(raw, Mapping):
         return section.string_map("ingest_keys"), ()
-    plain = {key: value for key, value in raw.items() if not isinstance(value, Mapping)}
-    tenants = Section({"ingest_keys": plain}, section.path).string_map("ingest_keys")
+    problems = Problems()
+    tenants: dict[str, str | None] = {}
+    with problems.collect():
+        plain = {key: value for key, value in raw.items() if not isinstance(value, Mapping)}
+        tenants = Section({"ingest_keys": plain}, section.path).string_map("ingest_keys")
     internal: list[str] = []
     for index, (key, value) in enumerate(raw.items()):
         if not isinstance(value, Mapping):
             continue
-        if not isinstance(key, str) or not key.strip():
-            raise section.error("ingest_keys", f"keys must be non-empty strings, got {key!r}")
-        # Named by position: the key itself may be a secret.
-        entry = Section(value, f"{section.key('ingest_keys')}[{index}]")
-        tenants[key] = entry.optional_string("tenant")
-        if entry.boolean("internal", False):
-            internal.append(key)
-        entry.finish()
+        with problems.collect():
+            if not isinstance(key, str) or not key.strip():
+                raise section.error("ingest_keys", f"keys must be non-empty strings, got {key!r}")
+            # Named by position: the key itself may be a secret.
+            entry = Section(value, f"{section.key('ingest_keys')}[{index}]")
+            with problems.collect():
+                tenants[key] = entry.optional_string("tenant")
+            with problems.collect():
+                if entry.boolean("internal", False):
+                    internal.append(key)
+            entry.finish()
+    problems.raise_any()
     return {key: tenants[key] for key in raw}, tuple(internal)
 
 
