@@ -73,7 +73,13 @@ from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
-from tollmeter.collector.storage._rollups import POSTGRES, MinuteSums, minute_sums, rollup_rows
+from tollmeter.collector.storage._rollups import (
+    POSTGRES,
+    MinuteSums,
+    minute_sums,
+    prune_windows,
+    rollup_rows,
+)
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
 from tollmeter.collector.storage._sqlite import (
@@ -335,16 +341,15 @@ class PostgresLedger(Ledger):
         with conn.cursor() as cursor:
             cursor.executemany(_UPSERT_ROLLUP, rows)
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
-            conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < %s", (now_ns - self._window_ns,))
-            conn.execute(
-                "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < %s",
-                (minute_horizon_s,),
+            prune_windows(
+                conn,
+                POSTGRES,
+                dedupe_before_ns=now_ns - self._window_ns,
+                minute_before_s=minute_horizon_s,
+                hour_before_s=None
+                if self._hour_rollups_s is None
+                else self._hour_horizon_s(now_ns),
             )
-            if self._hour_rollups_s is not None:
-                conn.execute(
-                    "DELETE FROM rollups WHERE granularity = 'hour' AND bucket < %s",
-                    (self._hour_horizon_s(now_ns),),
-                )
             self._last_prune_ns = now_ns
         return committed, minutes
 

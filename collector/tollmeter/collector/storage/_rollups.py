@@ -25,6 +25,7 @@ __all__ = [
     "MinuteKey",
     "MinuteSums",
     "minute_sums",
+    "prune_windows",
     "rollup_rows",
     "select_usage",
 ]
@@ -142,6 +143,27 @@ def minute_sums(events: Sequence[UsageEvent]) -> MinuteSums:
             acc[7] = event.cost if acc[7] is None else acc[7] + event.cost
             acc[8] = acc[8] or event.currency
     return minutes
+
+
+def prune_windows(
+    conn: Connection,
+    dialect: Dialect,
+    *,
+    dedupe_before_ns: int,
+    minute_before_s: int,
+    hour_before_s: int | None,
+) -> None:
+    """Forget the dedupe keys seen before ``dedupe_before_ns`` and the minute (and, unless
+    ``hour_before_s`` is ``None``, hour) rollups of buckets before their horizons."""
+    p = dialect.param
+    conn.execute(f"DELETE FROM dedupe_keys WHERE seen_ns < {p}", (dedupe_before_ns,))
+    conn.execute(
+        f"DELETE FROM rollups WHERE granularity = 'minute' AND bucket < {p}", (minute_before_s,)
+    )
+    if hour_before_s is not None:
+        conn.execute(
+            f"DELETE FROM rollups WHERE granularity = 'hour' AND bucket < {p}", (hour_before_s,)
+        )
 
 
 def rollup_rows(

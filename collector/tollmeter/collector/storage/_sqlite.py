@@ -50,8 +50,10 @@ from tollmeter.collector.storage._outcomes import (
 from tollmeter.collector.storage._plans import select_plans, upsert_plan
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
+    SQLITE,
     MinuteSums,
     minute_sums,
+    prune_windows,
     rollup_rows,
     select_usage,
 )
@@ -207,6 +209,20 @@ class SQLiteLedger(Ledger):
             self._write_lock.release()
 
     @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """The writer inside ``BEGIN IMMEDIATE``: committed when the block ends, rolled
+        back when it raises."""
+        with self._writing() as conn, _wrapped(action):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         if self._memory:
             # An in-memory database has a single connection; reads share the writer's.
@@ -231,19 +247,12 @@ class SQLiteLedger(Ledger):
         fresh: dict[str, UsageEvent] = {}
         for event in events:
             fresh.setdefault(event.event_id, event)
-        with self._writing() as conn, _wrapped("append to ledger"):
-            now_ns = time.time_ns()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                committed, minutes, chain = self._append_locked(conn, fresh, now_ns)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            if committed:
-                self._last_sequence = committed[-1].sequence
-                self._chain = chain
+        with self._transaction("append to ledger") as conn:
+            committed, minutes, chain = self._append_locked(conn, fresh, time.time_ns())
+        # Only once committed: a failed commit leaves the next one where this one began.
+        if committed:
+            self._last_sequence = committed[-1].sequence
+            self._chain = chain
         return AppendResult(
             committed=committed, duplicates=len(events) - len(committed), minutes=minutes
         )
@@ -294,16 +303,15 @@ class SQLiteLedger(Ledger):
             ),
         )
         if now_ns - self._last_prune_ns >= self._prune_interval_ns:
-            conn.execute("DELETE FROM dedupe_keys WHERE seen_ns < ?", (now_ns - self._window_ns,))
-            conn.execute(
-                "DELETE FROM rollups WHERE granularity = 'minute' AND bucket < ?",
-                (minute_horizon_s,),
+            prune_windows(
+                conn,
+                SQLITE,
+                dedupe_before_ns=now_ns - self._window_ns,
+                minute_before_s=minute_horizon_s,
+                hour_before_s=None
+                if self._hour_rollups_s is None
+                else self._hour_horizon_s(now_ns),
             )
-            if self._hour_rollups_s is not None:
-                conn.execute(
-                    "DELETE FROM rollups WHERE granularity = 'hour' AND bucket < ?",
-                    (self._hour_horizon_s(now_ns),),
-                )
             self._last_prune_ns = now_ns
         return committed, minutes, chain
 
@@ -332,23 +340,16 @@ class SQLiteLedger(Ledger):
         return None if row is None else _checkpoint(row)
 
     def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
-        with self._writing() as conn, _wrapped("prune ledger"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = conn.execute(_SELECT_CHECKPOINT).fetchone()
-                if (0 if current is None else int(current[0])) != previous_commit:
-                    raise StorageError("another process pruned the ledger meanwhile")
-                before = 0 if current is None else int(current[1])
-                deleted = conn.execute(
-                    "DELETE FROM usage_events WHERE sequence > ? AND sequence <= ?",
-                    (before, checkpoint.last_sequence),
-                ).rowcount
-                conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._transaction("prune ledger") as conn:
+            current = conn.execute(_SELECT_CHECKPOINT).fetchone()
+            if (0 if current is None else int(current[0])) != previous_commit:
+                raise StorageError("another process pruned the ledger meanwhile")
+            before = 0 if current is None else int(current[1])
+            deleted = conn.execute(
+                "DELETE FROM usage_events WHERE sequence > ? AND sequence <= ?",
+                (before, checkpoint.last_sequence),
+            ).rowcount
+            conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
         return int(deleted)
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
@@ -422,15 +423,8 @@ class SQLiteLedger(Ledger):
     def append_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         if not outcomes:
             return []
-        with self._writing() as conn, _wrapped("store outcomes"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                stored = store_outcomes(conn, SQLITE_SQL, outcomes)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._transaction("store outcomes") as conn:
+            stored = store_outcomes(conn, SQLITE_SQL, outcomes)
         return stored
 
     def read_outcome_rows(self, after_sequence: int, limit: int) -> list[OutcomeRow]:
@@ -448,15 +442,8 @@ class SQLiteLedger(Ledger):
     def append_avoided(self, calls: Sequence[AvoidedCall]) -> list[AvoidedCall]:
         if not calls:
             return []
-        with self._writing() as conn, _wrapped("store avoided usage"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                stored = store_avoided(conn, SQLITE_SQL, calls)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._transaction("store avoided usage") as conn:
+            stored = store_avoided(conn, SQLITE_SQL, calls)
         return stored
 
     def summarize_avoided(
@@ -505,16 +492,8 @@ class SQLiteLedger(Ledger):
             return select_plans(conn)
 
     def _write_grants(self, action: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._writing() as conn, _wrapped(action):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        return result
+        with self._transaction(action) as conn:
+            return work(conn)
 
     def close(self) -> None:
         acquired = self._write_lock.acquire(timeout=self._timeout_s)
