@@ -8,7 +8,6 @@ returned to the caller, which dispatches them outside the lock.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from tollmeter.collector.limits._marks import ThresholdMarks
 from tollmeter.collector.limits._model import (
     Changes,
     Charge,
+    ChargeRow,
     CheckRequest,
     CheckResult,
     CounterKey,
@@ -139,29 +139,25 @@ class LimitEngine:
             return denied[0], [denied[1]]
         notices: list[Notice] = []
         reservation_id = None
-        charges: list[Charge] = []
+        charges: list[ChargeRow] = []
         if not dry_run and plan:
             for rule, key, counter, amount, _ in plan:
                 rule.window.charge(counter, amount)
                 self._dirty_counters.add((rule.name, key))
-                charges.append(Charge(rule.name, key, amount, rule.window.period_of(now)))
+                charges.append((rule.name, key, amount, rule.window.period_of(now)))
                 notices.extend(self._marks.crossed(rule, key, counter, now))
             reservation_id = self._new_id()
         result = allowance(plan, now, reservation_id)
         if reservation_id is not None:
             self._reservations[reservation_id] = Reservation(
-                id=reservation_id,
-                request=request,
-                estimate=estimate,
-                created_at=now,
-                expires_at=now + self._config.reservation_ttl_s,
-                charges=charges,
-                # Only what the policy path and a replay after a restart read: open
-                # reservations pile up, and every object they hold is walked again by
-                # each full garbage collection, a cost the check path pays.
-                result=CheckResult(
-                    True, result.action, reservation_id, None, result.downgrade_model
-                ),
+                reservation_id,
+                request,
+                cost,
+                now,
+                now + self._config.reservation_ttl_s,
+                charges,
+                result.action,
+                result.downgrade_model,
             )
             self._dirty_reservations.add(reservation_id)
         return result, notices
@@ -186,7 +182,7 @@ class LimitEngine:
             for event in events:
                 if event.usage_source == "reservation":
                     continue  # the engine charged it when the reservation expired
-                charges: list[Charge] = []
+                charges: Sequence[Charge] = ()
                 rid = event.reservation_id
                 if rid is not None:
                     reservation = self._reservations.get(rid) or self._expired.get(rid)
@@ -261,9 +257,8 @@ class LimitEngine:
         slots = [c for c in reservation.charges if isinstance(self._window(c.limit), InFlight)]
         if not slots:
             return reservation
-        self._refund(dataclasses.replace(reservation, charges=slots), now)
-        kept = [c for c in reservation.charges if c not in slots]
-        return dataclasses.replace(reservation, charges=kept)
+        self._refund(reservation.with_charges(slots), now)
+        return reservation.with_charges([c for c in reservation.charges if c not in slots])
 
     def _window(self, name: str) -> Window | None:
         rule = self._by_name.get(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -13,6 +13,7 @@ from tollmeter.collector.limits._rules import INTERNAL, Estimate
 __all__ = [
     "Changes",
     "Charge",
+    "ChargeRow",
     "CheckRequest",
     "CheckResult",
     "CounterKey",
@@ -158,15 +159,79 @@ class Charge(NamedTuple):
     period: float | None
 
 
-@dataclass(slots=True)
+ChargeRow = tuple[str, tuple[str, ...], float, float | None]
+"""A ``Charge`` as a plain tuple: the form an open reservation keeps its charges in."""
+
+
 class Reservation:
-    id: str
-    request: CheckRequest
-    estimate: Estimate
-    created_at: float
-    expires_at: float
-    charges: list[Charge] = field(default_factory=list)
-    result: CheckResult | None = None
+    """An open (or expired and kept aside) reservation.
+
+    Open reservations pile up, and every full garbage collection walks each object they
+    hold, a cost the check path pays. So a reservation is two tracked objects, itself
+    and its request: the estimate is the request's plus a cost, the charges are plain
+    tuples of strings and numbers (which the collector stops tracking), and of the
+    check's answer only what the policy path and a replay after a restart read is kept.
+    """
+
+    __slots__ = (
+        "_charges",
+        "action",
+        "cost",
+        "created_at",
+        "downgrade_model",
+        "expires_at",
+        "id",
+        "request",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        request: CheckRequest,
+        cost: float | None,
+        created_at: float,
+        expires_at: float,
+        charges: Iterable[ChargeRow] = (),
+        action: Decision | None = None,
+        downgrade_model: str | None = None,
+    ) -> None:
+        self.id = id
+        self.request = request
+        self.cost = cost
+        self.created_at = created_at
+        self.expires_at = expires_at
+        # Plain tuples even when given ``Charge``s, which the collector would keep tracking.
+        self._charges: tuple[ChargeRow, ...] = tuple([(c[0], c[1], c[2], c[3]) for c in charges])
+        self.action = action
+        self.downgrade_model = downgrade_model
+
+    @property
+    def estimate(self) -> Estimate:
+        q = self.request
+        return Estimate(q.estimated_input_tokens, q.max_output_tokens, self.cost)
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        return tuple([Charge._make(c) for c in self._charges])
+
+    @property
+    def result(self) -> CheckResult | None:
+        """The allowed answer a replay of the same request id gets, where it was kept."""
+        if self.action is None:
+            return None
+        return CheckResult(True, self.action, self.id, None, self.downgrade_model)
+
+    def with_charges(self, charges: Iterable[ChargeRow]) -> Reservation:
+        return Reservation(
+            self.id,
+            self.request,
+            self.cost,
+            self.created_at,
+            self.expires_at,
+            charges,
+            self.action,
+            self.downgrade_model,
+        )
 
     def to_row(self) -> list[Any]:
         """A flat JSON-able list: reservations are written behind, many a second.
@@ -174,7 +239,6 @@ class Reservation:
         Only what a replayed answer needs of the result is kept (no per-limit part).
         """
         q = self.request
-        result = self.result
         return [
             self.id,
             q.tenant,
@@ -185,12 +249,12 @@ class Reservation:
             q.estimated_input_tokens,
             q.max_output_tokens,
             q.request_id,
-            self.estimate.cost,
+            self.cost,
             self.created_at,
             self.expires_at,
-            [[c.limit, list(c.key), c.amount, c.period] for c in self.charges],
-            None if result is None else result.action,
-            None if result is None else result.downgrade_model,
+            [[limit, list(key), amount, period] for limit, key, amount, period in self._charges],
+            self.action,
+            self.downgrade_model,
             q.org,
             q.plan,
             q.internal,
@@ -218,13 +282,14 @@ class Reservation:
             internal,
         )
         return cls(
-            id=rid,
-            request=request,
-            estimate=Estimate(int(inp), int(out), cost),
-            created_at=float(created),
-            expires_at=float(expires),
-            charges=[Charge(c[0], tuple(c[1]), float(c[2]), c[3]) for c in charges],
-            result=None if action is None else CheckResult(True, action, rid, None, downgrade),
+            rid,
+            request,
+            cost,
+            float(created),
+            float(expires),
+            [(c[0], tuple(c[1]), float(c[2]), c[3]) for c in charges],
+            action,
+            None if action is None else downgrade,
         )
 
 

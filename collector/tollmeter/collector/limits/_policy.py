@@ -31,15 +31,14 @@ def _encode(body: dict[str, Any]) -> str:
 
 def policy_text(reservation: Reservation) -> str:
     """The policy path of a call made under ``reservation``."""
-    result = reservation.result
     limits = list(dict.fromkeys(charge.limit for charge in reservation.charges))
     body: dict[str, Any] = {
-        "decision": "allow" if result is None else result.action,
+        "decision": reservation.action or "allow",
         "reservation": reservation.id,
         "limits": limits,
     }
-    if result is not None and result.downgrade_model:
-        body["downgrade"] = result.downgrade_model
+    if reservation.downgrade_model:
+        body["downgrade"] = reservation.downgrade_model
     text = _encode(body)
     if len(text.encode()) <= MAX_POLICY_BYTES:
         return text

@@ -169,7 +169,7 @@ class RedisLimitEngine:
         reservation = Reservation(
             id=rid,
             request=request,
-            estimate=estimate,
+            cost=cost,
             created_at=now,
             expires_at=now + ttl,
             charges=[
