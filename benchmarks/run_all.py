@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("instrumentation_overhead", "ingest", "check", "forward", "export")
+BENCHMARKS = (
+    "instrumentation_overhead",
+    "ingest",
+    "ledger_growth",
+    "check",
+    "forward",
+    "export",
+)
 TIMEOUT_S = 1800
 
 
