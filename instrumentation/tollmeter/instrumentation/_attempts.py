@@ -12,20 +12,20 @@ the last one is the retry number of the attempt that answered.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-
-from tollmeter.instrumentation._safety import contained
-
 __all__ = ["Attempts", "unwatch_sdk", "unwatching", "watch_sdk", "watching"]
 
 _CLASS = "BaseClient"
 _METHOD = "_build_request"
+# Set on tollmeter's request builder, so that it is wrapped once and unwrapped by identity.
+_MARK = "_tollmeter_watches_attempts"
+# Set when the class inherited the builder: unwrapping then deletes tollmeter's copy.
+_INHERITED = "_tollmeter_inherited"
 
 
 class Attempts:
@@ -49,16 +49,26 @@ def unwatching(token: Token[Attempts | None]) -> None:
     _CURRENT.reset(token)
 
 
-def _on_build_request(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    attempts = _CURRENT.get()
-    if attempts is not None:
-        with contained("attempts.record"):
+def _watched(build_request: Callable[..., Any], *, inherited: bool) -> Callable[..., Any]:
+    """``build_request`` recording each attempt's ``retries_taken`` on the watching call.
+
+    A plain function rather than a ``wrapt`` wrapper: it runs on every attempt, and a
+    function costs about half as much to call through.
+    """
+
+    @functools.wraps(build_request)
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        attempts = _CURRENT.get()
+        if attempts is not None:
+            # Nothing here can raise: a dict lookup, type checks and a slot assignment.
             retries = kwargs.get("retries_taken", 0)
             if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
                 attempts.retries = retries
-    return wrapped(*args, **kwargs)
+        return build_request(self, *args, **kwargs)
+
+    setattr(watched, _MARK, True)
+    setattr(watched, _INHERITED, inherited)
+    return watched
 
 
 def _base_client(module_name: str) -> Any | None:
@@ -72,12 +82,21 @@ def watch_sdk(module_name: str) -> bool:
     cls = _base_client(module_name)
     if cls is None:
         return False
-    wrapt.wrap_function_wrapper(cls, _METHOD, _on_build_request)
+    own = cls.__dict__.get(_METHOD)
+    if not getattr(own, _MARK, False):
+        setattr(cls, _METHOD, _watched(getattr(cls, _METHOD), inherited=own is None))
     return True
 
 
 def unwatch_sdk(module_name: str) -> None:
     """Undo ``watch_sdk`` (a no-op when it wrapped nothing)."""
     cls = _base_client(module_name)
-    if cls is not None:
-        unwrap(cls, _METHOD)
+    if cls is None:
+        return
+    watched = cls.__dict__.get(_METHOD)
+    if not getattr(watched, _MARK, False):
+        return
+    if getattr(watched, _INHERITED, False):
+        delattr(cls, _METHOD)
+    else:
+        setattr(cls, _METHOD, watched.__wrapped__)
