@@ -26,6 +26,7 @@ from starlette.routing import Route
 from tollmeter.collector._http_errors import error_response
 from tollmeter.collector._management import ingest_keys_allowed, principal_of
 from tollmeter.collector.errors import BadRequest, InvalidConfig, InvalidSetting
+from tollmeter.collector.limits._answer import check_answer_bytes
 from tollmeter.collector.limits._config import (
     CalendarWindowConfig,
     InFlightConfig,
@@ -223,7 +224,7 @@ def limits_routes(service: LimitsService) -> list[Route]:
         headers = {}
         if not result.allowed and result.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, round(result.retry_after_s + 0.5)))
-        return JSONResponse(result.to_json(), headers=headers)
+        return Response(check_answer_bytes(result), media_type="application/json", headers=headers)
 
     @ingest_keys_allowed
     async def reconcile(request: Request) -> Response:
