@@ -133,6 +133,16 @@ def test_an_upgrade_admits_at_once_and_keeps_the_months_usage(
     events = _events(running, 10)
     assert [e["plan"] for e in events] == ["free"] * 8 + ["pro"] * 2
 
+    # Handing the tenant back to the file: the tenant's own key may not, an admin may,
+    # once; the free plan applies again to the next check.
+    assert (
+        httpx.delete(plan_url, headers={"x-tollmeter-key": ACME_KEY}, timeout=10).status_code == 403
+    )
+    assert _admin("DELETE", plan_url).json() == {"tenant": "acme", "plan": "free", "removed": True}
+    assert _admin("DELETE", plan_url).json() == {"tenant": "acme", "plan": "free", "removed": False}
+    assert not _admin("POST", f"{api}/api/v1/check", json=CHECK).json()["allowed"]
+    assert _admin("PUT", plan_url, json={"plan": "pro"}).status_code == 200
+
     # The usage API and ``tollmeter usage`` split the month by the plan it was used under.
     now = datetime.now(timezone.utc)
     start, end = (now - timedelta(hours=1)).isoformat(), (now + timedelta(hours=1)).isoformat()

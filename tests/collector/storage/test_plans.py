@@ -33,6 +33,20 @@ def test_an_assignment_is_replaced_and_read_by_another_connection(ledger_url: st
             assert reader.tenant_plans() == {"acme": "pro", "globex": "pro"}
 
 
+def test_an_assignment_is_removed_for_every_connection(ledger_url: str) -> None:
+    with open_ledger(ledger_url) as writer:
+        writer.set_tenant_plan("acme", "pro", 1)
+        writer.set_tenant_plan("globex", "pro", 2)
+        assert writer.clear_tenant_plan("acme") is True
+        assert writer.clear_tenant_plan("acme") is False
+        assert writer.clear_tenant_plan("initech") is False
+        assert writer.tenant_plans() == {"globex": "pro"}
+        if ledger_url == "memory://":
+            return  # an in-memory ledger has no second reader
+        with open_ledger(ledger_url) as reader:
+            assert reader.tenant_plans() == {"globex": "pro"}
+
+
 def test_the_plan_of_an_event_reads_back_and_reaches_parquet(
     ledger: Ledger, make_event: Callable[..., UsageEvent]
 ) -> None:

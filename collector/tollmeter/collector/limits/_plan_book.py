@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 class _Assignments(Protocol):
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None: ...
+    def clear_tenant_plan(self, tenant: str) -> bool: ...
     def tenant_plans(self) -> dict[str, str]: ...
 
 
@@ -73,6 +74,16 @@ class PlanBook:
         self._store.set_tenant_plan(tenant, plan, time.time_ns())
         with self._lock:
             self._assigned = {**self._assigned, tenant: plan}
+
+    def unassign(self, tenant: str) -> bool:
+        """Remove the API's assignment of ``tenant`` for every replica, so that the
+        configuration's plan applies again; whether there was one."""
+        if self._store is None:
+            raise TollmeterError("plan assignments need a ledger")
+        removed = self._store.clear_tenant_plan(tenant)
+        with self._lock:
+            self._assigned = {t: p for t, p in self._assigned.items() if t != tenant}
+        return removed
 
     def _read(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""``GET/PUT /api/v1/tenants/{id}/plan``: which plan a tenant is on, and moving it.
+"""``GET/PUT/DELETE /api/v1/tenants/{id}/plan``: which plan a tenant is on, moving it,
+and handing it back to the configuration.
 
 Admin routes (the management API refuses ingest keys on them): a tenant's own key
 cannot change its plan. A change is stored in the ledger for every replica and applies
@@ -61,7 +62,25 @@ def plan_routes(book: PlanBook) -> list[Route]:
             return error_response(503, str(exc))
         return JSONResponse({"tenant": tenant, "plan": plan})
 
+    async def delete_plan(request: Request) -> Response:
+        """Remove the plan the API assigned a tenant: the configuration's applies again.
+        ---
+        responses:
+          "200": {description: "the tenant, its plan now, whether an assignment was removed"}
+        """
+        tenant = request.path_params["tenant"]
+        if len(tenant) > _MAX_TEXT:
+            return error_response(400, "tenant id too long")
+        try:
+            removed = await run_in_threadpool(book.unassign, tenant)
+        except TollmeterError as exc:
+            return error_response(503, str(exc))
+        plan = await run_in_threadpool(book.plan_of, tenant)
+        return JSONResponse({"tenant": tenant, "plan": plan, "removed": removed})
+
+    path = "/api/v1/tenants/{tenant}/plan"
     return [
-        Route("/api/v1/tenants/{tenant}/plan", get_plan, methods=["GET"], name="get_plan"),
-        Route("/api/v1/tenants/{tenant}/plan", put_plan, methods=["PUT"], name="put_plan"),
+        Route(path, get_plan, methods=["GET"], name="get_plan"),
+        Route(path, put_plan, methods=["PUT"], name="put_plan"),
+        Route(path, delete_plan, methods=["DELETE"], name="delete_plan"),
     ]

@@ -218,6 +218,12 @@ class Ledger(abc.ABC):
         del tenant, plan, now_ns
         raise StorageError(f"{type(self).__name__} keeps no plans")
 
+    def clear_tenant_plan(self, tenant: str) -> bool:
+        """Remove ``tenant``'s assignment, for every process sharing this ledger; whether
+        there was one."""
+        del tenant
+        raise StorageError(f"{type(self).__name__} keeps no plans")
+
     def tenant_plans(self) -> dict[str, str]:
         """Tenant -> plan, as ``set_tenant_plan`` last left them."""
         return {}

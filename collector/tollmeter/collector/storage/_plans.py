@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["select_plans", "upsert_plan"]
+__all__ = ["delete_plan", "select_plans", "upsert_plan"]
 
 
 class _Connection(Protocol):
@@ -23,6 +23,12 @@ def upsert_plan(conn: _Connection, param: str, tenant: str, plan: str, now_ns: i
         "changed_ns = excluded.changed_ns",
         (tenant, plan, now_ns),
     )
+
+
+def delete_plan(conn: _Connection, param: str, tenant: str) -> bool:
+    """Remove ``tenant``'s assignment; whether it had one."""
+    cursor = conn.execute(f"DELETE FROM tenant_plans WHERE tenant_id = {param}", (tenant,))
+    return bool(cursor.rowcount)
 
 
 def select_plans(conn: _Connection) -> dict[str, str]:

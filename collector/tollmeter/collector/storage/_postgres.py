@@ -69,7 +69,7 @@ from tollmeter.collector.storage._outcomes import (
     store_outcomes,
     summarize_outcomes,
 )
-from tollmeter.collector.storage._plans import select_plans, upsert_plan
+from tollmeter.collector.storage._plans import delete_plan, select_plans, upsert_plan
 from tollmeter.collector.storage._postgres_lease import AdvisoryLease
 from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
@@ -532,6 +532,10 @@ class PostgresLedger(Ledger):
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         with self._connection("store plan") as conn:
             upsert_plan(conn, "%s", _text(tenant), _text(plan), now_ns)
+
+    def clear_tenant_plan(self, tenant: str) -> bool:
+        with self._connection("remove plan") as conn:
+            return delete_plan(conn, "%s", _text(tenant))
 
     def tenant_plans(self) -> dict[str, str]:
         with self._connection("read plans") as conn:

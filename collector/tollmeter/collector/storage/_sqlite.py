@@ -47,7 +47,7 @@ from tollmeter.collector.storage._outcomes import (
     store_outcomes,
     summarize_outcomes,
 )
-from tollmeter.collector.storage._plans import select_plans, upsert_plan
+from tollmeter.collector.storage._plans import delete_plan, select_plans, upsert_plan
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
     SQLITE,
@@ -486,6 +486,10 @@ class SQLiteLedger(Ledger):
     def set_tenant_plan(self, tenant: str, plan: str, now_ns: int) -> None:
         with self._writing() as conn, _wrapped("store plan"):
             upsert_plan(conn, "?", tenant, plan, now_ns)
+
+    def clear_tenant_plan(self, tenant: str) -> bool:
+        with self._writing() as conn, _wrapped("remove plan"):
+            return delete_plan(conn, "?", tenant)
 
     def tenant_plans(self) -> dict[str, str]:
         with self._reading() as conn, _wrapped("read plans"):
