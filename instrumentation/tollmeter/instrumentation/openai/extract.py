@@ -171,14 +171,22 @@ def _message_text(message: Any) -> str:
 
 
 def chat_outcome(completion: Any) -> StreamOutcome:
-    """Outcome of a (parsed) ``ChatCompletion``."""
+    """Outcome of a (parsed) ``ChatCompletion``.
+
+    The output text is only gathered when the completion reports no usage, for the estimate:
+    with content capture on, the reply is read from the completion itself (``content``).
+    """
     choices = getattr(completion, "choices", None) or ()
+    usage = usage_from_completion(getattr(completion, "usage", None))
+    text = ""
+    if usage is None:
+        text = "".join(_message_text(getattr(c, "message", None)) for c in choices)
     return StreamOutcome(
-        usage=usage_from_completion(getattr(completion, "usage", None)),
+        usage=usage,
         response_model=_str(getattr(completion, "model", None)),
         response_id=_str(getattr(completion, "id", None)),
         finish_reasons=_finish_reasons(choices),
-        output_text="".join(_message_text(getattr(c, "message", None)) for c in choices),
+        output_text=text,
     )
 
 
