@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -336,3 +337,24 @@ def test_cost_limits_use_the_price_estimate_then_the_priced_usage(make_engine, m
     cheap = make_engine(make_limits(DAILY), clock=clock, cost_estimator=price)
     cheap.check(_req(model="gpt-4o"))
     assert len(priced) == 2
+
+
+def test_a_request_owned_by_an_organisation_and_plan_keeps_everything_else():
+    request = CheckRequest(
+        "t",
+        "p",
+        "m",
+        "k",
+        "f",
+        estimated_input_tokens=3,
+        max_output_tokens=4,
+        request_id="r",
+        org="old",
+        plan="old",
+        internal=True,
+    )
+    owned = request.owned_by("org", "plan")
+    assert (owned.org, owned.plan) == ("org", "plan")
+    for field in dataclasses.fields(CheckRequest):
+        if field.name not in ("org", "plan"):
+            assert getattr(owned, field.name) == getattr(request, field.name), field.name

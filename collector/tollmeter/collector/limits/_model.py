@@ -85,6 +85,24 @@ class CheckRequest:
     """The operator's own call: only rules with ``include_internal`` count it. The check
     API accepts it from callers that are not bound to a tenant only."""
 
+    def owned_by(self, org: str | None, plan: str | None) -> CheckRequest:
+        """This request for a tenant of ``org`` on ``plan``. Positional, not
+        ``dataclasses.replace`` (which takes more than twice as long): every check of a
+        tenant with an organisation or a plan makes one."""
+        return CheckRequest(
+            self.tenant,
+            self.project,
+            self.model,
+            self.api_key_id,
+            self.feature,
+            self.estimated_input_tokens,
+            self.max_output_tokens,
+            self.request_id,
+            org,
+            plan,
+            self.internal,
+        )
+
     def attributes(self) -> dict[str, str | None]:
         return {
             "tenant": self.tenant,

@@ -136,7 +136,7 @@ class LimitsService:
         org = self._org_of.get(request.tenant)
         plan = self.plans.plan_of(request.tenant)
         if org != request.org or plan != request.plan:
-            request = dataclasses.replace(request, org=org, plan=plan)
+            request = request.owned_by(org, plan)
         gate = self.gate
         denied = None if gate is None else gate(request)
         if denied is not None:
