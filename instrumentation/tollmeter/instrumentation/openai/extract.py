@@ -106,13 +106,11 @@ def needs_stream_estimate(kwargs: Mapping[str, Any]) -> bool:
 def _field(owner: Any, name: str) -> Any:
     """``owner.name``, or ``owner[name]``: an SDK older than a nested usage field keeps it as a
     plain dict (the Responses API's ``input_tokens_details`` in its first releases)."""
+    if owner is None:  # an absent details object, the usual case: no lookups
+        return None
     if isinstance(owner, Mapping):
         return owner.get(name)
     return getattr(owner, name, None)
-
-
-def _detail(usage: Any, details: str, field: str) -> int | None:
-    return _int(_field(_field(usage, details), field))
 
 
 def usage_from_completion(usage: Any) -> Usage | None:
@@ -120,12 +118,15 @@ def usage_from_completion(usage: Any) -> Usage | None:
     prompt = _int(getattr(usage, "prompt_tokens", None))
     if prompt is None:
         return None
+    details = _field(usage, "prompt_tokens_details")
     return Usage(
         input_tokens=prompt,
         output_tokens=_int(getattr(usage, "completion_tokens", None)) or 0,
-        cache_read_input_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        cache_write_input_tokens=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
-        reasoning_output_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        cache_read_input_tokens=_int(_field(details, "cached_tokens")),
+        cache_write_input_tokens=_int(_field(details, "cache_write_tokens")),
+        reasoning_output_tokens=_int(
+            _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
+        ),
     )
 
 
@@ -134,12 +135,15 @@ def responses_usage(usage: Any) -> Usage | None:
     input_tokens = _int(getattr(usage, "input_tokens", None))
     if input_tokens is None:
         return None
+    details = _field(usage, "input_tokens_details")
     return Usage(
         input_tokens=input_tokens,
         output_tokens=_int(getattr(usage, "output_tokens", None)) or 0,
-        cache_read_input_tokens=_detail(usage, "input_tokens_details", "cached_tokens"),
-        cache_write_input_tokens=_detail(usage, "input_tokens_details", "cache_write_tokens"),
-        reasoning_output_tokens=_detail(usage, "output_tokens_details", "reasoning_tokens"),
+        cache_read_input_tokens=_int(_field(details, "cached_tokens")),
+        cache_write_input_tokens=_int(_field(details, "cache_write_tokens")),
+        reasoning_output_tokens=_int(
+            _field(_field(usage, "output_tokens_details"), "reasoning_tokens")
+        ),
     )
 
 
@@ -148,7 +152,7 @@ def _str(value: Any) -> str | None:
 
 
 def _finish_reasons(choices: Any) -> tuple[str, ...]:
-    if not isinstance(choices, Sequence):
+    if type(choices) is not list and not isinstance(choices, Sequence):
         return ()
     reasons = (getattr(choice, "finish_reason", None) for choice in choices)
     return tuple(reason for reason in reasons if isinstance(reason, str) and reason)
@@ -319,6 +323,8 @@ def _responses_messages(items: Iterable[Any]) -> list[Any]:
 
 
 def _get(item: Any, key: str) -> Any:
+    if type(item) is dict:  # request messages are usually plain dicts: skip the ABC check
+        return item.get(key)
     return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
 
 
