@@ -100,7 +100,12 @@ async def read_json_body(request: Request) -> dict[str, Any]:
 
 
 def _text(data: dict[str, Any], key: str) -> str | None:
-    return None if data.get(key) is None else _required(data, key)
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
+        raise BadRequest(f"{key}: expected a string of 1 to {_MAX_TEXT} characters")
+    return value
 
 
 def _required(data: dict[str, Any], key: str) -> str:
@@ -126,12 +131,21 @@ def check_request_from_json(data: dict[str, Any]) -> CheckRequest:
     internal = data.get("internal", False)
     if not isinstance(internal, bool):
         raise BadRequest("internal: expected a boolean")
+    tenant = _required(data, "tenant")
+    estimated_input_tokens = _count(data, "estimated_input_tokens")
+    max_output_tokens = _count(data, "max_output_tokens")
+    # Positional, and no keyword dict in between: this runs for every check.
+    project, model, api_key_id, feature, request_id = [_text(data, k) for k in _TEXT_FIELDS]
     return CheckRequest(
-        tenant=_required(data, "tenant"),
+        tenant,
+        project,
+        model,
+        api_key_id,
+        feature,
+        estimated_input_tokens,
+        max_output_tokens,
+        request_id,
         internal=internal,
-        estimated_input_tokens=_count(data, "estimated_input_tokens"),
-        max_output_tokens=_count(data, "max_output_tokens"),
-        **{k: _text(data, k) for k in _TEXT_FIELDS},
     )
 
 
