@@ -76,7 +76,7 @@ def allowance(plan: Sequence[PlanEntry], now: float, reservation_id: str | None)
             downgrade = downgrade or rule.config.downgrade_model
         else:
             over_alert = True
-    statuses = tuple(counter_status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan)
+    statuses = tuple([counter_status(r, k, c, now, allowed=True) for r, k, c, _, _ in plan])
     decision: Decision = "downgrade" if downgrade else ("alert" if over_alert else "allow")
     return CheckResult(
         allowed=True,

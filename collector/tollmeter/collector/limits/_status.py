@@ -16,15 +16,18 @@ _EPSILON = 1e-9
 def counter_status(
     rule: Rule, key: tuple[str, ...], counter: Counter, now: float, *, allowed: bool
 ) -> LimitStatus:
-    # Positional: this runs for every matching limit of every check.
+    # Positional, each attribute looked up once: this runs for every matching limit of
+    # every check.
+    config = rule.config
+    window = rule.window
     return LimitStatus(
         rule.name,
-        dict(zip(rule.config.group_by, key, strict=True)),
-        rule.config.measure,
-        rule.config.action,
-        rule.config.limit,
-        rule.window.available(counter),
-        rule.window.reset_at(counter, now),
+        dict(zip(config.group_by, key, strict=True)),
+        config.measure,
+        config.action,
+        config.limit,
+        window.available(counter),
+        window.reset_at(counter, now),
         allowed,
     )
 
