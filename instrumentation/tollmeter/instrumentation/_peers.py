@@ -44,6 +44,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
@@ -134,9 +135,10 @@ def peer_above(*, take: bool = True) -> PeerSpan | None:
     ``take=False`` only looks: the next call still finds a span ``note_started`` kept.
     """
     span = trace.get_current_span()
-    scope = getattr(span, "instrumentation_scope", None)
-    if scope is not None and span.is_recording():
-        peer = _peer(getattr(scope, "name", None))
+    # Recording first: the usual current span, the invalid one, has no scope to look up.
+    if span.is_recording():
+        scope = getattr(span, "instrumentation_scope", None)
+        peer = None if scope is None else _peer(getattr(scope, "name", None))
         if peer is not None:
             return PeerSpan(span, peer[1])
     started = _started_for(span, take)
@@ -194,11 +196,17 @@ def hold_end(span: Span) -> Callable[[], None]:
 
 
 def _wrapper_module(wrapped: Any) -> str | None:
+    if type(wrapped) in _UNWRAPPED:  # the usual case: no lookup that fails and raises
+        return None
     wrapper = getattr(wrapped, "_self_wrapper", None)
     if wrapper is None:
         return None
     module = getattr(wrapper, "__module__", None)
     return module if isinstance(module, str) else type(wrapper).__module__
+
+
+# Plain functions and bound methods are never a ``wrapt`` wrapper.
+_UNWRAPPED: Final = frozenset({types.FunctionType, types.MethodType})
 
 
 def beneath(wrapped: Callable[..., Any]) -> Callable[..., Any]:
