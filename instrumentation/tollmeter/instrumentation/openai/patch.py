@@ -222,9 +222,9 @@ def _start(
     resolver: ProviderResolver,
     instance: Any,
     kwargs: dict[str, Any],
+    model: str | None,
     enforcement: Mapping[str, AttributeValue],
 ) -> Call:
-    model = _model(kwargs)
     client = resolver.facts(
         getattr(instance, "_client", None), lambda: extract.server_attributes(instance)
     )
@@ -234,13 +234,16 @@ def _start(
         prefetch_encoding(model)
     attributes.update(enforcement)
     hidden = endpoint.hidden_input
+    content = None
+    if telemetry.content is not None and endpoint.content is not None:
+        content = endpoint.content(kwargs)
     return telemetry.start(
         operation=endpoint.operation,
         provider=client.provider,
         request_model=client.request_model(model),
         attributes=attributes,
         input_estimate=endpoint.input_estimate(kwargs, model),
-        content=None if endpoint.content is None else endpoint.content(kwargs),
+        content=content,
         hidden_input=None if hidden is None else hidden(kwargs, model),
     )
 
@@ -322,12 +325,15 @@ def _prepare(
     enforcement: dict[str, AttributeValue] = {}
     model = _model(kwargs)
     estimate = endpoint.input_estimate
-    kwargs = dict(before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement))
+    checked = before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement)
+    if checked is not kwargs:  # the guard downgraded the model
+        model = _model(checked)
+    kwargs = dict(checked)
     with contained("openai.start"):
         request = kwargs
         if options.inject_stream_usage and endpoint.injects_usage:
             request = _with_stream_usage(kwargs)
-        call = _start(telemetry, endpoint, options.providers, instance, request, enforcement)
+        call = _start(telemetry, endpoint, options.providers, instance, request, model, enforcement)
         kwargs = request
     return call, kwargs
 
