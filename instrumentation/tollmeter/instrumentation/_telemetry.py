@@ -480,9 +480,12 @@ class Telemetry:
         if call.hidden_input is not None:
             with contained("telemetry.hidden_input"):
                 span_attributes[attrs.TOLLMETER_USAGE_HIDDEN_INPUT_TOKENS] = call.hidden_input()
-        span_attributes.update(
-            _stream_timing(call, ended_at, usage, completed=error is None and not abandoned)
-        )
+        first = call.first_chunk_at
+        if first is not None:
+            completed = error is None and not abandoned
+            span_attributes.update(
+                _stream_timing(call.started_at, first, ended_at, usage, completed=completed)
+            )
         metric_attributes = dict(call.metric_attributes)
         if response_model:
             metric_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model
@@ -573,15 +576,12 @@ def _deprecated_usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
 
 
 def _stream_timing(
-    call: Call, ended_at: float, usage: Usage | None, *, completed: bool
+    started_at: float, first: float, ended_at: float, usage: Usage | None, *, completed: bool
 ) -> dict[str, AttributeValue]:
     """Time to the first chunk, and, for a stream read to its end, the decode time per output
     token after the first (a stream cut short ends at an arbitrary point of its decoding)."""
-    first = call.first_chunk_at
-    if first is None:
-        return {}
     values: dict[str, AttributeValue] = {
-        attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: first - call.started_at
+        attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: first - started_at
     }
     if completed and usage is not None and usage.output_tokens > 1:
         values[attrs.TOLLMETER_STREAM_DECODE_S_PER_OUTPUT_TOKEN] = (ended_at - first) / (
