@@ -202,7 +202,8 @@ class Pipeline:
 
     def set_annotator(self, annotate: Annotator) -> None:
         """Have ``annotate`` complete each commit's events just before they are stored
-        (the limits' policy path); it runs on the writer thread."""
+        (the limits' plan and policy path); it runs on the writer thread and may fill the
+        events in in place (``_records.fill_in``): they are the pipeline's until committed."""
         self._annotate = annotate
 
     def subscribe_commits(self, callback: CommitSubscriber) -> None:

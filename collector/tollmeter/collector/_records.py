@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-__all__ = ["USAGE_SOURCES", "UsageEvent", "UsageSource"]
+__all__ = ["USAGE_SOURCES", "Annotation", "UsageEvent", "UsageSource", "fill_in"]
 
 UsageSource = Literal["provider", "estimate", "reservation"]
 """Where the counts come from: the provider's report, a tokenizer estimate made by
@@ -97,3 +97,18 @@ class UsageEvent:
 
     def with_sequence(self, sequence: int) -> UsageEvent:
         return dataclasses.replace(self, sequence=sequence)
+
+
+Annotation = Literal["plan", "policy"]
+_ANNOTATION_SETTERS = {name: vars(UsageEvent)[name].__set__ for name in ("plan", "policy")}
+
+
+def fill_in(event: UsageEvent, name: Annotation, value: str | None) -> None:
+    """Set what the collector learns of ``event`` after extraction (its tenant's plan, its
+    reservation's policy path), in place.
+
+    Only for an event the pipeline has not committed yet: until its commit it belongs to
+    the pipeline, and copying a frozen event for each annotation costs about as much as
+    extracting it.
+    """
+    _ANNOTATION_SETTERS[name](event, value)

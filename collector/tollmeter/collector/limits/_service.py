@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tollmeter.collector._organisations import OrganisationsConfig
-from tollmeter.collector._records import UsageEvent
+from tollmeter.collector._records import UsageEvent, fill_in
 from tollmeter.collector.errors import LimitStateError
 from tollmeter.collector.limits._config import HooksConfig, LimitsConfig
 from tollmeter.collector.limits._decisions import RecentDecisions
@@ -148,16 +148,11 @@ class LimitsService:
     def annotate(self, events: list[UsageEvent]) -> list[UsageEvent]:
         """Pipeline annotator, before the commit: each event that names a reservation of
         its own tenant gets that reservation's policy path (``_policy.py``), and every
-        event its tenant's plan."""
-        out = events
-        if self.plans.plans.limits:
-            out = [
-                e
-                if e.plan is not None
-                else dataclasses.replace(e, plan=self.plans.plan_of(e.tenant_id))
-                for e in events
-            ]
-        for index, event in enumerate(out):
+        event its tenant's plan, filled in in place (``fill_in``)."""
+        plans = self.plans if self.plans.plans.limits else None
+        for event in events:
+            if plans is not None and event.plan is None:
+                fill_in(event, "plan", plans.plan_of(event.tenant_id))
             rid = event.reservation_id
             if rid is None or event.policy is not None:
                 continue
@@ -165,10 +160,8 @@ class LimitsService:
             # A span naming another tenant's reservation learns nothing of that tenant.
             if reservation is None or reservation.request.tenant != event.tenant_id:
                 continue
-            if out is events:
-                out = list(events)
-            out[index] = dataclasses.replace(event, policy=policy_text(reservation))
-        return out
+            fill_in(event, "policy", policy_text(reservation))
+        return events
 
     def on_committed(self, events: Sequence[UsageEvent]) -> None:
         """Pipeline subscriber: count committed usage. Never raises into the pipeline."""
