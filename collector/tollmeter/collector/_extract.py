@@ -394,9 +394,7 @@ class Extractor:
         )
         if response_id is None and (len(span.trace_id) != 16 or len(span.span_id) != 8):
             raise _Rejected("no gen_ai.response.id and no valid trace and span ids to dedupe by")
-        start, end = span.start_time_unix_nano, span.end_time_unix_nano
-        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
-            raise _Rejected(f"start time {start} ns is not a plausible time")
+        start, end = _start_ns(span, now_ns), span.end_time_unix_nano
         request_model, response_model = model_of(span_attrs)
         failed = span.status.code == Status.STATUS_CODE_ERROR
         # Span attributes win over the resource's; converted values are never None.
@@ -489,9 +487,7 @@ class Extractor:
     ) -> Outcome:
         """An outcome report (``tollmeter.outcome`` span): no model call, so no usage."""
         tenant = self._tenant(span_attrs, resource, bound)
-        start = span.start_time_unix_nano
-        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
-            raise _Rejected(f"start time {start} ns is not a plausible time")
+        start = _start_ns(span, now_ns)
         workflow = span_attrs.get(attrs.TOLLMETER_WORKFLOW_ID)
         if workflow is None:
             workflow = resource.get(attrs.TOLLMETER_WORKFLOW_ID)
@@ -532,9 +528,7 @@ class Extractor:
     ) -> AvoidedCall:
         """A cache hit (``tollmeter.cache_hit`` span): avoided usage, never billed usage."""
         tenant = self._tenant(span_attrs, resource, bound)
-        start = span.start_time_unix_nano
-        if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
-            raise _Rejected(f"start time {start} ns is not a plausible time")
+        start = _start_ns(span, now_ns)
         feature = span_attrs.get(attrs.TOLLMETER_FEATURE, resource.get(attrs.TOLLMETER_FEATURE))
         try:
             return avoided_call(
@@ -585,3 +579,11 @@ def _tenant_value(value: object) -> str | None:
 def _name(span: Span) -> str:
     name = span.name
     return name if len(name) <= 64 else name[:64] + "..."
+
+
+def _start_ns(span: Span, now_ns: int) -> int:
+    """The span's start time, refused unless plausible (see ``_MIN_TIME_NS``)."""
+    start = span.start_time_unix_nano
+    if not _MIN_TIME_NS <= start <= now_ns + _MAX_AHEAD_NS:
+        raise _Rejected(f"start time {start} ns is not a plausible time")
+    return start
