@@ -32,17 +32,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from tollmeter.collector.errors import StorageError
 from tollmeter.collector.storage._codec import ROW_COLUMNS
 
 __all__ = [
     "GENESIS",
     "ChainLink",
     "Checkpoint",
+    "cut_events",
     "fold",
     "genesis_link",
     "link_rows",
     "pack_digests",
     "row_digest",
+    "select_checkpoint",
     "unpack_digests",
 ]
 
@@ -181,3 +184,59 @@ def genesis_link(conn: _Connection, *, mark: str) -> None:
         f"committed_ns, columns, row_digests) VALUES ({', '.join([mark] * 7)})",
         (1, first, last, head.hex(), time.time_ns(), ",".join(columns), bytes(entries)),
     )
+
+
+_CHECKPOINT_COLUMNS = (
+    "commit_number, last_sequence, head, first_pruned_ns, last_pruned_ns, pruned_events, cut_ns"
+)
+_SELECT_CHECKPOINT = (
+    f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_chain_checkpoint ORDER BY commit_number DESC LIMIT 1"
+)
+
+
+def select_checkpoint(conn: _Connection) -> Checkpoint | None:
+    """The checkpoint in force (the newest), ``None`` before the first cut."""
+    row = conn.execute(_SELECT_CHECKPOINT).fetchone()
+    if row is None:
+        return None
+    commit, last, head, first_ns, last_ns, pruned, cut_ns = row
+    return Checkpoint(
+        int(commit),
+        int(last),
+        str(head),
+        None if first_ns is None else int(first_ns),
+        None if last_ns is None else int(last_ns),
+        int(pruned),
+        int(cut_ns),
+    )
+
+
+def cut_events(conn: _Connection, mark: str, previous_commit: int, checkpoint: Checkpoint) -> int:
+    """Inside the caller's transaction: delete the events the checkpoint in force does not
+    cover up to ``checkpoint.last_sequence`` and record ``checkpoint``; the events deleted.
+
+    ``mark`` is the driver's parameter placeholder. Raises ``StorageError`` when the
+    checkpoint in force is no longer ``previous_commit``'s (another process cut meanwhile).
+    """
+    current = select_checkpoint(conn)
+    if (0 if current is None else current.commit) != previous_commit:
+        raise StorageError("another process pruned the ledger meanwhile")
+    before = 0 if current is None else current.last_sequence
+    deleted = conn.execute(
+        f"DELETE FROM usage_events WHERE sequence > {mark} AND sequence <= {mark}",
+        (before, checkpoint.last_sequence),
+    ).rowcount
+    conn.execute(
+        f"INSERT INTO ledger_chain_checkpoint ({_CHECKPOINT_COLUMNS}) "
+        f"VALUES ({', '.join([mark] * 7)})",
+        (
+            checkpoint.commit,
+            checkpoint.last_sequence,
+            checkpoint.head,
+            checkpoint.first_pruned_ns,
+            checkpoint.last_pruned_ns,
+            checkpoint.pruned_events,
+            checkpoint.cut_ns,
+        ),
+    )
+    return int(deleted)

@@ -41,7 +41,14 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Lease, Ledger, StorageError
-from tollmeter.collector.storage._chain import GENESIS, ChainLink, Checkpoint, link_rows
+from tollmeter.collector.storage._chain import (
+    GENESIS,
+    ChainLink,
+    Checkpoint,
+    cut_events,
+    link_rows,
+    select_checkpoint,
+)
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     EventRow,
@@ -84,8 +91,6 @@ from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
 from tollmeter.collector.storage._sqlite import (
     _chain_link,
-    _checkpoint,
-    _checkpoint_values,
     _positive,
 )
 from tollmeter.collector.storage._workflows import (
@@ -129,16 +134,6 @@ _LAST_LINK = "SELECT commit_number, head FROM ledger_chain ORDER BY commit_numbe
 _INSERT_LINK = (
     "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
     "committed_ns, columns, row_digests) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-)
-_CHECKPOINT_COLUMNS = (
-    "commit_number, last_sequence, head, first_pruned_ns, last_pruned_ns, pruned_events, cut_ns"
-)
-_SELECT_CHECKPOINT = (
-    f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_chain_checkpoint ORDER BY commit_number DESC LIMIT 1"
-)
-_INSERT_CHECKPOINT = (
-    f"INSERT INTO ledger_chain_checkpoint ({_CHECKPOINT_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 _SELECT_LINKS = (
     "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
@@ -372,23 +367,13 @@ class PostgresLedger(Ledger):
 
     def chain_checkpoint(self) -> Checkpoint | None:
         with self._connection("read chain checkpoint") as conn:
-            row = conn.execute(_SELECT_CHECKPOINT).fetchone()
-        return None if row is None else _checkpoint(row)
+            return select_checkpoint(conn)
 
     def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
         with self._connection("prune ledger") as conn, conn.transaction():
             # Two pruners at once: the second waits, then finds the checkpoint moved.
             conn.execute("LOCK TABLE ledger_chain_checkpoint IN EXCLUSIVE MODE")
-            current = conn.execute(_SELECT_CHECKPOINT).fetchone()
-            if (0 if current is None else int(current[0])) != previous_commit:
-                raise StorageError("another process pruned the ledger meanwhile")
-            before = 0 if current is None else int(current[1])
-            deleted = conn.execute(
-                "DELETE FROM usage_events WHERE sequence > %s AND sequence <= %s",
-                (before, checkpoint.last_sequence),
-            ).rowcount
-            conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
-        return int(deleted)
+            return cut_events(conn, "%s", previous_commit, checkpoint)
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         return [event_from_row(row) for row in self.read_event_rows(after_sequence, limit)]

@@ -18,7 +18,14 @@ from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.grants._model import Grant, Movement
 from tollmeter.collector.storage._avoided import store_avoided, summarize_avoided
 from tollmeter.collector.storage._base import AppendResult, Ledger, StorageError
-from tollmeter.collector.storage._chain import GENESIS, ChainLink, Checkpoint, link_rows
+from tollmeter.collector.storage._chain import (
+    GENESIS,
+    ChainLink,
+    Checkpoint,
+    cut_events,
+    link_rows,
+    select_checkpoint,
+)
 from tollmeter.collector.storage._codec import (
     EVENT_COLUMNS,
     ROW_COLUMNS,
@@ -86,15 +93,6 @@ _CHAIN_COLUMNS = ",".join(ROW_COLUMNS)
 _INSERT_LINK = (
     "INSERT INTO ledger_chain (commit_number, first_sequence, last_sequence, head, "
     "committed_ns, columns, row_digests) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_CHECKPOINT_COLUMNS = (
-    "commit_number, last_sequence, head, first_pruned_ns, last_pruned_ns, pruned_events, cut_ns"
-)
-_SELECT_CHECKPOINT = (
-    f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_chain_checkpoint ORDER BY commit_number DESC LIMIT 1"
-)
-_INSERT_CHECKPOINT = (
-    f"INSERT INTO ledger_chain_checkpoint ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_LINKS = (
     "SELECT commit_number, first_sequence, last_sequence, head, committed_ns, columns, "
@@ -336,21 +334,11 @@ class SQLiteLedger(Ledger):
 
     def chain_checkpoint(self) -> Checkpoint | None:
         with self._reading() as conn, _wrapped("read chain checkpoint"):
-            row = conn.execute(_SELECT_CHECKPOINT).fetchone()
-        return None if row is None else _checkpoint(row)
+            return select_checkpoint(conn)
 
     def cut(self, previous_commit: int, checkpoint: Checkpoint) -> int:
         with self._transaction("prune ledger") as conn:
-            current = conn.execute(_SELECT_CHECKPOINT).fetchone()
-            if (0 if current is None else int(current[0])) != previous_commit:
-                raise StorageError("another process pruned the ledger meanwhile")
-            before = 0 if current is None else int(current[1])
-            deleted = conn.execute(
-                "DELETE FROM usage_events WHERE sequence > ? AND sequence <= ?",
-                (before, checkpoint.last_sequence),
-            ).rowcount
-            conn.execute(_INSERT_CHECKPOINT, _checkpoint_values(checkpoint))
-        return int(deleted)
+            return cut_events(conn, "?", previous_commit, checkpoint)
 
     def read_events(self, after_sequence: int, limit: int) -> list[UsageEvent]:
         if limit < 1:
@@ -519,31 +507,6 @@ class SQLiteLedger(Ledger):
     @property
     def synchronous(self) -> Synchronous:
         return self._synchronous
-
-
-def _checkpoint(row: Sequence[Any]) -> Checkpoint:
-    commit, last, head, first_ns, last_ns, pruned, cut_ns = row
-    return Checkpoint(
-        int(commit),
-        int(last),
-        str(head),
-        None if first_ns is None else int(first_ns),
-        None if last_ns is None else int(last_ns),
-        int(pruned),
-        int(cut_ns),
-    )
-
-
-def _checkpoint_values(checkpoint: Checkpoint) -> tuple[object, ...]:
-    return (
-        checkpoint.commit,
-        checkpoint.last_sequence,
-        checkpoint.head,
-        checkpoint.first_pruned_ns,
-        checkpoint.last_pruned_ns,
-        checkpoint.pruned_events,
-        checkpoint.cut_ns,
-    )
 
 
 def _chain_link(row: Sequence[Any]) -> ChainLink:
