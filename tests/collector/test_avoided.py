@@ -12,17 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import openai
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 import tollmeter
+from tests.collector._instrumented_app import InstrumentedApp
 from tests.collector.conftest import RunningCollector
-from tollmeter.instrumentation.openai import OpenAIInstrumentor
 
 ADMIN = "avoided-admin"
 ACME_KEY = "avoided-ingest-acme"
@@ -42,23 +37,11 @@ def keyed(collector_factory: Callable[..., RunningCollector]) -> RunningCollecto
     )
 
 
-class CachingApp:
+class CachingApp(InstrumentedApp):
     """An application answering repeated questions from its own cache."""
 
     def __init__(self, collector: RunningCollector, fake_llm: Any) -> None:
-        self.exporter = OTLPSpanExporter(
-            endpoint=collector.grpc_endpoint,
-            insecure=True,
-            headers={"x-tollmeter-key": ACME_KEY},
-            timeout=10,
-        )
-        self.seen = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.provider.add_span_processor(SimpleSpanProcessor(self.seen))
-        self.instrumentor = OpenAIInstrumentor()
-        self.instrumentor.instrument(tracer_provider=self.provider, meter_provider=MeterProvider())
-        self.client = openai.OpenAI(base_url=f"{fake_llm.url}/v1", api_key="sk-test", max_retries=0)
+        super().__init__(collector, fake_llm, ACME_KEY)
         self.cache: dict[str, tuple[str, int, int]] = {}
 
     def ask(self, question: str) -> str:
@@ -80,11 +63,6 @@ class CachingApp:
         answer = reply.choices[0].message.content or ""
         self.cache[question] = (answer, reply.usage.prompt_tokens, reply.usage.completion_tokens)
         return answer
-
-    def close(self) -> None:
-        self.client.close()
-        self.instrumentor.uninstrument()
-        self.provider.shutdown()
 
 
 @pytest.fixture

@@ -11,17 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import openai
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 import tollmeter
+from tests.collector._instrumented_app import InstrumentedApp
 from tests.collector.conftest import RunningCollector
-from tollmeter.instrumentation.openai import OpenAIInstrumentor
 
 ADMIN = "outcomes-admin"
 ACME_KEY = "outcomes-ingest-acme"
@@ -47,36 +42,16 @@ def keyed(collector_factory: Callable[..., RunningCollector]) -> RunningCollecto
     )
 
 
-class App:
-    def __init__(self, collector: RunningCollector, fake_llm: Any) -> None:
-        self.exporter = OTLPSpanExporter(
-            endpoint=collector.grpc_endpoint,
-            insecure=True,
-            headers={"x-tollmeter-key": ACME_KEY},
-            timeout=10,
-        )
-        self.seen = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.provider.add_span_processor(SimpleSpanProcessor(self.seen))
-        self.instrumentor = OpenAIInstrumentor()
-        self.instrumentor.instrument(tracer_provider=self.provider, meter_provider=MeterProvider())
-        self.client = openai.OpenAI(base_url=f"{fake_llm.url}/v1", api_key="sk-test", max_retries=0)
-
+class App(InstrumentedApp):
     def chat(self, text: str) -> None:
         self.client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
         )
 
-    def close(self) -> None:
-        self.client.close()
-        self.instrumentor.uninstrument()
-        self.provider.shutdown()
-
 
 @pytest.fixture
 def app(keyed: RunningCollector, fake_llm: Any) -> Iterator[App]:
-    instrumented = App(keyed, fake_llm)
+    instrumented = App(keyed, fake_llm, ACME_KEY)
     yield instrumented
     instrumented.close()
 
