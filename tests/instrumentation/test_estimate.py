@@ -15,12 +15,14 @@ import pytest
 import tiktoken
 
 from tollmeter.instrumentation import (
+    _estimate,
     count_text_tokens,
     encoding_name_for_model,
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
     set_load_timeout,
 )
+from tollmeter.instrumentation._estimate import count_repeated_text_tokens
 
 ENGLISH = (
     "The quick brown fox jumps over the lazy dog. Metering tokens per tenant keeps "
@@ -58,6 +60,25 @@ def test_count_text_tokens_matches_tiktoken() -> None:
         expected = len(tiktoken.get_encoding(name).encode(ENGLISH))
         assert count_text_tokens(ENGLISH, model) == expected
     assert count_text_tokens("", "gpt-4o") == 0
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4-turbo", "text-davinci-003", "claude-3"])
+def test_repeated_text_counts_match_fresh_counts(model: str) -> None:
+    texts = [ENGLISH, ENGLISH.upper(), ENGLISH[::-1], "", "x"]
+    first = [count_repeated_text_tokens(text, model) for text in texts]
+    again = [count_repeated_text_tokens(text, model) for text in texts]
+    assert first == again == [count_text_tokens(text, model) for text in texts]
+
+
+def test_remembered_counts_are_bounded_and_keep_no_text() -> None:
+    for number in range(_estimate._MAX_REMEMBERED + 10):
+        count_repeated_text_tokens(f"instruction number {number}", "gpt-4o")
+    assert 0 < len(_estimate._remembered) <= _estimate._MAX_REMEMBERED
+    assert not any(
+        isinstance(part, str) and "instruction" in part
+        for key in _estimate._remembered
+        for part in key
+    )
 
 
 def test_special_token_text_is_counted_not_rejected() -> None:

@@ -17,6 +17,9 @@ completes.
 Public helpers (``prefetch_encoding(model)`` starts a load without waiting):
 
 - ``count_text_tokens(text, model)``: tokens of a plain string.
+- ``count_repeated_text_tokens(text, model)``: the same for text an application sends
+  with every call (instructions, tool definitions), each count remembered so that the
+  tokenizer runs once per distinct text rather than once per call.
 - ``estimate_chat_input_tokens(messages, model, tools=None)``: a chat request,
   with OpenAI's documented per-message overhead (3 tokens per message, 1 per
   ``name``, 3 to prime the reply), text content parts, tool calls, a flat
@@ -42,6 +45,7 @@ import tiktoken
 __all__ = [
     "DEFAULT_LOAD_TIMEOUT",
     "IMAGE_PART_TOKENS",
+    "count_repeated_text_tokens",
     "count_text_tokens",
     "encoding_name_for_model",
     "estimate_chat_input_tokens",
@@ -71,6 +75,12 @@ _FAMILIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("claude",), "cl100k_base"),
 )
 _DEFAULT_ENCODING: Final = "o200k_base"
+
+_MAX_REMEMBERED: Final = 4096
+# (encoding, length, hash) of a text -> its token count. The key holds no text, so nothing
+# the application sent stays in memory; two texts collide only with equal lengths and equal
+# 64-bit hashes, and the count is an estimate shown beside the bill, never billed itself.
+_remembered: dict[tuple[str, int, int], int] = {}
 
 
 class _Encoding(Protocol):
@@ -165,6 +175,29 @@ def count_text_tokens(text: str, model: str | None) -> int:
     if encoding is None:
         return _heuristic(text)
     return len(encoding.encode(text, disallowed_special=()))
+
+
+def count_repeated_text_tokens(text: str, model: str | None) -> int:
+    """``count_text_tokens`` for text sent with every call: counted once per encoding.
+
+    A count made with the heuristic (encoding not loaded) is not remembered, so the real
+    count replaces it once the encoding loads.
+    """
+    if not text:
+        return 0
+    name = encoding_name_for_model(model)
+    key = (name, len(text), hash(text))
+    count = _remembered.get(key)
+    if count is not None:
+        return count
+    encoding = _encoding(name)
+    if encoding is None:
+        return _heuristic(text)
+    count = len(encoding.encode(text, disallowed_special=()))
+    if len(_remembered) >= _MAX_REMEMBERED:
+        _remembered.clear()  # instructions are few; only a misuse fills it
+    _remembered[key] = count
+    return count
 
 
 def _field(item: object, name: str) -> Any:

@@ -2,12 +2,13 @@
 
 The application writes these parts once and sends them with every call, so they are easy to
 forget when reading a bill. ``hidden_input(instructions, tools, model)`` returns a callable
-counting them with the estimates' tokenizer (``_estimate.count_text_tokens``): the text of
-each instruction (a string, text parts or blocks, nested lists of those; media parts add
-nothing) plus each tool definition as compact JSON with sorted keys. Only the count is kept,
-never the text. With neither instructions nor tools there is nothing to count and no
-callable (``None``), so a call without them pays nothing; otherwise the tokenizer runs once,
-when the call finishes.
+counting them with the estimates' tokenizer (``_estimate.count_repeated_text_tokens``): the
+text of each instruction (a string, text parts or blocks, nested lists of those; media parts
+add nothing) plus each tool definition as compact JSON with sorted keys. Only the count is
+kept, never the text. With neither instructions nor tools there is nothing to count and no
+callable (``None``), so a call without them pays nothing; otherwise the count is made when
+the call finishes, and the tokenizer runs once per distinct text: the same instructions and
+tools sent again are looked up, not tokenized again.
 
 The count is this tokenizer's, not the provider's: providers add framing tokens and render
 tools their own way, and Anthropic's and Gemini's tokenizers differ from tiktoken's.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from tollmeter.instrumentation._estimate import _as_json, count_text_tokens
+from tollmeter.instrumentation._estimate import _as_json, count_repeated_text_tokens
 
 __all__ = ["INSTRUCTION_ROLES", "hidden_input", "instruction_texts"]
 
@@ -62,9 +63,9 @@ def hidden_input(
     def count() -> int:
         total = 0
         for text in instruction_texts(instructions):
-            total += count_text_tokens(text, model)
+            total += count_repeated_text_tokens(text, model)
         for tool in tools:
-            total += count_text_tokens(_as_json(tool), model)
+            total += count_repeated_text_tokens(_as_json(tool), model)
         return total
 
     return count
