@@ -81,6 +81,7 @@ _started: ContextVar[Span | None] = ContextVar("tollmeter_peer_started", default
 
 # OpenLLMetry's switch (opentelemetry-semantic-conventions-ai), read with ``get_value``.
 _SUPPRESS_LANGUAGE_MODEL: Final = "suppress_language_model_instrumentation"
+_OPENLLMETRY_SWITCH_MODULE: Final = "opentelemetry.semconv_ai"
 
 
 def _peer(name: str | None) -> tuple[str, bool] | None:
@@ -224,14 +225,21 @@ def beneath(wrapped: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _openinference_on_requests() -> bool:
+    if "openinference.instrumentation" not in sys.modules:
+        return False
     openai = sys.modules.get("openai")
     request = getattr(getattr(openai, "OpenAI", None), "request", None)
     return (_wrapper_module(request) or "").startswith("openinference.")
 
 
 def quiet(context: Context) -> Context:
-    """``context`` with the switches that keep the peers below tollmeter's call silent."""
-    context = otel_context.set_value(_SUPPRESS_LANGUAGE_MODEL, True, context)
+    """``context`` with the switches that keep the peers below tollmeter's call silent.
+
+    Each switch is set only when code that reads it is imported: OpenLLMetry's comes from
+    its conventions package, which every OpenLLMetry instrumentation imports.
+    """
+    if _OPENLLMETRY_SWITCH_MODULE in sys.modules:
+        context = otel_context.set_value(_SUPPRESS_LANGUAGE_MODEL, True, context)
     if _openinference_on_requests():
         context = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True, context)
     return context
