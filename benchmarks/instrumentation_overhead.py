@@ -29,6 +29,13 @@ Per variant, from the fastest of ``--repeats`` rounds (interference only adds ti
 - ``call_us_spread``: the added cost per call in every round (min, median, max of the
   round-by-round differences), to show how noisy the machine was.
 
+``--instructions CHARS`` gives every call a system prompt of that many characters (the same
+text each call, as applications send it), to show what instructions cost on the metered path.
+
+``openai/thin-wrapper`` (``thin_wrapper.py``) is a reference rather than a peer: a wrapper
+that only emits tollmeter's span and three records, so its ``call_us`` is the least an
+OpenTelemetry wrapper of the call costs; it meters no streams.
+
 Peers that are not installed are reported as ``"not installed"``;
 ``benchmarks/requirements.txt`` lists them.
 
@@ -75,6 +82,7 @@ VARIANTS: dict[str, Variant] = {
         "openai", "opentelemetry.instrumentation.openai_v2:OpenAIInstrumentor", False
     ),
     "openai/openllmetry": Variant("openai", OPENLLMETRY_OPENAI, False),
+    "openai/thin-wrapper": Variant("openai", "thin_wrapper:ThinOpenAIInstrumentor", False),
     "openai/openllmetry-no-content": Variant(
         "openai", OPENLLMETRY_OPENAI, False, env=(("TRACELOOP_TRACE_CONTENT", "false"),)
     ),
@@ -219,12 +227,22 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _calls(sdk: str, native: bool, chunks: int) -> dict[str, Callable[[], None]]:
+def _system_prompt(chars: int) -> str:
+    sentence = "You are a concise assistant for a shipping company; answer in plain English. "
+    return (sentence * (chars // len(sentence) + 1))[:chars]
+
+
+def _calls(
+    sdk: str, native: bool, chunks: int, instructions: int = 0
+) -> dict[str, Callable[[], None]]:
     import httpx2
 
     http_client = httpx2.Client(transport=_transport(sdk))
-    prompt = [{"role": "user", "content": "Write a few words about the sea."}]
+    system = _system_prompt(instructions)
+    prompt: list[dict[str, str]] = [{"role": "user", "content": "Write a few words about the sea."}]
     if sdk == "openai":
+        if system:
+            prompt = [{"role": "system", "content": system}, *prompt]
         import openai
 
         client = openai.OpenAI(
@@ -257,13 +275,15 @@ def _calls(sdk: str, native: bool, chunks: int) -> dict[str, Callable[[], None]]
             open_telemetry=None if native else False,
         )
 
+        extra: dict[str, Any] = {"system": system} if system else {}
+
         def call() -> None:
-            client_a.messages.create(model=CLAUDE, max_tokens=16, messages=prompt)
+            client_a.messages.create(model=CLAUDE, max_tokens=16, messages=prompt, **extra)
 
         def stream(size: int) -> Callable[[], None]:
             def run() -> None:
                 for _ in client_a.messages.create(
-                    model=CLAUDE, max_tokens=size, messages=prompt, stream=True
+                    model=CLAUDE, max_tokens=size, messages=prompt, stream=True, **extra
                 ):
                     pass
 
@@ -331,7 +351,9 @@ def _cpu_us(fn: Callable[[], None], calls: int) -> float:
     return (time.thread_time_ns() - start) / calls / 1000
 
 
-def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, Any]:
+def run_variant(
+    name: str, calls: int, repeats: int, chunks: int, instructions: int = 0
+) -> dict[str, Any]:
     variant = VARIANTS[name]
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
@@ -356,9 +378,9 @@ def run_variant(name: str, calls: int, repeats: int, chunks: int) -> dict[str, A
 
     stream_calls = max(1, calls // 4)
     plans = {
-        "baseline": _calls(variant.sdk, variant.baseline_native_spans, chunks),
-        "measured": _calls(variant.sdk, variant.native_spans, chunks),
-        "floor": _floor(_calls(variant.sdk, variant.baseline_native_spans, chunks)),
+        "baseline": _calls(variant.sdk, variant.baseline_native_spans, chunks, instructions),
+        "measured": _calls(variant.sdk, variant.native_spans, chunks, instructions),
+        "floor": _floor(_calls(variant.sdk, variant.baseline_native_spans, chunks, instructions)),
     }
     samples: dict[str, dict[str, list[float]]] = {
         which: {"call": [], "stream": [], "stream_long": []} for which in plans
@@ -441,6 +463,8 @@ def _child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.repeats),
         "--chunks",
         str(args.chunks),
+        "--instructions",
+        str(args.instructions),
     ]
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=1800, check=False
@@ -475,11 +499,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100, help="non-streaming calls per sample")
     parser.add_argument("--repeats", type=int, default=8, help="alternating rounds per variant")
     parser.add_argument("--chunks", type=int, default=10, help="content chunks per stream")
+    parser.add_argument(
+        "--instructions", type=int, default=0, help="characters of system prompt per call"
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="run one variant here")
     parser.add_argument("--only", nargs="*", default=None, help="variants to compare")
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.calls, args.repeats, args.chunks)))
+        result = run_variant(args.variant, args.calls, args.repeats, args.chunks, args.instructions)
+        print(json.dumps(result))
         return
     names = args.only or list(VARIANTS)
     results = {name: _child(name, args) for name in names}
@@ -490,6 +518,7 @@ def main() -> None:
         "calls": args.calls,
         "repeats": args.repeats,
         "chunks": args.chunks,
+        "instructions": args.instructions,
         "variants": results,
         "ratio_to_peers": {
             "openai/tollmeter": _ratios(results, "openai/tollmeter", OPENAI_PEERS),
