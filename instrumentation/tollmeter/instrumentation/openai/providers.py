@@ -141,7 +141,11 @@ class ProviderResolver:
     def facts(self, client: Any, server: Callable[[], Mapping[str, AttributeValue]]) -> ClientFacts:
         """Provider, deployment and server attributes (``server()``) of ``client``, worked
         out on its first call only."""
-        base_url = getattr(client, "base_url", None)
+        # The SDK's ``base_url`` property runs an import on every read; the URL it returns is
+        # stored in ``_base_url``, which is all the cache key needs.
+        base_url = getattr(client, "_base_url", None)
+        if base_url is None:
+            base_url = getattr(client, "base_url", None)
         key = (type(client), id(base_url))
         entry = self._clients.get(key)
         if entry is not None and entry[0] is base_url:
