@@ -278,8 +278,16 @@ def _instruction(item: Any) -> bool:
 
 def chat_hidden_input(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
     """Counts a chat request's system/developer messages and tools (``_hidden``)."""
-    messages = _listed(kwargs.get("messages")) or []
-    instructions = [_get(message, "content") for message in messages if _instruction(message)]
+    instructions = []
+    for message in _listed(kwargs.get("messages")) or ():
+        # Runs over the whole conversation on every call: plain-dict messages, the usual
+        # kind, are read without the helpers' calls.
+        if type(message) is dict:
+            role = message.get("role")
+            if isinstance(role, str) and role in INSTRUCTION_ROLES:
+                instructions.append(message.get("content"))
+        elif _instruction(message):
+            instructions.append(_get(message, "content"))
     return hidden_input(instructions, _listed(kwargs.get("tools")) or [], model)
 
 
