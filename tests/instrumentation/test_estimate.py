@@ -68,6 +68,7 @@ def test_repeated_text_counts_match_fresh_counts(model: str) -> None:
     first = [count_repeated_text_tokens(text, model) for text in texts]
     again = [count_repeated_text_tokens(text, model) for text in texts]
     assert first == again == [count_text_tokens(text, model) for text in texts]
+    assert (encoding_name_for_model(model), len(ENGLISH), hash(ENGLISH)) in _estimate._remembered
 
 
 def test_remembered_counts_are_bounded_and_keep_no_text() -> None:
@@ -201,6 +202,9 @@ def test_missing_encoding_falls_back_to_heuristic_with_one_warning(
         print(count_text_tokens("hello world", "gpt-4o"))
         print(count_text_tokens("a", "gpt-4o"))
         print(count_text_tokens("", "gpt-4o"))
+        from tollmeter.instrumentation import _estimate
+        print(_estimate.count_repeated_text_tokens("hello world", "gpt-4o"))
+        print(len(_estimate._remembered))  # a heuristic count is not remembered
         """
     )
     proxy = f"http://127.0.0.1:{blackhole_proxy}"
@@ -224,6 +228,8 @@ def test_missing_encoding_falls_back_to_heuristic_with_one_warning(
         "prefetched",
         str(math.ceil(len("hello world") / 4)),
         "1",
+        "0",
+        str(math.ceil(len("hello world") / 4)),
         "0",
     ]
     warnings = [line for line in result.stderr.splitlines() if "could not be loaded" in line]
