@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import tiktoken
@@ -23,6 +25,7 @@ from tollmeter.instrumentation import (
     set_load_timeout,
 )
 from tollmeter.instrumentation._estimate import count_repeated_text_tokens
+from tollmeter.instrumentation._hidden import hidden_input
 
 ENGLISH = (
     "The quick brown fox jumps over the lazy dog. Metering tokens per tenant keeps "
@@ -68,7 +71,8 @@ def test_repeated_text_counts_match_fresh_counts(model: str) -> None:
     first = [count_repeated_text_tokens(text, model) for text in texts]
     again = [count_repeated_text_tokens(text, model) for text in texts]
     assert first == again == [count_text_tokens(text, model) for text in texts]
-    assert (encoding_name_for_model(model), len(ENGLISH), hash(ENGLISH)) in _estimate._remembered
+    remembered = (encoding_name_for_model(model), "text", len(ENGLISH), hash(ENGLISH))
+    assert remembered in _estimate._remembered
 
 
 def test_remembered_counts_are_bounded_and_keep_no_text() -> None:
@@ -80,6 +84,23 @@ def test_remembered_counts_are_bounded_and_keep_no_text() -> None:
         for key in _estimate._remembered
         for part in key
     )
+
+
+def test_tool_counts_follow_a_definition_changed_in_place() -> None:
+    tool: dict[str, Any] = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+    count = hidden_input([], [tool], "gpt-4o")
+    assert count is not None
+
+    def compact_json() -> str:
+        return json.dumps(tool, separators=(",", ":"), sort_keys=True)
+
+    first = count()
+    assert first == count() == count_text_tokens(compact_json(), "gpt-4o")
+    tool["function"]["description"] = "Look up an order by its id and return every detail."
+    assert count() == count_text_tokens(compact_json(), "gpt-4o") > first
 
 
 def test_special_token_text_is_counted_not_rejected() -> None:

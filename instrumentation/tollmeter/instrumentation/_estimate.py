@@ -19,7 +19,9 @@ Public helpers (``prefetch_encoding(model)`` starts a load without waiting):
 - ``count_text_tokens(text, model)``: tokens of a plain string.
 - ``count_repeated_text_tokens(text, model)``: the same for text an application sends
   with every call (instructions, tool definitions), each count remembered so that the
-  tokenizer runs once per distinct text rather than once per call.
+  tokenizer runs once per distinct text rather than once per call;
+  ``remembered_tokens(kind, key, model, render)`` remembers a count by a cheaper stand-in
+  for the text (a tool definition's ``repr()`` for its JSON).
 - ``estimate_chat_input_tokens(messages, model, tools=None)``: a chat request,
   with OpenAI's documented per-message overhead (3 tokens per message, 1 per
   ``name``, 3 to prime the reply), text content parts, tool calls, a flat
@@ -37,7 +39,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 import tiktoken
@@ -51,6 +53,7 @@ __all__ = [
     "estimate_chat_input_tokens",
     "estimate_prompt_tokens",
     "prefetch_encoding",
+    "remembered_tokens",
     "set_load_timeout",
 ]
 
@@ -77,10 +80,11 @@ _FAMILIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
 _DEFAULT_ENCODING: Final = "o200k_base"
 
 _MAX_REMEMBERED: Final = 4096
-# (encoding, length, hash) of a text -> its token count. The key holds no text, so nothing
-# the application sent stays in memory; two texts collide only with equal lengths and equal
-# 64-bit hashes, and the count is an estimate shown beside the bill, never billed itself.
-_remembered: dict[tuple[str, int, int], int] = {}
+# (encoding, kind, length, hash) of a text or its stand-in -> the text's token count. The key
+# holds no text, so nothing the application sent stays in memory; two texts collide only with
+# equal lengths and equal 64-bit hashes, and the count is an estimate shown beside the bill,
+# never billed itself.
+_remembered: dict[tuple[str, str, int, int], int] = {}
 
 
 class _Encoding(Protocol):
@@ -178,25 +182,33 @@ def count_text_tokens(text: str, model: str | None) -> int:
 
 
 def count_repeated_text_tokens(text: str, model: str | None) -> int:
-    """``count_text_tokens`` for text sent with every call: counted once per encoding.
+    """``count_text_tokens`` for text sent with every call: counted once per encoding."""
+    return remembered_tokens("text", text, model, lambda: text)
 
-    A count made with the heuristic (encoding not loaded) is not remembered, so the real
-    count replaces it once the encoding loads.
+
+def remembered_tokens(kind: str, key: str, model: str | None, render: Callable[[], str]) -> int:
+    """Tokens of ``render()`` in ``model``'s encoding, remembered by ``kind`` and ``key``.
+
+    Equal keys of one kind must mean equal texts: the text itself, or a stand-in cheaper to
+    build (``render`` then runs only when the count is not remembered yet). A count made with
+    the heuristic (encoding not loaded) is not remembered, so the real count replaces it once
+    the encoding loads.
     """
-    if not text:
-        return 0
     name = encoding_name_for_model(model)
-    key = (name, len(text), hash(text))
-    count = _remembered.get(key)
+    remembered = (name, kind, len(key), hash(key))
+    count = _remembered.get(remembered)
     if count is not None:
         return count
+    text = render()
+    if not text:
+        return 0
     encoding = _encoding(name)
     if encoding is None:
         return _heuristic(text)
     count = len(encoding.encode(text, disallowed_special=()))
     if len(_remembered) >= _MAX_REMEMBERED:
-        _remembered.clear()  # instructions are few; only a misuse fills it
-    _remembered[key] = count
+        _remembered.clear()  # instructions and tools are few; only a misuse fills it
+    _remembered[remembered] = count
     return count
 
 

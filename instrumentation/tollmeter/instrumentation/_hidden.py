@@ -19,7 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from tollmeter.instrumentation._estimate import _as_json, count_repeated_text_tokens
+from tollmeter.instrumentation._estimate import (
+    _as_json,
+    count_repeated_text_tokens,
+    remembered_tokens,
+)
 
 __all__ = ["INSTRUCTION_ROLES", "hidden_input", "instruction_texts"]
 
@@ -65,7 +69,15 @@ def hidden_input(
         for text in instruction_texts(instructions):
             total += count_repeated_text_tokens(text, model)
         for tool in tools:
-            total += count_repeated_text_tokens(_as_json(tool), model)
+            total += _tool_tokens(tool, model)
         return total
 
     return count
+
+
+def _tool_tokens(tool: object, model: str | None) -> int:
+    """Tokens of a tool definition's compact JSON, remembered by its ``repr()`` when it is a
+    plain dict: that costs half of the sorted JSON, and equal reprs give equal JSON."""
+    if type(tool) is dict:
+        return remembered_tokens("tool", repr(tool), model, lambda: _as_json(tool))
+    return count_repeated_text_tokens(_as_json(tool), model)
