@@ -77,7 +77,8 @@ def hidden_input(
 
 def _tool_tokens(tool: object, model: str | None) -> int:
     """Tokens of a tool definition's compact JSON, remembered by its ``repr()`` when it is a
-    plain dict: that costs half of the sorted JSON, and equal reprs give equal JSON."""
+    plain dict: that costs half of the sorted JSON, and for plain data (what the SDKs' tool
+    parameters are) equal reprs give equal JSON."""
     if type(tool) is dict:
         return remembered_tokens("tool", repr(tool), model, lambda: _as_json(tool))
     return count_repeated_text_tokens(_as_json(tool), model)
