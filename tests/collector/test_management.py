@@ -32,7 +32,13 @@ def test_health_and_readiness(collector):
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"ledger": True, "receivers": True, "pipeline": True, "ledger_commits": True},
+        "checks": {
+            "started": True,
+            "ledger": True,
+            "receivers": True,
+            "pipeline": True,
+            "ledger_commits": True,
+        },
     }
 
 

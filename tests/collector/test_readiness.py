@@ -4,6 +4,7 @@ space is back, without waiting for a sender."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 import httpx
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
+from tests.collector.conftest import collector_config
+from tollmeter.collector import Collector
 from tollmeter.collector.storage import SQLiteLedger, register_ledger
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
@@ -96,3 +99,18 @@ def test_not_ready_while_the_ledger_is_full_and_ready_once_it_commits_again(
     assert len([i for i in ids if i.startswith("before-")]) == 3
     assert len([i for i in ids if i.startswith("during-")]) == 200
     assert len(ids) == len(set(ids))
+
+
+def test_ready_only_between_a_complete_start_and_the_stop(tmp_path: Path) -> None:
+    collector = Collector(collector_config(tmp_path))
+    assert "new" in (collector.readiness()["started"] or "")
+
+    async def lifetime() -> tuple[str | None, str | None]:
+        await collector.start()
+        running = collector.readiness()["started"]
+        await collector.stop()
+        return running, collector.readiness()["started"]
+
+    running, stopped = asyncio.run(lifetime())
+    assert running is None
+    assert "stopped" in (stopped or "")

@@ -146,6 +146,12 @@ class Collector:
         """Each readiness check's failure reason, ``None`` where it passes."""
         pipeline = self._pipeline
         return {
+            # Components answer while start() still awaits the last of them: ready means all.
+            "started": (
+                None
+                if self._state is _State.RUNNING
+                else f"the collector is {self._state.value}, not running"
+            ),
             "ledger": None if self._ledger is not None else "the ledger is not open",
             "receivers": None if self.receivers_bound else "the receivers are not listening",
             "pipeline": (
