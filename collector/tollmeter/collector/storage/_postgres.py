@@ -82,9 +82,9 @@ from tollmeter.collector.storage._postgres_schema import migrate
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
     POSTGRES,
+    Horizons,
     MinuteSums,
     minute_sums,
-    prune_windows,
     rollup_rows,
 )
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
@@ -180,11 +180,13 @@ class PostgresLedger(Ledger):
                 f"unknown postgresql:// option {', '.join(unknown)}; "
                 f"libpq settings accepted: {', '.join(sorted(LIBPQ_OPTIONS))}"
             )
-        self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
-        self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
-        self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
-        self._hour_rollups_s = (
-            None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+        self._horizons = Horizons(
+            dedupe_window_ns=int(_positive("dedupe_window_s", dedupe_window_s) * 1e9),
+            prune_interval_ns=int(_positive("prune_interval_s", prune_interval_s) * 1e9),
+            minute_rollups_s=int(_positive("minute_rollups_s", minute_rollups_s)),
+            hour_rollups_s=(
+                None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+            ),
         )
         self._statement_timeout_s = _positive("statement_timeout_s", statement_timeout_s)
         connect_timeout = _positive("connect_timeout_s", connect_timeout_s)
@@ -211,7 +213,6 @@ class PostgresLedger(Ledger):
         self._idle_lock = threading.Lock()
         self._closed = False
         self._migrated = False
-        self._last_prune_ns = 0
         try:
             with self._connection("open ledger") as conn:
                 migrate(conn)
@@ -319,7 +320,7 @@ class PostgresLedger(Ledger):
             "ON CONFLICT (event_id) DO UPDATE SET seen_ns = excluded.seen_ns",
             (list(ids), now_ns),
         )
-        minute_horizon_s = self._minute_horizon_s(now_ns)
+        minute_horizon_s = self._horizons.minute_s(now_ns)
         minutes = minute_sums(committed)
         # One order for every replica's upserts, should two ever overlap.
         rows = sorted(
@@ -328,24 +329,14 @@ class PostgresLedger(Ledger):
                 for row in rollup_rows(
                     minutes,
                     minute_horizon_s=minute_horizon_s,
-                    hour_horizon_s=self._hour_horizon_s(now_ns),
+                    hour_horizon_s=self._horizons.hour_s(now_ns),
                 )
             ),
             key=_rollup_key,
         )
         with conn.cursor() as cursor:
             cursor.executemany(_UPSERT_ROLLUP, rows)
-        if now_ns - self._last_prune_ns >= self._prune_interval_ns:
-            prune_windows(
-                conn,
-                POSTGRES,
-                dedupe_before_ns=now_ns - self._window_ns,
-                minute_before_s=minute_horizon_s,
-                hour_before_s=None
-                if self._hour_rollups_s is None
-                else self._hour_horizon_s(now_ns),
-            )
-            self._last_prune_ns = now_ns
+        self._horizons.prune_if_due(conn, POSTGRES, now_ns)
         return committed, minutes
 
     def _link(self, conn: psycopg.Connection, rows: list[tuple[Any, ...]], now_ns: int) -> None:
@@ -391,7 +382,7 @@ class PostgresLedger(Ledger):
 
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         now_ns = time.time_ns()
-        minute_s, hour_s = self._minute_horizon_s(now_ns), self._hour_horizon_s(now_ns)
+        minute_s, hour_s = self._horizons.minute_s(now_ns), self._horizons.hour_s(now_ns)
         filters = query.filters()
         if any("\x00" in value for value in filters.values()):
             cleaned: dict[str, Any] = {name: _text(value) for name, value in filters.items()}
@@ -409,16 +400,6 @@ class PostgresLedger(Ledger):
             query = dataclasses.replace(query, **cleaned)
         with self._connection("query workflows") as conn:
             return select_workflows(conn, query, dialect=POSTGRES)
-
-    def _minute_horizon_s(self, now_ns: int) -> int:
-        horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
-        return horizon - horizon % 60
-
-    def _hour_horizon_s(self, now_ns: int) -> int:
-        if self._hour_rollups_s is None:
-            return 0
-        horizon = now_ns // 1_000_000_000 - self._hour_rollups_s
-        return horizon - horizon % 3600
 
     def get_state(self, key: str) -> str | None:
         with self._connection("read ledger state") as conn:

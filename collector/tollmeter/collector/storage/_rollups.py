@@ -22,10 +22,10 @@ __all__ = [
     "POSTGRES",
     "SQLITE",
     "Dialect",
+    "Horizons",
     "MinuteKey",
     "MinuteSums",
     "minute_sums",
-    "prune_windows",
     "rollup_rows",
     "select_usage",
 ]
@@ -145,25 +145,54 @@ def minute_sums(events: Sequence[UsageEvent]) -> MinuteSums:
     return minutes
 
 
-def prune_windows(
-    conn: Connection,
-    dialect: Dialect,
-    *,
-    dedupe_before_ns: int,
-    minute_before_s: int,
-    hour_before_s: int | None,
-) -> None:
-    """Forget the dedupe keys seen before ``dedupe_before_ns`` and the minute (and, unless
-    ``hour_before_s`` is ``None``, hour) rollups of buckets before their horizons."""
-    p = dialect.param
-    conn.execute(f"DELETE FROM dedupe_keys WHERE seen_ns < {p}", (dedupe_before_ns,))
-    conn.execute(
-        f"DELETE FROM rollups WHERE granularity = 'minute' AND bucket < {p}", (minute_before_s,)
-    )
-    if hour_before_s is not None:
+class Horizons:
+    """How long a ledger keeps its dedupe keys and its minute and hour rollups, and the
+    pruning of what is older, at most once per ``prune_interval_ns``."""
+
+    def __init__(
+        self,
+        *,
+        dedupe_window_ns: int,
+        prune_interval_ns: int,
+        minute_rollups_s: int,
+        hour_rollups_s: int | None,
+    ) -> None:
+        self._dedupe_window_ns = dedupe_window_ns
+        self._prune_interval_ns = prune_interval_ns
+        self._minute_rollups_s = minute_rollups_s
+        self._hour_rollups_s = hour_rollups_s
+        self._last_prune_ns = 0
+
+    def minute_s(self, now_ns: int) -> int:
+        """The first minute bucket that keeps a minute rollup."""
+        horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
+        return horizon - horizon % 60
+
+    def hour_s(self, now_ns: int) -> int:
+        """The first hour bucket that keeps an hour rollup (0 when hours are kept forever)."""
+        if self._hour_rollups_s is None:
+            return 0
+        horizon = now_ns // 1_000_000_000 - self._hour_rollups_s
+        return horizon - horizon % 3600
+
+    def prune_if_due(self, conn: Connection, dialect: Dialect, now_ns: int) -> None:
+        """Forget the dedupe keys and rollups past their horizons, unless done lately."""
+        if now_ns - self._last_prune_ns < self._prune_interval_ns:
+            return
+        p = dialect.param
         conn.execute(
-            f"DELETE FROM rollups WHERE granularity = 'hour' AND bucket < {p}", (hour_before_s,)
+            f"DELETE FROM dedupe_keys WHERE seen_ns < {p}", (now_ns - self._dedupe_window_ns,)
         )
+        conn.execute(
+            f"DELETE FROM rollups WHERE granularity = 'minute' AND bucket < {p}",
+            (self.minute_s(now_ns),),
+        )
+        if self._hour_rollups_s is not None:
+            conn.execute(
+                f"DELETE FROM rollups WHERE granularity = 'hour' AND bucket < {p}",
+                (self.hour_s(now_ns),),
+            )
+        self._last_prune_ns = now_ns
 
 
 def rollup_rows(

@@ -58,9 +58,9 @@ from tollmeter.collector.storage._plans import delete_plan, select_plans, upsert
 from tollmeter.collector.storage._query import UsageQuery, UsageRow
 from tollmeter.collector.storage._rollups import (
     SQLITE,
+    Horizons,
     MinuteSums,
     minute_sums,
-    prune_windows,
     rollup_rows,
     select_usage,
 )
@@ -148,12 +148,14 @@ class SQLiteLedger(Ledger):
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
             )
-        self._window_ns = int(_positive("dedupe_window_s", dedupe_window_s) * 1e9)
         self._timeout_s = _positive("timeout_s", timeout_s)
-        self._prune_interval_ns = int(_positive("prune_interval_s", prune_interval_s) * 1e9)
-        self._minute_rollups_s = int(_positive("minute_rollups_s", minute_rollups_s))
-        self._hour_rollups_s = (
-            None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+        self._horizons = Horizons(
+            dedupe_window_ns=int(_positive("dedupe_window_s", dedupe_window_s) * 1e9),
+            prune_interval_ns=int(_positive("prune_interval_s", prune_interval_s) * 1e9),
+            minute_rollups_s=int(_positive("minute_rollups_s", minute_rollups_s)),
+            hour_rollups_s=(
+                None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
+            ),
         )
         self._synchronous: Synchronous = mode
         self._memory = path is None
@@ -182,7 +184,6 @@ class SQLiteLedger(Ledger):
         self._chain: tuple[int, bytes] = (
             (0, GENESIS) if link is None else (int(link[0]), bytes.fromhex(link[1]))
         )
-        self._last_prune_ns = 0
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -290,27 +291,17 @@ class SQLiteLedger(Ledger):
             "INSERT OR REPLACE INTO dedupe_keys (event_id, seen_ns) VALUES (?, ?)",
             [(event.event_id, now_ns) for event in fresh.values()],
         )
-        minute_horizon_s = self._minute_horizon_s(now_ns)
+        minute_horizon_s = self._horizons.minute_s(now_ns)
         minutes = minute_sums(committed)
         conn.executemany(
             _UPSERT_ROLLUP,
             rollup_rows(
                 minutes,
                 minute_horizon_s=minute_horizon_s,
-                hour_horizon_s=self._hour_horizon_s(now_ns),
+                hour_horizon_s=self._horizons.hour_s(now_ns),
             ),
         )
-        if now_ns - self._last_prune_ns >= self._prune_interval_ns:
-            prune_windows(
-                conn,
-                SQLITE,
-                dedupe_before_ns=now_ns - self._window_ns,
-                minute_before_s=minute_horizon_s,
-                hour_before_s=None
-                if self._hour_rollups_s is None
-                else self._hour_horizon_s(now_ns),
-            )
-            self._last_prune_ns = now_ns
+        self._horizons.prune_if_due(conn, SQLITE, now_ns)
         return committed, minutes, chain
 
     def _link(
@@ -368,7 +359,7 @@ class SQLiteLedger(Ledger):
     def query_usage(self, query: UsageQuery) -> list[UsageRow]:
         # Computed before reading: pruning only ever removes minutes before this horizon.
         now_ns = time.time_ns()
-        minute_s, hour_s = self._minute_horizon_s(now_ns), self._hour_horizon_s(now_ns)
+        minute_s, hour_s = self._horizons.minute_s(now_ns), self._horizons.hour_s(now_ns)
         with self._reading() as conn, _wrapped("query usage"):
             return select_usage(conn, query, minute_horizon_s=minute_s, hour_horizon_s=hour_s)
 
@@ -376,16 +367,6 @@ class SQLiteLedger(Ledger):
         check_workflow_query(query)
         with self._reading() as conn, _wrapped("query workflows"):
             return select_workflows(conn, query)
-
-    def _minute_horizon_s(self, now_ns: int) -> int:
-        horizon = now_ns // 1_000_000_000 - self._minute_rollups_s
-        return horizon - horizon % 60
-
-    def _hour_horizon_s(self, now_ns: int) -> int:
-        if self._hour_rollups_s is None:
-            return 0
-        horizon = now_ns // 1_000_000_000 - self._hour_rollups_s
-        return horizon - horizon % 3600
 
     def get_state(self, key: str) -> str | None:
         with self._reading() as conn, _wrapped("read ledger state"):
