@@ -82,6 +82,7 @@ _started: ContextVar[Span | None] = ContextVar("tollmeter_peer_started", default
 # OpenLLMetry's switch (opentelemetry-semantic-conventions-ai), read with ``get_value``.
 _SUPPRESS_LANGUAGE_MODEL: Final = "suppress_language_model_instrumentation"
 _OPENLLMETRY_SWITCH_MODULE: Final = "opentelemetry.semconv_ai"
+_OPENINFERENCE: Final = "openinference.instrumentation"
 
 
 def _peer(name: str | None) -> tuple[str, bool] | None:
@@ -216,6 +217,8 @@ def beneath(wrapped: Callable[..., Any]) -> Callable[..., Any]:
     A wrapper of anyone else (the application's own, say) stops the descent: what is
     under it runs as it would without tollmeter.
     """
+    if type(wrapped) in _UNWRAPPED:  # the usual case: nobody else wraps the method
+        return wrapped
     while _peer(_wrapper_module(wrapped)) is not None:
         inner = getattr(wrapped, "__wrapped__", None)
         if not callable(inner):
@@ -225,8 +228,6 @@ def beneath(wrapped: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _openinference_on_requests() -> bool:
-    if "openinference.instrumentation" not in sys.modules:
-        return False
     openai = sys.modules.get("openai")
     request = getattr(getattr(openai, "OpenAI", None), "request", None)
     return (_wrapper_module(request) or "").startswith("openinference.")
@@ -240,6 +241,6 @@ def quiet(context: Context) -> Context:
     """
     if _OPENLLMETRY_SWITCH_MODULE in sys.modules:
         context = otel_context.set_value(_SUPPRESS_LANGUAGE_MODEL, True, context)
-    if _openinference_on_requests():
+    if _OPENINFERENCE in sys.modules and _openinference_on_requests():
         context = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True, context)
     return context

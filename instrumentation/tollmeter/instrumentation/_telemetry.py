@@ -58,9 +58,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -84,7 +83,7 @@ from tollmeter.instrumentation._peers import (
     peer_above,
     quiet,
 )
-from tollmeter.instrumentation._safety import contained
+from tollmeter.instrumentation._safety import contained, report_failure
 from tollmeter.semconv import attributes as attrs
 from tollmeter.semconv import metrics
 from tollmeter.semconv.version import __version__
@@ -96,12 +95,13 @@ UsageSource = Literal["provider", "estimate"]
 _SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Token counts of one call, in OpenTelemetry's convention.
 
     ``input_tokens`` includes cache reads and writes; ``output_tokens`` includes
     reasoning. The parts are ``None`` when the provider did not report them.
+    (A named tuple: immutable, and half the cost of a frozen dataclass to build, once per
+    call.)
     """
 
     input_tokens: int = 0
@@ -217,6 +217,7 @@ class Telemetry:
         logger_provider: LoggerProvider | None = None,
     ) -> None:
         self.conventions = conventions_from_env() if conventions is None else conventions
+        self.deprecated_span_names = self.conventions.deprecated_span_names
         self.content: ContentRecorder | None = None
         if capture.captures:
             self.content = ContentRecorder(capture, instrumenting_module, logger_provider)
@@ -388,19 +389,20 @@ class Telemetry:
         if not call.claim_finish():
             return
         ended_at = time.perf_counter()
-        with contained("telemetry.finish"):
+        # try/except rather than ``contained``: this runs on every call.
+        try:
             try:
                 self._record(
                     call,
                     ended_at,
-                    usage=usage,
-                    source=source,
-                    output_text=output_text,
-                    response_model=response_model,
-                    response_id=response_id,
-                    finish_reasons=finish_reasons,
-                    error=error,
-                    abandoned=abandoned,
+                    usage,
+                    source,
+                    output_text,
+                    response_model,
+                    response_id,
+                    finish_reasons,
+                    error,
+                    abandoned,
                 )
                 if call.content is not None and self.content is not None:
                     self._capture_reply(
@@ -411,6 +413,8 @@ class Telemetry:
                     call.span.end()
                 elif call.end_held is not None:
                     call.end_held()
+        except Exception as exc:
+            report_failure("telemetry.finish", exc)
 
     @staticmethod
     def _capture_reply(
@@ -445,7 +449,6 @@ class Telemetry:
         self,
         call: Call,
         ended_at: float,
-        *,
         usage: Usage | None,
         source: UsageSource,
         output_text: str,
@@ -455,17 +458,18 @@ class Telemetry:
         error: BaseException | None,
         abandoned: bool,
     ) -> None:
-        span_attributes: dict[str, AttributeValue] = {}
         if usage is None and not (error is not None and call.first_chunk_at is None):
             usage = self._estimate(call, output_text)
             source = "estimate"
+        span_attributes: dict[str, AttributeValue]
         if usage is None:
+            span_attributes = {}
             # Failed before any output: nothing will be metered to settle the reservation.
             with contained("telemetry.release_reservation"):
                 release_failed_call(call.span)
-        if usage is not None:
-            span_attributes.update(_usage_attributes(usage, source))
-            if self.conventions.deprecated_span_names:
+        else:
+            span_attributes = _usage_attributes(usage, source)
+            if self.deprecated_span_names:
                 span_attributes.update(_deprecated_usage_attributes(usage))
         if response_model:
             span_attributes[attrs.GEN_AI_RESPONSE_MODEL] = response_model

@@ -67,37 +67,41 @@ def given(value: Any) -> Any:
     return value
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def server_attributes(resource: Any) -> dict[str, AttributeValue]:
     """``server.address``/``server.port`` from the client's ``base_url``."""
     return endpoint_attributes(getattr(getattr(resource, "_client", None), "base_url", None))
 
 
 def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
-    """Request attributes beyond operation/provider/model: stream flag and token limit."""
+    """Request attributes beyond operation/provider/model: stream flag and token limit.
+
+    It runs on every call: absent keys, the usual case, cost one dict lookup each, and the
+    SDK's "not given" sentinels fail the type checks like any other non-value.
+    """
     values: dict[str, AttributeValue] = {}
-    if given(kwargs.get("stream")) is True:
+    if kwargs.get("stream") is True:
         values[attrs.GEN_AI_REQUEST_STREAM] = True
-    for key in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
-        limit = _int(given(kwargs.get(key)))
-        if limit is not None:
+    for key in _TOKEN_LIMITS:
+        limit = kwargs.get(key)
+        if limit is not None and isinstance(limit, int) and not isinstance(limit, bool):
             values[attrs.GEN_AI_REQUEST_MAX_TOKENS] = limit
             break
-    conversation = given(kwargs.get("conversation"))
-    conversation_id = conversation if isinstance(conversation, str) else None
-    if conversation_id is None and isinstance(conversation, Mapping):
-        conversation_id = conversation.get("id")
-    if isinstance(conversation_id, str):
-        values[attrs.GEN_AI_CONVERSATION_ID] = conversation_id
+    conversation = kwargs.get("conversation")
+    if conversation is not None:
+        conversation_id = conversation if isinstance(conversation, str) else None
+        if conversation_id is None and isinstance(conversation, Mapping):
+            conversation_id = conversation.get("id")
+        if isinstance(conversation_id, str):
+            values[attrs.GEN_AI_CONVERSATION_ID] = conversation_id
     return values
+
+
+_TOKEN_LIMITS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 
 
 def needs_stream_estimate(kwargs: Mapping[str, Any]) -> bool:
     """Whether a chat/completion request streams without asking for a final usage chunk."""
-    if given(kwargs.get("stream")) is not True:
+    if kwargs.get("stream") is not True:
         return False
     options = given(kwargs.get("stream_options"))
     return not (isinstance(options, Mapping) and options.get("include_usage") is True)
@@ -108,42 +112,61 @@ def _field(owner: Any, name: str) -> Any:
     plain dict (the Responses API's ``input_tokens_details`` in its first releases)."""
     if owner is None:  # an absent details object, the usual case: no lookups
         return None
-    if isinstance(owner, Mapping):
+    if type(owner) is dict:
         return owner.get(name)
-    return getattr(owner, name, None)
+    value = getattr(owner, name, None)
+    if value is None and isinstance(owner, Mapping):
+        return owner.get(name)
+    return value
+
+
+def _count(value: Any) -> int | None:
+    """A token count the SDK parsed from JSON: a plain ``int`` (never a bool), else ``None``."""
+    return value if type(value) is int else None
+
+
+def _usage(
+    input_tokens: Any, output_tokens: Any, input_details: Any, output_details: Any
+) -> Usage | None:
+    if type(input_tokens) is not int:
+        return None
+    cache_read = cache_write = reasoning = None
+    # Absent details objects are the usual case for many providers: no lookups then.
+    if input_details is not None:
+        cache_read = _count(_field(input_details, "cached_tokens"))
+        cache_write = _count(_field(input_details, "cache_write_tokens"))
+    if output_details is not None:
+        reasoning = _count(_field(output_details, "reasoning_tokens"))
+    return Usage(
+        input_tokens,
+        output_tokens if type(output_tokens) is int else 0,
+        cache_read,
+        cache_write,
+        reasoning,
+    )
 
 
 def usage_from_completion(usage: Any) -> Usage | None:
     """Usage of a chat completion, legacy completion or embedding (``CompletionUsage``-like)."""
-    prompt = _int(getattr(usage, "prompt_tokens", None))
-    if prompt is None:
+    if usage is None:
         return None
-    details = _field(usage, "prompt_tokens_details")
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=_int(getattr(usage, "completion_tokens", None)) or 0,
-        cache_read_input_tokens=_int(_field(details, "cached_tokens")),
-        cache_write_input_tokens=_int(_field(details, "cache_write_tokens")),
-        reasoning_output_tokens=_int(
-            _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
-        ),
+    return _usage(
+        getattr(usage, "prompt_tokens", None),
+        getattr(usage, "completion_tokens", None),
+        _field(usage, "prompt_tokens_details"),
+        _field(usage, "completion_tokens_details"),
     )
 
 
 def responses_usage(usage: Any) -> Usage | None:
     """Usage of a Responses API response (``ResponseUsage``-like)."""
-    input_tokens = _int(getattr(usage, "input_tokens", None))
-    if input_tokens is None:
+    if usage is None:
         return None
-    details = _field(usage, "input_tokens_details")
-    return Usage(
-        input_tokens=input_tokens,
-        output_tokens=_int(getattr(usage, "output_tokens", None)) or 0,
-        cache_read_input_tokens=_int(_field(details, "cached_tokens")),
-        cache_write_input_tokens=_int(_field(details, "cache_write_tokens")),
-        reasoning_output_tokens=_int(
-            _field(_field(usage, "output_tokens_details"), "reasoning_tokens")
-        ),
+    return _usage(
+        getattr(usage, "input_tokens", None),
+        getattr(usage, "output_tokens", None),
+        _field(usage, "input_tokens_details"),
+        _field(usage, "output_tokens_details"),
     )
 
 
@@ -154,8 +177,12 @@ def _str(value: Any) -> str | None:
 def _finish_reasons(choices: Any) -> tuple[str, ...]:
     if type(choices) is not list and not isinstance(choices, Sequence):
         return ()
-    reasons = (getattr(choice, "finish_reason", None) for choice in choices)
-    return tuple(reason for reason in reasons if isinstance(reason, str) and reason)
+    reasons = []
+    for choice in choices:
+        reason = getattr(choice, "finish_reason", None)
+        if isinstance(reason, str) and reason:
+            reasons.append(reason)
+    return tuple(reasons)
 
 
 def _message_text(message: Any) -> str:
@@ -215,7 +242,7 @@ def completion_outcome(completion: Any) -> StreamOutcome:
 def embedding_outcome(response: Any) -> StreamOutcome:
     """Outcome of a ``CreateEmbeddingResponse`` (no output tokens)."""
     usage = getattr(response, "usage", None)
-    prompt = _int(getattr(usage, "prompt_tokens", None))
+    prompt = _count(getattr(usage, "prompt_tokens", None))
     return StreamOutcome(
         usage=None if prompt is None else Usage(input_tokens=prompt),
         response_model=_str(getattr(response, "model", None)),
@@ -257,11 +284,16 @@ def responses_outcome(response: Any) -> StreamOutcome:
 
 
 def _listed(value: Any) -> list[Any] | None:
-    """A list copy of a request collection, or ``None`` when absent or not re-iterable."""
-    value = given(value)
+    """A list copy of a request collection, or ``None`` when absent or not re-iterable (the
+    SDK's "not given" sentinels included)."""
     if isinstance(value, (list, tuple)):
         return list(value)
     return None
+
+
+def _sequence(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A request collection to read now (no copy), or ``()`` when absent."""
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def chat_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:
@@ -279,7 +311,7 @@ def _instruction(item: Any) -> bool:
 def chat_hidden_input(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
     """Counts a chat request's system/developer messages and tools (``_hidden``)."""
     instructions = []
-    for message in _listed(kwargs.get("messages")) or ():
+    for message in _sequence(kwargs.get("messages")):
         # Runs over the whole conversation on every call: plain-dict messages, the usual
         # kind, are read without the helpers' calls.
         if type(message) is dict:
@@ -288,7 +320,7 @@ def chat_hidden_input(kwargs: Mapping[str, Any], model: str | None) -> Callable[
                 instructions.append(message.get("content"))
         elif _instruction(message):
             instructions.append(_get(message, "content"))
-    return hidden_input(instructions, _listed(kwargs.get("tools")) or [], model)
+    return hidden_input(instructions, _sequence(kwargs.get("tools")), model)
 
 
 def responses_hidden_input(
@@ -296,18 +328,17 @@ def responses_hidden_input(
 ) -> Callable[[], int] | None:
     """Counts a Responses API request's instructions, system/developer items and tools."""
     instructions: list[Any] = []
-    text = given(kwargs.get("instructions"))
+    text = kwargs.get("instructions")
     if isinstance(text, str):
         instructions.append(text)
-    for item in _listed(kwargs.get("input")) or []:
+    for item in _sequence(kwargs.get("input")):
         if _instruction(item):
             instructions.append(_get(item, "content"))
-    return hidden_input(instructions, _listed(kwargs.get("tools")) or [], model)
+    return hidden_input(instructions, _sequence(kwargs.get("tools")), model)
 
 
 def prompt_input_estimate(value: Any, model: str | None) -> Callable[[], int]:
     """A callable estimating a completion prompt or embedding input."""
-    value = given(value)
     if not isinstance(value, (str, list, tuple)):
         value = None
     return lambda: estimate_prompt_tokens(value, model)
@@ -338,8 +369,8 @@ def _get(item: Any, key: str) -> Any:
 
 def responses_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:
     """A callable estimating a Responses API request's input tokens."""
-    raw_input = given(kwargs.get("input"))
-    instructions = given(kwargs.get("instructions"))
+    raw_input = kwargs.get("input")
+    instructions = kwargs.get("instructions")
     tools = _listed(kwargs.get("tools"))
     items = _listed(raw_input)
 

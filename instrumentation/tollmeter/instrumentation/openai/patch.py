@@ -35,7 +35,7 @@ from tollmeter.instrumentation._content import Message, RequestContent
 from tollmeter.instrumentation._estimate import prefetch_encoding
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._peers import beneath
-from tollmeter.instrumentation._safety import contained, report_failure
+from tollmeter.instrumentation._safety import report_failure
 from tollmeter.instrumentation._streams import StreamHandler, StreamOutcome, finish_with_outcome
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.openai import content, extract
@@ -201,7 +201,7 @@ STREAM_HELPERS: tuple[tuple[str, str, bool], ...] = (
 
 def _with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` asking for a final usage chunk on a streamed request (opt-in)."""
-    if extract.given(kwargs.get("stream")) is not True:
+    if kwargs.get("stream") is not True:
         return kwargs
     options = extract.given(kwargs.get("stream_options"))
     if options is None:
@@ -212,7 +212,7 @@ def _with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(kwargs: Mapping[str, Any]) -> str | None:
-    model = extract.given(kwargs.get("model"))
+    model = kwargs.get("model")
     return model if isinstance(model, str) else None
 
 
@@ -225,14 +225,13 @@ def _start(
     model: str | None,
     enforcement: Mapping[str, AttributeValue],
 ) -> Call:
-    client = resolver.facts(
-        getattr(instance, "_client", None), lambda: extract.server_attributes(instance)
-    )
-    attributes = dict(client.server)
-    attributes.update(extract.request_attributes(kwargs))
+    client = resolver.facts(getattr(instance, "_client", None), extract.server_attributes, instance)
+    attributes = extract.request_attributes(kwargs)
+    attributes.update(client.server)
     if endpoint.injects_usage and extract.needs_stream_estimate(kwargs):
         prefetch_encoding(model)
-    attributes.update(enforcement)
+    if enforcement:
+        attributes.update(enforcement)
     hidden = endpoint.hidden_input
     content = None
     if telemetry.content is not None and endpoint.content is not None:
@@ -260,24 +259,33 @@ def _observe(
         handler, outcome_of = endpoint.handler, endpoint.outcome
         if call.content is not None:
             handler, outcome_of = _capturing(endpoint)
-        stream = wrap_stream(result, telemetry, call, handler)
-        if stream is not None:
-            return stream
-        if _is_raw(result):
-            if streamed or not _is_legacy(result):
-                return RawResponseProxy(
-                    result, telemetry, call, handler=handler, outcome=outcome_of
-                )
-            # ``with_raw_response`` already read the body: parsing is cheap and cached,
-            # so the caller's own ``parse()`` returns the very same object.
-            result_object = result.parse()
-        else:
-            result_object = result
+        result_object = result
+        if type(result) not in _COMPLETE_TYPES:
+            stream = wrap_stream(result, telemetry, call, handler)
+            if stream is not None:
+                return stream
+            if _is_raw(result):
+                if streamed or not _is_legacy(result):
+                    return RawResponseProxy(
+                        result, telemetry, call, handler=handler, outcome=outcome_of
+                    )
+                # ``with_raw_response`` already read the body: parsing is cheap and cached,
+                # so the caller's own ``parse()`` returns the very same object.
+                result_object = result.parse()
+            elif len(_COMPLETE_TYPES) < _MAX_COMPLETE_TYPES:
+                _COMPLETE_TYPES.add(type(result))
         finish_with_outcome(telemetry, call, outcome_of(result_object))
     except Exception as exc:
         report_failure("openai.observe", exc)
         telemetry.finish(call, usage=None)
     return result
+
+
+# Result types seen to be complete results (neither a stream nor a raw response), so that
+# later results of the same type skip those checks. A few per SDK, one per structured output
+# model with ``parse()``; bounded all the same.
+_COMPLETE_TYPES: set[type[Any]] = set()
+_MAX_COMPLETE_TYPES = 256
 
 
 def _capturing(
@@ -320,22 +328,23 @@ def _prepare(
     instance: Any,
     kwargs: dict[str, Any],
 ) -> tuple[Call | None, dict[str, Any]]:
-    call: Call | None = None
     # Budgets and the guard may refuse the call (raising) before anything is sent.
     enforcement: dict[str, AttributeValue] = {}
     model = _model(kwargs)
     estimate = endpoint.input_estimate
     checked = before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement)
     if checked is not kwargs:  # the guard downgraded the model
-        model = _model(checked)
-    kwargs = dict(checked)
-    with contained("openai.start"):
+        kwargs = dict(checked)
+        model = _model(kwargs)
+    try:
         request = kwargs
         if options.inject_stream_usage and endpoint.injects_usage:
             request = _with_stream_usage(kwargs)
         call = _start(telemetry, endpoint, options.providers, instance, request, model, enforcement)
-        kwargs = request
-    return call, kwargs
+    except Exception as exc:
+        report_failure("openai.start", exc)
+        return None, kwargs
+    return call, request
 
 
 def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint, options: Options) -> Wrapper:

@@ -138,9 +138,14 @@ class ProviderResolver:
         # that its id cannot be reused while cached; a client given a new base_url misses.
         self._clients: dict[tuple[type, int], tuple[object, ClientFacts]] = {}
 
-    def facts(self, client: Any, server: Callable[[], Mapping[str, AttributeValue]]) -> ClientFacts:
-        """Provider, deployment and server attributes (``server()``) of ``client``, worked
-        out on its first call only."""
+    def facts(
+        self,
+        client: Any,
+        server: Callable[[Any], Mapping[str, AttributeValue]],
+        resource: Any,
+    ) -> ClientFacts:
+        """Provider, deployment and server attributes (``server(resource)``) of ``client``,
+        worked out on its first call only."""
         # The SDK's ``base_url`` property runs an import on every read; the URL it returns is
         # stored in ``_base_url``, which is all the cache key needs.
         base_url = getattr(client, "_base_url", None)
@@ -150,7 +155,7 @@ class ProviderResolver:
         entry = self._clients.get(key)
         if entry is not None and entry[0] is base_url:
             return entry[1]
-        facts = ClientFacts(self.provider(client), _deployment(client), server())
+        facts = ClientFacts(self.provider(client), _deployment(client), server(resource))
         if len(self._clients) >= _MAX_CLIENTS:
             self._clients.clear()
         self._clients[key] = (base_url, facts)
