@@ -442,10 +442,10 @@ def _configured_url() -> str | None:
     # Read from configure()'s handle only when configure() has run: importing the module
     # here would pull in the OTLP exporters for apps that never call it.
     configure_module = sys.modules.get("tollmeter.instrumentation._configure")
-    handle = getattr(configure_module, "_HANDLE", None)
-    url = getattr(handle, "guard_url", None)
-    if isinstance(url, str) and url:
-        return url
+    if configure_module is not None:
+        url = getattr(getattr(configure_module, "_HANDLE", None), "guard_url", None)
+        if isinstance(url, str) and url:
+            return url
     return os.environ.get(TOLLMETER_GUARD_URL) or None
 
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
 
-from tollmeter.instrumentation._endpoint import server_attributes as endpoint_attributes
+from tollmeter.instrumentation._endpoint import client_server_attributes
 from tollmeter.instrumentation._estimate import count_text_tokens, estimate_chat_input_tokens
 from tollmeter.instrumentation._hidden import hidden_input
 from tollmeter.instrumentation._telemetry import Usage, UsageSource
@@ -50,7 +50,7 @@ def request_attributes(
     max_tokens = kwargs.get("max_tokens")
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         values[attrs.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    values.update(endpoint_attributes(getattr(client, "base_url", None)))
+    values.update(client_server_attributes(client))
     return values
 
 
@@ -59,13 +59,13 @@ def request_model(kwargs: Mapping[str, Any]) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def hidden_input_counter(kwargs: Mapping[str, Any]) -> Callable[[], int] | None:
+def hidden_input_counter(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int] | None:
     """Counts the request's system prompt and tool definitions (``_hidden``)."""
     system, tools = kwargs.get("system"), kwargs.get("tools")
     return hidden_input(
         [system] if isinstance(system, (str, list)) and system else [],
         tools if isinstance(tools, list) else [],
-        request_model(kwargs),
+        model,
     )
 
 
@@ -102,9 +102,15 @@ def _field(owner: object, name: str) -> Any:
     SDK releases that predate a usage field still keep it, unvalidated: a number stays a number,
     but a nested object (``output_tokens_details``) stays a ``dict``.
     """
-    if isinstance(owner, Mapping):
+    if type(owner) is dict:
         return owner.get(name)
-    return getattr(owner, name, None)
+    value = getattr(owner, name, _MISSING)
+    if value is _MISSING:
+        return owner.get(name) if isinstance(owner, Mapping) else None
+    return value
+
+
+_MISSING: Final = object()
 
 
 def _count(usage: object, name: str) -> int | None:
@@ -114,19 +120,22 @@ def _count(usage: object, name: str) -> int | None:
 
 def usage_from(usage: object) -> Usage | None:
     """OTel-convention ``Usage`` from an Anthropic ``Usage``; ``None`` when it has no counts."""
+    if usage is None:
+        return None
     uncached = _count(usage, "input_tokens")
     output = _count(usage, "output_tokens")
     if uncached is None or output is None:
         return None
     cache_read = _count(usage, "cache_read_input_tokens")
     cache_write = _count(usage, "cache_creation_input_tokens")
-    thinking = _count(_field(usage, "output_tokens_details"), "thinking_tokens")
+    details = _field(usage, "output_tokens_details")
+    thinking = None if details is None else _count(details, "thinking_tokens")
     return Usage(
-        input_tokens=uncached + (cache_read or 0) + (cache_write or 0),
-        output_tokens=output,
-        cache_read_input_tokens=cache_read,
-        cache_write_input_tokens=cache_write,
-        reasoning_output_tokens=thinking,
+        uncached + (cache_read or 0) + (cache_write or 0),
+        output,
+        cache_read,
+        cache_write,
+        thinking,
     )
 
 

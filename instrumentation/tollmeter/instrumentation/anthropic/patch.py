@@ -24,9 +24,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Any, cast
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -38,7 +39,7 @@ from tollmeter.instrumentation._content import RequestContent
 from tollmeter.instrumentation._guard import before_call
 from tollmeter.instrumentation._peers import PeerSpan, beneath, peer_above
 from tollmeter.instrumentation._proxy import SpanProxy
-from tollmeter.instrumentation._safety import contained, guarded, report_failure
+from tollmeter.instrumentation._safety import report_failure
 from tollmeter.instrumentation._telemetry import Call, Telemetry
 from tollmeter.instrumentation.anthropic import content, extract
 from tollmeter.instrumentation.anthropic.wrappers import (
@@ -210,6 +211,90 @@ class _Pending:
 _PENDING: ContextVar[_Pending | None] = ContextVar("tollmeter_anthropic_pending", default=None)
 
 
+class _Running:
+    """``with patch.running(pending, instance):`` (a class rather than a generator-based
+    context manager: it runs on every call, and this form costs a fraction of one).
+
+    With the SDK's tracing possible and no peer's span for the call, the SDK's span is
+    adopted when the SDK starts it (``start_api_call_span``), and the call's retries are
+    watched from here; a call whose SDK started no recording span gets its own span
+    afterwards. Otherwise the call's own span (or a peer's) is current inside the block, and
+    the SDK is kept from starting one of its own.
+    """
+
+    __slots__ = ("_activation", "_attempts", "_native", "_pending", "_token", "_watched")
+
+    def __init__(self, pending: _Pending, native: bool) -> None:
+        self._pending = pending
+        self._native = native
+        self._attempts: Attempts | None = None
+        self._token: Token[_Pending | None] | None = None
+        self._watched: Token[Attempts | None] | None = None
+        self._activation: AbstractContextManager[Span] | None = None
+
+    def __enter__(self) -> None:
+        pending = self._pending
+        peer = pending.peer
+        if peer is not None and not peer.span.is_recording():
+            # The peer's span covered ``stream()`` only and has ended: it is not the call's.
+            peer = pending.peer = None
+        if self._native and peer is None and peer_above(take=False) is None:
+            # The call is made inside the request here, so its retries are watched from outside.
+            self._attempts = Attempts()
+            self._token = _PENDING.set(pending)
+            self._watched = watching(self._attempts)
+            return
+        pending.call = _start_own(pending)
+        if pending.call is None:
+            return
+        pending.quiet_native = self._native
+        if self._native:
+            self._token = _PENDING.set(pending)
+        activation = pending.call.activate()
+        try:
+            activation.__enter__()
+        except BaseException:
+            self._reset()
+            raise
+        self._activation = activation
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        attempts = self._attempts
+        if attempts is None:
+            try:
+                if self._activation is not None:
+                    self._activation.__exit__(exc_type, exc, tb)
+            finally:
+                self._reset()
+            return
+        if self._watched is not None:
+            unwatching(self._watched)
+        self._reset()
+        pending = self._pending
+        if pending.call is None and not pending.native_seen:
+            pending.call = _start_own(pending)
+        if pending.call is not None:
+            pending.call.attempts = attempts
+
+    def _reset(self) -> None:
+        if self._token is not None:
+            _PENDING.reset(self._token)
+            self._token = None
+
+
+def _start_own(pending: _Pending) -> Call | None:
+    try:
+        return pending.start_own()
+    except Exception as exc:
+        report_failure("anthropic.start", exc)
+        return None
+
+
 class AnthropicPatch:
     """The wrappers installed by ``AnthropicInstrumentor``, bound to one ``Telemetry``."""
 
@@ -219,17 +304,24 @@ class AnthropicPatch:
 
     # -- shared steps ---------------------------------------------------------------------
 
-    @guarded("anthropic.prepare")
-    def _prepare(self, instance: Any, kwargs: Mapping[str, Any], *, stream: bool) -> _Pending:
-        client = getattr(instance, "_client", None)
-        return _Pending(
-            self.telemetry,
-            extract.request_model(kwargs),
-            extract.request_attributes(kwargs, client, stream=stream),
-            extract.input_estimator(dict(kwargs)),
-            None if self.telemetry.content is None else content.messages_request(kwargs),
-            extract.hidden_input_counter(kwargs),
-        )
+    def _prepare(
+        self, instance: Any, kwargs: Mapping[str, Any], *, stream: bool
+    ) -> _Pending | None:
+        """The call's request side, or ``None`` (reported) if reading it failed."""
+        try:
+            client = getattr(instance, "_client", None)
+            model = extract.request_model(kwargs)
+            return _Pending(
+                self.telemetry,
+                model,
+                extract.request_attributes(kwargs, client, stream=stream),
+                extract.input_estimator(kwargs),
+                None if self.telemetry.content is None else content.messages_request(kwargs),
+                extract.hidden_input_counter(kwargs, model),
+            )
+        except Exception as exc:
+            report_failure("anthropic.prepare", exc)
+            return None
 
     def _native_possible(self, instance: Any) -> bool:
         if not self.native_hook:
@@ -239,62 +331,32 @@ class AnthropicPatch:
         except Exception:
             return False
 
-    @contextmanager
-    def running(self, pending: _Pending, instance: Any) -> Iterator[None]:
+    def running(self, pending: _Pending, instance: Any) -> _Running:
         """Around the SDK call: let the hook adopt a native span, or run under our own (or a
         peer's, and then keep the SDK from starting one)."""
-        native = self._native_possible(instance)
-        peer = pending.peer
-        if peer is not None and not peer.span.is_recording():
-            # The peer's span covered ``stream()`` only and has ended: it is not the call's.
-            peer = pending.peer = None
-        if native and peer is None and peer_above(take=False) is None:
-            # The call is made inside the request here, so its retries are watched from outside.
-            attempts = Attempts()
-            token = _PENDING.set(pending)
-            watched = watching(attempts)
-            try:
-                yield
-            finally:
-                unwatching(watched)
-                _PENDING.reset(token)
-                if pending.call is None and not pending.native_seen:
-                    with contained("anthropic.start"):
-                        pending.call = pending.start_own()
-                if pending.call is not None:
-                    pending.call.attempts = attempts
-            return
-        with contained("anthropic.start"):
-            pending.call = pending.start_own()
-        if pending.call is None:
-            yield
-            return
-        pending.quiet_native = native
-        quieted = _PENDING.set(pending) if native else None
-        try:
-            with pending.call.activate():
-                yield
-        finally:
-            if quieted is not None:
-                _PENDING.reset(quieted)
+        return _Running(pending, self._native_possible(instance))
 
     def failed(self, pending: _Pending, error: BaseException) -> None:
         if pending.call is not None:
             self.telemetry.finish(pending.call, usage=None, error=error)
 
-    @guarded("anthropic.result")
     def _wrap_result(self, pending: _Pending, result: Any, *, is_async: bool) -> Any:
+        """What the application gets: ``result`` itself, or a proxy metering its stream."""
         call = pending.call
         if call is None:
             return result
-        if _is_raw_event_stream(result):
-            proxy = AsyncRawStreamProxy if is_async else RawStreamProxy
-            return proxy(result, self.telemetry, call, pending.model)
-        if pending.attributes.get(attrs.GEN_AI_REQUEST_STREAM):
-            # A raw response to a streaming request: the events are parsed by the caller, later.
-            finish_message(self.telemetry, call, None)
-        else:
-            finish_message(self.telemetry, call, _message_of(result))
+        try:
+            if _is_raw_event_stream(result):
+                proxy = AsyncRawStreamProxy if is_async else RawStreamProxy
+                return proxy(result, self.telemetry, call, pending.model)
+            if pending.attributes.get(attrs.GEN_AI_REQUEST_STREAM):
+                # A raw response to a streaming request: the events are parsed by the caller,
+                # later.
+                finish_message(self.telemetry, call, None)
+            else:
+                finish_message(self.telemetry, call, _message_of(result))
+        except Exception as exc:
+            report_failure("anthropic.result", exc)
         return result
 
     # -- wrappers ---------------------------------------------------------------------------
@@ -312,8 +374,7 @@ class AnthropicPatch:
         except BaseException as exc:
             self.failed(pending, exc)
             raise
-        wrapped_result = self._wrap_result(pending, result, is_async=False)
-        return result if wrapped_result is None else wrapped_result
+        return self._wrap_result(pending, result, is_async=False)
 
     async def acreate(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
@@ -330,8 +391,7 @@ class AnthropicPatch:
         except BaseException as exc:
             self.failed(pending, exc)
             raise
-        wrapped_result = self._wrap_result(pending, result, is_async=True)
-        return result if wrapped_result is None else wrapped_result
+        return self._wrap_result(pending, result, is_async=True)
 
     def stream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not is_instrumentation_enabled():

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from tollmeter.instrumentation._proxy import AnyProxy
-from tollmeter.instrumentation._safety import contained
+from tollmeter.instrumentation._safety import report_failure
 from tollmeter.instrumentation._streams import (
     AsyncStreamProxy,
     StreamOutcome,
@@ -65,11 +65,13 @@ def message_outcome(message: object, model: str | None) -> StreamOutcome:
 
 def finish_message(telemetry: Telemetry, call: Call, message: object) -> None:
     """Finish a non-streamed call from the ``Message`` it returned."""
-    outcome = StreamOutcome()
-    with contained("anthropic.message"):
+    try:
         outcome = message_outcome(message, call.request_model)
         if call.content is not None and message is not None:
             outcome.output = content.message_output(message)
+    except Exception as exc:
+        report_failure("anthropic.message", exc)
+        outcome = StreamOutcome()
     finish_with_outcome(telemetry, call, outcome)
 
 

@@ -114,10 +114,13 @@ def _field(owner: Any, name: str) -> Any:
         return None
     if type(owner) is dict:
         return owner.get(name)
-    value = getattr(owner, name, None)
-    if value is None and isinstance(owner, Mapping):
-        return owner.get(name)
+    value = getattr(owner, name, _MISSING)
+    if value is _MISSING:
+        return owner.get(name) if isinstance(owner, Mapping) else None
     return value
+
+
+_MISSING = object()
 
 
 def _count(value: Any) -> int | None:
