@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tollmeter.instrumentation._endpoint import server_attributes
+from tollmeter.instrumentation import _endpoint
+from tollmeter.instrumentation._endpoint import client_server_attributes, server_attributes
 
 
 @pytest.mark.parametrize(
@@ -38,3 +39,46 @@ def test_a_port_that_is_not_a_number_falls_back_to_the_scheme_default():
         "server.address": "host",
         "server.port": 80,
     }
+
+
+class _Client:
+    """The part of an SDK client the cache reads: the URL object in ``_base_url``."""
+
+    def __init__(self, url: object) -> None:
+        self._base_url = url
+
+
+def test_a_client_url_is_worked_out_once_per_url_object():
+    url = httpx.URL("https://api.anthropic.com/")
+    client = _Client(url)
+    first = client_server_attributes(client)
+    assert first == {"server.address": "api.anthropic.com", "server.port": 443}
+    assert client_server_attributes(_Client(url)) is first
+
+
+def test_a_client_given_a_new_url_gets_its_attributes():
+    client = _Client(httpx.URL("https://api.anthropic.com/"))
+    client_server_attributes(client)
+    client._base_url = httpx.URL("http://127.0.0.1:9000/")
+    assert client_server_attributes(client) == {
+        "server.address": "127.0.0.1",
+        "server.port": 9000,
+    }
+
+
+def test_a_client_without_the_stored_url_is_read_through_base_url():
+    class Plain:
+        base_url = "http://localhost:11434/v1"
+
+    assert client_server_attributes(Plain()) == {
+        "server.address": "localhost",
+        "server.port": 11434,
+    }
+
+
+def test_the_cache_stays_bounded():
+    clients = [_Client(httpx.URL(f"http://host-{i}.invalid/")) for i in range(600)]
+    for client in clients:
+        client_server_attributes(client)
+    assert len(_endpoint._BY_URL) <= _endpoint._MAX_URLS
+    assert client_server_attributes(clients[0])["server.address"] == "host-0.invalid"

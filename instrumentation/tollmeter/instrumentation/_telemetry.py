@@ -303,7 +303,8 @@ class Telemetry:
             span_attributes[attrs.GEN_AI_REQUEST_MODEL] = request_model
         if attributes:
             span_attributes.update(attributes)
-        span_attributes.update(attribution)
+        if attribution:
+            span_attributes.update(attribution)
         metric_attributes = self._metric_attributes(operation, provider, request_model, attribution)
         if peer is None or not peer.span.is_recording():
             peer = peer_above()

@@ -424,3 +424,26 @@ def test_cache_read_and_reasoning_tokens(
     assert attributes[attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == true.reasoning_tokens
     assert attributes[attrs.GEN_AI_USAGE_INPUT_TOKENS] == true.input_tokens
     assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == true.output_tokens
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_every_call_type_is_metered_after_a_complete_result_type_is_remembered(
+    client: openai.OpenAI, span_exporter: Any, exchange_of: Any
+) -> None:
+    # A complete result's type is remembered so later results skip the stream and raw checks;
+    # streams and raw responses that follow must still get their proxies.
+    from tollmeter.instrumentation.openai import patch
+
+    for name in ("chat", "chat-stream-usage", "raw-response", "raw-response-stream", "chat"):
+        span_exporter.clear()
+        CASES[name][0](client)
+        spans = span_exporter.get_finished_spans()
+        assert len(spans) == 1, name
+        attributes = dict(spans[0].attributes or {})
+        true = exchange_of(attributes).usage
+        assert attributes[attrs.GEN_AI_USAGE_INPUT_TOKENS] == true.input_tokens, name
+        assert attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == true.output_tokens, name
+    assert openai.types.chat.ChatCompletion in patch._COMPLETE_TYPES
+    assert not any(
+        issubclass(t, (openai.Stream, openai.AsyncStream)) for t in patch._COMPLETE_TYPES
+    )
