@@ -456,10 +456,21 @@ def _message_of(result: object) -> object:
     application has yet to read (``with_streaming_response``) is left alone, so its usage is
     estimated: reading it here would change what the application sees.
     """
+    if type(result) in _MESSAGE_TYPES:
+        return result
     http_response = getattr(result, "http_response", None)
     if http_response is None:
+        if len(_MESSAGE_TYPES) < _MAX_MESSAGE_TYPES:
+            _MESSAGE_TYPES.add(type(result))
         return result
     parse = getattr(result, "parse", None)
     if callable(parse) and getattr(http_response, "is_closed", False):
         return parse()
     return None
+
+
+# Types seen to be results themselves rather than raw responses, so that later results of the
+# same type skip the ``http_response`` lookup (on a ``Message`` it fails, raising inside
+# pydantic). A few per SDK; bounded all the same.
+_MESSAGE_TYPES: set[type[Any]] = set()
+_MAX_MESSAGE_TYPES = 256
