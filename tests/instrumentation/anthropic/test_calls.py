@@ -140,6 +140,28 @@ def test_with_raw_response(
     assert (span.attributes or {})[attrs.GEN_AI_RESPONSE_ID] == message.id
 
 
+def test_raw_responses_are_metered_after_a_message_type_is_remembered(
+    client: anthropic.Anthropic,
+    fake_llm: Any,
+    native: bool,
+    span_exporter: Any,
+    one_metered: Any,
+) -> None:
+    # A message's type is remembered so later results skip the raw-response lookup; a raw
+    # response that follows must still be read through ``parse()``.
+    for raw in (False, True, False):
+        span_exporter.clear()
+        if raw:
+            message = client.messages.with_raw_response.create(
+                model=MODEL, max_tokens=64, messages=PROMPT
+            ).parse()
+        else:
+            message = client.messages.create(model=MODEL, max_tokens=64, messages=PROMPT)
+        span = one_metered()
+        assert_matches_server(span, fake_llm, native)
+        assert (span.attributes or {})[attrs.GEN_AI_RESPONSE_ID] == message.id
+
+
 def test_async_create_and_streams(
     fake_llm: Any,
     native: bool,
