@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     "instrumentation_overhead",
+    "instrumentation_loop",
     "ingest",
     "ledger_growth",
     "check",
