@@ -39,10 +39,12 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 import tiktoken
+
+from tollmeter.instrumentation._fields import field
 
 __all__ = [
     "DEFAULT_LOAD_TIMEOUT",
@@ -212,12 +214,6 @@ def remembered_tokens(kind: str, key: str, model: str | None, render: Callable[[
     return count
 
 
-def _field(item: object, name: str) -> Any:
-    if isinstance(item, Mapping):
-        return item.get(name)
-    return getattr(item, name, None)
-
-
 def _content_tokens(content: object, model: str | None) -> int:
     if content is None:
         return 0
@@ -229,7 +225,7 @@ def _content_tokens(content: object, model: str | None) -> int:
             if isinstance(part, str):
                 total += count_text_tokens(part, model)
                 continue
-            text = _field(part, "text")
+            text = field(part, "text")
             if isinstance(text, str):
                 total += count_text_tokens(text, model)
             else:
@@ -242,11 +238,11 @@ def _tool_call_tokens(tool_calls: object, model: str | None) -> int:
         return 0
     total = 0
     for call in tool_calls:
-        function = _field(call, "function")
+        function = field(call, "function")
         if function is None:
             continue
         for key in ("name", "arguments"):
-            value = _field(function, key)
+            value = field(function, key)
             if isinstance(value, str):
                 total += count_text_tokens(value, model)
     return total
@@ -268,13 +264,13 @@ def estimate_chat_input_tokens(
         if isinstance(message, str):
             total += count_text_tokens(message, model)
             continue
-        role = _field(message, "role")
+        role = field(message, "role")
         if isinstance(role, str):
             total += count_text_tokens(role, model)
-        total += _content_tokens(_field(message, "content"), model)
-        if isinstance(_field(message, "name"), str):
-            total += _PER_NAME + count_text_tokens(_field(message, "name"), model)
-        total += _tool_call_tokens(_field(message, "tool_calls"), model)
+        total += _content_tokens(field(message, "content"), model)
+        if isinstance(field(message, "name"), str):
+            total += _PER_NAME + count_text_tokens(field(message, "name"), model)
+        total += _tool_call_tokens(field(message, "tool_calls"), model)
     for tool in tools or ():
         total += _PER_TOOL + count_text_tokens(_as_json(tool), model)
     return total

@@ -16,14 +16,15 @@ tools their own way, and Anthropic's and Gemini's tokenizers differ from tiktoke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from tollmeter.instrumentation._estimate import (
     _as_json,
     count_repeated_text_tokens,
     remembered_tokens,
 )
+from tollmeter.instrumentation._fields import field
 
 __all__ = ["INSTRUCTION_ROLES", "hidden_input", "instruction_texts"]
 
@@ -31,12 +32,6 @@ INSTRUCTION_ROLES: Final = frozenset({"system", "developer"})
 """Message roles whose content is an instruction rather than a turn of the conversation."""
 
 _MAX_DEPTH: Final = 8
-
-
-def _field(item: object, name: str) -> Any:
-    if isinstance(item, Mapping):
-        return item.get(name)
-    return getattr(item, name, None)
 
 
 def instruction_texts(value: object, depth: int = 0) -> list[str]:
@@ -47,10 +42,10 @@ def instruction_texts(value: object, depth: int = 0) -> list[str]:
         return [value]
     if isinstance(value, (list, tuple)):
         return [text for item in value for text in instruction_texts(item, depth + 1)]
-    text = _field(value, "text")
+    text = field(value, "text")
     if isinstance(text, str):
         return [text]
-    parts = _field(value, "parts")
+    parts = field(value, "parts")
     if parts is not None:
         return instruction_texts(parts, depth + 1)
     return []

@@ -20,27 +20,24 @@ from tollmeter.instrumentation._content import (
     tool_call_part,
     tool_response_part,
 )
+from tollmeter.instrumentation._fields import field
 
 __all__ = ["message_output", "messages_request", "request_content"]
 
 
-def _get(item: Any, key: str) -> Any:
-    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
-
-
 def _block(block: Any) -> Part:
-    kind = _get(block, "type")
+    kind = field(block, "type")
     if kind == "text":
-        return text_part(_get(block, "text") or "")
+        return text_part(field(block, "text") or "")
     if kind == "tool_use":
-        return tool_call_part(_get(block, "id"), _get(block, "name"), _get(block, "input"))
+        return tool_call_part(field(block, "id"), field(block, "name"), field(block, "input"))
     if kind == "tool_result":
-        result = _get(block, "content")
+        result = field(block, "content")
         if not isinstance(result, str) and result is not None:
-            result = "".join(_get(item, "text") or "" for item in result)
-        return tool_response_part(_get(block, "tool_use_id"), result)
+            result = "".join(field(item, "text") or "" for item in result)
+        return tool_response_part(field(block, "tool_use_id"), result)
     if kind in ("thinking", "redacted_thinking"):
-        return {"type": "reasoning", "content": _get(block, "thinking") or ""}
+        return {"type": "reasoning", "content": field(block, "thinking") or ""}
     return {"type": kind if isinstance(kind, str) else "unknown"}
 
 
@@ -52,7 +49,7 @@ def _parts(content: Any) -> list[Part]:
 
 def request_content(messages: Any, system: Any) -> RequestContent:
     """The content of a Messages request (from its ``messages`` and ``system``)."""
-    converted = [message(_get(item, "role"), _parts(_get(item, "content"))) for item in messages]
+    converted = [message(field(item, "role"), _parts(field(item, "content"))) for item in messages]
     instructions = _parts(system) if system else None
     return RequestContent(converted, instructions)
 
@@ -68,8 +65,8 @@ def message_output(reply: Any) -> Callable[[], list[Message]]:
     def output() -> list[Message]:
         if reply is None:
             return []
-        reason = _get(reply, "stop_reason")
-        parts = _parts(_get(reply, "content"))
+        reason = field(reply, "stop_reason")
+        parts = _parts(field(reply, "content"))
         return [message("assistant", parts, reason if isinstance(reason, str) else "")]
 
     return output

@@ -20,6 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tollmeter.instrumentation._endpoint import client_server_attributes
 from tollmeter.instrumentation._estimate import count_text_tokens, estimate_chat_input_tokens
+from tollmeter.instrumentation._fields import field
 from tollmeter.instrumentation._hidden import hidden_input
 from tollmeter.instrumentation._telemetry import Usage, UsageSource
 from tollmeter.semconv import attributes as attrs
@@ -96,25 +97,8 @@ def input_estimator(kwargs: Mapping[str, Any]) -> Callable[[], int]:
     return estimate
 
 
-def _field(owner: object, name: str) -> Any:
-    """``owner.name``, or ``owner[name]`` for what an older SDK keeps as a plain dict.
-
-    SDK releases that predate a usage field still keep it, unvalidated: a number stays a number,
-    but a nested object (``output_tokens_details``) stays a ``dict``.
-    """
-    if type(owner) is dict:
-        return owner.get(name)
-    value = getattr(owner, name, _MISSING)
-    if value is _MISSING:
-        return owner.get(name) if isinstance(owner, Mapping) else None
-    return value
-
-
-_MISSING: Final = object()
-
-
 def _count(usage: object, name: str) -> int | None:
-    value = _field(usage, name)
+    value = field(usage, name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -128,7 +112,7 @@ def usage_from(usage: object) -> Usage | None:
         return None
     cache_read = _count(usage, "cache_read_input_tokens")
     cache_write = _count(usage, "cache_creation_input_tokens")
-    details = _field(usage, "output_tokens_details")
+    details = field(usage, "output_tokens_details")
     thinking = None if details is None else _count(details, "thinking_tokens")
     return Usage(
         uncached + (cache_read or 0) + (cache_write or 0),
@@ -225,7 +209,7 @@ class StreamAccumulator:
         self._assign(getattr(event, "usage", None))
 
     def _assign(self, usage: object) -> None:
-        for field, name in (
+        for slot, name in (
             ("input_tokens", "input_tokens"),
             ("output_tokens", "output_tokens"),
             ("cache_read", "cache_read_input_tokens"),
@@ -233,8 +217,8 @@ class StreamAccumulator:
         ):
             value = _count(usage, name)
             if value is not None:
-                setattr(self, field, value)
-        thinking = _count(_field(usage, "output_tokens_details"), "thinking_tokens")
+                setattr(self, slot, value)
+        thinking = _count(field(usage, "output_tokens_details"), "thinking_tokens")
         if thinking is not None:
             self.reasoning_tokens = thinking
 

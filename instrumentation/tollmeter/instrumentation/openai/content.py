@@ -20,6 +20,7 @@ from tollmeter.instrumentation._content import (
     tool_call_part,
     tool_response_part,
 )
+from tollmeter.instrumentation._fields import field
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation.openai.extract import given
 from tollmeter.instrumentation.openai.wrappers import ChatStreamHandler, ResponsesStreamHandler
@@ -35,36 +36,32 @@ __all__ = [
 ]
 
 
-def _get(item: Any, key: str) -> Any:
-    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
-
-
 def _content_parts(content: Any) -> list[Part]:
     if isinstance(content, str):
         return [text_part(content)]
     parts: list[Part] = []
     for piece in content or ():
-        kind = _get(piece, "type")
-        text = _get(piece, "text")
+        kind = field(piece, "type")
+        text = field(piece, "text")
         if isinstance(text, str):
             parts.append(text_part(text))
-        elif isinstance(_get(piece, "refusal"), str):
-            parts.append(text_part(_get(piece, "refusal")))
+        elif isinstance(field(piece, "refusal"), str):
+            parts.append(text_part(field(piece, "refusal")))
         elif isinstance(kind, str):
             parts.append({"type": kind})
     return parts
 
 
 def _chat_message(item: Any) -> Message:
-    role = _get(item, "role")
+    role = field(item, "role")
     if role == "tool":
-        response = tool_response_part(_get(item, "tool_call_id"), _get(item, "content"))
+        response = tool_response_part(field(item, "tool_call_id"), field(item, "content"))
         return message(role, [response])
-    parts = _content_parts(_get(item, "content"))
-    for call in _get(item, "tool_calls") or ():
-        function = _get(call, "function")
+    parts = _content_parts(field(item, "content"))
+    for call in field(item, "tool_calls") or ():
+        function = field(call, "function")
         parts.append(
-            tool_call_part(_get(call, "id"), _get(function, "name"), _get(function, "arguments"))
+            tool_call_part(field(call, "id"), field(function, "name"), field(function, "arguments"))
         )
     return message(role, parts)
 
@@ -88,33 +85,33 @@ def prompt_request(kwargs: Mapping[str, Any]) -> Callable[[], RequestContent]:
 
 
 def _choice_message(choice: Any) -> Message:
-    reply = _chat_message(_get(choice, "message"))
+    reply = _chat_message(field(choice, "message"))
     reply["role"] = "assistant"
-    reason = _get(choice, "finish_reason")
+    reason = field(choice, "finish_reason")
     reply["finish_reason"] = reason if isinstance(reason, str) else ""
     return reply
 
 
 def chat_output(completion: Any) -> Callable[[], list[Message]]:
-    return lambda: [_choice_message(choice) for choice in _get(completion, "choices") or ()]
+    return lambda: [_choice_message(choice) for choice in field(completion, "choices") or ()]
 
 
 def _response_item(item: Any) -> Message | None:
-    kind = _get(item, "type")
+    kind = field(item, "type")
     if kind == "function_call":
-        call = tool_call_part(_get(item, "call_id"), _get(item, "name"), _get(item, "arguments"))
+        call = tool_call_part(field(item, "call_id"), field(item, "name"), field(item, "arguments"))
         return message("assistant", [call])
     if kind == "function_call_output":
-        return message("tool", [tool_response_part(_get(item, "call_id"), _get(item, "output"))])
+        return message("tool", [tool_response_part(field(item, "call_id"), field(item, "output"))])
     if kind == "reasoning":
         summary = "".join(
-            text for text in (_get(s, "text") for s in _get(item, "summary") or ()) if text
+            text for text in (field(s, "text") for s in field(item, "summary") or ()) if text
         )
         return message("assistant", [{"type": "reasoning", "content": summary}])
-    content = _get(item, "content")
+    content = field(item, "content")
     if content is None:
         return None
-    return message(_get(item, "role") or "assistant", _content_parts(content))
+    return message(field(item, "role") or "assistant", _content_parts(content))
 
 
 def responses_request(kwargs: Mapping[str, Any]) -> Callable[[], RequestContent]:
@@ -136,11 +133,11 @@ def responses_request(kwargs: Mapping[str, Any]) -> Callable[[], RequestContent]
 def responses_output(response: Any) -> Callable[[], list[Message]]:
     def output() -> list[Message]:
         parts: list[Part] = []
-        for item in _get(response, "output") or ():
+        for item in field(response, "output") or ():
             converted = _response_item(item)
             if converted is not None:
                 parts.extend(converted["parts"])
-        reason = _get(_get(response, "incomplete_details"), "reason") or _get(response, "status")
+        reason = field(field(response, "incomplete_details"), "reason") or field(response, "status")
         return [message("assistant", parts, reason if isinstance(reason, str) else "")]
 
     return output

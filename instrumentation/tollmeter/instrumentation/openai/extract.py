@@ -34,6 +34,7 @@ from tollmeter.instrumentation._estimate import (
     estimate_chat_input_tokens,
     estimate_prompt_tokens,
 )
+from tollmeter.instrumentation._fields import field
 from tollmeter.instrumentation._hidden import INSTRUCTION_ROLES, hidden_input
 from tollmeter.instrumentation._streams import StreamOutcome
 from tollmeter.instrumentation._telemetry import Usage
@@ -107,22 +108,6 @@ def needs_stream_estimate(kwargs: Mapping[str, Any]) -> bool:
     return not (isinstance(options, Mapping) and options.get("include_usage") is True)
 
 
-def _field(owner: Any, name: str) -> Any:
-    """``owner.name``, or ``owner[name]``: an SDK older than a nested usage field keeps it as a
-    plain dict (the Responses API's ``input_tokens_details`` in its first releases)."""
-    if owner is None:  # an absent details object, the usual case: no lookups
-        return None
-    if type(owner) is dict:
-        return owner.get(name)
-    value = getattr(owner, name, _MISSING)
-    if value is _MISSING:
-        return owner.get(name) if isinstance(owner, Mapping) else None
-    return value
-
-
-_MISSING = object()
-
-
 def _count(value: Any) -> int | None:
     """A token count the SDK parsed from JSON: a plain ``int`` (never a bool), else ``None``."""
     return value if type(value) is int else None
@@ -136,10 +121,10 @@ def _usage(
     cache_read = cache_write = reasoning = None
     # Absent details objects are the usual case for many providers: no lookups then.
     if input_details is not None:
-        cache_read = _count(_field(input_details, "cached_tokens"))
-        cache_write = _count(_field(input_details, "cache_write_tokens"))
+        cache_read = _count(field(input_details, "cached_tokens"))
+        cache_write = _count(field(input_details, "cache_write_tokens"))
     if output_details is not None:
-        reasoning = _count(_field(output_details, "reasoning_tokens"))
+        reasoning = _count(field(output_details, "reasoning_tokens"))
     return Usage(
         input_tokens,
         output_tokens if type(output_tokens) is int else 0,
@@ -156,8 +141,8 @@ def usage_from_completion(usage: Any) -> Usage | None:
     return _usage(
         getattr(usage, "prompt_tokens", None),
         getattr(usage, "completion_tokens", None),
-        _field(usage, "prompt_tokens_details"),
-        _field(usage, "completion_tokens_details"),
+        field(usage, "prompt_tokens_details"),
+        field(usage, "completion_tokens_details"),
     )
 
 
@@ -168,8 +153,8 @@ def responses_usage(usage: Any) -> Usage | None:
     return _usage(
         getattr(usage, "input_tokens", None),
         getattr(usage, "output_tokens", None),
-        _field(usage, "input_tokens_details"),
-        _field(usage, "output_tokens_details"),
+        field(usage, "input_tokens_details"),
+        field(usage, "output_tokens_details"),
     )
 
 
@@ -307,7 +292,7 @@ def chat_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callabl
 
 
 def _instruction(item: Any) -> bool:
-    role = _get(item, "role")
+    role = field(item, "role")
     return isinstance(role, str) and role in INSTRUCTION_ROLES
 
 
@@ -322,7 +307,7 @@ def chat_hidden_input(kwargs: Mapping[str, Any], model: str | None) -> Callable[
             if isinstance(role, str) and role in INSTRUCTION_ROLES:
                 instructions.append(message.get("content"))
         elif _instruction(message):
-            instructions.append(_get(message, "content"))
+            instructions.append(field(message, "content"))
     return hidden_input(instructions, _sequence(kwargs.get("tools")), model)
 
 
@@ -336,7 +321,7 @@ def responses_hidden_input(
         instructions.append(text)
     for item in _sequence(kwargs.get("input")):
         if _instruction(item):
-            instructions.append(_get(item, "content"))
+            instructions.append(field(item, "content"))
     return hidden_input(instructions, _sequence(kwargs.get("tools")), model)
 
 
@@ -350,24 +335,18 @@ def prompt_input_estimate(value: Any, model: str | None) -> Callable[[], int]:
 def _responses_messages(items: Iterable[Any]) -> list[Any]:
     messages: list[Any] = []
     for item in items:
-        content = _get(item, "content")
+        content = field(item, "content")
         if content is None:
             # Tool outputs and other non-message items: count their text payloads.
             payload = "".join(
                 value
-                for value in (_get(item, "output"), _get(item, "arguments"), _get(item, "name"))
+                for value in (field(item, "output"), field(item, "arguments"), field(item, "name"))
                 if isinstance(value, str)
             )
             messages.append({"content": payload})
         else:
-            messages.append({"role": _get(item, "role"), "content": content})
+            messages.append({"role": field(item, "role"), "content": content})
     return messages
-
-
-def _get(item: Any, key: str) -> Any:
-    if type(item) is dict:  # request messages are usually plain dicts: skip the ABC check
-        return item.get(key)
-    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
 
 
 def responses_input_estimate(kwargs: Mapping[str, Any], model: str | None) -> Callable[[], int]:
