@@ -89,10 +89,8 @@ from tollmeter.collector.storage._rollups import (
 )
 from tollmeter.collector.storage._rollups import select_usage as _select_usage
 from tollmeter.collector.storage._schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS
-from tollmeter.collector.storage._sqlite import (
-    _chain_link,
-    _positive,
-)
+from tollmeter.collector.storage._settings import positive
+from tollmeter.collector.storage._sqlite import _chain_link
 from tollmeter.collector.storage._workflows import (
     WorkflowRow,
     check_workflow_query,
@@ -180,17 +178,15 @@ class PostgresLedger(Ledger):
                 f"unknown postgresql:// option {', '.join(unknown)}; "
                 f"libpq settings accepted: {', '.join(sorted(LIBPQ_OPTIONS))}"
             )
-        self._horizons = Horizons(
-            dedupe_window_ns=int(_positive("dedupe_window_s", dedupe_window_s) * 1e9),
-            prune_interval_ns=int(_positive("prune_interval_s", prune_interval_s) * 1e9),
-            minute_rollups_s=int(_positive("minute_rollups_s", minute_rollups_s)),
-            hour_rollups_s=(
-                None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
-            ),
+        self._horizons = Horizons.from_settings(
+            dedupe_window_s=dedupe_window_s,
+            prune_interval_s=prune_interval_s,
+            minute_rollups_s=minute_rollups_s,
+            hour_rollups_s=hour_rollups_s,
         )
-        self._statement_timeout_s = _positive("statement_timeout_s", statement_timeout_s)
-        connect_timeout = _positive("connect_timeout_s", connect_timeout_s)
-        size = int(_positive("pool_size", pool_size))
+        self._statement_timeout_s = positive("statement_timeout_s", statement_timeout_s)
+        connect_timeout = positive("connect_timeout_s", connect_timeout_s)
+        size = int(positive("pool_size", pool_size))
         timeout_ms = int(self._statement_timeout_s * 1000)
         self._conninfo = conninfo
         self._connect_args: dict[str, Any] = {

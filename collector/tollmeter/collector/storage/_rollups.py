@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from tollmeter.collector._dimensions import DIMENSIONS, QueryDimension, dimension_key
 from tollmeter.collector._records import UsageEvent
 from tollmeter.collector.storage._query import UsageQuery, UsageRow, utc_from_epoch
+from tollmeter.collector.storage._settings import positive
 from tollmeter.collector.storage._windows import (
     WINDOWS,
     QueryWindow,
@@ -162,6 +163,26 @@ class Horizons:
         self._minute_rollups_s = minute_rollups_s
         self._hour_rollups_s = hour_rollups_s
         self._last_prune_ns = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        dedupe_window_s: float | str,
+        prune_interval_s: float | str,
+        minute_rollups_s: float | str,
+        hour_rollups_s: float | str | None,
+    ) -> Horizons:
+        """The horizons a ledger's storage URL asks for, each checked to be positive
+        (``hour_rollups_s=None``: hour rollups are kept forever)."""
+        return cls(
+            dedupe_window_ns=int(positive("dedupe_window_s", dedupe_window_s) * 1e9),
+            prune_interval_ns=int(positive("prune_interval_s", prune_interval_s) * 1e9),
+            minute_rollups_s=int(positive("minute_rollups_s", minute_rollups_s)),
+            hour_rollups_s=(
+                None if hour_rollups_s is None else int(positive("hour_rollups_s", hour_rollups_s))
+            ),
+        )
 
     def minute_s(self, now_ns: int) -> int:
         """The first minute bucket that keeps a minute rollup."""

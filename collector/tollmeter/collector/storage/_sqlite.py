@@ -70,6 +70,7 @@ from tollmeter.collector.storage._schema import (
     migrate,
     register_functions,
 )
+from tollmeter.collector.storage._settings import positive
 from tollmeter.collector.storage._workflows import (
     WorkflowRow,
     check_workflow_query,
@@ -148,14 +149,12 @@ class SQLiteLedger(Ledger):
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
             )
-        self._timeout_s = _positive("timeout_s", timeout_s)
-        self._horizons = Horizons(
-            dedupe_window_ns=int(_positive("dedupe_window_s", dedupe_window_s) * 1e9),
-            prune_interval_ns=int(_positive("prune_interval_s", prune_interval_s) * 1e9),
-            minute_rollups_s=int(_positive("minute_rollups_s", minute_rollups_s)),
-            hour_rollups_s=(
-                None if hour_rollups_s is None else int(_positive("hour_rollups_s", hour_rollups_s))
-            ),
+        self._timeout_s = positive("timeout_s", timeout_s)
+        self._horizons = Horizons.from_settings(
+            dedupe_window_s=dedupe_window_s,
+            prune_interval_s=prune_interval_s,
+            minute_rollups_s=minute_rollups_s,
+            hour_rollups_s=hour_rollups_s,
         )
         self._synchronous: Synchronous = mode
         self._memory = path is None
@@ -501,16 +500,6 @@ def _chain_link(row: Sequence[Any]) -> ChainLink:
         tuple(str(columns).split(",")),
         bytes(digests),
     )
-
-
-def _positive(name: str, value: float | str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, not {value!r}") from None
-    if not number > 0:
-        raise ConfigurationError(f"{name} must be positive, not {value!r}")
-    return number
 
 
 @contextlib.contextmanager
