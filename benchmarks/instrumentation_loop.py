@@ -35,13 +35,19 @@ import copy
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from instrumentation_overhead import CLAUDE, _anthropic_body, _floor, _openai_body, _transport
+from instrumentation_overhead import (
+    CLAUDE,
+    _anthropic_body,
+    _floor,
+    _openai_body,
+    _transport,
+    run_child,
+)
 
 MODES = ("warm", "sdk_work", "own", "together")
 SDKS = ("openai", "anthropic")
@@ -209,13 +215,7 @@ def _child(sdk: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "--repeats",
         str(args.repeats),
     ]
-    done = subprocess.run(
-        command, env=dict(os.environ), capture_output=True, text=True, timeout=1800, check=False
-    )
-    if done.returncode != 0:
-        return {"status": "failed", "error": done.stderr.strip().splitlines()[-1:]}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(command, dict(os.environ))
 
 
 def main() -> None:

@@ -475,6 +475,11 @@ def _child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "--instructions",
         str(args.instructions),
     ]
+    return run_child(command, env)
+
+
+def run_child(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """The JSON object a benchmark's child interpreter prints last, or its failure."""
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=1800, check=False
     )
