@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from tollmeter.collector.limits import LimitsConfig, LimitsService, limits_routes
 from tollmeter.instrumentation import attribute
-from tollmeter.instrumentation._guard import Guard, active_guard
+from tollmeter.instrumentation._guard import Guard, active_guard, environment_guard_url
 from tollmeter.instrumentation.anthropic import AnthropicInstrumentor
 from tollmeter.instrumentation.errors import GuardUnavailable, QuotaExceeded
 from tollmeter.semconv import attributes as attrs
@@ -199,12 +199,43 @@ def test_downgrade_applies_only_when_opted_in(claude, fake_llm, installed):
 def test_guard_from_environment(monkeypatch, check_server):
     monkeypatch.setenv("TOLLMETER_GUARD_URL", check_server.url)
     monkeypatch.setenv("TOLLMETER_GUARD_FAIL_MODE", "closed")
-    guard = active_guard()
+    guard = active_guard(environment_guard_url())
     assert guard is not None
     assert guard.fail_mode == "closed"
-    assert active_guard() is guard
+    assert active_guard(environment_guard_url()) is guard
     monkeypatch.delenv("TOLLMETER_GUARD_URL")
-    assert active_guard() is None
+    assert environment_guard_url() is None
+    assert active_guard(environment_guard_url()) is None
+
+
+def test_the_environment_is_read_when_instrumentation_is_enabled(
+    monkeypatch, check_server, fake_llm, tracer_provider, meter_provider, claude_tracing
+):
+    def enabled() -> AnthropicInstrumentor:
+        instrumentor = AnthropicInstrumentor()
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        return instrumentor
+
+    monkeypatch.setenv("TOLLMETER_GUARD_URL", check_server.url)
+    with anthropic.Anthropic(
+        base_url=fake_llm.url, api_key="test-key", max_retries=0, **claude_tracing(False)
+    ) as client:
+        instrumentor = enabled()
+        try:
+            # Unset after enabling: this instrumentor keeps the guard it was enabled with.
+            monkeypatch.delenv("TOLLMETER_GUARD_URL")
+            _ask(client, max_tokens=1500)
+            with pytest.raises(QuotaExceeded):
+                _ask(client, max_tokens=1500)
+        finally:
+            instrumentor.uninstrument()
+        instrumentor = enabled()
+        try:
+            # Enabled again with the variable unset: no guard asks the collector any more.
+            assert _ask(client, max_tokens=1500).content
+        finally:
+            instrumentor.uninstrument()
+    assert check_server.service.engine.counts()["checks_denied"] == 1
 
 
 @pytest.mark.parametrize(
@@ -287,7 +318,7 @@ def test_configure_guard_url_wins_over_the_environment(monkeypatch, check_server
 
     monkeypatch.setenv("TOLLMETER_GUARD_URL", dead_url)
     monkeypatch.setattr(_configure, "_HANDLE", SimpleNamespace(guard_url=check_server.url))
-    guard = active_guard()
+    guard = active_guard(environment_guard_url())
     assert guard is not None
     assert guard.url == check_server.url + "/api/v1/check"
 

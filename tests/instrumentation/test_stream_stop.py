@@ -403,11 +403,16 @@ def test_no_output_left_refuses_the_next_call_before_any_request(gpt, fake_llm):
     assert len(fake_llm.requests()) == before
 
 
-def test_the_guard_from_the_environment_warns_when_told(
-    gpt, output_quota, span_attributes, monkeypatch
-):
+@pytest.fixture
+def guard_from_environment(output_quota, monkeypatch) -> None:
+    """The guard named by the environment; set before ``gpt``, which reads it when enabled."""
     monkeypatch.setenv("TOLLMETER_GUARD_URL", output_quota.url)
     monkeypatch.setenv("TOLLMETER_GUARD_OVERRUN", "warn")
+
+
+def test_the_guard_from_the_environment_warns_when_told(
+    guard_from_environment, gpt, span_attributes
+):
     texts: list[str] = []
     _read(
         gpt.chat.completions.create(model=GPT, messages=MESSAGES, stream=True, extra_headers=LONG),

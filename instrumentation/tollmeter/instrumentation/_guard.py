@@ -1,7 +1,8 @@
 """The pre-flight guard: ask the collector before each model call, and stop denied calls.
 
 Opt-in with ``tollmeter.configure(guard_url=...)``, the ``TOLLMETER_GUARD_URL``
-environment variable, or ``Guard(url=...).install()``. Before each instrumented call
+environment variable (read when an instrumentor is enabled, as OpenTelemetry reads its own
+variables at start-up), or ``Guard(url=...).install()``. Before each instrumented call
 the instrumentation estimates the input tokens (tiktoken) plus the requested maximum
 output and posts them to the collector's ``POST /api/v1/check``, which reserves them
 atomically against every matching limit. A denied call raises ``QuotaExceeded``
@@ -61,6 +62,7 @@ __all__ = [
     "Guard",
     "GuardDecision",
     "before_call",
+    "environment_guard_url",
     "release_failed_call",
 ]
 
@@ -403,17 +405,18 @@ _BY_URL: dict[str, Guard | None] = {}
 _BY_URL_LOCK = threading.Lock()
 
 
-def release_failed_call(span: object) -> None:
+def release_failed_call(span: object, environment_url: str | None) -> None:
     """Give back the guard's reservation of a call that failed before any usage arrived.
 
     Without it the reservation, and a concurrency slot with it, would be held until it
     expires. The release runs on a thread of its own: the app's exception is not delayed.
+    ``environment_url`` is the instrumentor's ``environment_guard_url()``.
     """
     attributes = getattr(span, "attributes", None)
     if not isinstance(attributes, Mapping):
         return
     reservation_id = attributes.get(attrs.TOLLMETER_RESERVATION_ID)
-    guard = active_guard()
+    guard = active_guard(environment_url)
     if guard is None or not isinstance(reservation_id, str):
         return
     threading.Thread(
@@ -421,12 +424,22 @@ def release_failed_call(span: object) -> None:
     ).start()
 
 
-def active_guard() -> Guard | None:
-    """The installed guard, else the one for ``configure(guard_url=...)`` or
-    ``TOLLMETER_GUARD_URL``."""
+def environment_guard_url() -> str | None:
+    """``TOLLMETER_GUARD_URL`` as it is now; an instrumentor reads it once, when enabled.
+
+    Not per call: an unset variable is the common case, and ``os.environ`` answers it by
+    raising and catching ``KeyError``, which cost more than the rest of the guard hook on a
+    call that no guard checks.
+    """
+    return os.environ.get(TOLLMETER_GUARD_URL) or None
+
+
+def active_guard(environment_url: str | None) -> Guard | None:
+    """The installed guard, else the one for ``configure(guard_url=...)``, else the one for
+    ``environment_url`` (the instrumentor's ``environment_guard_url()``)."""
     if _INSTALLED is not None:
         return _INSTALLED
-    url = _configured_url()
+    url = _configured_url() or environment_url
     if not url:
         return None
     try:
@@ -439,14 +452,15 @@ def active_guard() -> Guard | None:
 
 
 def _configured_url() -> str | None:
-    # Read from configure()'s handle only when configure() has run: importing the module
+    # Read per call: configure() may run after `opentelemetry-instrument` has enabled the
+    # instrumentors. Read from its handle only when configure() has run: importing the module
     # here would pull in the OTLP exporters for apps that never call it.
     configure_module = sys.modules.get("tollmeter.instrumentation._configure")
     if configure_module is not None:
         url = getattr(getattr(configure_module, "_HANDLE", None), "guard_url", None)
         if isinstance(url, str) and url:
             return url
-    return os.environ.get(TOLLMETER_GUARD_URL) or None
+    return None
 
 
 def _guard_from_settings(url: str) -> Guard | None:
@@ -493,8 +507,11 @@ def before_call(
     estimate_input: Callable[[], int],
     kwargs: MutableMapping[str, Any],
     attributes: MutableMapping[str, AttributeValue],
+    environment_url: str | None,
 ) -> MutableMapping[str, Any]:
     """Run the budgets and the guard before a model call; the SDK wrappers' one hook.
+
+    ``environment_url`` is the instrumentor's ``environment_guard_url()``.
 
     Raises ``BudgetExceeded`` or ``QuotaExceeded`` (before any provider request).
     Returns the keyword arguments to call the SDK with: ``kwargs`` itself, or a copy
@@ -502,7 +519,7 @@ def before_call(
     Any other failure of its own is reported once and lets the call through.
     """
     disarm()
-    guard = active_guard()
+    guard = active_guard(environment_url)
     if guard is None and not budgets_active():
         return kwargs
     max_output = _max_output(kwargs)

@@ -9,6 +9,7 @@ from opentelemetry import trace
 
 from tollmeter.instrumentation._configure import ensure_attribution_processor
 from tollmeter.instrumentation._content import capture_mode
+from tollmeter.instrumentation._guard import environment_guard_url
 from tollmeter.instrumentation._telemetry import Telemetry
 
 __all__ = ["telemetry_for"]
@@ -18,7 +19,8 @@ def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Tele
     """The spans and metrics of one instrumentor, from its ``instrument()`` options:
     ``tracer_provider``, ``meter_provider``, ``logger_provider``, ``metric_tenant_attribute``
     (a bool) and ``capture_message_content`` (a ``_content.CaptureMode`` or its name; by
-    default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, read now).
+    default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, read now). The guard's
+    ``TOLLMETER_GUARD_URL`` is read now too.
 
     Also adds the attribution processor to the tracer provider: under
     ``opentelemetry-instrument`` nothing else does, and the spans of other
@@ -37,4 +39,5 @@ def telemetry_for(instrumenting_module: str, options: Mapping[str, Any]) -> Tele
         metric_tenant_attribute=tenant_attribute,
         capture=capture,
         logger_provider=options.get("logger_provider"),
+        guard_url=environment_guard_url(),
     )

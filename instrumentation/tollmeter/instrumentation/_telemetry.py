@@ -215,7 +215,10 @@ class Telemetry:
         conventions: Conventions | None = None,
         capture: CaptureMode = CaptureMode.NO_CONTENT,
         logger_provider: LoggerProvider | None = None,
+        guard_url: str | None = None,
     ) -> None:
+        self.guard_url = guard_url
+        """``TOLLMETER_GUARD_URL`` as it was when the instrumentor was enabled."""
         self.conventions = conventions_from_env() if conventions is None else conventions
         self.deprecated_span_names = self.conventions.deprecated_span_names
         self.content: ContentRecorder | None = None
@@ -467,7 +470,7 @@ class Telemetry:
             span_attributes = {}
             # Failed before any output: nothing will be metered to settle the reservation.
             with contained("telemetry.release_reservation"):
-                release_failed_call(call.span)
+                release_failed_call(call.span, self.guard_url)
         else:
             span_attributes = _usage_attributes(usage, source)
             if self.deprecated_span_names:

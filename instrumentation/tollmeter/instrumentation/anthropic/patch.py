@@ -367,7 +367,9 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return wrapped(*args, **kwargs)
-        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        kwargs = before_call(
+            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
+        )
         try:
             with self.running(pending, instance):
                 result = beneath(wrapped)(*args, **kwargs)
@@ -384,7 +386,9 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return await wrapped(*args, **kwargs)
-        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        kwargs = before_call(
+            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
+        )
         try:
             with self.running(pending, instance):
                 result = await beneath(wrapped)(*args, **kwargs)
@@ -400,7 +404,9 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         pending.peer = peer_above()
-        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        kwargs = before_call(
+            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
+        )
         return MessageStreamManagerProxy(beneath(wrapped)(*args, **kwargs), self, pending, instance)
 
     def astream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -410,7 +416,9 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         pending.peer = peer_above()
-        kwargs = before_call(pending.model, pending.estimate, kwargs, pending.attributes)
+        kwargs = before_call(
+            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
+        )
         return AsyncMessageStreamManagerProxy(
             beneath(wrapped)(*args, **kwargs), self, pending, instance
         )

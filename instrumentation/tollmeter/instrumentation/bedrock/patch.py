@@ -167,7 +167,7 @@ def _prepare(
     enforcement: dict[str, AttributeValue] = {}
     view = {"model": request.model, "max_tokens": request.max_tokens}
     # Budgets and the guard may refuse the call (raising) before anything is sent.
-    checked = before_call(request.model, request.estimate, view, enforcement)
+    checked = before_call(request.model, request.estimate, view, enforcement, telemetry.guard_url)
     if checked.get("model") != request.model:
         params = {**params, "modelId": checked["model"]}
         with contained("bedrock.read"):

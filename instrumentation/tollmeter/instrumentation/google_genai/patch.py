@@ -125,7 +125,7 @@ def _prepare(
     # The output limit sits in ``config``: hand the guard a flat view of the request.
     view = {"model": model, "max_output_tokens": extract.max_output_tokens(kwargs)}
     # Budgets and the guard may refuse the call (raising) before anything is sent.
-    checked = before_call(model, estimate, view, enforcement)
+    checked = before_call(model, estimate, view, enforcement, telemetry.guard_url)
     if checked.get("model") != model:
         kwargs = {**kwargs, "model": checked["model"]}
     call: Call | None = None

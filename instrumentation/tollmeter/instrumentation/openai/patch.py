@@ -332,7 +332,9 @@ def _prepare(
     enforcement: dict[str, AttributeValue] = {}
     model = _model(kwargs)
     estimate = endpoint.input_estimate
-    checked = before_call(model, lambda: estimate(kwargs, model)(), kwargs, enforcement)
+    checked = before_call(
+        model, lambda: estimate(kwargs, model)(), kwargs, enforcement, telemetry.guard_url
+    )
     if checked is not kwargs:  # the guard downgraded the model
         kwargs = dict(checked)
         model = _model(kwargs)
