@@ -176,6 +176,13 @@ class _Pending:
         """A peer's span found when ``stream()`` was called (it may no longer be current when
         the manager sends the request)."""
 
+    def checked(self, kwargs: Any) -> Any:
+        """``kwargs`` to call the SDK with, after the budgets and the guard (which raise when
+        they refuse the call, before any request is sent)."""
+        return before_call(
+            self.model, self.estimate, kwargs, self.attributes, self.telemetry.guard_url
+        )
+
     def start_own(self) -> Call:
         return self.telemetry.start(
             operation=extract.OPERATION,
@@ -367,9 +374,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return wrapped(*args, **kwargs)
-        kwargs = before_call(
-            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
-        )
+        kwargs = pending.checked(kwargs)
         try:
             with self.running(pending, instance):
                 result = beneath(wrapped)(*args, **kwargs)
@@ -386,9 +391,7 @@ class AnthropicPatch:
         pending = self._prepare(instance, kwargs, stream=bool(kwargs.get("stream")))
         if pending is None:
             return await wrapped(*args, **kwargs)
-        kwargs = before_call(
-            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
-        )
+        kwargs = pending.checked(kwargs)
         try:
             with self.running(pending, instance):
                 result = await beneath(wrapped)(*args, **kwargs)
@@ -404,9 +407,7 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         pending.peer = peer_above()
-        kwargs = before_call(
-            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
-        )
+        kwargs = pending.checked(kwargs)
         return MessageStreamManagerProxy(beneath(wrapped)(*args, **kwargs), self, pending, instance)
 
     def astream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -416,9 +417,7 @@ class AnthropicPatch:
         if pending is None:
             return wrapped(*args, **kwargs)
         pending.peer = peer_above()
-        kwargs = before_call(
-            pending.model, pending.estimate, kwargs, pending.attributes, self.telemetry.guard_url
-        )
+        kwargs = pending.checked(kwargs)
         return AsyncMessageStreamManagerProxy(
             beneath(wrapped)(*args, **kwargs), self, pending, instance
         )
