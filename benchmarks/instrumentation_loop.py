@@ -23,7 +23,9 @@ and ``*_to_floor`` is that over the floor's. Modes, each in its own interpreter:
   48 µs here), as in the main benchmark;
 - ``own``: warm, with no-op tracer and meter providers: tollmeter's own Python alone;
 - ``together``: warm; each call runs the floor and then tollmeter's wrapper on no-op
-  providers, to compare with the two timed apart.
+  providers, to compare with the two timed apart. For reference, the floor is also followed
+  by plain Python of about the same cost that does nothing of tollmeter's: a chain of 60
+  distinct small functions (``plain_us`` alone, ``floor_then_plain_us`` after the floor).
 
 Usage: ``python benchmarks/instrumentation_loop.py [--calls N] [--repeats R]`` prints JSON.
 """
@@ -52,6 +54,33 @@ from instrumentation_overhead import (
 MODES = ("warm", "sdk_work", "own", "together")
 SDKS = ("openai", "anthropic")
 _REQUEST_LIKE = [{f"field-{i}": list(range(20))} for i in range(30)]
+_PLAIN_STEPS = 60
+
+
+def _plain_chain() -> Callable[[], int]:
+    """Plain Python that runs through ``_PLAIN_STEPS`` distinct functions (each compiled from
+    its own source, so none shares code with another), the shape of a call path through many
+    small helpers, with a few dict and tuple operations in each."""
+    namespace: dict[str, Any] = {}
+    for step in range(_PLAIN_STEPS):
+        source = (
+            f"def step_{step}(values, x):\n"
+            f"    value = values.get('k{step % 7}', {step})\n"
+            f"    if isinstance(value, int) and value > -{step + 1}:\n"
+            f"        values['k{step % 5}'] = value + x\n"
+            f"    return len((x, value, {step})) + x\n"
+        )
+        exec(compile(source, f"<plain step {step}>", "exec"), namespace)
+    steps = [namespace[f"step_{step}"] for step in range(_PLAIN_STEPS)]
+
+    def run() -> int:
+        values: dict[str, int] = {}
+        x = 0
+        for step in steps:
+            x = step(values, x) & 1023
+        return x
+
+    return run
 
 
 def _providers(noop: bool) -> tuple[Any, Any, Callable[[], None]]:
@@ -171,6 +200,9 @@ def _setup(sdk: str, mode: str) -> tuple[dict[str, Callable[[], None]], Callable
     if mode == "together":
         fns["tollmeter_own"] = lambda: own(stand_in, instance, (), kwargs)
         fns["floor_then_tollmeter_own"] = lambda: (floor(), own(stand_in, instance, (), kwargs))
+        plain = _plain_chain()
+        fns["plain"] = lambda: (stand_in(**kwargs), plain())
+        fns["floor_then_plain"] = lambda: (floor(), plain())
     if sdk == "openai":
         from thin_wrapper import ThinOpenAIInstrumentor
 

@@ -29,7 +29,15 @@ def _run(script: str, *args: str) -> dict[str, Any]:
 
 def test_the_loop_benchmark_reports_floor_tollmeter_and_thin_for_each_mode():
     report = _run(
-        "instrumentation_loop.py", "--calls", "20", "--repeats", "1", "--mode", "warm", "own"
+        "instrumentation_loop.py",
+        "--calls",
+        "20",
+        "--repeats",
+        "1",
+        "--mode",
+        "warm",
+        "own",
+        "together",
     )
     openai, anthropic = report["results"]["openai"], report["results"]["anthropic"]
     assert {"floor_us", "tollmeter_us", "thin_us", "tollmeter_to_floor"} <= set(openai["warm"])
@@ -37,6 +45,14 @@ def test_the_loop_benchmark_reports_floor_tollmeter_and_thin_for_each_mode():
     assert "tollmeter_to_floor" not in openai["own"]
     for result in (openai["own"], anthropic["own"]):
         assert result["tollmeter_us"] > 0
+    for result in (openai["together"], anthropic["together"]):
+        assert {
+            "floor_us",
+            "tollmeter_own_us",
+            "floor_then_tollmeter_own_us",
+            "plain_us",
+            "floor_then_plain_us",
+        } <= set(result)
 
 
 def test_the_overhead_benchmark_reports_against_the_floor():
